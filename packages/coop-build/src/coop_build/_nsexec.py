@@ -1,0 +1,430 @@
+"""The helper process behind ``coop_build.namespace`` (run as ``python -m``; private).
+
+A fresh single-threaded interpreter, so forking is safe whatever threads the caller has.
+It reads one JSON request on stdin, then::
+
+    helper H --fork--> C: unshare(user, mount, pid, uts, ipc); H writes C's id maps
+                       C --fork--> P = PID 1: overlay, /proc, /dev, /tmp, binds, pivot_root
+                                   P --fork--> /bin/sh -c COMMAND   (P reaps until it exits)
+
+Each process gets PR_SET_PDEATHSIG from its parent, so killing the caller or H tears the
+whole tree down; H kills P on SIGTERM/SIGINT and waits, and P's death empties the PID
+namespace before C can reap it. The shell's stdout and stderr are H's stdout; H's stderr
+carries only our own failures, as one JSON object per line. H exits with the command's
+exit code (128+N for a signal).
+"""
+
+# This module works on str paths and raw fds in freshly forked processes, on purpose.
+# ruff: noqa: PTH102, PTH106, PTH108, PTH112, PTH113, PTH114, PTH115, PTH118, PTH120, PTH202, PTH211
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import sys
+import tempfile
+from collections import deque
+from types import FrameType
+from typing import Any, NoReturn
+
+from coop_build import linux
+from coop_build.errors import CoopBuildError, ToolError
+from coop_build.idmap import IdMap, write_idmap
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+HOST_DIRS = ("usr", "bin", "sbin", "lib", "lib64", "lib32", "libx32", "etc")
+DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+DEV_LINKS = (
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+    ("ptmx", "pts/ptmx"),
+)
+SETUP_FAILED = 125
+NS_FLAGS = (
+    linux.CLONE_NEWUSER | linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWUTS
+    | linux.CLONE_NEWIPC
+)
+
+
+def report(message: str, **extra: Any) -> None:
+    """One JSON error line on fd 2 (the caller turns it into an exception)."""
+    line = json.dumps({"error": message, **extra}) + "\n"
+    with contextlib.suppress(OSError):
+        os.write(2, line.encode())
+
+
+def exit_code(status: int) -> int:
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def default_signals() -> None:
+    """Undo Python's signal set-up before exec (it ignores SIGPIPE and SIGXFSZ)."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+# --- paths inside the new root -------------------------------------------------------
+
+
+def resolve_in_root(root: str, rel: str) -> str:
+    """``rel`` with symlinks followed as if ``root`` were ``/`` (missing parts kept)."""
+    parts = deque(rel.split("/"))
+    cur: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.popleft()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if cur:
+                cur.pop()
+            continue
+        candidate = os.path.join(root, *cur, part)
+        if os.path.islink(candidate):
+            hops += 1
+            if hops > 40:
+                raise OSError(40, f"too many symlinks resolving /{rel} in the rootfs")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                cur = []
+            parts.extendleft(reversed(target.split("/")))
+            continue
+        cur.append(part)
+    return "/".join(cur)
+
+
+class Mountpoints:
+    """Creates missing mount points in the merged tree and remembers what it did.
+
+    Whatever we create lands in the step's upper dir; the helper removes it after the
+    step (``created``), together with directories copied up only because we created
+    something inside them (``copied``).
+    """
+
+    def __init__(self, root: str, upper: str) -> None:
+        self.root = root
+        self.upper = upper
+        self.actions: list[tuple[str, str]] = []
+
+    def ensure(self, rel: str, kind: str, link: str = "") -> str:
+        rel = resolve_in_root(self.root, rel) if kind != "symlink" else rel.strip("/")
+        parts = rel.split("/")
+        for depth in range(1, len(parts)):
+            self._ensure_dir("/".join(parts[:depth]))
+        path = os.path.join(self.root, rel)
+        if os.path.lexists(path):
+            return path
+        self._note_parent(rel)
+        if kind == "dir":
+            os.mkdir(path, 0o755)
+        elif kind == "file":
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        else:
+            os.symlink(link, path)
+        self.actions.append(("created", rel))
+        return path
+
+    def _ensure_dir(self, rel: str) -> None:
+        path = os.path.join(self.root, rel)
+        if not os.path.lexists(path):
+            self._note_parent(rel)
+            os.mkdir(path, 0o755)
+            self.actions.append(("created", rel))
+
+    def _note_parent(self, rel: str) -> None:
+        parent = os.path.dirname(rel)
+        if parent and not os.path.lexists(os.path.join(self.upper, parent)):
+            self.actions.append(("copied", parent))
+
+
+def clean_upper(upper: str, actions: list[list[str]]) -> None:
+    """Remove what ``Mountpoints`` put into the upper dir, newest first."""
+    for kind, rel in reversed(actions):
+        path = os.path.join(upper, rel)
+        with contextlib.suppress(OSError):
+            if os.path.islink(path) and kind == "created":
+                os.unlink(path)
+            elif os.path.isdir(path):
+                os.rmdir(path)  # only if empty: the step may have used it
+            elif kind == "created" and os.path.isfile(path) and os.path.getsize(path) == 0:
+                os.unlink(path)
+
+
+# --- PID 1 -----------------------------------------------------------------------------
+
+
+def overlay_options(lowers: list[str], upper: str, work: str) -> str:
+    """Overlay mount data; lowers are given bottom-first, overlay wants top-first."""
+    return (
+        f"lowerdir={':'.join(reversed(lowers))},upperdir={upper},workdir={work},userxattr"
+    )
+
+
+def setup_root(req: dict[str, Any], root: str, points: Mountpoints) -> None:
+    """Everything PID 1 mounts before ``pivot_root`` (runs in the new mount namespace)."""
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    # Relative layer paths keep the option string under a page however many layers.
+    base = os.path.commonpath([*req["lowers"], req["upper"], req["work"]])
+    os.chdir(base)
+    rel = [os.path.relpath(p, base) for p in req["lowers"]]
+    data = overlay_options(rel, os.path.relpath(req["upper"], base),
+                           os.path.relpath(req["work"], base))
+    linux.mount("overlay", root, "overlay", 0, data)
+    os.chdir("/")
+
+    proc = points.ensure("proc", "dir")
+    linux.mount("proc", proc, "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+    dev = points.ensure("dev", "dir")
+    linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID | linux.MS_NOEXEC, "mode=0755")
+    for node in DEV_NODES:
+        target = os.path.join(dev, node)
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT, 0o666))
+        linux.bind_mount(f"/dev/{node}", target)
+    for name, link in DEV_LINKS:
+        os.symlink(link, os.path.join(dev, name))
+    os.mkdir(os.path.join(dev, "pts"))
+    linux.mount("devpts", os.path.join(dev, "pts"), "devpts", linux.MS_NOSUID | linux.MS_NOEXEC,
+                "newinstance,ptmxmode=0666,mode=0620")
+    os.mkdir(os.path.join(dev, "shm"))
+    linux.mount("tmpfs", os.path.join(dev, "shm"), "tmpfs",
+                linux.MS_NOSUID | linux.MS_NODEV, "mode=1777")
+    tmp = points.ensure("tmp", "dir")
+    linux.mount("tmpfs", tmp, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=1777")
+
+    if req["host_dirs"]:
+        for name in HOST_DIRS:
+            host = f"/{name}"
+            if os.path.islink(host):
+                points.ensure(name, "symlink", os.readlink(host))
+            elif os.path.isdir(host):
+                linux.bind_mount(host, points.ensure(name, "dir"), readonly=True, recursive=True)
+
+    # The host's resolver config, followed to its real file (often a symlink into /run),
+    # bound over wherever the rootfs's /etc/resolv.conf leads.
+    resolv = os.path.realpath("/etc/resolv.conf")
+    if os.path.isfile(resolv):
+        linux.bind_mount(resolv, points.ensure("etc/resolv.conf", "file"), readonly=True)
+
+    os.chdir(root)
+    linux.pivot_root(".", ".")
+    linux.umount2(".", linux.MNT_DETACH)
+    os.chdir("/")
+
+
+def pid1(req: dict[str, Any], root: str, info_w: int, life_r: int) -> NoReturn:
+    """PID 1 of the new namespace: set the root up, run the command, reap until it ends."""
+    points = Mountpoints(root, req["upper"])
+    try:
+        linux.set_pdeathsig(signal.SIGKILL)
+        if select.select([life_r], [], [], 0)[0]:  # C already gone: never run orphaned
+            os._exit(SETUP_FAILED)
+        os.close(life_r)
+        # No handlers: as PID 1 we are then immune to signals sent from inside.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        try:
+            setup_root(req, root, points)
+        finally:
+            os.write(info_w, json.dumps(points.actions).encode())
+            os.close(info_w)
+        env = dict(req["env"])
+        env.setdefault("PATH", DEFAULT_PATH)
+        try:
+            os.chdir(req["cwd"])
+        except OSError as exc:
+            report(f"working directory {req['cwd']} is not usable in the rootfs: {exc.strerror}")
+            os._exit(SETUP_FAILED)
+        shell = os.fork()
+        if shell == 0:
+            errfd = os.dup(2)
+            try:
+                default_signals()
+                os.setsid()
+                os.dup2(1, 2)
+                os.execve("/bin/sh", ["/bin/sh", "-c", req["command"]], env)  # noqa: S606
+            except OSError as exc:
+                os.dup2(errfd, 2)
+                report(f"cannot run /bin/sh in the rootfs: {exc.strerror}")
+            os._exit(127)
+        while True:
+            pid, status = os.wait()
+            if pid == shell:
+                os._exit(exit_code(status))
+    except BaseException as exc:
+        report(f"build namespace setup failed: {exc}")
+        os._exit(SETUP_FAILED)
+
+
+# --- C: the process that owns the namespaces ----------------------------------------
+
+
+def child(req: dict[str, Any], helper: int, fds: tuple[int, int, int], root: str) -> NoReturn:
+    """C: unshare, wait for the maps, become root, then fork PID 1 (or exec, userns mode)."""
+    to_h, from_h, info_w = fds
+    try:
+        linux.set_pdeathsig(signal.SIGKILL)
+        if os.getppid() != helper:
+            os._exit(SETUP_FAILED)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        linux.unshare(NS_FLAGS if req["mode"] == "rootfs" else linux.CLONE_NEWUSER)
+        os.write(to_h, b"u")
+        if os.read(from_h, 1) != b"g":
+            os._exit(SETUP_FAILED)
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+        with contextlib.suppress(OSError):  # refused after "deny" (single mapping)
+            os.setgroups([])
+        if req["mode"] == "userns":
+            os.dup2(1, 2)
+            default_signals()
+            try:
+                os.execvp(req["argv"][0], req["argv"])  # noqa: S606
+            except OSError as exc:
+                os.write(to_h, json.dumps({"exec": exc.strerror}).encode())
+            os._exit(127)
+        linux.sethostname("coop-build")
+        life_r, life_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(life_w)
+            os.close(to_h)
+            os.close(from_h)
+            pid1(req, root, info_w, life_r)
+        os.close(life_r)
+        os.close(info_w)
+        os.write(to_h, f"{pid}\n".encode())
+        os.close(to_h)
+        _, status = os.waitpid(pid, 0)
+        os._exit(exit_code(status))
+    except BaseException as exc:
+        report(f"build namespace setup failed: {exc}")
+        os._exit(SETUP_FAILED)
+
+
+# --- H: the helper ---------------------------------------------------------------------
+
+
+class Helper:
+    def __init__(self, req: dict[str, Any]) -> None:
+        self.req = req
+        self.child = 0
+        self.pid1 = 0
+        self.stopping = False
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+        victim = self.pid1 or self.child
+        if victim:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim, signal.SIGKILL)
+
+    def run(self) -> int:
+        req = self.req
+        tmpdir = ""
+        root = ""
+        if req["mode"] == "rootfs":
+            tmpdir = tempfile.mkdtemp(prefix=".coop-mnt-", dir=os.path.dirname(req["work"]))
+            root = os.path.join(tmpdir, "root")
+            os.mkdir(root)
+            if not req["lowers"]:
+                empty = os.path.join(tmpdir, "empty")
+                os.mkdir(empty)
+                req["lowers"] = [empty]
+        try:
+            return self._run(root)
+        finally:
+            if tmpdir:
+                for sub in ("root", "empty"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.rmdir(os.path.join(tmpdir, sub))
+                os.rmdir(tmpdir)
+
+    def _run(self, root: str) -> int:
+        to_h_r, to_h_w = os.pipe()
+        from_h_r, from_h_w = os.pipe()
+        info_r, info_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(to_h_r)
+            os.close(from_h_w)
+            os.close(info_r)
+            child(self.req, os.getppid(), (to_h_w, from_h_r, info_w), root)
+        self.child = pid
+        for fd in (to_h_w, from_h_r, info_w):
+            os.close(fd)
+        try:
+            if self.stopping:
+                os.kill(pid, signal.SIGKILL)
+            elif os.read(to_h_r, 1) == b"u":
+                try:
+                    write_idmap(pid, idmap_from_json(self.req["idmap"]))
+                except CoopBuildError as exc:
+                    os.kill(pid, signal.SIGKILL)
+                    extra = {"tool": exc.tool, "stderr": exc.stderr} if isinstance(
+                        exc, ToolError) else {}
+                    report(exc.message, **extra)
+                else:
+                    os.write(from_h_w, b"g")
+            msg = read_all(to_h_r)
+            if msg.startswith(b"{"):
+                report(f"cannot run {self.req['argv'][0]}: {json.loads(msg)['exec']}",
+                       exec_failed=True)
+            elif msg.strip().isdigit():
+                self.pid1 = int(msg)
+                if self.stopping:
+                    os.kill(self.pid1, signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
+            code = exit_code(status)
+            actions = read_all(info_r)
+            if actions and self.req["mode"] == "rootfs":
+                clean_upper(self.req["upper"], json.loads(actions))
+            return code
+        finally:
+            for fd in (to_h_r, from_h_w, info_r):
+                os.close(fd)
+
+
+def idmap_from_json(data: dict[str, list[list[int]]]) -> IdMap:
+    def lines(key: str) -> tuple[tuple[int, int, int], ...]:
+        return tuple((int(a), int(b), int(c)) for a, b, c in data[key])
+
+    return IdMap(uid_map=lines("uid_map"), gid_map=lines("gid_map"))
+
+
+def read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def main() -> NoReturn:
+    caller = int(sys.argv[1])
+    linux.set_pdeathsig(signal.SIGTERM)
+    if os.getppid() != caller:
+        os._exit(SETUP_FAILED)
+    req = json.loads(sys.stdin.buffer.read())
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    helper = Helper(req)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, helper.on_signal)
+    try:
+        code = helper.run()
+    except Exception as exc:
+        report(f"build namespace helper failed: {exc}")
+        code = SETUP_FAILED
+    sys.stdout.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

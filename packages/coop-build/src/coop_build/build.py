@@ -1,0 +1,390 @@
+"""The ``Builder``: plan a Coopfile's steps, reuse cached layers, run the rest, record.
+
+An unchanged Coopfile is answered from the build record alone (no lock, no network, no
+heavy imports: ``coop init`` with nothing to do must cost little more than starting
+Python), so pull, unpack, namespace and export modules are imported only when needed.
+Everything else happens under the store's build lock: each step runs into a scratch dir
+and is published only when it succeeded, and the build record and the workspace record
+are written last, so a failed, interrupted or killed build leaves the previous build of
+every workspace intact.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from coop_build.errors import BuildInterruptedError, RegistryError, StepFailedError, StoreError
+from coop_build.manifest import host_platform
+from coop_build.paths import CoopPaths
+from coop_build.progress import (
+    Message,
+    ProgressCallback,
+    StepFinished,
+    StepOutput,
+    StepStarted,
+    ignore_progress,
+)
+from coop_build.steps import BuildPlan, Step, plan_steps
+from coop_build.store import BuildRecord, Scratch, Store
+
+if TYPE_CHECKING:
+    from coop_build.idmap import IdMap
+    from coop_build.layers import LoadedCoopfile
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PASSTHROUGH_VARS = (
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_TRUSTED_HOST",
+    "npm_config_registry",
+)
+"""Copied from the invoking environment into build steps: proxies and package mirrors."""
+TAIL_LINES = 20
+HOST_SKELETON = ("proc", "dev", "tmp", "etc", "workspace", "root")
+IMAGE_ENV_KEY = "image_env"  # in the base layer's step.json: the image config's Env
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How to build. ``prebuilt`` (a repository) overrides the Coopfile's ``build.prebuilt``;
+    ``push`` is a reference to push the finished build to; ``platform`` overrides
+    ``base.platform``. ``no_cache`` re-pulls and re-runs every step (and skips prebuilts).
+    """
+
+    no_cache: bool = False
+    prebuilt: str | None = None
+    push: str | None = None
+    progress: ProgressCallback = ignore_progress
+    platform: str | None = None
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    build_key: str
+    record: BuildRecord
+    steps_run: int
+    steps_total: int
+    from_prebuilt: bool
+    pushed: str | None
+
+
+def step_environment(environ: Mapping[str, str], image_env: Iterable[str] = ()) -> dict[str, str]:
+    """The environment of a build step.
+
+    Defaults, then the image's own ``Env`` (its PATH wins), then what steps always need,
+    then the proxy and package-mirror variables of the invoking environment.
+    """
+    env = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8"}
+    for item in image_env:
+        name, sep, value = item.partition("=")
+        if sep and name:
+            env[name] = value
+    env.update(HOME="/root", TERM="dumb", DEBIAN_FRONTEND="noninteractive")
+    for name in PASSTHROUGH_VARS:
+        passed = environ.get(name)
+        if passed is not None:
+            env[name] = passed
+    return env
+
+
+def _image_env(config: Mapping[str, Any]) -> list[str]:
+    inner = config.get("config")
+    env = inner.get("Env") if isinstance(inner, dict) else None
+    if not isinstance(env, list):
+        return []
+    return [item for item in env if isinstance(item, str)]
+
+
+class _StepLog:
+    """Step output to the build log, the progress callback and a tail for errors."""
+
+    def __init__(self, fh: IO[str], index: int, progress: ProgressCallback) -> None:
+        self._fh = fh
+        self._index = index
+        self._progress = progress
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+
+    def __call__(self, line: str) -> None:
+        line = line.rstrip("\r\n")
+        self._fh.write(line + "\n")
+        self.tail.append(line)
+        self._progress(StepOutput(self._index, line))
+
+
+class Builder:
+    """Builds Coopfiles into the store of one ``COOP_HOME``."""
+
+    def __init__(self, paths: CoopPaths, *, environ: Mapping[str, str] | None = None) -> None:
+        self.paths = paths
+        self.store = Store(paths)
+        self._environ: dict[str, str] = dict(os.environ if environ is None else environ)
+        self._idmap: IdMap | None = None
+
+    @property
+    def idmap(self) -> IdMap:
+        """The id map build steps run with (chosen once per Builder)."""
+        if self._idmap is None:
+            from coop_build.idmap import choose_idmap
+
+            self._idmap = choose_idmap(environ=self._environ)
+        return self._idmap
+
+    def plan(self, loaded: LoadedCoopfile, *, platform: str | None = None) -> BuildPlan:
+        """The steps and keys of a build of ``loaded``; no network, nothing written."""
+        coopfile = loaded.coopfile
+        chosen = platform or coopfile.base.platform or host_platform()
+        return plan_steps(coopfile, platform=chosen, single_idmap=not self.idmap.full)
+
+    def existing_build(self, plan: BuildPlan) -> BuildRecord | None:
+        """The complete stored build of ``plan``, if there is one."""
+        record = self.store.get_build(plan.build_key)
+        if record is None or not self.store.build_complete(record):
+            return None
+        return record
+
+    def build(
+        self, loaded: LoadedCoopfile, workspace: Path, options: BuildOptions | None = None
+    ) -> BuildResult:
+        """Build ``loaded`` for ``workspace`` (or reuse a build), then record the workspace.
+
+        Raises StepFailedError when a step exits non-zero and BuildInterruptedError on
+        Ctrl-C; either way nothing half-built is published and the workspace keeps its
+        previous build.
+        """
+        options = options or BuildOptions()
+        progress = options.progress
+        plan = self.plan(loaded, platform=options.platform)
+        total = len(plan.steps)
+
+        if not options.no_cache:
+            record = self.existing_build(plan)
+            if record is not None:
+                logger.info("build %s is up to date", plan.build_key)
+                self.store.record_workspace(workspace, plan.build_key, loaded.path)
+                pushed = self._push(record, options.push, progress) if options.push else None
+                return BuildResult(plan.build_key, record, 0, total, False, pushed)
+
+        def waiting() -> None:
+            progress(Message("waiting for another coop build to finish"))
+
+        try:
+            with self.store.lock(on_wait=waiting):
+                record = None if options.no_cache else self.existing_build(plan)
+                steps_run, from_prebuilt = 0, False
+                if record is None:
+                    record, steps_run, from_prebuilt = self._build_locked(loaded, plan, options)
+                self.store.record_workspace(workspace, plan.build_key, loaded.path)
+                pushed = self._push(record, options.push, progress) if options.push else None
+        except KeyboardInterrupt:
+            raise BuildInterruptedError(
+                "build interrupted; the previous build is unchanged"
+            ) from None
+        return BuildResult(plan.build_key, record, steps_run, total, from_prebuilt, pushed)
+
+    # -- under the lock ---------------------------------------------------------------------
+
+    def _push(self, record: BuildRecord, ref: str, progress: ProgressCallback) -> str:
+        from coop_build.export import push_build
+
+        # Under the lock: export may use scratch dirs, which another build would clean.
+        with self.store.lock():
+            return push_build(self.paths, self.store, record, ref, progress=progress)
+
+    def _build_locked(
+        self, loaded: LoadedCoopfile, plan: BuildPlan, options: BuildOptions
+    ) -> tuple[BuildRecord, int, bool]:
+        progress = options.progress
+        repository = options.prebuilt or loaded.coopfile.build.prebuilt
+        if repository and not plan.host and not options.no_cache:
+            from coop_build.export import fetch_prebuilt
+
+            try:
+                fetched = fetch_prebuilt(
+                    self.paths, self.store, repository, plan, progress=progress
+                )
+            except RegistryError as exc:
+                # A prebuilt is an optimisation: an unreachable registry must not stop a build.
+                logger.warning("prebuilt from %s unavailable: %s", repository, exc)
+                progress(Message(f"prebuilt image unavailable ({exc}); building locally"))
+                fetched = None
+            if fetched is not None:
+                return fetched, 0, True
+            logger.info("no prebuilt %s in %s: building locally", plan.build_key, repository)
+
+        explicit_platform = options.platform or loaded.coopfile.base.platform
+        total = len(plan.steps)
+        log_path = self.paths.build_logs / f"{plan.build_key}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        layer_ids: list[str] = []
+        image_env: list[str] = []
+        steps_run = 0
+        with log_path.open("w", encoding="utf-8") as log:
+            for index, step in enumerate(plan.steps, 1):
+                progress(StepStarted(index, total, step.description))
+                started = time.monotonic()
+                layer_id = None if options.no_cache else self.store.find_layer(step.key)
+                cached = layer_id is not None
+                if layer_id is None:
+                    log.write(f"==> [{index}/{total}] {step.description}\n")
+                    log.flush()
+                    layer_id = self._run_step(
+                        plan,
+                        step,
+                        index=index,
+                        lowers=tuple(self.store.layer_path(i) / "fs" for i in layer_ids),
+                        image_env=image_env,
+                        log=log,
+                        log_path=log_path,
+                        progress=progress,
+                        refresh=options.no_cache,
+                        platform=explicit_platform,
+                    )
+                    steps_run += 1
+                else:
+                    log.write(f"==> [{index}/{total}] {step.description} (cached)\n")
+                if step.kind == "base":
+                    image_env = self._layer_image_env(layer_id)
+                layer_ids.append(layer_id)
+                progress(
+                    StepFinished(index, total, step.description, time.monotonic() - started, cached)
+                )
+        record = self.store.register_build(plan, layer_ids, env=image_env)
+        logger.info("built %s: %d of %d steps run", plan.build_key, steps_run, total)
+        return record, steps_run, False
+
+    def _layer_image_env(self, layer_id: str) -> list[str]:
+        meta = self.store.layer_meta(layer_id)
+        if IMAGE_ENV_KEY not in meta:
+            # A base layer imported from a prebuilt: its build record carries the env.
+            for record in self.store.list_builds():
+                if record.layers[0] == layer_id:
+                    return list(record.env)
+            return []
+        value = meta[IMAGE_ENV_KEY]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise StoreError(f"layer {layer_id}: {IMAGE_ENV_KEY!r} is not a list of strings")
+        return value
+
+    def _run_step(
+        self,
+        plan: BuildPlan,
+        step: Step,
+        *,
+        index: int,
+        lowers: tuple[Path, ...],
+        image_env: list[str],
+        log: IO[str],
+        log_path: Path,
+        progress: ProgressCallback,
+        refresh: bool,
+        platform: str | None,
+    ) -> str:
+        """Run one step into a scratch dir and publish it; the scratch goes on any failure."""
+        scratch = self.store.new_scratch()
+        try:
+            extra: dict[str, Any] = {}
+            if step.kind == "base":
+                extra[IMAGE_ENV_KEY] = self._make_base(plan, scratch, progress, refresh, platform)
+            else:
+                self._run_command(
+                    plan=plan,
+                    step=step,
+                    scratch=scratch,
+                    index=index,
+                    lowers=lowers,
+                    image_env=image_env,
+                    log=log,
+                    log_path=log_path,
+                    progress=progress,
+                )
+            return self.store.publish_layer(
+                scratch,
+                step_key=step.key,
+                description=step.description,
+                definition=step.definition,
+                extra=extra,
+            )
+        except BaseException:
+            self.store.discard(scratch)
+            raise
+
+    def _make_base(
+        self,
+        plan: BuildPlan,
+        scratch: Scratch,
+        progress: ProgressCallback,
+        refresh: bool,
+        platform: str | None,
+    ) -> list[str]:
+        """The base layer: an unpacked image, or an empty skeleton for ``image = "host"``."""
+        if plan.host:
+            scratch.fs.mkdir()
+            for name in HOST_SKELETON:
+                (scratch.fs / name).mkdir()
+            (scratch.fs / "tmp").chmod(0o1777)
+            (scratch.fs / "root").chmod(0o700)
+            return []
+        from coop_build.pull import pull_image
+        from coop_build.reference import parse_reference
+        from coop_build.unpack import unpack_image
+
+        pulled = pull_image(
+            parse_reference(plan.image),
+            paths=self.paths,
+            platform=platform,
+            progress=progress,
+            refresh=refresh,
+            environ=self._environ,
+        )
+        unpack_image(self.paths.cache_oci, pulled.umoci_tag, scratch.fs)
+        return _image_env(pulled.config)
+
+    def _run_command(
+        self,
+        *,
+        plan: BuildPlan,
+        step: Step,
+        scratch: Scratch,
+        index: int,
+        lowers: tuple[Path, ...],
+        image_env: list[str],
+        log: IO[str],
+        log_path: Path,
+        progress: ProgressCallback,
+    ) -> None:
+        from coop_build.namespace import RootfsSpec, run_in_rootfs
+
+        command = step.command
+        if command is None:
+            raise StoreError(f"step {step.description!r} has no command")
+        scratch.fs.mkdir()
+        spec = RootfsSpec(lowers=lowers, upper=scratch.fs, work=scratch.work, host_dirs=plan.host)
+        output = _StepLog(log, index, progress)
+        env = step_environment(self._environ, image_env)
+        code = run_in_rootfs(spec, command, env=env, idmap=self.idmap, output=output)
+        log.flush()
+        if code != 0:
+            log.write(f"==> step failed with exit code {code}\n")
+            log.flush()
+            raise StepFailedError(
+                f"step {index}/{len(plan.steps)} failed with exit code {code}: {step.description}",
+                step=step.description,
+                exit_code=code,
+                log_tail=list(output.tail),
+                log_path=log_path,
+            )

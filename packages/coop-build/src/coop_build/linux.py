@@ -1,0 +1,176 @@
+"""Thin ctypes wrappers for the Linux syscalls Python 3.11 lacks.
+
+``os.unshare``/``os.setns`` arrive only in 3.12, and mounts never reached ``os``. Each
+wrapper raises ``OSError`` with the errno and a message naming the call and its path, so
+a failure inside a namespace setup reads like ``mount(overlay -> /x): Invalid argument``.
+The build runner and the session sandbox both use this module; it holds no policy.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import platform
+
+# unshare(2) / setns(2) / clone(2) namespace flags.
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# mount(2) flags.
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_SYNCHRONOUS = 0x10
+MS_REMOUNT = 0x20
+MS_MANDLOCK = 0x40
+MS_DIRSYNC = 0x80
+MS_NOSYMFOLLOW = 0x100
+MS_NOATIME = 0x400
+MS_NODIRATIME = 0x800
+MS_BIND = 0x1000
+MS_MOVE = 0x2000
+MS_REC = 0x4000
+MS_SILENT = 0x8000
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+
+# umount2(2) flags.
+MNT_FORCE = 0x1
+MNT_DETACH = 0x2
+MNT_EXPIRE = 0x4
+UMOUNT_NOFOLLOW = 0x8
+
+# prctl(2) options used here.
+PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
+PR_SET_CHILD_SUBREAPER = 36
+
+# statvfs f_flag bits (ST_*) and the mount flags they stand for: a bind remount inside
+# a user namespace must repeat the "locked" flags of the original mount or get EPERM.
+_ST_TO_MS = (
+    (os.ST_RDONLY, MS_RDONLY),
+    (os.ST_NOSUID, MS_NOSUID),
+    (os.ST_NODEV, MS_NODEV),
+    (os.ST_NOEXEC, MS_NOEXEC),
+    (os.ST_NOATIME, MS_NOATIME),
+    (os.ST_NODIRATIME, MS_NODIRATIME),
+    (os.ST_RELATIME, MS_RELATIME),
+)
+
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "armv7l": 218, "i686": 217}
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.mount.argtypes = [
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_ulong,
+    ctypes.c_char_p,
+]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                        ctypes.c_ulong]
+_libc.syscall.restype = ctypes.c_long
+
+
+def _fs(path: str | os.PathLike[str] | None) -> bytes | None:
+    return None if path is None else os.fsencode(path)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def unshare(flags: int) -> None:
+    """Move the calling process into new namespaces (``CLONE_NEW*`` flags)."""
+    _check(_libc.unshare(flags), f"unshare(0x{flags:x})")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    """Join the namespace that ``fd`` (an open ``/proc/PID/ns/*`` file) refers to."""
+    _check(_libc.setns(fd, nstype), f"setns(fd {fd}, 0x{nstype:x})")
+
+
+def mount(
+    source: str | os.PathLike[str] | None,
+    target: str | os.PathLike[str],
+    fstype: str | None = None,
+    flags: int = 0,
+    data: str | None = None,
+) -> None:
+    """mount(2); ``source``/``fstype``/``data`` may be None where the call allows."""
+    result = _libc.mount(
+        _fs(source), _fs(target), None if fstype is None else fstype.encode(), flags,
+        None if data is None else data.encode(),
+    )
+    _check(result, f"mount({source or fstype} -> {os.fspath(target)})")
+
+
+def umount2(target: str | os.PathLike[str], flags: int = 0) -> None:
+    """umount2(2)."""
+    _check(_libc.umount2(_fs(target), flags), f"umount2({os.fspath(target)})")
+
+
+def pivot_root(new_root: str | os.PathLike[str], put_old: str | os.PathLike[str]) -> None:
+    """pivot_root(2), which glibc does not wrap."""
+    number = _SYS_PIVOT_ROOT.get(platform.machine())
+    if number is None:
+        raise OSError(0, f"pivot_root: unknown syscall number on {platform.machine()}")
+    result = _libc.syscall(ctypes.c_long(number), _fs(new_root), _fs(put_old))
+    _check(int(result), f"pivot_root({os.fspath(new_root)}, {os.fspath(put_old)})")
+
+
+def sethostname(name: str) -> None:
+    """Set the hostname of the current UTS namespace."""
+    raw = name.encode()
+    _check(_libc.sethostname(raw, len(raw)), f"sethostname({name})")
+
+
+def prctl(option: int, arg2: int = 0) -> None:
+    """prctl(2) with one argument (PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, ...)."""
+    _check(_libc.prctl(option, arg2, 0, 0, 0), f"prctl({option})")
+
+
+def set_pdeathsig(signum: int) -> None:
+    """Have the kernel send ``signum`` to us when the thread that forked us dies."""
+    prctl(PR_SET_PDEATHSIG, signum)
+
+
+def mount_flags_of(path: str | os.PathLike[str]) -> int:
+    """The ``MS_*`` flags of the mount holding ``path`` (for bind remounts)."""
+    f_flag = os.statvfs(path).f_flag
+    return sum(ms for st, ms in _ST_TO_MS if f_flag & st)
+
+
+def bind_mount(
+    source: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    *,
+    readonly: bool = False,
+    recursive: bool = False,
+) -> None:
+    """Bind ``source`` on ``target``; read-only needs a second (remount) call.
+
+    The remount keeps the source mount's nosuid/nodev/noexec/atime flags: inside a user
+    namespace those are locked and dropping one is refused.
+    """
+    mount(source, target, None, MS_BIND | (MS_REC if recursive else 0))
+    if readonly:
+        flags = mount_flags_of(target) | MS_BIND | MS_REMOUNT | MS_RDONLY
+        mount(None, target, None, flags)
