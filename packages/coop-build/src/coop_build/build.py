@@ -31,6 +31,7 @@ from coop_build.progress import (
     StepStarted,
     ignore_progress,
 )
+from coop_build.quickcheck import fingerprint
 from coop_build.steps import BuildPlan, Step, plan_steps
 from coop_build.store import BuildRecord, Scratch, Store
 
@@ -175,7 +176,7 @@ class Builder:
             record = self.existing_build(plan)
             if record is not None:
                 logger.info("build %s is up to date", plan.build_key)
-                self.store.record_workspace(workspace, plan.build_key, loaded.path)
+                self._record_workspace(workspace, plan, loaded, options)
                 pushed = self._push(record, options.push, progress) if options.push else None
                 return BuildResult(plan.build_key, record, 0, total, False, pushed)
 
@@ -188,13 +189,29 @@ class Builder:
                 steps_run, from_prebuilt = 0, False
                 if record is None:
                     record, steps_run, from_prebuilt = self._build_locked(loaded, plan, options)
-                self.store.record_workspace(workspace, plan.build_key, loaded.path)
+                self._record_workspace(workspace, plan, loaded, options)
                 pushed = self._push(record, options.push, progress) if options.push else None
         except KeyboardInterrupt:
             raise BuildInterruptedError(
                 "build interrupted; the previous build is unchanged"
             ) from None
         return BuildResult(plan.build_key, record, steps_run, total, from_prebuilt, pushed)
+
+    def fingerprint(self, loaded: LoadedCoopfile, *, platform: str | None = None) -> str:
+        """What this workspace's record is compared with by ``quickcheck.current_build``."""
+        return fingerprint(loaded.inputs, platform=platform, idmap_full=self.idmap.full)
+
+    def _record_workspace(
+        self, workspace: Path, plan: BuildPlan, loaded: LoadedCoopfile, options: BuildOptions
+    ) -> None:
+        self.store.record_workspace(
+            workspace,
+            plan.build_key,
+            loaded.path,
+            fingerprint=self.fingerprint(loaded, platform=options.platform),
+            static_warnings=loaded.static_warnings,
+            env_refs=loaded.env_refs,
+        )
 
     # -- under the lock ---------------------------------------------------------------------
 

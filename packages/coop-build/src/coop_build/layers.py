@@ -27,11 +27,15 @@ from pydantic_core import ErrorDetails
 
 from coop_build.coopfile import KNOWN_MANAGERS, Coopfile
 from coop_build.errors import CoopfileError
-from coop_build.paths import global_config_path
+from coop_build.quickcheck import (
+    EnvRef,
+    coopfile_paths,
+    env_warning,
+    inputs_digest,
+)
 
 logger = logging.getLogger(__name__)
 
-COOPFILE_NAME = "coop.toml"
 OVERRIDES_LABEL = "command line"
 
 _Loc = tuple[str | int, ...]
@@ -51,6 +55,12 @@ class LoadedCoopfile:
     path: Path | None  # the workspace coop.toml (absolute), if one was read
     sources: tuple[Path, ...]  # every file read (absolute), lowest layer first
     warnings: tuple[str, ...]  # one line each, already formatted
+    # For the quick up-to-date check (see quickcheck): the digest of the layer files and
+    # overrides, the warnings that do not depend on the environment, and the ``$NAME``
+    # references whose "not set" warning does.
+    inputs: str = ""
+    static_warnings: tuple[str, ...] = ()
+    env_refs: tuple[EnvRef, ...] = ()
 
 
 def load_coopfile(
@@ -70,25 +80,25 @@ def load_coopfile(
     """
     env: Mapping[str, str] = os.environ if environ is None else environ
     names = _Names(Path.cwd(), env.get("HOME"))
-    if global_path is None:
-        global_path = global_config_path(dict(env))
-    global_label = names.show(global_path)
-
-    explicit = path is not None
-    if path is None:
-        path = (workspace if workspace is not None else Path.cwd()) / COOPFILE_NAME
-    workspace_label = names.show(path)
+    where = coopfile_paths(path, workspace=workspace, global_path=global_path, environ=env)
+    global_label = names.show(where.global_path)
+    workspace_label = names.show(where.workspace_path)
 
     layers: list[tuple[str, Mapping[str, Any]]] = []
     sources: list[Path] = []
-    global_data = _read_layer(global_path, global_label, required=False)
+    raws: list[tuple[Path, bytes | None]] = []
+    global_raw, global_data = _read_layer(where.global_path, global_label, required=False)
+    raws.append((where.global_path, global_raw))
     if global_data is not None:
         layers.append((global_label, global_data))
-        sources.append(Path.cwd() / global_path)
-    workspace_data = _read_layer(path, workspace_label, required=explicit)
+        sources.append(Path.cwd() / where.global_path)
+    workspace_raw, workspace_data = _read_layer(
+        where.workspace_path, workspace_label, required=where.explicit
+    )
+    raws.append((where.workspace_path, workspace_raw))
     if workspace_data is not None:
         layers.append((workspace_label, workspace_data))
-        sources.append(Path.cwd() / path)
+        sources.append(Path.cwd() / where.workspace_path)
     if overrides:
         layers.append((OVERRIDES_LABEL, overrides))
 
@@ -100,11 +110,17 @@ def load_coopfile(
             exc, merged, provenance, workspace_label=workspace_label, global_label=global_label
         ) from None
     logger.debug("coopfile loaded from %s", ", ".join(str(s) for s in sources) or "defaults")
+    static = tuple(_static_warnings(coopfile, provenance, workspace_label))
+    refs = tuple(_env_refs(coopfile, provenance, workspace_label))
+    unset = tuple(env_warning(r.source, r.key, r.name) for r in refs if r.name not in env)
     return LoadedCoopfile(
         coopfile=coopfile,
         path=sources[-1] if workspace_data is not None else None,
         sources=tuple(sources),
-        warnings=tuple(_warnings(coopfile, provenance, env, workspace_label)),
+        warnings=static + unset,
+        inputs=inputs_digest(raws, overrides),
+        static_warnings=static,
+        env_refs=refs,
     )
 
 
@@ -150,14 +166,17 @@ class _Names:
         return str(path)
 
 
-def _read_layer(path: Path, label: str, *, required: bool) -> dict[str, Any] | None:
-    """Parse one TOML layer; ``None`` when it does not exist and need not."""
+def _read_layer(
+    path: Path, label: str, *, required: bool
+) -> tuple[bytes | None, dict[str, Any] | None]:
+    """Read and parse one TOML layer: (its bytes, its data); ``None``s when it does not
+    exist and need not."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         if required:
             raise CoopfileError(f"{label}: file not found") from None
-        return None
+        return None, None
     except OSError as exc:
         raise CoopfileError(f"{label}: cannot read: {exc.strerror or exc}") from None
     try:
@@ -167,7 +186,7 @@ def _read_layer(path: Path, label: str, *, required: bool) -> dict[str, Any] | N
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         raise CoopfileError(f"{label}:{line}:{column}: invalid TOML: not UTF-8 text") from None
     try:
-        return tomllib.loads(text)
+        return raw, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise CoopfileError(_toml_error(label, str(exc), text)) from None
 
@@ -444,10 +463,9 @@ def _kind(value: Any) -> str:
 # --- warnings ------------------------------------------------------------------------
 
 
-def _warnings(
+def _static_warnings(
     coopfile: Coopfile,
     provenance: Mapping[tuple[str, ...], str],
-    environ: Mapping[str, str],
     workspace_label: str,
 ) -> list[str]:
     out: list[str] = []
@@ -456,9 +474,17 @@ def _warnings(
         close = difflib.get_close_matches(manager, KNOWN_MANAGERS, n=1)
         hint = f'did you mean "{close[0]}"?' if close else "known: " + ", ".join(KNOWN_MANAGERS)
         out.append(f"{source}: [packages].{_toml_key(manager)}: unknown package manager ({hint})")
+    return out
+
+
+def _env_refs(
+    coopfile: Coopfile,
+    provenance: Mapping[tuple[str, ...], str],
+    workspace_label: str,
+) -> list[EnvRef]:
+    refs: list[EnvRef] = []
     for key, value in coopfile.env.items():
         name = env_reference(value)
-        if name is not None and name not in environ:
-            source = provenance.get(("env", key), workspace_label)
-            out.append(f"{source}: [env].{key}: ${name} is not set in your environment")
-    return out
+        if name is not None:
+            refs.append(EnvRef(provenance.get(("env", key), workspace_label), key, name))
+    return refs

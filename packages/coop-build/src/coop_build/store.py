@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from coop_build.errors import StoreError
 from coop_build.paths import CoopPaths
+from coop_build.quickcheck import EnvRef
 
 if TYPE_CHECKING:
     from coop_build.idmap import IdMap
@@ -144,6 +145,11 @@ class WorkspaceRecord:
     build_key: str
     coopfile: str | None
     built: float
+    # The quick up-to-date check (coop_build.quickcheck): what the build was made from,
+    # and the warnings to repeat when it is found current without loading the Coopfile.
+    fingerprint: str | None = None
+    static_warnings: tuple[str, ...] = ()
+    env_refs: tuple[EnvRef, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -152,6 +158,9 @@ class WorkspaceRecord:
             "build_key": self.build_key,
             "coopfile": self.coopfile,
             "built": self.built,
+            "fingerprint": self.fingerprint,
+            "static_warnings": list(self.static_warnings),
+            "env_refs": [[r.source, r.key, r.name] for r in self.env_refs],
         }
 
     @classmethod
@@ -161,11 +170,28 @@ class WorkspaceRecord:
         coopfile = data.get("coopfile")
         if coopfile is not None and not isinstance(coopfile, str):
             raise StoreError(f"{where}: field 'coopfile' has the wrong type")
+        fingerprint = data.get("fingerprint")
+        warnings = data.get("static_warnings", [])
+        refs = data.get("env_refs", [])
+        if (
+            (fingerprint is not None and not isinstance(fingerprint, str))
+            or not isinstance(warnings, list)
+            or not all(isinstance(w, str) for w in warnings)
+            or not isinstance(refs, list)
+            or not all(
+                isinstance(r, list) and len(r) == 3 and all(isinstance(x, str) for x in r)
+                for r in refs
+            )
+        ):
+            raise StoreError(f"{where}: quick-check fields have the wrong type")
         return cls(
             workspace=_field(data, "workspace", str, where),
             build_key=_field(data, "build_key", str, where),
             coopfile=coopfile,
             built=float(_field(data, "built", (int, float), where)),
+            fingerprint=fingerprint,
+            static_warnings=tuple(warnings),
+            env_refs=tuple(EnvRef(*r) for r in refs),
         )
 
 
@@ -593,7 +619,14 @@ class Store:
         return self.paths.workspaces / f"{workspace_id(workspace)}.json"
 
     def record_workspace(
-        self, workspace: Path, build_key: str, coopfile: Path | None
+        self,
+        workspace: Path,
+        build_key: str,
+        coopfile: Path | None,
+        *,
+        fingerprint: str | None = None,
+        static_warnings: Sequence[str] = (),
+        env_refs: Sequence[EnvRef] = (),
     ) -> WorkspaceRecord:
         """Remember that ``workspace`` now uses ``build_key``; an unchanged record is kept."""
         _check_key(build_key)
@@ -602,9 +635,13 @@ class Store:
             current = self.workspace_record(workspace)
         except StoreError:
             current = None
-        if current is not None and (current.build_key, current.coopfile) == (
-            build_key,
-            coopfile_real,
+        wanted = (build_key, coopfile_real, fingerprint, tuple(static_warnings), tuple(env_refs))
+        if current is not None and wanted == (
+            current.build_key,
+            current.coopfile,
+            current.fingerprint,
+            current.static_warnings,
+            current.env_refs,
         ):
             return current
         record = WorkspaceRecord(
@@ -612,6 +649,9 @@ class Store:
             build_key=build_key,
             coopfile=coopfile_real,
             built=time.time(),
+            fingerprint=fingerprint,
+            static_warnings=tuple(static_warnings),
+            env_refs=tuple(env_refs),
         )
         write_json_atomic(self._workspace_path(workspace), record.to_json())
         return record
