@@ -404,4 +404,6 @@ class Builder:
                 exit_code=code,
                 log_tail=list(output.tail),
                 log_path=log_path,
+                index=index,
+                total=len(plan.steps),
             )

@@ -97,9 +97,13 @@ class StepFailedError(CoopBuildError):
         exit_code: int | None,
         log_tail: list[str],
         log_path: Path | None,
+        index: int | None = None,
+        total: int | None = None,
     ) -> None:
         super().__init__(message)
         self.step = step
+        self.index = index  # 1-based position in the plan, as shown by "[i/N]"
+        self.total = total
         self.exit_code = exit_code
         self.log_tail = log_tail
         self.log_path = log_path

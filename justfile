@@ -1,0 +1,63 @@
+# coop's recipes. Run them through the project's venv: `uv run just <recipe>`
+# (scripts/bootstrap does this for you on a fresh machine).
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+export UV_PYTHON := "/usr/bin/python3"
+export UV_PYTHON_DOWNLOADS := "never"
+
+venv := justfile_directory() / ".venv" / "bin"
+
+# List the recipes.
+default:
+    @just --list
+
+# Create or update the venv (from /usr/bin/python3, so the test user can run it too).
+setup:
+    uv sync --compile-bytecode
+    {{venv}}/python -m compileall -q packages/coop-build/src packages/coop-run/src
+
+# Static checks: ruff and mypy (strict). No formatter run: we do not want format churn.
+lint:
+    {{venv}}/ruff check
+    {{venv}}/mypy
+
+# Lint, prepare the cached test images, then the whole suite as root and as the test user.
+test: lint
+    #!/usr/bin/env bash
+    set -uo pipefail
+    cd {{justfile_directory()}}
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "just test: run as root (it prepares test images and re-runs tests as the test user)" >&2
+        exit 1
+    fi
+    scripts/prepare-test-images || { echo "just test: preparing test images failed" >&2; exit 1; }
+    failed=0
+    # Exit 5 means pytest collected nothing: a suite that runs no test proves nothing.
+    {{venv}}/pytest; rc=$?
+    if [ "$rc" -ne 0 ]; then
+        echo "just test: pytest as root failed (exit $rc)" >&2
+        failed=1
+    fi
+    scripts/pytest-as-user tests; rc=$?
+    if [ "$rc" -ne 0 ]; then
+        echo "just test: pytest as the unprivileged test user failed (exit $rc)" >&2
+        failed=1
+    fi
+    exit "$failed"
+
+# Run the quickstart: build its rootfs (host image, no internet needed) and show the status.
+demo:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    coop={{venv}}/coop
+    cd {{justfile_directory()}}/examples/quickstart
+    echo "$ coop init"
+    "$coop" init
+    echo "$ coop status"
+    "$coop" status
+    # Sessions arrive with the daemon: then `coop -d`, `coop ls` and `coop kill` go here.
+
+# Benchmarks against the plain tools, measured in the same run (prints a table of ratios).
+bench *ARGS:
+    {{venv}}/python {{justfile_directory()}}/tests/bench/run.py {{ARGS}}

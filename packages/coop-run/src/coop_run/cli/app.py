@@ -1,0 +1,67 @@
+"""State shared by every command: global options, environment, and the terminal.
+
+The CLI owns the terminal; commands write through these helpers so ``-q`` and ``-v``
+mean the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from coop_build.paths import CoopPaths, coop_home, global_config_path
+
+
+@dataclass
+class App:
+    """Global options (seed 11.6) and the I/O every command uses."""
+
+    config: Path | None = None
+    socket: Path | None = None
+    verbose: bool = False
+    quiet: bool = False
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    err: TextIO = field(default_factory=lambda: sys.stderr)
+
+    @property
+    def paths(self) -> CoopPaths:
+        return CoopPaths(coop_home(dict(self.environ)))
+
+    @property
+    def global_config(self) -> Path:
+        """``--config`` if given, else ``$XDG_CONFIG_HOME/coop/default.toml``."""
+        return self.config if self.config is not None else global_config_path(dict(self.environ))
+
+    @property
+    def socket_path(self) -> Path:
+        """``--socket`` if given, else ``$COOP_HOME/sock`` (used once the daemon lands)."""
+        return self.socket if self.socket is not None else self.paths.home / "sock"
+
+    @property
+    def workspace(self) -> Path:
+        """Where coop was invoked: the default workspace (SPEC 2, ``workspace.mount``)."""
+        return Path.cwd().resolve()
+
+    def echo(self, text: str) -> None:
+        """Non-essential output: silenced by ``-q``."""
+        if not self.quiet:
+            print(text, file=self.out, flush=True)
+
+    def warn(self, text: str) -> None:
+        """A warning on stderr: silenced by ``-q`` like all non-error output."""
+        if not self.quiet:
+            print(f"warning: {text}", file=self.err, flush=True)
+
+    def error(self, text: str) -> None:
+        """An error line on stderr: never silenced."""
+        print(text, file=self.err, flush=True)
+
+    @property
+    def tty(self) -> bool:
+        """Whether stdout is a terminal (updating progress lines) and not a dumb one."""
+        return self.out.isatty() and self.environ.get("TERM", "") not in ("", "dumb")

@@ -1,0 +1,84 @@
+"""The one place where errors become exit codes and one-line messages (seed 11.7).
+
+Commands never choose exit codes themselves: they raise, and ``main()`` asks this module
+what to print and how to exit, so the mapping cannot drift between commands.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from coop_build.errors import CoopBuildError, StepFailedError
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_SESSION_NOT_FOUND = 3
+EXIT_DAEMON_FAILED = 4
+EXIT_ROOTFS_NOT_BUILT = 5
+EXIT_TUNNEL_FAILED = 6
+EXIT_INTERRUPTED = 130
+
+# Error codes (``CoopBuildError.code``) whose exit code is not the general 1.
+_EXIT_BY_CODE: Mapping[str, int] = {
+    "INVALID_COOPFILE": EXIT_USAGE,
+    "INVALID_REFERENCE": EXIT_USAGE,
+    "ROOTFS_NOT_BUILT": EXIT_ROOTFS_NOT_BUILT,
+    "INTERRUPTED": EXIT_INTERRUPTED,
+}
+
+# How many lines of a failed step's output to show under the error line.
+TAIL_LINES = 15
+
+
+def exit_code_for(error: CoopBuildError) -> int:
+    """The seed's exit code for a library error."""
+    return _EXIT_BY_CODE.get(error.code, EXIT_ERROR)
+
+
+def display_path(path: Path, environ: Mapping[str, str] | None = None) -> str:
+    """``path`` with the home directory shortened to ``~`` (what users type back)."""
+    env = os.environ if environ is None else environ
+    home = env.get("HOME")
+    text = str(path)
+    if home and home != "/":
+        prefix = home.rstrip("/") + "/"
+        if text.startswith(prefix):
+            return "~/" + text[len(prefix) :]
+    return text
+
+
+def describe_error(
+    error: CoopBuildError, environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """The lines to print for ``error``: one ``error:`` line, then indented detail.
+
+    A failed step gets what failed, how, and where the full log is, then the end of its
+    output, so the user can act without opening anything.
+    """
+    if isinstance(error, StepFailedError):
+        line = f"error: {_step_failure_line(error, environ)}"
+        tail = error.log_tail[-TAIL_LINES:]
+        return [line, *(f"    {text}" for text in tail)]
+    lines = [f"error: {error.message}"]
+    stderr = getattr(error, "stderr", "")
+    if isinstance(stderr, str) and stderr.strip():
+        lines.extend(f"    {text}" for text in stderr.strip().splitlines()[-TAIL_LINES:])
+    return lines
+
+
+def _step_failure_line(error: StepFailedError, environ: Mapping[str, str] | None) -> str:
+    """``step [3/5] "make" failed with exit code 2; see ~/.coop/logs/build/KEY.log``."""
+    where = f"[{error.index}/{error.total}] " if error.index and error.total else ""
+    status = (
+        f"failed with exit code {error.exit_code}"
+        if error.exit_code is not None
+        else "was killed"
+    )
+    line = f'step {where}"{error.step}" {status}' if error.step else error.message
+    if error.log_path is not None:
+        line = f"{line}; see {display_path(error.log_path, environ)}"
+    return line
+

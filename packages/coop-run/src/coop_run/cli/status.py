@@ -1,0 +1,125 @@
+"""``coop status``: rootfs, Coopfile and daemon at a glance (seed 11.3).
+
+Cheap on purpose: it reads a pid file, one store record and the Coopfile, and never
+imports the registry client (requests, oras) or aiohttp.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from coop_run.cli.app import App
+from coop_run.cli.errors import display_path
+from coop_run.cli.options import global_options
+
+_LABEL_WIDTH = 12  # "Daemon:     running (PID 1234)": values start in column 13
+
+
+@dataclass(frozen=True)
+class StatusView:
+    """Everything ``coop status`` shows, already worded; rendering is separate."""
+
+    daemon: str
+    rootfs: str
+    coopfile: str
+    agent: str
+    network: str
+    sessions: str
+
+    def lines(self) -> list[str]:
+        rows = (
+            ("Daemon", self.daemon),
+            ("Rootfs", self.rootfs),
+            ("Coopfile", self.coopfile),
+            ("Agent", self.agent),
+            ("Network", self.network),
+            ("Sessions", self.sessions),
+        )
+        return [f"{label + ':':<{_LABEL_WIDTH}}{value}" for label, value in rows]
+
+
+def daemon_state(pid_file: Path) -> str:
+    """``running (PID n)`` when the pid file names a live process, else ``not running``."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return "not running"
+    if pid <= 0:
+        return "not running"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return "not running"
+    except PermissionError:
+        pass  # alive, but someone else's: still report it
+    return f"running (PID {pid})"
+
+
+def rootfs_state(image: str, package_count: int, created: float, now: float) -> str:
+    """``built 2d ago (node:22-alpine + 12 packages)``."""
+    from coop_run.cli.progress import format_age
+
+    noun = "package" if package_count == 1 else "packages"
+    return f"built {format_age(now - created)} ({image} + {package_count} {noun})"
+
+
+def coopfile_display(path: Path, cwd: Path, environ: dict[str, str]) -> str:
+    """``./coop.toml`` below the current directory, else the path with ``~``."""
+    try:
+        return "./" + str(path.resolve().relative_to(cwd))
+    except ValueError:
+        return display_path(path, environ)
+
+
+@click.command("status")
+@global_options
+@click.pass_obj
+def status_command(app: App) -> None:
+    """Show current rootfs info, Coopfile config, and daemon status."""
+    from coop_build.errors import CoopfileError
+    from coop_build.layers import load_coopfile
+    from coop_build.store import Store
+
+    environ = dict(app.environ)
+    workspace = app.workspace
+    record = Store(app.paths).workspace_build(workspace)
+    if record is None:
+        rootfs = "not built (run coop init)"
+    else:
+        rootfs = rootfs_state(
+            record.image, record.package_count, record.created, time.time()
+        )
+    error: CoopfileError | None = None
+    coopfile = "none (no ./coop.toml)"
+    agent = network = "-"
+    try:
+        loaded = load_coopfile(workspace=workspace, global_path=app.global_config, environ=environ)
+    except CoopfileError as exc:
+        error = exc
+        local = workspace / "coop.toml"
+        if local.exists():
+            coopfile = f"{coopfile_display(local, workspace, environ)} (invalid)"
+    else:
+        if loaded.path is not None:
+            coopfile = coopfile_display(loaded.path, workspace, environ)
+        agent = " ".join([loaded.coopfile.agent.command, *loaded.coopfile.agent.args])
+        network = loaded.coopfile.network.mode
+    view = StatusView(
+        daemon=daemon_state(app.paths.home / "daemon.pid"),
+        rootfs=rootfs,
+        coopfile=coopfile,
+        agent=agent,
+        network=network,
+        # Sessions arrive with the daemon (next issue); until then none can be running.
+        sessions="0 running",
+    )
+    for line in view.lines():
+        click.echo(line, file=app.out)
+    if error is not None and (workspace / "coop.toml").exists():
+        raise error
+
