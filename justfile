@@ -39,7 +39,11 @@ test: lint
         echo "just test: pytest as root failed (exit $rc)" >&2
         failed=1
     fi
+    # The unprivileged run cannot create network namespaces on the host: root builds the
+    # network test topology (its own namespaces only) around it.
+    scripts/prepare-test-network up || { echo "just test: network test topology failed" >&2; exit 1; }
     scripts/pytest-as-user tests; rc=$?
+    scripts/prepare-test-network down || echo "just test: removing the network test topology failed" >&2
     if [ "$rc" -ne 0 ]; then
         echo "just test: pytest as the unprivileged test user failed (exit $rc)" >&2
         failed=1

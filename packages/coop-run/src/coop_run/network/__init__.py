@@ -1,0 +1,71 @@
+"""Network modes for the sandbox (SPEC 4.3): ``none``, ``host`` and ``veth``.
+
+``veth`` is a real veth pair with NAT when we are root (veth_root) and pasta user-mode
+networking otherwise (veth_user); both refuse the host's LAN, link-local and loopback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+
+from coop_build.paths import CoopPaths
+from coop_run.errors import NetworkError
+
+from . import veth_root, veth_user
+from .base import NetworkMode
+from .dns import Upstream
+from .host import HOST_RESOLV, HostNetwork
+from .none import NoNetwork
+from .state import alive, all_states, network_lock
+
+logger = logging.getLogger(__name__)
+
+MODES = ("none", "host", "veth")
+
+__all__ = ["MODES", "NetworkMode", "network_for", "reap_stale"]
+
+
+def network_for(mode: str, *, session: str, paths: CoopPaths,
+                resolv_path: Path = HOST_RESOLV, upstreams: list[Upstream] | None = None,
+                subnet: str = veth_root.DEFAULT_SUBNET,
+                rootless: bool | None = None) -> NetworkMode:
+    """The network of one session. Nothing is created until ``resolv_conf``/``attach``.
+
+    ``resolv_path`` is where the host's resolvers are read and ``upstreams`` overrides it
+    (tests: a resolver on an unprivileged port); ``rootless`` forces the pasta flavour.
+    """
+    if mode == "none":
+        return NoNetwork()
+    if mode == "host":
+        return HostNetwork(resolv_path)
+    if mode == "veth":
+        if rootless if rootless is not None else os.geteuid() != 0:
+            return veth_user.VethUserNetwork(session=session, paths=paths,
+                                             resolv_path=resolv_path, dns_servers=upstreams)
+        return veth_root.VethRootNetwork(session=session, paths=paths, resolv_path=resolv_path,
+                                         upstreams=upstreams, subnet=subnet)
+    raise NetworkError(f"unknown network mode {mode!r} (expected one of {', '.join(MODES)})")
+
+
+def reap_stale(paths: CoopPaths) -> None:
+    """Removes links, tables and pasta processes of sessions whose owner has died."""
+    with network_lock(paths):
+        for path, state in all_states(paths):
+            if state is None:
+                logger.warning("removing unreadable network record %s", path)
+            elif alive(state.owner_pid, state.owner_start):
+                continue
+            elif state.mode == veth_root.MODE:
+                if os.geteuid() != 0:
+                    logger.warning("cannot reap root veth of session %s as a plain user",
+                                   state.session)
+                    continue
+                veth_root.teardown(state)
+            elif state.mode == veth_user.MODE:
+                veth_user.teardown(state)
+            logger.info("reaped the network of dead session %s", path.parent.name)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()

@@ -1,0 +1,97 @@
+"""``veth`` without privileges: pasta (Debian's passt) gives the sandbox a tap device.
+
+pasta translates the sandbox's packets into ordinary sockets of the user on the host, so
+the sandbox reaches what the user could reach. What it may reach is narrowed inside the
+sandbox's own network namespace by an nft table installed before anything runs there;
+the agent runs without CAP_NET_ADMIN (and CAP_NET_RAW: a packet socket on the tap would
+bypass the output hook), so it cannot lift it.
+
+pasta is started with no port forwarding in either direction (no ``-t/-u`` into the
+sandbox, no ``-T/-U`` from the sandbox to the host's loopback) and ``--no-map-gw`` (the
+gateway address is not the host's loopback). DNS: the sandbox asks its own 127.0.0.1:53;
+pasta maps that port (UDP and TCP, nothing else) to our forwarder (dns.py) on an ephemeral
+port of the host's 127.0.0.1, which relays to the host's resolvers.
+Why pasta and not slirp4netns: pasta can attach to an existing namespace by pid, turn off
+every port mapping and the gateway mapping but one namespace-to-host port (DNS), and
+needs no helper inside the sandbox.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from coop_build.paths import CoopPaths
+from coop_run.errors import NetworkError
+
+from . import ip, nft, pasta, rules
+from .dns import DnsForwarder, Upstream, upstreams_from
+from .host import HOST_RESOLV
+from .state import NetState, alive, proc_start_time, remove_state, state_path, write_state
+
+logger = logging.getLogger(__name__)
+
+MODE = "veth-user"
+
+
+def teardown(state: NetState) -> None:
+    """Stops the pasta a record names, if it is still that very process."""
+    if state.helper_pid is not None and alive(state.helper_pid, state.helper_start):
+        pasta.stop(state.helper_pid)
+
+
+class VethUserNetwork:
+    """User-mode networking through pasta, filtered inside the sandbox."""
+
+    unshare_net = True
+
+    def __init__(self, *, session: str, paths: CoopPaths, resolv_path: Path = HOST_RESOLV,
+                 dns_servers: list[Upstream] | None = None) -> None:
+        self.session = session
+        self.paths = paths
+        self.resolv_path = resolv_path
+        self.dns_servers = dns_servers
+        self.state: NetState | None = None
+        self.forwarder: DnsForwarder | None = None
+
+    def resolv_conf(self) -> str:
+        return "nameserver 127.0.0.1\n"
+
+    def _resolvers(self) -> list[Upstream]:
+        if self.dns_servers is not None:
+            return self.dns_servers
+        return upstreams_from(self.resolv_path)
+
+    def attach(self, ns_pid: int) -> None:
+        if self.state is not None:
+            raise NetworkError("veth network is already attached")
+        if not pasta.tun_usable():
+            raise NetworkError("rootless veth needs /dev/net/tun readable and writable by you "
+                               "(Debian's udev makes it 0666; or use network.mode none)")
+        nets, addrs = ip.host_ipv4()
+        nft.apply(rules.inside_table(refused=rules.refused_networks(nets, addrs)),
+                  ns_pid=ns_pid)
+        state = NetState.for_current_process(MODE, self.session)
+        write_state(self.paths, state)
+        self.state = state
+        pid_file = state_path(self.paths, self.session).with_name("pasta.pid")
+        try:
+            self.forwarder = DnsForwarder("127.0.0.1", self._resolvers(), port=0)
+            self.forwarder.start()
+            pid = pasta.start(pasta.pasta_argv(ns_pid, dns_port=self.forwarder.port,
+                                               pid_file=pid_file), pid_file)
+            state.helper_pid, state.helper_start = pid, proc_start_time(pid)
+            write_state(self.paths, state)
+        except BaseException:
+            self.close()
+            raise
+        logger.debug("session %s: pasta %d attached to %d", self.session, pid, ns_pid)
+
+    def close(self) -> None:
+        if self.forwarder is not None:
+            self.forwarder.close()
+            self.forwarder = None
+        if self.state is not None:
+            teardown(self.state)
+            remove_state(self.paths, self.session)
+            self.state = None

@@ -1,0 +1,194 @@
+"""Pure parts of the network modes: refused ranges, nft text, slots, state, DNS forwarder."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+import subprocess
+import threading
+from collections.abc import Iterator
+
+import netserver
+import pytest
+
+from coop_build.paths import CoopPaths
+from coop_run.errors import NetworkError
+from coop_run.network import network_for, rules
+from coop_run.network.dns import DnsForwarder, is_query, parse_nameservers
+from coop_run.network.pasta import pasta_argv
+from coop_run.network.state import NetState, alive, proc_start_time
+from coop_run.network.veth_root import choose_slot, link_slot, slot_addresses
+
+N = ipaddress.IPv4Network
+
+
+def test_refused_networks_cover_private_ranges_and_collapse() -> None:
+    nets = rules.refused_networks([N("192.0.2.0/24"), N("10.1.0.0/16")],
+                                  [ipaddress.IPv4Address("192.0.2.2")])
+    for addr in ("10.1.2.3", "172.20.0.1", "192.168.1.1", "100.64.0.1", "169.254.1.1",
+                 "127.0.0.1", "224.0.0.1", "255.255.255.255", "192.0.2.77"):
+        assert any(ipaddress.IPv4Address(addr) in n for n in nets), addr
+    assert not any(ipaddress.IPv4Address("198.51.100.1") in n for n in nets)
+    assert N("192.0.2.2/32") not in nets and N("10.1.0.0/16") not in nets  # collapsed
+
+
+def _nft_check(text: str) -> None:
+    """Loads the text for real in a throwaway user+net namespace (works for any user)."""
+    proc = subprocess.run(["unshare", "--user", "--map-root-user", "--net", "nft", "-f", "-"],
+                          input=text, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_root_table_loads_and_names_the_session_link() -> None:
+    text = rules.root_table(table="coop_7", link="coop7",
+                            host_ip=ipaddress.IPv4Address("10.89.0.29"),
+                            sandbox_ip=ipaddress.IPv4Address("10.89.0.30"),
+                            refused=rules.refused_networks([N("192.0.2.0/24")]),
+                            session="my-sess")
+    _nft_check(text)
+    assert 'iifname "coop7" jump from_session' in text
+    assert "udp dport 53 accept" in text and "masquerade" in text
+    assert "coop session my-sess" in text
+
+
+def test_inside_table_loads() -> None:
+    _nft_check(rules.inside_table(refused=rules.refused_networks()))
+
+
+def test_session_name_never_reaches_nft_unquoted() -> None:
+    text = rules.root_table(table="t", link="l", host_ip=ipaddress.IPv4Address("10.0.0.1"),
+                            sandbox_ip=ipaddress.IPv4Address("10.0.0.2"), refused=[],
+                            session='x" ; flush ruleset')
+    assert "flush" not in text
+
+
+def test_slots() -> None:
+    subnet = N("10.89.0.0/16")
+    assert slot_addresses(subnet, 0)[1:] == (ipaddress.IPv4Address("10.89.0.1"),
+                                             ipaddress.IPv4Address("10.89.0.2"))
+    assert str(slot_addresses(subnet, 300)[0]) == "10.89.4.176/30"
+    assert choose_slot(subnet, set(), []) == 0
+    assert choose_slot(subnet, {0, 1}, []) == 2
+    # A host route inside our range blocks its slots; a broader one does not.
+    assert choose_slot(subnet, set(), [N("10.89.0.0/29"), N("10.0.0.0/8")]) == 2
+    with pytest.raises(NetworkError):
+        choose_slot(subnet, set(), [N("10.89.0.0/16")])
+    with pytest.raises(NetworkError):
+        slot_addresses(subnet, 16384)
+    assert link_slot("coop12") == 12 and link_slot("coop12p") == 12
+    assert link_slot("coopt-inet-h") is None and link_slot("eth0") is None
+
+
+def test_state_round_trip_and_rejects_garbage() -> None:
+    state = NetState.for_current_process("veth-root", "s1")
+    state.slot, state.link, state.table = 3, "coop3", "coop_3"
+    assert NetState.from_json(state.to_json()) == state
+    assert alive(state.owner_pid, state.owner_start)
+    assert not alive(state.owner_pid, state.owner_start + 1)  # a reused pid is not us
+    assert proc_start_time(2**22 + 1) is None
+    for bad in ("", "[]", '{"version": 9}', '{"version": 1, "mode": "x"}',
+                '{"version": 1, "mode": "x", "session": "s", "owner_pid": "1", '
+                '"owner_start": 1}'):
+        with pytest.raises(NetworkError):
+            NetState.from_json(bad)
+
+
+def test_parse_nameservers() -> None:
+    text = ("# comment\nnameserver 127.0.0.53\nsearch example\nnameserver fe80::1%eth0\n"
+            "nameserver not-an-ip\n  nameserver 10.255.255.53 # lan\noptions edns0\n")
+    assert parse_nameservers(text) == ["127.0.0.53", "fe80::1", "10.255.255.53"]
+
+
+def test_pasta_argv_opens_only_dns_towards_the_host(tmp_path: object) -> None:
+    argv = pasta_argv(1234, dns_port=40053, pid_file=__import__("pathlib").Path("/x"))
+    assert argv[-1] == "1234"
+    for opt, value in (("--tcp-ports", "none"), ("--udp-ports", "none"),
+                       ("--tcp-ns", "53:40053"), ("--udp-ns", "53:40053")):
+        assert argv[argv.index(opt) + 1] == value
+    assert "--no-map-gw" in argv and "--ipv4-only" in argv
+
+
+def test_unknown_mode_is_refused(tmp_path: object) -> None:
+    with pytest.raises(NetworkError, match="unknown network mode"):
+        network_for("bridge", session="s", paths=CoopPaths(__import__("pathlib").Path("/x")))
+
+
+# -- the forwarder, against a resolver on loopback ---------------------------------------
+
+def _query(name: str, ident: int = 0x1234) -> bytes:
+    qname = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    return struct.pack("!HHHHHH", ident, 0x0100, 1, 0, 0, 0) + qname + struct.pack("!HH", 1, 1)
+
+
+@pytest.fixture
+def upstream() -> Iterator[tuple[str, int]]:
+    """A DNS server (netserver.answer) on 127.0.0.1, UDP and TCP on one port."""
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    port = udp.getsockname()[1]
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", port))
+    tcp.listen(4)
+    stop = threading.Event()
+
+    def serve_udp() -> None:
+        while not stop.is_set():
+            try:
+                data, peer = udp.recvfrom(4096)
+            except OSError:
+                return
+            udp.sendto(netserver.answer(data), peer)
+
+    def serve_tcp() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = tcp.accept()
+            except OSError:
+                return
+            with conn:
+                size = struct.unpack("!H", conn.recv(2))[0]
+                reply = netserver.answer(conn.recv(size))
+                conn.sendall(struct.pack("!H", len(reply)) + reply)
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (serve_udp, serve_tcp)]
+    for t in threads:
+        t.start()
+    yield "127.0.0.1", port
+    stop.set()
+    udp.close()
+    tcp.shutdown(socket.SHUT_RDWR)
+    tcp.close()
+    for t in threads:
+        t.join(timeout=5)
+
+
+def test_forwarder_udp_tcp_and_fallback(upstream: tuple[str, int]) -> None:
+    dead = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound, never answers
+    dead.bind(("127.0.0.1", 0))
+    fwd = DnsForwarder("127.0.0.1", [dead.getsockname(), upstream], port=0, timeout=0.3)
+    fwd.start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as cli:
+            cli.settimeout(5)
+            cli.sendto(b"garbage", ("127.0.0.1", fwd.port))  # ignored, not fatal
+            cli.sendto(_query("internet.coop.test"), ("127.0.0.1", fwd.port))
+            reply = cli.recv(4096)
+        assert reply[:2] == b"\x12\x34" and reply[-4:] == socket.inet_aton("198.51.100.1")
+        with socket.create_connection(("127.0.0.1", fwd.port), timeout=5) as conn:
+            q = _query("nope.coop.test", 0x4321)
+            conn.sendall(struct.pack("!H", len(q)) + q)
+            size = struct.unpack("!H", conn.recv(2))[0]
+            reply = conn.recv(size)
+        assert reply[:2] == b"\x43\x21" and reply[3] & 0x0F == 3
+    finally:
+        fwd.close()
+        dead.close()
+    fwd.close()  # idempotent
+    assert not [t for t in threading.enumerate() if t.name.startswith("dns")]
+
+
+def test_is_query() -> None:
+    assert is_query(_query("a.b"))
+    assert not is_query(b"\x00" * 11)
+    assert not is_query(b"\x00\x00\x80" + b"\x00" * 9)  # an answer, not a query
