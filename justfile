@@ -65,3 +65,4 @@ demo:
 # Benchmarks against the plain tools, measured in the same run (prints a table of ratios).
 bench *ARGS:
     {{venv}}/python {{justfile_directory()}}/tests/bench/run.py {{ARGS}}
+    {{venv}}/python {{justfile_directory()}}/tests/bench/bench_sandbox.py 200

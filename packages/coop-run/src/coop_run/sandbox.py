@@ -1,0 +1,751 @@
+"""The host side of a session sandbox: start it, spawn into it, signal, stop (SPEC 4).
+
+Start-up (S = the calling process, e.g. the session supervisor)::
+
+    S --clone(NEWUSER|NEWNS|NEWPID|NEWUTS|NEWIPC[|NEWNET])--> I = PID 1 (sandbox_init)
+      I: signalfd, loopback up, caps bounding set, private propagation  } in parallel
+      S: id maps, network.attach(I), "g"                                }
+      I: uid 0, hostname, overlay, /proc, /dev, ...  } in parallel
+      S: persist dirs, /etc files, "f"               }
+      I: persist and /etc binds, pivot_root, "ready"
+
+``start()`` clones the *current* process, never starting an interpreter (that is what
+keeps a start near the 5 ms floor, FIELD-NOTES); one clone with namespace flags replaces
+fork + unshare + fork. The caller should be single-threaded at that moment: as with any
+fork, locks other threads hold are copied held (the child only makes syscalls and never
+takes those locks, so spawns fired from other threads are safe in practice). I is S's
+child: S reaps it in ``stop()``. If S dies, I loses its control socket and ends the
+sandbox by itself (``ORPHAN_GRACE``); the next start's ``reap_stale`` removes the files.
+
+Every process in the sandbox after "ready" is a child of I, started on request over the
+control socket, so no process can start on the host side: a spawn racing start-up waits
+for "ready" (or fails), one racing teardown gets ``SandboxError``.
+"""
+
+from __future__ import annotations
+
+import _thread
+import contextlib
+import ctypes
+import gc
+import itertools
+import logging
+import os
+import platform
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn, Protocol, TypeVar
+
+from coop_build import linux
+from coop_build.errors import CoopBuildError, ToolError
+from coop_build.idmap import IdMap, choose_idmap, write_idmap
+from coop_build.paths import CoopPaths
+from coop_run import initproto, sessiondirs
+from coop_run.errors import BindPathError, CoopError, SandboxError
+from coop_run.rootfs_mounts import MountSpec, plan_mounts, split_plan
+from coop_run.sandbox_init import InitSpec, init_early, init_main, init_middle
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_TERM = "xterm-256color"
+START_TIMEOUT = 10.0
+REQUEST_TIMEOUT = 10.0
+KILL_WAIT = 5.0
+MAX_FD = 1 << 20
+NS_FLAGS = (linux.CLONE_NEWUSER | linux.CLONE_NEWNS | linux.CLONE_NEWPID
+            | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC)
+
+T = TypeVar("T")
+
+
+class NetworkMode(Protocol):
+    """What a network mode gives the sandbox (docs/architecture.md)."""
+
+    unshare_net: bool
+
+    def resolv_conf(self) -> str: ...
+
+    def attach(self, ns_pid: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class _LocalNetwork:
+    """Fallback for "none" and "host" while ``coop_run.network`` is not there."""
+
+    unshare_net: bool
+    resolv: str
+
+    def resolv_conf(self) -> str:
+        return self.resolv
+
+    def attach(self, ns_pid: int) -> None:
+        """Nothing to do: the init brings loopback up itself."""
+
+    def close(self) -> None:
+        """Nothing was made."""
+
+
+def _host_resolv_conf() -> str:
+    try:
+        return Path("/etc/resolv.conf").resolve().read_text()
+    except OSError:
+        return ""
+
+
+def network_mode(mode: str, *, session: str, paths: CoopPaths) -> NetworkMode:
+    """The network mode object: ``coop_run.network.network_for`` when that package
+    exists, else the built-in "none" / "host"."""
+    try:
+        from coop_run import network  # integrated later; may be absent
+    except ImportError:
+        pass
+    else:
+        result: NetworkMode = network.network_for(mode, session=session, paths=paths)
+        return result
+    if mode == "none":
+        return _LocalNetwork(unshare_net=True, resolv="# network mode none: no resolver\n")
+    if mode == "host":
+        return _LocalNetwork(unshare_net=False, resolv=_host_resolv_conf())
+    raise SandboxError(f"network mode {mode!r} is not available", code="NETWORK_UNAVAILABLE")
+
+
+@dataclass
+class SandboxConfig:
+    """Everything a sandbox is made of. ``env`` is already ``$VAR``-expanded."""
+
+    name: str                                  # session name = hostname
+    layers: Sequence[Path]                     # build layer dirs, bottom first
+    session_dir: Path                          # ~/.coop/sessions/<name>
+    workspace: Path                            # host path, bound read-write
+    workspace_inside: str = "/workspace"
+    host_image: bool = False                   # image = "host"
+    persist: Sequence[str] = ()                # dirs under $HOME kept across sessions
+    home: str = "/root"                        # $HOME inside
+    env: Mapping[str, str] = field(default_factory=dict)
+    network: NetworkMode | None = None         # None: built-in "none"
+    idmap: IdMap | None = None                 # None: choose_idmap()
+    user_home: Path | None = None              # for bind checks; None: $HOME
+    created: int | None = None                 # COOP_CREATED; None: now
+
+
+@dataclass(frozen=True)
+class Spawned:
+    """A process started in the sandbox."""
+
+    pid: int                    # as seen inside
+    host_pid: int | None        # as seen by the caller (None if the kernel did not say)
+    master_fd: int | None       # PTY master (the caller's to close), when pty was asked
+    pts: str | None             # /dev/pts/N inside
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    code: int | None
+    signal: int | None
+
+    @property
+    def returncode(self) -> int:
+        """subprocess-style: the exit code, or minus the signal."""
+        return self.code if self.code is not None else -(self.signal or 0)
+
+
+def base_env(config: SandboxConfig, workspace_real: Path, created: int) -> dict[str, str]:
+    """The environment every process in the sandbox starts with (SPEC 4.4)."""
+    env = {"PATH": DEFAULT_PATH, "TERM": DEFAULT_TERM}
+    env.update(config.env)
+    env.update(forced_env(config, workspace_real, created))
+    return env
+
+
+def forced_env(config: SandboxConfig, workspace_real: Path, created: int) -> dict[str, str]:
+    """Variables no Coopfile or client may override (sessions are found by them)."""
+    return {
+        "HOME": config.home,
+        "COOP_SESSION": config.name,
+        "COOP_WORKSPACE": str(workspace_real),
+        "COOP_CREATED": str(created),
+    }
+
+
+def hosts_file(name: str) -> str:
+    return (f"127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n"
+            "::1\tlocalhost ip6-localhost ip6-loopback\n")
+
+
+class Sandbox:
+    """One sandbox: ``start()``, then ``spawn()``/``signal()``/``wait()``, then ``stop()``.
+
+    Thread-safe after ``start()`` begins: any thread may spawn, and a spawn issued while
+    starting waits for "ready".
+    """
+
+    def __init__(self, config: SandboxConfig) -> None:
+        sessiondirs.check_name(config.name)
+        self.config = config
+        self.sdir = sessiondirs.SessionDir(config.session_dir)
+        self.idmap = config.idmap or choose_idmap()
+        self.network: NetworkMode = config.network or _LocalNetwork(
+            unshare_net=True, resolv="# network mode none: no resolver\n")
+        self.created = config.created if config.created is not None else int(time.time())
+        self.workspace_real = config.workspace
+        self.env: dict[str, str] = {}
+        # new -> starting -> launched (init exists, setting up) -> running -> stopping -> stopped
+        self.state = "new"
+        self.init_pid: int | None = None      # host pid of PID 1
+        self.failure: str | None = None
+        self._sock: socket.socket | None = None
+        self._pidfd: int | None = None
+        self._cond = threading.Condition()
+        self._reading = False
+        self._eof = False
+        self._replies: dict[int, initproto.Received] = {}
+        self._exits: dict[int, ExitStatus] = {}
+        self._ids = itertools.count(1)
+        self._send_lock = threading.Lock()
+        # Called as on_exit(pid inside, status) by whichever thread reads the channel,
+        # with an internal lock held: keep it short (e.g. hand over to an event loop).
+        self.on_exit: Callable[[int, ExitStatus], None] | None = None
+        self._owns_dir = False
+        self.resolv = ""
+
+    @classmethod
+    def create(cls, config: SandboxConfig) -> Sandbox:
+        """A started sandbox."""
+        sandbox = cls(config)
+        sandbox.start()
+        return sandbox
+
+    # --- start ------------------------------------------------------------------------
+
+    def start(self, *, wait_ready: bool = True) -> None:
+        """Build the namespaces and root; returns once the init is "ready".
+
+        ``wait_ready=False`` returns as soon as the init exists and is setting its root
+        up: a ``spawn()`` right after is then sent at once and run the moment the init
+        is ready (a session start pipelines its agent this way). A failure in the init's
+        set-up then surfaces from that ``spawn()``; call ``stop()`` to clean up.
+        """
+        with self._cond:
+            if self.state != "new":
+                raise SandboxError(f"sandbox {self.config.name} was already started")
+            self.state = "starting"
+        try:
+            self._start(wait_ready)
+        except BaseException as exc:
+            self._collect_failure()
+            if self.failure is not None and not isinstance(exc, SandboxError):
+                exc = SandboxError(self.failure)
+            message = exc.message if isinstance(exc, SandboxError | CoopBuildError) else str(exc)
+            with self._cond:
+                self.failure = message
+                self.state = "stopping"
+                self._cond.notify_all()
+            self._teardown(force=True, grace=0)
+            if isinstance(exc, SandboxError):
+                raise
+            if isinstance(exc, CoopBuildError | OSError):
+                raise SandboxError(f"cannot start sandbox {self.config.name}: {message}") from exc
+            raise
+        with self._cond:
+            if self._ready and self.state == "launched":
+                self.state = "running"
+            self._cond.notify_all()
+
+    def _prepare(self) -> tuple[MountSpec, dict[str, Any]]:
+        config = self.config
+        sdir = self.sdir
+        self.resolv = self.network.resolv_conf()
+        existing = sessiondirs.read_state(sdir)
+        if existing is not None and sessiondirs.state_owner_alive(existing):
+            raise SandboxError(f"session {config.name} already has a running sandbox",
+                               code="SESSION_EXISTS")
+        home = config.user_home or Path(os.environ.get("HOME", "/"))
+        self.workspace_real = sessiondirs.check_bind_source(
+            config.workspace, home=home, workspace=config.workspace)
+        persist = []
+        for name in config.persist:
+            if not sessiondirs.persist_name_ok(name):
+                raise SandboxError(f"persist entry {name!r} must be a relative path below $HOME")
+            persist.append(name)
+        layers = [Path(p) for p in config.layers]
+        for layer in layers:
+            if not layer.is_dir():
+                raise SandboxError(f"layer directory does not exist: {layer}",
+                                   code="ROOTFS_NOT_BUILT")
+        creator = {"pid": os.getpid(), "start": sessiondirs.proc_start_time(os.getpid())}
+        state: dict[str, Any] = {"name": config.name, "creator": creator,
+                                 "idmap": sessiondirs.idmap_to_state(self.idmap),
+                                 "created": self.created}
+        sdir.path.mkdir(parents=True, exist_ok=True)
+        sessiondirs.write_state(sdir, state)  # before anything else exists: reap_stale finds it
+        self._owns_dir = True
+        sessiondirs.clean_leftovers(sdir, self.idmap)
+        sessiondirs.ensure_dirs(sdir, ())
+        real_dir = sdir.path.resolve()
+        if not layers:
+            (sdir.path / "lower").mkdir()
+            layers = [sdir.path / "lower"]
+        spec = MountSpec(
+            root=str(real_dir / "root"),
+            lowers=tuple(str(p.resolve()) for p in layers),
+            upper=str(real_dir / "upper"),
+            work=str(real_dir / "work"),
+            host_image=config.host_image,
+            workspace=str(self.workspace_real),
+            workspace_inside=config.workspace_inside,
+            persist=tuple((str(real_dir / "persist" / name), f"{config.home.rstrip('/')}/{name}")
+                          for name in persist),
+            etc_files=tuple((str(real_dir / "etc" / n), f"/etc/{n}")
+                            for n in ("hostname", "hosts", "resolv.conf")),
+        )
+        return spec, state
+
+    def _reap_others(self) -> None:
+        sessions = self.sdir.path.parent
+        try:
+            if sessions.name == "sessions":  # the usual layout: COOP_HOME/sessions/NAME
+                sessiondirs.reap_stale(CoopPaths(sessions.parent))
+            else:
+                sessiondirs.reap_stale_in(sessions)
+        except (CoopError, CoopBuildError, OSError) as exc:  # never fails a start
+            logger.warning("cleaning up after dead sessions failed: %s", exc)
+
+    def _finish_dirs(self, spec: MountSpec) -> None:
+        """What the init needs only after the id maps: done while it sets up (2 cores)."""
+        sdir = self.sdir
+        home = self.config.user_home or Path(os.environ.get("HOME", "/"))
+        for source, _inside in spec.persist:
+            path = Path(source)
+            path.mkdir(parents=True, exist_ok=True)
+            real = sessiondirs.check_bind_source(path, home=home, workspace=self.workspace_real,
+                                                 allowed=(sdir.persist,))
+            if real != path:
+                raise BindPathError(f"refusing to bind {path} (-> {real}): not a plain directory")
+        (sdir.etc / "hostname").write_text(self.config.name + "\n")
+        (sdir.etc / "hosts").write_text(hosts_file(self.config.name))
+        (sdir.etc / "resolv.conf").write_text(self.resolv)
+
+    def _start(self, wait_ready: bool) -> None:
+        spec, state = self._prepare()
+        try:
+            plan = plan_mounts(spec)
+        except ValueError as exc:
+            raise SandboxError(str(exc)) from exc
+        self.env = base_env(self.config, self.workspace_real, self.created)
+        late_sources = [source for source, _ in (*spec.persist, *spec.etc_files)]
+        early, middle, late = split_plan(plan, late_sources)
+        init_spec = InitSpec(early=early, middle=middle, late=late, root=spec.root,
+                             net_lo_up=self.network.unshare_net)
+        flags = NS_FLAGS | (linux.CLONE_NEWNET if self.network.unshare_net else 0)
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        parent_sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self._sock = parent_sock
+        go_r, go_w = os.pipe()
+        pid = clone_into_namespaces(flags)
+        if pid == 0:
+            _init_child(self.config.name, init_spec, child_sock, go_r)
+        child_sock.close()
+        os.close(go_r)
+        self.init_pid = pid
+        try:
+            self._pidfd = os.pidfd_open(pid)
+            # The namespaces exist from the clone on. The child prepares while we map
+            # its ids and attach the network ("g"), then mounts its root while we
+            # write what its last binds need ("f"). Closing go_w early makes it exit.
+            write_idmap_parallel(pid, self.idmap)
+            self.network.attach(pid)
+            os.write(go_w, b"g")
+            self._finish_dirs(spec)
+            os.write(go_w, b"f")
+        finally:
+            os.close(go_w)
+        # While the init finishes its root: the record naming it, and other sessions'
+        # leftovers (ours is recorded alive, so it is left alone).
+        state["init"] = {"pid": pid, "start": sessiondirs.proc_start_time(pid)}
+        sessiondirs.write_state(self.sdir, state)
+        with self._cond:
+            self.state = "launched"  # requests may be sent now; the init serves them when ready
+            self._cond.notify_all()
+        self._reap_others()
+        if wait_ready:
+            deadline = time.monotonic() + START_TIMEOUT
+            self._await(lambda: True if self._ready else None, deadline, "the sandbox to start")
+
+    # --- the control channel ------------------------------------------------------------
+
+    def _collect_failure(self) -> None:
+        """After a failed start: the init's own account of why, if it sent one."""
+        sock = self._sock
+        if sock is None or self.failure is not None:
+            return
+        with contextlib.suppress(OSError, initproto.ProtocolError):
+            while select.select([sock], [], [], 0)[0]:
+                received = initproto.recv(sock)
+                with self._cond:
+                    self._dispatch(received)
+                if received is None:
+                    break
+
+    _ready = False
+
+    def _dispatch(self, received: initproto.Received | None) -> None:
+        """Called with ``_cond`` held."""
+        if received is None:
+            self._eof = True
+            return
+        message = received.message
+        op = message.get("op")
+        if op == "ready":
+            self._ready = True
+            if self.state == "launched":
+                self.state = "running"
+        elif op == "failed":
+            self.failure = str(message.get("message"))
+        elif op == "exited":
+            pid = message.get("pid")
+            status = ExitStatus(code=message.get("code"), signal=message.get("signal"))
+            if isinstance(pid, int):
+                self._exits[pid] = status
+                if self.on_exit is not None:
+                    self.on_exit(pid, status)
+        elif isinstance(message.get("id"), int):
+            self._replies[message["id"]] = received
+            return
+        for fd in received.fds:
+            os.close(fd)
+
+    def _await(self, pick: Callable[[], T | None], deadline: float, what: str) -> T:
+        """Read the channel (one reader at a time) until ``pick()`` gives a value."""
+        while True:
+            with self._cond:
+                value = pick()
+                if value is not None:
+                    return value
+                if self.failure is not None:
+                    raise SandboxError(self.failure)
+                if self._eof or self._sock is None:
+                    raise SandboxError(f"sandbox {self.config.name} has stopped",
+                                       code="SANDBOX_STOPPED")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise SandboxError(f"timed out waiting for {what}", code="SANDBOX_TIMEOUT")
+                if self._reading:
+                    self._cond.wait(remaining)
+                    continue
+                self._reading = True
+                sock = self._sock
+            received: initproto.Received | None = None
+            got = False
+            try:
+                if select.select([sock], [], [], remaining)[0]:
+                    received = initproto.recv(sock)
+                    got = True
+            except (OSError, initproto.ProtocolError) as exc:
+                logger.warning("sandbox %s control channel: %s", self.config.name, exc)
+                got = True
+            finally:
+                with self._cond:
+                    self._reading = False
+                    if got:
+                        self._dispatch(received)
+                    self._cond.notify_all()
+
+    def _request(self, message: dict[str, Any], fds: Sequence[int] = (),
+                 timeout: float = REQUEST_TIMEOUT) -> initproto.Received:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.state in ("new", "starting") and self.failure is None:
+                if not self._cond.wait(max(0.0, deadline - time.monotonic())):
+                    raise SandboxError("timed out waiting for the sandbox to start",
+                                       code="SANDBOX_TIMEOUT")
+            if self.state not in ("launched", "running"):
+                raise SandboxError(f"sandbox {self.config.name} is {self.state}",
+                                   code="SANDBOX_STOPPED")
+            sock = self._sock
+        if sock is None:
+            raise SandboxError(f"sandbox {self.config.name} has stopped", code="SANDBOX_STOPPED")
+        rid = next(self._ids)
+        message = {**message, "id": rid}
+        try:
+            with self._send_lock:
+                initproto.send(sock, message, tuple(fds))
+        except OSError as exc:
+            raise SandboxError(f"sandbox {self.config.name} is gone: {exc.strerror}",
+                               code="SANDBOX_STOPPED") from exc
+        reply = self._await(lambda: self._replies.pop(rid, None), deadline,
+                            f"the sandbox to answer {message['op']}")
+        if reply.message.get("op") == "error":
+            for fd in reply.fds:
+                os.close(fd)
+            raise SandboxError(str(reply.message.get("message")))
+        return reply
+
+    # --- public operations --------------------------------------------------------------
+
+    def spawn(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+              cwd: str | None = None, pty: bool = False, cols: int = 80, rows: int = 24,
+              stdio: tuple[int, int, int] | None = None,
+              timeout: float = REQUEST_TIMEOUT) -> Spawned:
+        """Start ``argv`` inside (PATH lookup inside). ``env`` adds to the session's env
+        (HOME and COOP_* cannot be changed); ``cwd`` defaults to the workspace;
+        ``stdio`` passes three descriptors for a process without a PTY."""
+        if pty and stdio is not None:
+            raise SandboxError("spawn: a PTY process gets no stdio descriptors")
+        with self._cond:
+            full_env = {**self.env, **(env or {})}
+        full_env.update(forced_env(self.config, self.workspace_real, self.created))
+        message: dict[str, Any] = {
+            "op": "spawn", "argv": list(argv), "env": full_env,
+            "cwd": cwd or self.config.workspace_inside, "pty": pty, "cols": cols,
+            "rows": rows, "stdio": 3 if stdio is not None else 0,
+        }
+        try:
+            initproto.parse_request({**message, "id": 0})
+        except initproto.ProtocolError as exc:
+            raise SandboxError(str(exc)) from exc
+        reply = self._request(message, stdio or (), timeout)
+        master = reply.fds[0] if pty and reply.fds else None
+        for fd in reply.fds[1:] if pty else reply.fds:
+            os.close(fd)
+        host_pid = reply.cred_pid
+        return Spawned(pid=int(reply.message["pid"]),
+                       host_pid=host_pid if host_pid and host_pid != self.init_pid else None,
+                       master_fd=master, pts=reply.message.get("pts"))
+
+    def signal(self, pid: int, signo: int) -> None:
+        """Send ``signo`` to ``pid`` (as seen inside)."""
+        self._request({"op": "signal", "pid": pid, "signo": signo})
+
+    def wait(self, pid: int, timeout: float | None = None) -> ExitStatus:
+        """Block until process ``pid`` (inside) exits; its status (consumed: a second
+        wait for the same pid blocks)."""
+        deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
+        return self._await(lambda: self._exits.pop(pid, None), deadline,
+                           f"process {pid} to exit")
+
+    @property
+    def control_fd(self) -> int | None:
+        """The control socket, for an event loop to watch (then call ``pump()``)."""
+        sock = self._sock
+        return sock.fileno() if sock is not None else None
+
+    def pump(self) -> None:
+        """Read every message already waiting, without blocking (``on_exit`` fires for
+        exits). A no-op while another thread is reading."""
+        with self._cond:
+            if self._reading or self._sock is None:
+                return
+            self._reading = True
+            sock = self._sock
+        try:
+            while select.select([sock], [], [], 0)[0]:
+                try:
+                    received = initproto.recv(sock)
+                except (OSError, initproto.ProtocolError) as exc:
+                    logger.warning("sandbox %s control channel: %s", self.config.name, exc)
+                    received = None
+                with self._cond:
+                    self._dispatch(received)
+                if received is None:
+                    break
+        finally:
+            with self._cond:
+                self._reading = False
+                self._cond.notify_all()
+
+    def poll_exit(self, pid: int) -> ExitStatus | None:
+        """The exit status of ``pid`` if its ``exited`` event has been read."""
+        with self._cond:
+            return self._exits.get(pid)
+
+    @property
+    def alive(self) -> bool:
+        """The init is still running."""
+        if self._pidfd is None:
+            return False
+        return not select.select([self._pidfd], [], [], 0)[0]
+
+    # --- stop ---------------------------------------------------------------------------
+
+    def stop(self, grace: float = 5.0, force: bool = False) -> None:
+        """End every process inside (SIGTERM, ``grace`` seconds, SIGKILL; ``force``: kill
+        at once), close the network, remove upper/ and work/; persist/ stays."""
+        with self._cond:
+            if self.state in ("stopped", "new"):
+                return
+            if self.state == "stopping":
+                raise SandboxError(f"sandbox {self.config.name} is already stopping")
+            self.state = "stopping"
+            self._cond.notify_all()
+        self._teardown(force=force, grace=grace)
+
+    def _teardown(self, *, force: bool, grace: float) -> None:
+        try:
+            self._end_init(force=force, grace=grace)
+        finally:
+            try:
+                self.network.close()
+            finally:
+                with self._cond:
+                    if self._sock is not None:
+                        self._sock.close()
+                        self._sock = None
+                    if self._pidfd is not None:
+                        os.close(self._pidfd)
+                        self._pidfd = None
+                    self.state = "stopped"
+                    self._cond.notify_all()
+                if self._owns_dir:
+                    sessiondirs.clean_transient(self.sdir, self.idmap)
+
+    def _end_init(self, *, force: bool, grace: float) -> None:
+        pidfd = self._pidfd
+        if pidfd is None:
+            return
+        if not force and self._sock is not None:
+            with contextlib.suppress(OSError), self._send_lock:
+                initproto.send(self._sock, {"op": "shutdown", "id": 0, "grace": grace})
+            if select.select([pidfd], [], [], grace + 1.0)[0]:
+                self._reap_init()
+                return
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        if not select.select([pidfd], [], [], KILL_WAIT)[0]:
+            raise SandboxError(f"sandbox init {self.init_pid} did not die after SIGKILL")
+        self._reap_init()
+
+    def _reap_init(self) -> None:
+        """Reap I if it was re-parented to us (we are a subreaper); else init does."""
+        if self.init_pid is not None:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.init_pid, os.WNOHANG)
+
+    def __enter__(self) -> Sandbox:
+        if self.state == "new":
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop(grace=1.0)
+
+
+# --- id maps ------------------------------------------------------------------------
+
+
+def write_idmap_parallel(pid: int, idmap: IdMap) -> None:
+    """``coop_build.idmap.write_idmap``, but a plain user's ``newuidmap`` and
+    ``newgidmap`` run at the same time: each is a setuid exec of about a millisecond,
+    on the critical path of every start."""
+    if os.geteuid() == 0 or not idmap.full:
+        write_idmap(pid, idmap)
+        return
+    procs = []
+    for tool, mapping in (("newgidmap", idmap.gid_map), ("newuidmap", idmap.uid_map)):
+        exe = shutil.which(tool)
+        if exe is None:
+            raise ToolError(f"{tool} is not installed (apt-get install uidmap)", tool=tool)
+        argv = [exe, str(pid), *(str(v) for line in mapping for v in line)]
+        procs.append((tool, subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                             stdout=subprocess.DEVNULL,
+                                             stderr=subprocess.PIPE)))
+    failures = []
+    for tool, proc in procs:
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            lines = err.decode(errors="replace").strip().splitlines()
+            failures.append((tool, lines[-1] if lines else f"exit {proc.returncode}",
+                             err.decode(errors="replace")))
+    if failures:
+        tool, detail, stderr = failures[0]
+        raise ToolError(f"{tool} {pid} failed: {detail}", tool=tool, stderr=stderr)
+
+
+# --- the clone ------------------------------------------------------------------------
+
+_SYS_CLONE = {"x86_64": 56, "aarch64": 220, "riscv64": 220, "armv7l": 120, "i686": 120}
+# PyDLL keeps the GIL held across the call, exactly as os.fork() does around fork().
+_pylibc = ctypes.PyDLL(None, use_errno=True)
+_pylibc.syscall.restype = ctypes.c_long
+_pylibc.syscall.argtypes = (ctypes.c_long, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                            ctypes.c_ulong, ctypes.c_ulong)
+_before_fork = ctypes.pythonapi.PyOS_BeforeFork
+_after_fork_parent = ctypes.pythonapi.PyOS_AfterFork_Parent
+_after_fork_child = ctypes.pythonapi.PyOS_AfterFork_Child
+
+
+def clone_into_namespaces(flags: int) -> int:
+    """``os.fork()`` whose child starts in new namespaces (``CLONE_NEW*`` ``flags``).
+
+    One clone instead of fork + unshare + fork: the child is PID 1 of its new PID
+    namespace at once. Python's own fork bookkeeping runs around it as in ``os.fork``.
+    Returns the child's pid in the parent and 0 in the child.
+    """
+    number = _SYS_CLONE.get(platform.machine())
+    if number is None:
+        raise SandboxError(f"clone: unknown syscall number on {platform.machine()}")
+    # With no other Python thread alive the child's interpreter state is already right
+    # (the GIL is held across the call, nothing else holds a lock), and skipping the
+    # at-fork hooks saves about half a millisecond of the child's start.
+    alone = _thread._count() == 0
+    if not alone:
+        _before_fork()
+    pid = int(_pylibc.syscall(number, flags | signal.SIGCHLD, 0, 0, 0, 0))
+    if pid == 0:
+        if not alone:
+            _after_fork_child()
+        return 0
+    err = ctypes.get_errno()
+    if not alone:
+        _after_fork_parent()
+    if pid < 0:
+        raise OSError(err, f"clone(0x{flags:x}): {os.strerror(err)}")
+    return pid
+
+
+def _close_other_fds(keep: Iterable[int]) -> None:
+    """Close every descriptor except ``keep`` and stdio: other sandboxes' control
+    sockets must not leak into this one (they would never see end-of-file)."""
+    kept = sorted(set(keep) | {0, 1, 2})
+    for low, high in itertools.pairwise([*kept, MAX_FD]):
+        if high > low + 1:
+            os.closerange(low + 1, high)  # close_range(2): one syscall
+
+
+def _init_child(hostname: str, spec: InitSpec, sock: socket.socket, go_r: int) -> NoReturn:
+    """The cloned child until it is the init: wait for the maps, become root inside."""
+    # Everything inherited from S goes to the permanent generation: garbage among it
+    # (say, a socket in a cycle) must never be finalised here, closing a descriptor
+    # number we reuse; and the collector then never touches (copies) those pages.
+    gc.freeze()
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        _close_other_fds((sock.fileno(), go_r))
+        sigfd = init_early(spec)
+        if os.read(go_r, 1) != b"g":
+            os._exit(1)
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+        with contextlib.suppress(OSError):  # refused after "deny" (single mapping)
+            os.setgroups([])
+        linux.sethostname(hostname)
+        init_middle(spec)
+        if os.read(go_r, 1) != b"f":
+            os._exit(1)
+        os.close(go_r)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            initproto.send(sock, {"op": "failed", "message": f"sandbox setup failed: {exc}"})
+        os._exit(1)
+    init_main(spec, sock, sigfd)

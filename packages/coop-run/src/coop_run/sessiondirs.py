@@ -1,0 +1,262 @@
+"""Session directories (``~/.coop/sessions/<name>/``), their state file, and bind safety.
+
+A running sandbox keeps ``upper/`` and ``work/`` (the overlay's writable half), ``root/``
+(the empty mount point of the overlay), ``etc/`` (generated hostname, hosts, resolv.conf,
+bound read-only inside so they never land in any layer) and ``persist/`` (kept across
+sessions). ``sandbox.json`` records who owns them: the creating process while starting,
+then the init. Sessions outlive whoever started them, so nothing is tied to the
+creator's life; instead the next start calls ``reap_stale()``, which removes what
+belongs to sandboxes whose recorded process is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from coop_build.errors import CoopBuildError, NamespaceError
+from coop_build.idmap import IdMap
+from coop_build.namespace import force_rmtree, remove_tree
+from coop_build.paths import CoopPaths
+from coop_run.errors import BindPathError, SandboxError
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "sandbox.json"
+TRANSIENT = ("upper", "work", "root", "etc", "lower")
+
+
+@dataclass(frozen=True)
+class SessionDir:
+    """The layout of one session's directory."""
+
+    path: Path
+
+    @property
+    def upper(self) -> Path:
+        return self.path / "upper"
+
+    @property
+    def work(self) -> Path:
+        return self.path / "work"
+
+    @property
+    def root(self) -> Path:
+        return self.path / "root"
+
+    @property
+    def etc(self) -> Path:
+        return self.path / "etc"
+
+    @property
+    def persist(self) -> Path:
+        return self.path / "persist"
+
+    @property
+    def state(self) -> Path:
+        return self.path / STATE_FILE
+
+
+def session_dir(paths: CoopPaths, name: str) -> SessionDir:
+    """``sessions/<name>`` under ``COOP_HOME``; ``name`` must be a plain, safe name."""
+    check_name(name)
+    return SessionDir(paths.sessions / name)
+
+
+def check_name(name: str) -> None:
+    """Session names are hostnames and directory names: letters, digits, '-', '_', '.'."""
+    ok = (0 < len(name) <= 63 and name not in (".", "..") and not name.startswith("-")
+          and all(c.isascii() and (c.isalnum() or c in "-_.") for c in name))
+    if not ok:
+        raise SandboxError(f"invalid session name {name!r} (1-63 of a-z, 0-9, '-', '_', '.')")
+
+
+def check_bind_source(path: Path, *, home: Path, workspace: Path,
+                      allowed: Iterable[Path] = ()) -> Path:
+    """The real path of ``path`` if it lies inside ``home``, ``workspace`` (or one of
+    ``allowed``, for coop's own directories); else BindPathError naming both paths."""
+    try:
+        real = path.resolve(strict=True)
+    except FileNotFoundError:
+        raise BindPathError(f"bind source {path} does not exist") from None
+    except (OSError, RuntimeError) as exc:
+        raise BindPathError(f"bind source {path} cannot be resolved: {exc}") from None
+    roots = [home, workspace, *allowed]
+    for root in roots:
+        try:
+            real_root = root.resolve()
+        except (OSError, RuntimeError):
+            continue
+        if real == real_root or real.is_relative_to(real_root):
+            return real
+    shown = f"{path} (-> {real})" if real != path.absolute() else str(path)
+    raise BindPathError(
+        f"refusing to bind {shown}: it is outside your home and the workspace"
+    )
+
+
+# --- state file ------------------------------------------------------------------------
+
+
+def proc_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (clock ticks since boot), None when the pid is gone.
+
+    A pid plus its start time names one process for good: pids are reused, this pair is not.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[19])
+
+
+def alive(pid: int | None, start: int | None) -> bool:
+    """The process recorded as (pid, start time) is still running."""
+    if not pid or start is None:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return fields[0] not in ("Z", "X") and int(fields[19]) == start
+
+
+def write_state(sdir: SessionDir, state: dict[str, Any]) -> None:
+    """Write ``sandbox.json`` atomically (temp + rename)."""
+    tmp = sdir.state.with_name(STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(state))
+    tmp.replace(sdir.state)
+
+
+def read_state(sdir: SessionDir) -> dict[str, Any] | None:
+    """The state file, or None if absent or unreadable (a crash mid-write)."""
+    try:
+        data = json.loads(sdir.state.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def state_owner_alive(state: dict[str, Any]) -> bool:
+    """Whether the process that owns the session's files (init, else creator) lives."""
+    init = state.get("init")
+    if isinstance(init, dict):
+        return alive(init.get("pid"), init.get("start"))
+    creator = state.get("creator")
+    if isinstance(creator, dict):
+        return alive(creator.get("pid"), creator.get("start"))
+    return False
+
+
+def idmap_from_state(state: dict[str, Any]) -> IdMap | None:
+    raw = state.get("idmap")
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return IdMap(uid_map=tuple((int(a), int(b), int(c)) for a, b, c in raw["uid_map"]),
+                     gid_map=tuple((int(a), int(b), int(c)) for a, b, c in raw["gid_map"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def idmap_to_state(idmap: IdMap) -> dict[str, Any]:
+    return {"uid_map": [list(x) for x in idmap.uid_map],
+            "gid_map": [list(x) for x in idmap.gid_map]}
+
+
+def clean_transient(sdir: SessionDir, idmap: IdMap | None) -> None:
+    """Remove everything of a session except ``persist/`` (and the dir if then empty)."""
+    clean_leftovers(sdir, idmap)
+    sdir.state.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        sdir.path.rmdir()  # only when nothing (no persist/, no supervisor files) is left
+
+
+def clean_leftovers(sdir: SessionDir, idmap: IdMap | None) -> None:
+    """Remove the transient directories (upper, work, ...) but not the state file.
+
+    Usually everything in them is the user's own, and a plain delete takes milliseconds;
+    only files a session chowned to sub-ids need a namespace with the same mapping
+    (``remove_tree``: a helper process, about 100 ms), so that is the fallback.
+    """
+    for name in TRANSIENT:
+        path = sdir.path / name
+        if not path.exists() and not path.is_symlink():
+            continue
+        try:
+            try:
+                force_rmtree(path)
+            except NamespaceError:
+                if idmap is None or not idmap.full:
+                    raise
+                remove_tree(path, idmap)
+        except CoopBuildError as exc:
+            raise SandboxError(f"cannot remove {path}: {exc.message}") from exc
+
+
+def reap_stale_in(sessions: Path) -> list[str]:
+    """Clean the transient files of every session under ``sessions`` whose owning
+    process is gone; the names cleaned."""
+    cleaned: list[str] = []
+    try:
+        entries = sorted(sessions.iterdir())
+    except FileNotFoundError:
+        entries = []
+    for entry in entries:
+        sdir = SessionDir(entry)
+        state = read_state(sdir)
+        if state is None or state_owner_alive(state):
+            continue
+        logger.info("removing leftovers of dead sandbox %s", entry.name)
+        try:
+            clean_transient(sdir, idmap_from_state(state))
+        except SandboxError as exc:
+            logger.warning("%s", exc.message)
+            continue
+        cleaned.append(entry.name)
+    return cleaned
+
+
+def reap_stale(paths: CoopPaths,
+               network_reap: Callable[[CoopPaths], None] | None = None) -> list[str]:
+    """``reap_stale_in(paths.sessions)``, then the network package's ``reap_stale``
+    (``network_reap``, or looked up when that package exists)."""
+    cleaned = reap_stale_in(paths.sessions)
+    if network_reap is None:
+        network_reap = _network_reap()
+    if network_reap is not None:
+        network_reap(paths)
+    return cleaned
+
+
+def _network_reap() -> Callable[[CoopPaths], None] | None:
+    try:
+        from coop_run import network  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return None
+    reap = getattr(network, "reap_stale", None)
+    return reap if callable(reap) else None
+
+
+def persist_name_ok(name: str) -> bool:
+    """A persist entry is a relative path below $HOME without '..' or empty parts."""
+    parts = name.split("/")
+    return bool(name) and not name.startswith("/") and all(
+        p not in ("", ".", "..") for p in parts) and "\0" not in name
+
+
+def ensure_dirs(sdir: SessionDir, persist: Iterable[str]) -> None:
+    """Create the session's directories (fresh upper/work/root/etc, persist kept)."""
+    sdir.path.mkdir(parents=True, exist_ok=True)
+    sdir.path.chmod(0o700)
+    for path in (sdir.upper, sdir.work, sdir.root, sdir.etc):
+        path.mkdir()
+    for name in persist:
+        (sdir.persist / name).mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,152 @@
+"""Sandbox start-up benchmark (not collected by pytest; run it by hand or from `just bench`).
+
+    python tests/bench/bench_sandbox.py [RUNS]
+
+Times, as medians over RUNS: (a) ``Sandbox.start()`` + spawning ``true`` on a PTY + its
+exit, (b) one more ``true`` spawned into the running sandbox, (c) ``stop()``; and
+``bwrap --unshare-all`` running ``true`` on a PTY with equivalent binds on the same
+busybox rootfs, interleaved run by run with ours (bwrap 0.8 has no overlay: its root
+is a read-only bind, so it does less work than we do). Also the host-side memory the
+live sandbox keeps (its init).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from coop_run.sandbox import Sandbox, SandboxConfig
+from support.rootfs import make_busybox_rootfs
+
+TARGET = 1.5  # issue 3: start + `true` on a PTY at most 1.5x bwrap --unshare-all
+
+
+def drain(fd: int) -> None:
+    while True:
+        try:
+            if not os.read(fd, 4096):
+                return
+        except OSError:
+            return
+
+
+def memory_kib(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) in KiB from /proc/PID/smaps_rollup."""
+    values = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, _, rest = line.partition(":")
+        values[key] = int(rest.split()[0])
+    return values["Rss"], values["Pss"]
+
+
+def bench_sandbox(base: Path, layer: Path, runs: int, between: Callable[[], None], *,
+                  pipelined: bool = False) -> dict[str, float]:
+    """Our runs; ``between`` runs after each (bwrap's, interleaved: both see the same
+    load on a shared machine)."""
+    ws = base / "ws"
+    ws.mkdir(exist_ok=True)
+    starts, spawns, stops = [], [], []
+    for i in range(runs):
+        config = SandboxConfig(name="bench", layers=[layer],
+                               session_dir=base / "sessions" / "bench", workspace=ws,
+                               user_home=base, persist=[".cache"])
+        t0 = time.perf_counter()
+        sandbox = Sandbox(config)
+        sandbox.start(wait_ready=not pipelined)
+        proc = sandbox.spawn(["true"], pty=True)
+        assert proc.master_fd is not None
+        sandbox.wait(proc.pid, 10)
+        t1 = time.perf_counter()
+        os.close(proc.master_fd)
+        proc = sandbox.spawn(["true"], pty=True)
+        assert proc.master_fd is not None
+        sandbox.wait(proc.pid, 10)
+        t2 = time.perf_counter()
+        os.close(proc.master_fd)
+        if i == 0 and not pipelined:
+            assert sandbox.init_pid is not None
+            rss, pss = memory_kib(sandbox.init_pid)
+            own_rss, own_pss = memory_kib(os.getpid())
+            print(f"memory: init RSS {rss} KiB, PSS {pss} KiB "
+                  f"(the creating process: RSS {own_rss} KiB, PSS {own_pss} KiB)")
+        t3 = time.perf_counter()
+        sandbox.stop(grace=1.0)
+        t4 = time.perf_counter()
+        starts.append(t1 - t0)
+        spawns.append(t2 - t1)
+        stops.append(t4 - t3)
+        between()
+    return {"start+true": statistics.median(starts), "spawn true": statistics.median(spawns),
+            "stop": statistics.median(stops)}
+
+
+def bwrap_runner(base: Path) -> tuple[Callable[[], None], list[float]]:
+    """A function doing one bwrap run, and the list its times go to."""
+    layer = make_busybox_rootfs(base / "blayer")  # bwrap's root is read-only: make its
+    (layer / "workspace").mkdir()                 # mount points beforehand
+    (layer / "root" / ".cache").mkdir()
+    for name in ("hostname", "hosts", "resolv.conf"):
+        (layer / "etc" / name).write_text("")
+    ws = base / "bws"
+    cache = base / "bcache"
+    etc = base / "betc"
+    for d in (ws, cache, etc):
+        d.mkdir()
+    for name in ("hostname", "hosts", "resolv.conf"):
+        (etc / name).write_text("bench\n")
+    argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session",
+            "--hostname", "bench", "--ro-bind", str(layer), "/", "--proc", "/proc",
+            "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm",
+            "--bind", str(ws), "/workspace", "--bind", str(cache), "/root/.cache"]
+    for name in ("hostname", "hosts", "resolv.conf"):
+        argv += ["--ro-bind", str(etc / name), f"/etc/{name}"]
+    argv += ["--chdir", "/workspace", "true"]
+    times: list[float] = []
+
+    def once() -> None:
+        t0 = time.perf_counter()
+        master, slave = os.openpty()
+        proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave,
+                                start_new_session=True)
+        os.close(slave)
+        code = proc.wait()
+        times.append(time.perf_counter() - t0)
+        os.close(master)
+        assert code == 0, f"bwrap failed: {code}"
+
+    return once, times
+
+
+def main() -> None:
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 100
+    with tempfile.TemporaryDirectory(prefix="coop-bench-") as tmp:
+        base = Path(tmp)
+        layer = make_busybox_rootfs(base / "layer")
+        once, bwrap_times = bwrap_runner(base)
+        ours = bench_sandbox(base, layer, runs, once)
+        bwrap = statistics.median(bwrap_times)
+        bwrap_times.clear()
+        piped = bench_sandbox(base, layer, runs, once, pipelined=True)
+        bwrap2 = statistics.median(bwrap_times)
+    who = "root" if os.geteuid() == 0 else f"uid {os.geteuid()}"
+    print(f"as {who}, {runs} runs, medians:")
+    for key, value in ours.items():
+        print(f"  coop {key:<12} {value * 1000:7.2f} ms")
+    print(f"  bwrap true (pty)  {bwrap * 1000:7.2f} ms")
+    ratio = ours["start+true"] / bwrap
+    verdict = "" if ratio <= TARGET else "  MISSED"
+    print(f"  ratio coop start+true / bwrap: {ratio:.2f}  (target <= {TARGET:g}){verdict}")
+    print(f"  pipelined (start(wait_ready=False), then spawn): {piped['start+true'] * 1000:.2f} ms"
+          f" vs bwrap {bwrap2 * 1000:.2f} ms: ratio {piped['start+true'] / bwrap2:.2f}")
+
+
+if __name__ == "__main__":
+    main()

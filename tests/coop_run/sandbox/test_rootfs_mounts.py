@@ -1,0 +1,115 @@
+"""The mount plan of SPEC 4.2 (pure) and resolving mount points inside the root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from coop_build import linux
+from coop_run import caps
+from coop_run.rootfs_mounts import (
+    Bind,
+    FreshMount,
+    HostSymlinkOrBind,
+    MakePrivate,
+    MountSpec,
+    Overlay,
+    PivotRoot,
+    Symlink,
+    ensure_target,
+    plan_mounts,
+    resolve_in_root,
+)
+
+SPEC = MountSpec(
+    root="/s/root", lowers=("/l/a", "/l/b"), upper="/s/upper", work="/s/work",
+    workspace="/home/u/proj", workspace_inside="/work/proj",
+    persist=(("/s/persist/.cache", "/root/.cache"),),
+    etc_files=(("/s/etc/hostname", "/etc/hostname"), ("/s/etc/hosts", "/etc/hosts")),
+)
+
+
+def test_plan_order_and_content() -> None:
+    ops = plan_mounts(SPEC)
+    assert isinstance(ops[0], MakePrivate)
+    assert ops[1] == Overlay("/s/root", ("/l/a", "/l/b"), "/s/upper", "/s/work")
+    assert isinstance(ops[-1], PivotRoot)
+    fresh = {op.target: op for op in ops if isinstance(op, FreshMount)}
+    assert fresh["/proc"].fstype == "proc"
+    assert fresh["/dev"].fstype == "tmpfs"
+    assert fresh["/tmp"].fstype == "tmpfs" and fresh["/dev/shm"].fstype == "tmpfs"
+    devpts = fresh["/dev/pts"]
+    assert devpts.fstype == "devpts"
+    assert devpts.data is not None and "newinstance" in devpts.data
+    assert "ptmxmode=0666" in devpts.data
+    for op in fresh.values():
+        assert op.flags & linux.MS_NOSUID
+    # /dev exists before anything is put inside it, /dev/pts before ptmx points there.
+    order = [getattr(op, "target", None) for op in ops]
+    assert order.index("/dev") < order.index("/dev/null") < order.index("/dev/pts")
+    assert Symlink("/dev/ptmx", "pts/ptmx") in ops
+    nodes = {op.target for op in ops if isinstance(op, Bind) and op.source.startswith("/dev/")}
+    assert nodes == {f"/dev/{n}" for n in ("null", "zero", "full", "random", "urandom", "tty")}
+    assert Bind("/home/u/proj", "/work/proj") in ops            # read-write
+    assert Bind("/s/persist/.cache", "/root/.cache") in ops
+    assert Bind("/s/etc/hostname", "/etc/hostname", kind="file", readonly=True) in ops
+    assert not any(isinstance(op, HostSymlinkOrBind) for op in ops)
+
+
+def test_host_image_binds_host_dirs_before_the_workspace_and_etc_files() -> None:
+    ops = plan_mounts(MountSpec(root="/r", lowers=("/l",), upper="/u", work="/w",
+                                host_image=True, workspace="/ws",
+                                etc_files=(("/e/hosts", "/etc/hosts"),)))
+    hosts = [i for i, op in enumerate(ops) if isinstance(op, HostSymlinkOrBind)]
+    names = [op.name for op in ops if isinstance(op, HostSymlinkOrBind)]
+    assert {"usr", "bin", "lib", "etc"} <= set(names)
+    workspace = ops.index(Bind("/ws", "/workspace"))
+    etc = ops.index(Bind("/e/hosts", "/etc/hosts", kind="file", readonly=True, optional=True))
+    assert max(hosts) < workspace < etc
+
+
+@pytest.mark.parametrize("bad", ["/a,b", "/a:b", "/a\\b"])
+def test_plan_refuses_paths_unusable_in_overlay_options(bad: str) -> None:
+    with pytest.raises(ValueError, match="overlay"):
+        plan_mounts(MountSpec(root="/r", lowers=(bad,), upper="/u", work="/w"))
+
+
+def test_plan_needs_a_lower() -> None:
+    with pytest.raises(ValueError, match="lower"):
+        plan_mounts(MountSpec(root="/r", lowers=(), upper="/u", work="/w"))
+
+
+def test_resolve_in_root_never_leaves_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "real").mkdir(parents=True)
+    (root / "abs").symlink_to("/real")              # absolute: must restart at root
+    (root / "up").symlink_to("../../../../etc")      # '..' must stop at root
+    (root / "loop").symlink_to("loop")
+    assert resolve_in_root(str(root), "/abs/x") == "real/x"
+    assert resolve_in_root(str(root), "/up/passwd") == "etc/passwd"
+    assert resolve_in_root(str(root), "/a/./b/../c") == "a/c"
+    with pytest.raises(OSError, match="too many symlinks"):
+        resolve_in_root(str(root), "/loop")
+
+
+def test_ensure_target_creates_inside_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "ws").symlink_to("/etc")  # an image trying to steer the workspace onto /etc
+    target = ensure_target(str(root), "/ws/proj", "dir")
+    assert target == str(root / "etc" / "proj")
+    assert (root / "etc" / "proj").is_dir()
+    target = ensure_target(str(root), "/etc/hosts", "file")
+    assert Path(target).is_file() and Path(target).parent == root / "etc"
+
+
+def test_capability_masks() -> None:
+    assert caps.mask(frozenset({0, 1, 33})) == 0b11 | (1 << 33)
+    assert caps.split_mask(caps.mask(frozenset({0, 33}))) == (1, 2)
+    assert caps.CAP_SYS_ADMIN not in caps.KEEP
+    assert caps.CAP_NET_ADMIN not in caps.KEEP
+    assert caps.CAP_SYS_PTRACE not in caps.KEEP
+    assert caps.CAP_SYS_MODULE not in caps.KEEP
+    assert {caps.CAP_CHOWN, caps.CAP_SETUID, caps.CAP_DAC_OVERRIDE} <= caps.KEEP
+    assert caps.effective_mask("Name:\tx\nCapEff:\t00000000a80425fb\n") == 0xA80425FB

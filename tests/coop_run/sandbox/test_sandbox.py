@@ -1,0 +1,565 @@
+"""The sandbox for real: namespaces, overlay root, the init, PTYs, teardown, escapes.
+
+Runs as root (single mapping) and as the test user (its subuid range), on Debian's static
+busybox as the only layer (no Python inside), and on image = "host".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coop_build.paths import CoopPaths
+from coop_run import caps
+from coop_run.errors import BindPathError, SandboxError
+from coop_run.sandbox import Sandbox, SandboxConfig, network_mode
+from coop_run.sessiondirs import SessionDir, reap_stale_in
+from support.bench import CoopEnv
+from support.procs import stop_pid, wait_for
+from support.rootfs import busybox_available, make_busybox_rootfs
+
+pytestmark = pytest.mark.skipif(not busybox_available(), reason="needs busybox-static")
+
+TIMEOUT = 10.0
+MakeConfig = Callable[..., SandboxConfig]
+
+
+@pytest.fixture(scope="session")
+def busybox_layer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_busybox_rootfs(tmp_path_factory.mktemp("sandbox") / "layer")
+
+
+@pytest.fixture
+def workspace(coop_env: CoopEnv) -> Path:
+    path = coop_env.home / "proj"
+    path.mkdir(parents=True)
+    return path
+
+
+@pytest.fixture
+def make_config(coop_env: CoopEnv, busybox_layer: Path, workspace: Path) -> MakeConfig:
+    def make(name: str = "proj", **changes: Any) -> SandboxConfig:
+        base: dict[str, Any] = {
+            "name": name,
+            "layers": [busybox_layer],
+            "session_dir": CoopPaths(coop_env.coop_home).sessions / name,
+            "workspace": workspace,
+            "persist": [".cache"],
+            "env": {"GREETING": "hello"},
+            "user_home": coop_env.home,
+        }
+        base.update(changes)
+        return SandboxConfig(**base)
+
+    return make
+
+
+@pytest.fixture
+def sandboxes() -> Iterator[list[Sandbox]]:
+    """Sandboxes a test starts; any still running at the end are killed."""
+    started: list[Sandbox] = []
+    yield started
+    for sandbox in started:
+        with contextlib.suppress(SandboxError):
+            sandbox.stop(force=True)
+
+
+@pytest.fixture
+def start(make_config: MakeConfig, sandboxes: list[Sandbox]) -> Callable[..., Sandbox]:
+    def go(name: str = "proj", **changes: Any) -> Sandbox:
+        sandbox = Sandbox(make_config(name, **changes))
+        sandboxes.append(sandbox)
+        sandbox.start()
+        return sandbox
+
+    return go
+
+
+def run(sandbox: Sandbox, script: str, *, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """``sh -c script`` inside; (returncode, stdout+stderr)."""
+    r, w = os.pipe()
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        proc = sandbox.spawn(["sh", "-c", script], stdio=(null, w, w), env=env)
+    finally:
+        os.close(w)
+        os.close(null)
+    out = read_until_eof(r)
+    os.close(r)
+    return sandbox.wait(proc.pid, TIMEOUT).returncode, out
+
+
+def read_until_eof(fd: int) -> str:
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            raise AssertionError(f"no end of output after {TIMEOUT}s: {b''.join(chunks)!r}")
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the PTY's last slave closed
+            chunk = b""
+        if not chunk:
+            return b"".join(chunks).decode(errors="replace")
+        chunks.append(chunk)
+
+
+def ok(sandbox: Sandbox, script: str) -> str:
+    code, out = run(sandbox, script)
+    assert code == 0, out
+    return out
+
+
+# --- identity, environment, PTY ------------------------------------------------------
+
+
+def test_identity_environment_and_hostname(start: Callable[..., Sandbox],
+                                           workspace: Path) -> None:
+    sandbox = start("proj")
+    out = ok(sandbox, "hostname; id -u; pwd; cat /etc/hostname; env")
+    lines = out.splitlines()
+    assert lines[:4] == ["proj", "0", "/workspace", "proj"]
+    env = dict(line.split("=", 1) for line in lines[4:] if "=" in line)
+    assert env["COOP_SESSION"] == "proj"
+    assert env["COOP_WORKSPACE"] == str(workspace.resolve())
+    assert abs(int(env["COOP_CREATED"]) - time.time()) < 60
+    assert env["TERM"] == "xterm-256color"
+    assert env["HOME"] == "/root"
+    assert env["GREETING"] == "hello"
+    assert "/usr/bin" in env["PATH"]
+    # A client's TERM wins over the default; HOME and COOP_* cannot be overridden.
+    code, out = run(sandbox, 'echo "$TERM $HOME $COOP_SESSION"',
+                    env={"TERM": "screen", "HOME": "/x", "COOP_SESSION": "other"})
+    assert (code, out) == (0, "screen /root proj\n")
+
+
+def test_pty_belongs_to_the_sandbox_devpts(start: Callable[..., Sandbox]) -> None:
+    sandbox = start()
+    proc = sandbox.spawn(["sh", "-c", 'tty; t=$(tty); test -c "$t" && echo exists; '
+                          "stty size; : </dev/tty && echo controlling"],
+                         pty=True, cols=91, rows=37)
+    assert proc.master_fd is not None
+    try:
+        out = read_until_eof(proc.master_fd)
+    finally:
+        os.close(proc.master_fd)
+    assert sandbox.wait(proc.pid, TIMEOUT).returncode == 0
+    lines = out.replace("\r", "").splitlines()
+    assert lines[0] == proc.pts
+    assert proc.pts is not None and proc.pts.startswith("/dev/pts/")
+    assert lines[1] == "exists"
+    assert lines[2] == "37 91"
+    assert lines[3] == "controlling"  # /dev/tty opens only with a controlling terminal
+
+
+# --- the init -------------------------------------------------------------------------
+
+
+def test_agent_restarts_in_the_same_namespaces(start: Callable[..., Sandbox]) -> None:
+    sandbox = start()
+    probe = "readlink /proc/self/ns/mnt /proc/self/ns/pid /proc/self/ns/user; stat -c %i /proc/1"
+    first = ok(sandbox, probe)
+    agent = sandbox.spawn(["sh", "-c", "exit 3"], pty=True)
+    assert agent.master_fd is not None
+    assert sandbox.wait(agent.pid, TIMEOUT).returncode == 3
+    os.close(agent.master_fd)
+    agent = sandbox.spawn(["sleep", "1000"], pty=True)  # started again, later
+    assert agent.master_fd is not None
+    assert ok(sandbox, probe) == first
+    # A shell spawned later sees the agent's process.
+    out = ok(sandbox, f"cat /proc/{agent.pid}/cmdline | tr '\\0' ' '")
+    assert out.strip() == "sleep 1000"
+    assert agent.host_pid is not None
+    status = Path(f"/proc/{agent.host_pid}/status").read_text()
+    assert f"NSpid:\t{agent.host_pid}\t{agent.pid}" in status
+    sandbox.signal(agent.pid, signal.SIGTERM)
+    assert sandbox.wait(agent.pid, TIMEOUT).signal == signal.SIGTERM
+    os.close(agent.master_fd)
+
+
+def test_init_ignores_signals_from_inside_and_forwards_those_from_outside(
+        start: Callable[..., Sandbox]) -> None:
+    sandbox = start()
+    sleeper = sandbox.spawn(["sleep", "1000"])
+    ok(sandbox, "kill -TERM 1; kill -HUP 1; kill -INT 1")
+    assert sandbox.alive
+    assert sandbox.poll_exit(sleeper.pid) is None
+    assert ok(sandbox, f"test -d /proc/{sleeper.pid} && echo there").strip() == "there"
+    assert sandbox.init_pid is not None
+    os.kill(sandbox.init_pid, signal.SIGTERM)  # from the host: goes to everyone inside
+    assert sandbox.wait(sleeper.pid, TIMEOUT).signal == signal.SIGTERM
+    assert sandbox.alive  # the namespace outlives its processes
+    assert ok(sandbox, "echo still").strip() == "still"
+
+
+def test_pump_delivers_exit_events_to_a_callback(start: Callable[..., Sandbox]) -> None:
+    sandbox = start()
+    seen: list[tuple[int, int]] = []
+    sandbox.on_exit = lambda pid, status: seen.append((pid, status.returncode))
+    proc = sandbox.spawn(["sh", "-c", "exit 7"])
+    control = sandbox.control_fd
+    assert control is not None
+
+    def pumped() -> bool:
+        select.select([control], [], [], 0.05)
+        sandbox.pump()
+        return bool(seen)
+
+    wait_for(pumped, TIMEOUT, "the exit event")
+    assert seen == [(proc.pid, 7)]
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_stop_ends_processes_that_ignore_sigterm(start: Callable[..., Sandbox],
+                                                 force: bool) -> None:
+    sandbox = start()
+    stubborn = sandbox.spawn(["sh", "-c", "trap '' TERM; sleep 1000; echo done"])
+    assert stubborn.host_pid is not None
+    host_pid = stubborn.host_pid
+    # Once sleep runs, the shell has set its trap (and sleep inherited the ignore).
+    wait_for(lambda: _children_named(host_pid, "sleep"), TIMEOUT, "the shell to start sleep")
+    began = time.monotonic()
+    sandbox.stop(grace=0.5, force=force)
+    elapsed = time.monotonic() - began
+    assert not Path(f"/proc/{stubborn.host_pid}").exists()
+    assert sandbox.init_pid is not None and not Path(f"/proc/{sandbox.init_pid}").exists()
+    if not force:
+        assert elapsed >= 0.5  # SIGTERM was ignored: only the SIGKILL after the grace ended it
+
+
+def _children_named(pid: int, name: str) -> bool:
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return any(Path(f"/proc/{kid}/comm").read_text().strip() == name for kid in kids)
+    except FileNotFoundError:
+        return False
+
+
+def test_spawn_failures_are_clean_errors(start: Callable[..., Sandbox]) -> None:
+    sandbox = start()
+    with pytest.raises(SandboxError, match="cannot run no-such-program"):
+        sandbox.spawn(["no-such-program"])
+    with pytest.raises(SandboxError, match="cannot change to /nowhere"):
+        sandbox.spawn(["true"], cwd="/nowhere")
+    with pytest.raises(SandboxError, match="cannot signal the init"):
+        sandbox.signal(1, signal.SIGKILL)
+    assert ok(sandbox, "echo fine").strip() == "fine"
+
+
+# --- filesystem ----------------------------------------------------------------------
+
+
+def test_workspace_edits_visible_both_ways_at_once(start: Callable[..., Sandbox],
+                                                   workspace: Path) -> None:
+    sandbox = start()
+    (workspace / "from-host").write_text("host wrote\n")
+    assert ok(sandbox, "cat /workspace/from-host") == "host wrote\n"
+    ok(sandbox, "echo inside wrote > /workspace/from-inside")
+    assert (workspace / "from-inside").read_text() == "inside wrote\n"
+
+
+def test_writes_to_root_land_in_the_upper_only(start: Callable[..., Sandbox],
+                                               busybox_layer: Path) -> None:
+    sandbox = start()
+    before = sorted(p.name for p in busybox_layer.iterdir())
+    ok(sandbox, "echo new > /newfile; echo x >> /etc/passwd; rm /bin/vi; mkdir /opt")
+    upper = sandbox.sdir.upper
+    assert (upper / "newfile").read_text() == "new\n"
+    assert (upper / "etc" / "passwd").read_text().endswith("x\n")
+    assert (upper / "opt").is_dir()
+    assert sorted(p.name for p in busybox_layer.iterdir()) == before
+    assert not (busybox_layer / "etc" / "passwd").read_text().endswith("x\n")
+    assert (busybox_layer / "bin" / "vi").is_symlink()
+
+
+def test_persist_survives_stop_and_start_upper_does_not(start: Callable[..., Sandbox],
+                                                         coop_env: CoopEnv) -> None:
+    sandbox = start()
+    ok(sandbox, "echo kept > /root/.cache/note; echo gone > /root/scratch")
+    sdir = sandbox.sdir
+    assert (sdir.upper / "root" / "scratch").exists()
+    sandbox.stop()
+    assert not sdir.upper.exists() and not sdir.work.exists() and not sdir.root.exists()
+    assert not sdir.state.exists()
+    assert (sdir.persist / ".cache" / "note").read_text() == "kept\n"
+    again = start()
+    assert ok(again, "cat /root/.cache/note; test -e /root/scratch || echo fresh") == (
+        "kept\nfresh\n")
+
+
+def test_stop_removes_files_owned_by_other_ids(start: Callable[..., Sandbox]) -> None:
+    sandbox = start()
+    if not sandbox.idmap.full:
+        pytest.skip("only the single id is mapped: no other owners can exist")
+    ok(sandbox, "mkdir -p /srv/x/y && touch /srv/x/y/f && chown -R 1:1 /srv/x && "
+                "chmod 700 /srv/x /srv/x/y && rm /bin/ls")
+    upper = sandbox.sdir.upper
+    assert (upper / "srv" / "x").stat().st_uid != os.getuid()
+    sandbox.stop()
+    assert not upper.exists() and not sandbox.sdir.work.exists()
+
+
+def test_old_root_and_host_files_are_invisible(start: Callable[..., Sandbox],
+                                               coop_env: CoopEnv) -> None:
+    canary = coop_env.home / "canary"
+    canary.write_text("c4n4ry-content\n")
+    sandbox = start()
+    out = ok(sandbox, f"cat {canary} || echo no-cat; ls {coop_env.home} || echo no-ls; "
+                      "ls -a /; cat /proc/mounts")
+    assert "c4n4ry-content" not in out
+    assert "no-cat" in out and "no-ls" in out
+    assert "canary" not in out.split()
+    assert str(coop_env.coop_home) not in out  # the layer and upper paths are not shown
+    assert str(Path(sys.executable).parent) not in out
+
+
+def test_host_processes_are_invisible_and_unsignalable(start: Callable[..., Sandbox]) -> None:
+    helper = subprocess.Popen(["sleep", "1000"])
+    try:
+        sandbox = start()
+        out = ok(sandbox, "ls /proc | grep -E '^[0-9]+$'")
+        pids = {int(p) for p in out.split()}
+        assert pids and max(pids) < 100  # only the namespace's own small pids
+        code, out = run(sandbox, f"kill -9 {helper.pid}; kill -9 {os.getpid()}")
+        assert code != 0
+        assert helper.poll() is None
+    finally:
+        stop_pid(helper.pid, timeout=5.0)
+        helper.wait()
+
+
+def test_capabilities_that_would_undo_the_sandbox_are_gone(
+        start: Callable[..., Sandbox]) -> None:
+    sandbox = start()
+    status = ok(sandbox, "cat /proc/self/status")
+    effective = caps.effective_mask(status)
+    for cap in (caps.CAP_SYS_ADMIN, caps.CAP_NET_ADMIN, caps.CAP_SYS_PTRACE,
+                caps.CAP_SYS_MODULE):
+        assert not effective & (1 << cap)
+    assert effective & (1 << caps.CAP_CHOWN)
+    code, out = run(sandbox, "mkdir -p /mnt; mount -t tmpfs none /mnt")
+    assert code != 0, out
+    code, out = run(sandbox, "umount /workspace")
+    assert code != 0, out
+    code, out = run(sandbox, "ip link set lo down || ifconfig lo down")
+    assert code != 0, out
+    if sandbox.idmap.full:  # other ids exist only with a subuid range
+        assert ok(sandbox, "chown 1:1 /tmp && echo chowned").strip() == "chowned"
+
+
+def test_image_host_runs_host_binaries(start: Callable[..., Sandbox]) -> None:
+    sandbox = start("hosty", layers=[], host_image=True, network=None)
+    out = ok(sandbox, "/usr/bin/env | grep COOP_SESSION; hostname; test -w /usr || echo ro")
+    assert out.splitlines() == ["COOP_SESSION=hosty", "hosty", "ro"]
+
+
+@pytest.mark.parametrize("source", ["builtin", "network_for"])
+def test_network_mode_none_has_only_loopback(start: Callable[..., Sandbox],
+                                             coop_env: CoopEnv, source: str) -> None:
+    net = (None if source == "builtin"
+           else network_mode("none", session="netless", paths=CoopPaths(coop_env.coop_home)))
+    sandbox = start("netless", network=net)
+    out = ok(sandbox, "cat /proc/net/dev")
+    interfaces = {line.split(":")[0].strip() for line in out.splitlines()[2:]}
+    assert interfaces == {"lo"}
+    assert "UP" in ok(sandbox, "ip link show lo")
+
+
+def test_network_mode_host_shares_the_host_stack(start: Callable[..., Sandbox],
+                                                 coop_env: CoopEnv) -> None:
+    net = network_mode("host", session="hostnet", paths=CoopPaths(coop_env.coop_home))
+    sandbox = start("hostnet", network=net)
+    out = ok(sandbox, "cat /proc/net/dev")
+    inside = {line.split(":")[0].strip() for line in out.splitlines()[2:]}
+    host = {line.split(":")[0].strip()
+            for line in Path("/proc/net/dev").read_text().splitlines()[2:]}
+    assert inside == host
+
+
+# --- bind safety ---------------------------------------------------------------------
+
+
+def test_persist_symlink_pointing_out_is_refused(make_config: MakeConfig,
+                                                 sandboxes: list[Sandbox]) -> None:
+    config = make_config("linky")
+    persist = SessionDir(config.session_dir).persist
+    persist.mkdir(parents=True)
+    (persist / ".cache").symlink_to("/etc")
+    sandbox = Sandbox(config)
+    sandboxes.append(sandbox)
+    with pytest.raises(BindPathError, match="outside your home"):
+        sandbox.start()
+    assert not SessionDir(config.session_dir).upper.exists()
+
+
+def test_start_failures_are_clean(start: Callable[..., Sandbox], make_config: MakeConfig,
+                                  sandboxes: list[Sandbox], tmp_path: Path) -> None:
+    running = start("twice")
+    second = Sandbox(make_config("twice"))
+    sandboxes.append(second)
+    with pytest.raises(SandboxError) as info:
+        second.start()
+    assert info.value.code == "SESSION_EXISTS"
+    assert running.sdir.upper.is_dir()  # the running session's files are untouched
+    assert ok(running, "echo alive").strip() == "alive"
+    missing = Sandbox(make_config("nolayer", layers=[tmp_path / "missing"]))
+    sandboxes.append(missing)
+    with pytest.raises(SandboxError) as info:
+        missing.start()
+    assert info.value.code == "ROOTFS_NOT_BUILT"
+    with pytest.raises(SandboxError, match="nolayer is stopped"):
+        missing.spawn(["true"])
+
+
+def test_pipelined_start_runs_the_first_spawn_when_ready(make_config: MakeConfig,
+                                                         sandboxes: list[Sandbox]) -> None:
+    sandbox = Sandbox(make_config("piped"))
+    sandboxes.append(sandbox)
+    sandbox.start(wait_ready=False)
+    assert run(sandbox, "hostname; cat /proc/1/cmdline >/dev/null && echo inside") == (
+        0, "piped\ninside\n")
+    assert sandbox.state == "running"
+
+
+@pytest.mark.parametrize("wait_ready", [True, False])
+def test_init_setup_failure_is_reported(make_config: MakeConfig, sandboxes: list[Sandbox],
+                                        tmp_path: Path, wait_ready: bool) -> None:
+    layer = make_busybox_rootfs(tmp_path / "broken")
+    (layer / "tmp").rmdir()
+    (layer / "tmp").write_text("a file where /tmp must be mounted\n")
+    sandbox = Sandbox(make_config("broken", layers=[layer]))
+    sandboxes.append(sandbox)
+    if wait_ready:
+        with pytest.raises(SandboxError, match=r"sandbox setup failed: .*mount\(tmpfs -> "):
+            sandbox.start()
+        assert sandbox.state == "stopped"
+    else:
+        sandbox.start(wait_ready=False)
+        with pytest.raises(SandboxError, match=r"sandbox setup failed: .*mount\(tmpfs -> "):
+            sandbox.spawn(["true"])
+        sandbox.stop()
+    assert not sandbox.sdir.upper.exists()
+    assert sandbox.init_pid is not None and not Path(f"/proc/{sandbox.init_pid}").exists()
+
+
+# --- races with start-up and teardown ------------------------------------------------
+
+
+def test_spawns_racing_start_and_stop_never_run_outside(make_config: MakeConfig,
+                                                        sandboxes: list[Sandbox],
+                                                        workspace: Path) -> None:
+    sandbox = Sandbox(make_config("racer"))
+    sandboxes.append(sandbox)
+    log = workspace / "log"
+    marker = "/workspace/log"
+    done = threading.Event()
+    results: list[str] = []
+    lock = threading.Lock()
+
+    def fire() -> None:
+        while not done.is_set():
+            try:
+                proc = sandbox.spawn(["sh", "-c", f"echo $(hostname) >> {marker}"])
+            except SandboxError as exc:
+                outcome = f"refused {exc.code}"
+            else:
+                with contextlib.suppress(SandboxError):
+                    sandbox.wait(proc.pid, TIMEOUT)
+                outcome = "ran"
+            with lock:
+                results.append(outcome)
+
+    threads = [threading.Thread(target=fire) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        sandbox.start()
+        wait_for(lambda: results.count("ran") >= 5, TIMEOUT, "spawns to run")
+        sandbox.stop(grace=2.0)
+        wait_for(lambda: sum(r.startswith("refused") for r in results) >= 3, TIMEOUT,
+                 "spawns after stop to be refused")
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(TIMEOUT)
+    lines = log.read_text().splitlines()
+    assert lines and set(lines) == {"racer"}
+    assert len(lines) <= results.count("ran")
+    assert not Path(marker).exists() or Path(marker).resolve() == log.resolve()
+    refused = {r for r in results if r != "ran"}
+    assert refused <= {"refused SANDBOX_STOPPED", "refused SANDBOX_FAILED"}
+
+
+def test_spawn_before_start_waits_for_ready(make_config: MakeConfig,
+                                            sandboxes: list[Sandbox]) -> None:
+    sandbox = Sandbox(make_config("early"))
+    sandboxes.append(sandbox)
+    outcome: list[Any] = []
+
+    def early() -> None:
+        try:
+            outcome.append(run(sandbox, "hostname"))
+        except SandboxError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=early)
+    thread.start()
+    sandbox.start()
+    thread.join(TIMEOUT)
+    assert outcome == [(0, "early\n")]
+
+
+# --- crash safety --------------------------------------------------------------------
+
+CREATOR = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from coop_run.sandbox import Sandbox, SandboxConfig
+    layer, session_dir, workspace, home = (Path(a) for a in sys.argv[1:5])
+    sandbox = Sandbox.create(SandboxConfig(name="orphan", layers=[layer],
+                             session_dir=session_dir, workspace=workspace, user_home=home))
+    print(sandbox.init_pid, flush=True)
+    sys.stdin.read()
+""")
+
+
+def test_stale_sandbox_is_reaped_after_its_creator_is_killed(
+        busybox_layer: Path, coop_env: CoopEnv, workspace: Path) -> None:
+    session_dir = CoopPaths(coop_env.coop_home).sessions / "orphan"
+    creator = subprocess.Popen(
+        [sys.executable, "-c", CREATOR, str(busybox_layer), str(session_dir),
+         str(workspace), str(coop_env.home)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert creator.stdout is not None
+        init_pid = int(creator.stdout.readline())
+        sdir = SessionDir(session_dir)
+        assert sdir.upper.is_dir()
+        assert reap_stale_in(session_dir.parent) == []  # alive: left alone
+        creator.kill()
+        creator.wait()
+        # The init lost its control socket: it ends the sandbox by itself.
+        wait_for(lambda: not Path(f"/proc/{init_pid}").exists()
+                 or "Z" in Path(f"/proc/{init_pid}/stat").read_text().split(")")[-1][:3],
+                 TIMEOUT, "the orphaned init to exit")
+        assert sdir.upper.is_dir()  # nothing cleaned it yet
+        assert reap_stale_in(session_dir.parent) == ["orphan"]
+        assert not sdir.upper.exists() and not sdir.work.exists()
+        assert not sdir.state.exists()
+    finally:
+        if creator.poll() is None:
+            stop_pid(creator.pid, timeout=5.0)
+            creator.wait()

@@ -1,0 +1,105 @@
+"""Session directories: names, bind-source safety, state records and stale reaping."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from coop_build.idmap import IdMap
+from coop_build.paths import CoopPaths
+from coop_run.errors import BindPathError, SandboxError
+from coop_run.sessiondirs import (
+    SessionDir,
+    check_bind_source,
+    check_name,
+    persist_name_ok,
+    proc_start_time,
+    reap_stale,
+    state_owner_alive,
+    write_state,
+)
+
+
+@pytest.mark.parametrize("name", ["proj", "my-proj_2", "a.b", "x" * 63])
+def test_good_names(name: str) -> None:
+    check_name(name)
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "-x", "x" * 64, "ü", "a b"])
+def test_bad_names(name: str) -> None:
+    with pytest.raises(SandboxError, match="invalid session name"):
+        check_name(name)
+
+
+def test_persist_names() -> None:
+    assert persist_name_ok(".cache")
+    assert persist_name_ok(".config/claude")
+    for bad in ("", "/etc", "../x", "a/../b", "a//b", "./a"):
+        assert not persist_name_ok(bad), bad
+
+
+def test_bind_source_inside_home_or_workspace(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    ws = tmp_path / "ws"
+    (home / "data").mkdir(parents=True)
+    ws.mkdir()
+    assert check_bind_source(home / "data", home=home, workspace=ws) == (home / "data").resolve()
+    assert check_bind_source(ws, home=home, workspace=ws) == ws.resolve()
+    (home / "inner").symlink_to(ws)  # a link between the two allowed places is fine
+    assert check_bind_source(home / "inner", home=home, workspace=ws) == ws.resolve()
+
+
+def test_symlink_pointing_out_is_refused_in_one_line(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    (home / "sneaky").symlink_to("/etc")
+    with pytest.raises(BindPathError) as info:
+        check_bind_source(home / "sneaky", home=home, workspace=tmp_path / "ws")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "sneaky" in message and "/etc" in message and "outside your home" in message
+    assert info.value.code == "BIND_PATH_REFUSED"
+    with pytest.raises(BindPathError, match="does not exist"):
+        check_bind_source(home / "missing", home=home, workspace=home)
+
+
+def test_state_owner_alive(tmp_path: Path) -> None:
+    me = {"pid": os.getpid(), "start": proc_start_time(os.getpid())}
+    assert state_owner_alive({"creator": me})
+    assert not state_owner_alive({"creator": {**me, "start": (me["start"] or 0) + 1}})
+    assert not state_owner_alive({"creator": me, "init": {"pid": 0, "start": 1}})
+    assert not state_owner_alive({})
+
+
+def _dead_pid() -> tuple[int, int]:
+    proc = subprocess.Popen(["true"])
+    start = proc_start_time(proc.pid)
+    proc.wait()
+    assert start is not None
+    return proc.pid, start
+
+
+def test_reap_stale_removes_only_dead_sessions(tmp_path: Path) -> None:
+    paths = CoopPaths(tmp_path / "coop")
+    idmap = IdMap.single(os.getuid(), os.getgid())
+    pid, start = _dead_pid()
+    dead = SessionDir(paths.sessions / "dead")
+    live = SessionDir(paths.sessions / "live")
+    for sdir in (dead, live):
+        for sub in ("upper/x", "work/work", "persist/.cache"):
+            (sdir.path / sub).mkdir(parents=True)
+    (dead.work / "work").chmod(0)  # overlay leaves its work/work at mode 000
+    idmap_json = {"uid_map": [list(x) for x in idmap.uid_map],
+                  "gid_map": [list(x) for x in idmap.gid_map]}
+    write_state(dead, {"init": {"pid": pid, "start": start}, "idmap": idmap_json})
+    write_state(live, {"creator": {"pid": os.getpid(),
+                                   "start": proc_start_time(os.getpid())}})
+    called: list[CoopPaths] = []
+    assert reap_stale(paths, network_reap=called.append) == ["dead"]
+    assert called == [paths]
+    assert not dead.upper.exists() and not dead.work.exists() and not dead.state.exists()
+    assert (dead.persist / ".cache").is_dir()
+    assert live.upper.exists() and live.state.exists()
