@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from coop_build._nsexec import resolve_in_root
 from coop_build.errors import NamespaceError, ToolError
 from coop_build.idmap import IdMap, choose_idmap
 from coop_build.namespace import RootfsSpec, remove_tree, run_in_rootfs, run_in_userns
@@ -371,16 +370,3 @@ def test_resolv_conf_symlink_is_followed_inside_the_rootfs(tmp_path: Path, steps
     assert lines == host_resolv
     # Our mount point went away again; the step's own file (and its dirs) stayed.
     assert upper_entries(spec) == {"run", "run/resolve", "run/resolve/other"}
-
-
-def test_resolve_in_root(tmp_path: Path) -> None:
-    root = tmp_path / "r"
-    (root / "etc").mkdir(parents=True)
-    (root / "etc" / "abs").symlink_to("/run/x")
-    (root / "etc" / "rel").symlink_to("../../../run/y")
-    (root / "loop").symlink_to("loop")
-    assert resolve_in_root(str(root), "etc/abs") == "run/x"
-    assert resolve_in_root(str(root), "/etc/rel") == "run/y"  # cannot climb out of root
-    assert resolve_in_root(str(root), "etc/missing/file") == "etc/missing/file"
-    with pytest.raises(OSError, match="too many symlinks"):
-        resolve_in_root(str(root), "loop/x")

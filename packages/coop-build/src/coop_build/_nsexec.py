@@ -26,13 +26,13 @@ import select
 import signal
 import sys
 import tempfile
-from collections import deque
 from types import FrameType
 from typing import Any, NoReturn
 
 from coop_build import linux
 from coop_build.errors import CoopBuildError, ToolError
 from coop_build.idmap import IdMap, write_idmap
+from coop_build.rootpath import resolve_in_root
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HOST_DIRS = ("usr", "bin", "sbin", "lib", "lib64", "lib32", "libx32", "etc")
@@ -70,33 +70,6 @@ def default_signals() -> None:
 
 
 # --- paths inside the new root -------------------------------------------------------
-
-
-def resolve_in_root(root: str, rel: str) -> str:
-    """``rel`` with symlinks followed as if ``root`` were ``/`` (missing parts kept)."""
-    parts = deque(rel.split("/"))
-    cur: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.popleft()
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if cur:
-                cur.pop()
-            continue
-        candidate = os.path.join(root, *cur, part)
-        if os.path.islink(candidate):
-            hops += 1
-            if hops > 40:
-                raise OSError(40, f"too many symlinks resolving /{rel} in the rootfs")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                cur = []
-            parts.extendleft(reversed(target.split("/")))
-            continue
-        cur.append(part)
-    return "/".join(cur)
 
 
 class Mountpoints:

@@ -17,11 +17,11 @@ upper directory and vanish with it.
 from __future__ import annotations
 
 import os
-from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from coop_build import linux
+from coop_build.rootpath import resolve_in_root
 
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 DEV_LINKS = (
@@ -162,34 +162,6 @@ def split_plan(ops: Sequence[Op], late_sources: Iterable[str]) -> tuple[list[Op]
 
 
 # --- execution (in the init, before pivot_root) ---------------------------------------
-
-
-def resolve_in_root(root: str, path: str) -> str:
-    """``path`` (inside) with every symlink followed *within* ``root``; returns the
-    relative path under ``root`` (absolute links restart at ``root``, '..' stops there)."""
-    parts = deque(path.split("/"))
-    cur: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.popleft()
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if cur:
-                cur.pop()
-            continue
-        candidate = os.path.join(root, *cur, part)
-        if os.path.islink(candidate):
-            hops += 1
-            if hops > 40:
-                raise OSError(40, f"too many symlinks resolving {path} in the sandbox root")
-            link = os.readlink(candidate)
-            if link.startswith("/"):
-                cur = []
-            parts.extendleft(reversed(link.split("/")))
-            continue
-        cur.append(part)
-    return "/".join(cur)
 
 
 def ensure_target(root: str, path: str, kind: str) -> str:
