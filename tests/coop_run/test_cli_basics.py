@@ -97,12 +97,14 @@ def test_status_reads_the_global_layer_and_config_flag(
     assert "Network:    host" in res.stdout
 
 
-def test_status_daemon_line_follows_the_pid_file(run_coop: RunCoop, coop_env: Any) -> None:
+def test_status_never_trusts_a_stale_pid_file(run_coop: RunCoop, coop_env: Any) -> None:
+    """A pid file alone does not make a daemon: status asks the socket (the real daemon's
+    running / not responding cases are in tests/coop_run/daemon)."""
     home = Path(coop_env.coop_home)
     home.mkdir(parents=True, exist_ok=True)
     pid_file = home / "daemon.pid"
-    pid_file.write_text(f"{os.getpid()}\n")  # this pytest process: certainly alive
-    assert f"Daemon:     running (PID {os.getpid()})" in run_coop("status").stdout
+    pid_file.write_text(f"{os.getpid()}\n")  # alive, but pytest, not a coop daemon
+    assert "Daemon:     not running" in run_coop("status").stdout
     # A pid that is not running: a child we started and reaped.
     child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                            capture_output=True, text=True, check=True)
@@ -110,6 +112,7 @@ def test_status_daemon_line_follows_the_pid_file(run_coop: RunCoop, coop_env: An
     assert "Daemon:     not running" in run_coop("status").stdout
     pid_file.write_text("garbage")
     assert "Daemon:     not running" in run_coop("status").stdout
+    assert not (home / "sock").exists()  # and status started no daemon
 
 
 def test_invalid_coopfile_is_one_line_and_exit_2(run_coop: RunCoop, workspace: Path,

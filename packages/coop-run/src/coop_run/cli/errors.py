@@ -11,6 +11,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from coop_build.errors import CoopBuildError, StepFailedError
+from coop_run.errors import CoopError
+
+# Either package's error root: both carry ``code`` and ``message``.
+AnyCoopError = CoopBuildError | CoopError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -27,13 +31,19 @@ _EXIT_BY_CODE: Mapping[str, int] = {
     "INVALID_REFERENCE": EXIT_USAGE,
     "ROOTFS_NOT_BUILT": EXIT_ROOTFS_NOT_BUILT,
     "INTERRUPTED": EXIT_INTERRUPTED,
+    # coop_run: the daemon and its answers (SPEC 5, 6)
+    "SESSION_NOT_FOUND": EXIT_SESSION_NOT_FOUND,
+    "DAEMON_FAILED": EXIT_DAEMON_FAILED,
+    "DAEMON_NOT_RUNNING": EXIT_DAEMON_FAILED,
+    "DAEMON_RUNNING": EXIT_DAEMON_FAILED,
+    "SOCKET_REFUSED": EXIT_DAEMON_FAILED,
 }
 
 # How many lines of a failed step's output to show under the error line.
 TAIL_LINES = 15
 
 
-def exit_code_for(error: CoopBuildError) -> int:
+def exit_code_for(error: AnyCoopError) -> int:
     """The seed's exit code for a library error."""
     return _EXIT_BY_CODE.get(error.code, EXIT_ERROR)
 
@@ -51,7 +61,7 @@ def display_path(path: Path, environ: Mapping[str, str] | None = None) -> str:
 
 
 def describe_error(
-    error: CoopBuildError, environ: Mapping[str, str] | None = None
+    error: AnyCoopError, environ: Mapping[str, str] | None = None
 ) -> list[str]:
     """The lines to print for ``error``: one ``error:`` line, then indented detail.
 
@@ -66,6 +76,9 @@ def describe_error(
     stderr = getattr(error, "stderr", "")
     if isinstance(stderr, str) and stderr.strip():
         lines.extend(f"    {text}" for text in stderr.strip().splitlines()[-TAIL_LINES:])
+    log_tail = getattr(error, "log_tail", None)  # DaemonStartError: the daemon log's end
+    if isinstance(log_tail, list):
+        lines.extend(f"    {text}" for text in log_tail[-TAIL_LINES:])
     return lines
 
 

@@ -9,7 +9,6 @@ appear only with ``-v``.
 from __future__ import annotations
 
 import sys
-import traceback
 from collections.abc import Sequence
 
 import click
@@ -17,6 +16,8 @@ import click
 from coop_run import __version__
 from coop_run.cli.app import App
 from coop_run.cli.build import init_command, rebuild_command
+from coop_run.cli.daemon import logs_command, shutdown_command
+from coop_run.cli.ls import ls_command
 from coop_run.cli.options import configure_logging, global_options
 from coop_run.cli.status import status_command
 
@@ -35,6 +36,9 @@ def cli(ctx: click.Context) -> None:
 cli.add_command(init_command)
 cli.add_command(rebuild_command)
 cli.add_command(status_command)
+cli.add_command(ls_command)
+cli.add_command(shutdown_command)
+cli.add_command(logs_command)
 
 
 def run(argv: Sequence[str] | None = None, app: App | None = None) -> int:
@@ -73,12 +77,15 @@ def _report(app: App, exc: Exception) -> int:
     """Print one line (plus detail) for ``exc`` and return its exit code."""
     from coop_build.errors import CoopBuildError
     from coop_run.cli import errors
+    from coop_run.errors import CoopError
 
     if app.verbose:
+        import traceback  # only here: it costs milliseconds on every start otherwise
+
         traceback.print_exception(exc, file=app.err)
     if isinstance(exc, BrokenPipeError):
         return errors.EXIT_ERROR
-    if isinstance(exc, CoopBuildError):
+    if isinstance(exc, CoopBuildError | CoopError):
         for line in errors.describe_error(exc, app.environ):
             app.error(line)
         return errors.exit_code_for(exc)

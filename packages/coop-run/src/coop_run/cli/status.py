@@ -6,7 +6,6 @@ imports the registry client (requests, oras) or aiohttp.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +43,7 @@ class StatusView:
 
 
 def daemon_state(pid_file: Path) -> str:
-    """``running (PID n)`` when the pid file names a live process, else ``not running``."""
+    """Without an answer on the socket: ``not running``, or ``not responding (PID n)``."""
     try:
         pid = int(pid_file.read_text().strip())
     except (OSError, ValueError):
@@ -52,12 +51,37 @@ def daemon_state(pid_file: Path) -> str:
     if pid <= 0:
         return "not running"
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
         return "not running"
-    except PermissionError:
-        pass  # alive, but someone else's: still report it
-    return f"running (PID {pid})"
+    if b"coop_run.daemon" not in cmdline:
+        return "not running"  # a stale pid file (daemon killed), the pid reused since
+    return f"not responding (PID {pid})"
+
+
+def ask_daemon(socket_path: Path, pid_file: Path) -> tuple[str, str | None]:
+    """The ``Daemon:`` line and, when the daemon answered, the ``Sessions:`` line.
+
+    Asks the running daemon over its socket and never starts one: ``coop status``
+    reports the state, it does not change it.
+    """
+    from coop_run.errors import CoopError
+    from coop_run.formatting import format_sessions_summary
+    from coop_run.spawn import connect
+
+    try:
+        client = connect(socket_path)
+        if client is None:
+            return daemon_state(pid_file), None
+        with client:
+            status = client.request({"cmd": "status"})
+            listing = client.request({"cmd": "ls"})
+    except CoopError:
+        return daemon_state(pid_file), None
+    pid = status.get("pid")
+    sessions = listing.get("sessions")
+    summary = format_sessions_summary(sessions) if isinstance(sessions, list) else None
+    return f"running (PID {pid})", summary
 
 
 def rootfs_state(image: str, package_count: int, created: float, now: float) -> str:
@@ -109,14 +133,15 @@ def status_command(app: App) -> None:
             coopfile = coopfile_display(loaded.path, workspace, environ)
         agent = " ".join([loaded.coopfile.agent.command, *loaded.coopfile.agent.args])
         network = loaded.coopfile.network.mode
+    daemon, sessions = ask_daemon(app.socket_path, app.paths.home / "daemon.pid")
     view = StatusView(
-        daemon=daemon_state(app.paths.home / "daemon.pid"),
+        daemon=daemon,
         rootfs=rootfs,
         coopfile=coopfile,
         agent=agent,
         network=network,
-        # Sessions arrive with the daemon (next issue); until then none can be running.
-        sessions="0 running",
+        # No daemon, no sessions: supervisors without a daemon are picked up by the next one.
+        sessions=sessions if sessions is not None else "0 running",
     )
     for line in view.lines():
         click.echo(line, file=app.out)

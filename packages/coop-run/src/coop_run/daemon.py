@@ -1,0 +1,460 @@
+"""The coop daemon (SPEC 5, 6): one per user, on ``~/.coop/sock``, started on demand.
+
+``python -m coop_run.daemon --detach`` is what ``spawn.ensure_daemon`` runs. The daemon
+binds the socket safely, writes ``daemon.pid``, then serves each connection in its own
+task: uid check, handshake, commands. A broken client (garbage, oversize, unknown command,
+wrong version) gets its error code and, where the stream cannot be trusted, is hung up on;
+nobody else notices. It exits on ``SIGTERM``, on ``shutdown``, or after ``IDLE_SECONDS``
+with no session, client, web server or tunnel. Every task belongs to one TaskGroup.
+
+Sessions plug in through the ``Sessions`` protocol and ``Daemon.register()``; until they
+exist, ``ls`` lists none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from coop_build.paths import CoopPaths, coop_home
+from coop_run import protocol
+from coop_run.errors import CoopError, ProtocolError
+from coop_run.framing import (
+    DecodeError,
+    FrameDecoder,
+    FrameTooLargeError,
+    Message,
+    encode_control,
+    encode_message,
+)
+from coop_run.sockets import bind_unix_socket, is_listening, peer_credentials
+
+# Named explicitly: under ``python -m`` __name__ is "__main__".
+log = logging.getLogger("coop_run.daemon")
+
+IDLE_SECONDS = 30.0
+# Tests shorten the idle exit with this variable (seconds, a positive number).
+IDLE_ENV = "COOP_DAEMON_IDLE_SECONDS"
+HANDSHAKE_TIMEOUT = 10.0
+_RECV_SIZE = 65536
+
+
+class Sessions(Protocol):
+    """The session table the daemon serves (filled by the sessions code of issue 4)."""
+
+    def list(self) -> list[dict[str, Any]]:
+        """One ``ls`` entry per session (SPEC 6 keys)."""
+        ...
+
+    def __len__(self) -> int: ...
+
+
+class NoSessions:
+    """The empty table: what the daemon has before sessions exist."""
+
+    def list(self) -> list[dict[str, Any]]:
+        return []
+
+    def __len__(self) -> int:
+        return 0
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What keeps the daemon alive."""
+
+    sessions: int
+    clients: int
+    web_server: bool
+    tunnels: int
+
+    @property
+    def idle(self) -> bool:
+        return not (self.sessions or self.clients or self.web_server or self.tunnels)
+
+
+def idle_timeout(environ: Mapping[str, str]) -> float:
+    """``$COOP_DAEMON_IDLE_SECONDS`` if it is a positive number, else ``IDLE_SECONDS``."""
+    raw = environ.get(IDLE_ENV, "").strip()
+    if not raw:
+        return IDLE_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        log.warning("ignoring %s: not a number", IDLE_ENV)
+        return IDLE_SECONDS
+    if not value > 0 or value == float("inf"):
+        log.warning("ignoring %s: must be a positive number", IDLE_ENV)
+        return IDLE_SECONDS
+    return value
+
+
+def should_exit_idle(activity: Activity, idle_since: float | None, now: float,
+                     timeout: float) -> bool:
+    """Whether the daemon has been idle for ``timeout`` seconds by ``now``."""
+    return activity.idle and idle_since is not None and now - idle_since >= timeout
+
+
+class Connection:
+    """One client connection: its streams, its peer, and whether it is in stream mode."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 peer_pid: int) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.peer_pid = peer_pid
+        self.stream = False
+
+    async def send(self, message: Message) -> None:
+        self.writer.write(encode_message(message))
+        await self.writer.drain()
+
+    async def send_control(self, message: Message) -> None:
+        """A stream-mode control frame (tag 0x01): events such as ``detached``."""
+        self.writer.write(encode_control(message))
+        await self.writer.drain()
+
+    def close(self) -> None:
+        if not self.writer.is_closing():
+            self.writer.close()
+
+
+Handler = Callable[[Connection, protocol.Command], Awaitable[Message]]
+
+
+class Daemon:
+    """The asyncio daemon; ``await Daemon(...).run()`` serves until shutdown."""
+
+    def __init__(self, paths: CoopPaths, socket_path: Path, *,
+                 sessions: Sessions | None = None, idle_seconds: float = IDLE_SECONDS) -> None:
+        self.paths = paths
+        self.socket_path = socket_path
+        self.pid_file = paths.home / "daemon.pid"
+        self.sessions: Sessions = sessions if sessions is not None else NoSessions()
+        self.idle_seconds = idle_seconds
+        self.web_server = False
+        self.tunnels = 0
+        self.started = time.monotonic()
+        self.connections: set[Connection] = set()
+        self.streams: set[Connection] = set()
+        self._handlers: dict[str, Handler] = {
+            "ls": self._ls, "status": self._status, "shutdown": self._shutdown,
+        }
+        self._stopping = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._socket_id: tuple[int, int] | None = None
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+
+    # --- extension points ---------------------------------------------------------------
+
+    def register(self, command: str, handler: Handler) -> None:
+        """Serve ``command`` (one of ``protocol.COMMANDS``) with ``handler``."""
+        if command not in protocol.COMMANDS:
+            raise ValueError(f"unknown command {command!r}")
+        self._handlers[command] = handler
+
+    def on_shutdown(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Run ``closer`` at shutdown, before clients are detached (web server, tunnels)."""
+        self._closers.append(closer)
+
+    def activity_changed(self) -> None:
+        """Call when sessions, the web server or tunnels come or go (idle accounting)."""
+        self._changed.set()
+
+    def activity(self) -> Activity:
+        return Activity(len(self.sessions), len(self.connections), self.web_server,
+                        self.tunnels)
+
+    def request_shutdown(self, reason: str | None = None) -> None:
+        if not self._stopping.is_set():
+            log.info("shutting down: %s", reason or "requested")
+            self._stopping.set()
+
+    # --- main loop ----------------------------------------------------------------------
+
+    async def run(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Bind, announce readiness, serve until shutdown, clean up socket and pid file."""
+        listener = bind_unix_socket(self.socket_path)
+        listener.setblocking(False)
+        self._socket_id = _file_id(self.socket_path)
+        try:
+            self._write_pid_file()
+            log.info("daemon %d listening on %s", os.getpid(), self.socket_path)
+            if on_ready is not None:
+                on_ready()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self.request_shutdown, signal.Signals(signum).name)
+            async with asyncio.TaskGroup() as group:
+                accept = group.create_task(self._accept_loop(listener, group))
+                idle = group.create_task(self._idle_watch())
+                await self._stopping.wait()
+                accept.cancel()
+                idle.cancel()
+                listener.close()
+                await self._run_closers()
+                await self._detach_all()
+                self._remove_files()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+        finally:
+            listener.close()
+            self._remove_files()
+        log.info("daemon %d stopped", os.getpid())
+
+    def _write_pid_file(self) -> None:
+        tmp = self.pid_file.with_name(f".daemon.pid.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{os.getpid()}\n")
+        tmp.replace(self.pid_file)
+
+    def _remove_files(self) -> None:
+        """Remove our socket and pid file, never ones a newer daemon put there."""
+        with contextlib.suppress(OSError):
+            # Same inode, and nobody listens now that our listener is closed: inode numbers
+            # get reused, and a newer daemon's socket would be listening.
+            if (self._socket_id is not None and _file_id(self.socket_path) == self._socket_id
+                    and not is_listening(self.socket_path)):
+                self.socket_path.unlink()
+        self._socket_id = None
+        with contextlib.suppress(OSError, ValueError):
+            if int(self.pid_file.read_text().strip()) == os.getpid():
+                self.pid_file.unlink()
+
+    async def _run_closers(self) -> None:
+        for closer in self._closers:
+            try:
+                async with asyncio.timeout(5.0):
+                    await closer()
+            except Exception:
+                log.exception("error while closing %r at shutdown", closer)
+
+    async def _detach_all(self) -> None:
+        """Tell attached clients they are detached, then hang up on everyone."""
+        for conn in list(self.streams):
+            with contextlib.suppress(OSError, ConnectionError):
+                async with asyncio.timeout(1.0):
+                    await conn.send_control(protocol.detached())
+        for conn in list(self.connections):
+            conn.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def _accept_loop(self, listener: socket.socket, group: asyncio.TaskGroup) -> None:
+        loop = asyncio.get_running_loop()
+        uid = os.geteuid()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except OSError as exc:
+                log.warning("accept failed: %s", exc.strerror or exc)
+                await asyncio.sleep(0.1)  # e.g. out of descriptors: do not spin
+                continue
+            try:
+                pid, peer, _gid = peer_credentials(conn)
+            except OSError as exc:
+                log.warning("dropping a connection without credentials: %s", exc)
+                conn.close()
+                continue
+            if peer != uid:
+                log.warning("dropped a connection from uid %d (pid %d): not our user", peer, pid)
+                conn.close()
+                continue
+            task = group.create_task(self._serve(conn, pid))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _idle_watch(self) -> None:
+        idle_since: float | None = time.monotonic()
+        while True:
+            self._changed.clear()
+            activity = self.activity()
+            now = time.monotonic()
+            if not activity.idle:
+                idle_since = None
+                await self._changed.wait()
+                continue
+            if idle_since is None:
+                idle_since = now
+            if should_exit_idle(activity, idle_since, now, self.idle_seconds):
+                self.request_shutdown(f"idle for {self.idle_seconds:g}s")
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(idle_since + self.idle_seconds - now):
+                    await self._changed.wait()
+
+    # --- one connection -----------------------------------------------------------------
+
+    async def _serve(self, sock: socket.socket, peer_pid: int) -> None:
+        sock.setblocking(False)
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=sock)
+        except OSError as exc:
+            log.warning("could not set up a connection from pid %d: %s", peer_pid, exc)
+            sock.close()
+            return
+        conn = Connection(reader, writer, peer_pid)
+        self.connections.add(conn)
+        self._changed.set()
+        try:
+            await self._converse(conn)
+        except (ConnectionError, OSError):
+            pass  # the client went away; nothing to answer
+        except Exception:
+            log.exception("internal error serving pid %d", peer_pid)
+        finally:
+            self.connections.discard(conn)
+            self.streams.discard(conn)
+            conn.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            self._changed.set()
+
+    async def _converse(self, conn: Connection) -> None:
+        decoder = FrameDecoder()
+        pending: list[Message | DecodeError] = []
+        greeted = False
+        while True:
+            if not pending:
+                try:
+                    async with asyncio.timeout(None if greeted else HANDSHAKE_TIMEOUT):
+                        data = await conn.reader.read(_RECV_SIZE)
+                except TimeoutError:
+                    log.info("pid %d sent no handshake in time; closing", conn.peer_pid)
+                    return
+                if not data:
+                    return
+                pending.extend(decoder.feed(data))
+                continue
+            item = pending.pop(0)
+            if isinstance(item, ProtocolError):
+                log.warning("pid %d: %s", conn.peer_pid, item.message)
+                await conn.send(protocol.error_from(item))
+                if isinstance(item, FrameTooLargeError) or not greeted:
+                    return  # out of step (or never in step): hang up
+                continue
+            if not greeted:
+                try:
+                    protocol.check_hello(item)
+                except ProtocolError as exc:
+                    log.warning("pid %d: handshake refused: %s", conn.peer_pid, exc.message)
+                    await conn.send(protocol.error_from(exc))
+                    return
+                await conn.send(protocol.handshake_ok())
+                greeted = True
+                continue
+            if conn.stream:
+                # Stream-mode frames belong to the PTY code (issue 4), not to this loop.
+                continue
+            await conn.send(await self._dispatch(conn, item))
+
+    async def _dispatch(self, conn: Connection, message: Message) -> Message:
+        try:
+            command = protocol.parse_command(message)
+        except ProtocolError as exc:
+            log.info("pid %d: refused command: %s", conn.peer_pid, exc.message)
+            return protocol.error_from(exc)
+        handler = self._handlers.get(command.name)
+        if handler is None:
+            return protocol.error(protocol.NOT_SUPPORTED,
+                                  f"command {command.name!r} is not available in this daemon")
+        log.debug("pid %d: %s", conn.peer_pid, command.name)
+        try:
+            return await handler(conn, command)
+        except CoopError as exc:
+            return protocol.error(exc.code, exc.message)
+
+    # --- built-in commands ----------------------------------------------------------------
+
+    async def _ls(self, _conn: Connection, _command: protocol.Command) -> Message:
+        return protocol.ls_response(self.sessions.list())
+
+    async def _status(self, _conn: Connection, _command: protocol.Command) -> Message:
+        return protocol.status_response(os.getpid(), time.monotonic() - self.started,
+                                        len(self.sessions), len(self.connections))
+
+    async def _shutdown(self, conn: Connection, _command: protocol.Command) -> Message:
+        self.request_shutdown(f"shutdown command from pid {conn.peer_pid}")
+        return protocol.shutdown_response(os.getpid())
+
+
+def _file_id(path: Path) -> tuple[int, int]:
+    st = path.lstat()
+    return st.st_dev, st.st_ino
+
+
+# --- process entry ----------------------------------------------------------------------
+
+def _configure_logging(log_file: Path) -> None:
+    log_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.close(fd)
+    handler = logging.FileHandler(log_file, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m coop_run.daemon",
+                                     description="The coop daemon (normally started by coop).")
+    parser.add_argument("--socket", type=Path, help="socket path (default: $COOP_HOME/sock)")
+    parser.add_argument("--detach", action="store_true",
+                        help="fork once more and let the parent exit (double fork)")
+    parser.add_argument("--ready-fd", type=int, default=-1,
+                        help="write '1' to this descriptor once bound, then close it")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the daemon in this process (after a second fork with ``--detach``)."""
+    args = _parse_args(sys.argv[1:] if argv is None else argv)
+    if args.detach and os.fork() > 0:
+        os._exit(0)  # the first child: the spawner reaps it, the daemon is orphaned
+    os.umask(0o077)
+    paths = CoopPaths(coop_home())
+    socket_path: Path = args.socket if args.socket is not None else paths.home / "sock"
+    _configure_logging(paths.logs / "daemon.log")
+    ready_fd: int = args.ready_fd
+
+    def ready() -> None:
+        nonlocal ready_fd
+        if ready_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.write(ready_fd, b"1")
+            os.close(ready_fd)
+            ready_fd = -1
+
+    daemon_ = None
+    try:
+        daemon_ = Daemon(paths, socket_path, idle_seconds=idle_timeout(os.environ))
+        asyncio.run(daemon_.run(ready))
+    except CoopError as exc:
+        log.error("daemon cannot start: %s", exc.message)
+        return 4
+    except Exception:
+        log.exception("daemon crashed")
+        return 1
+    finally:
+        if ready_fd >= 0:
+            os.close(ready_fd)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

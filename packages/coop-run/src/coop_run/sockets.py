@@ -1,0 +1,173 @@
+"""Unix sockets done safely (SPEC 6): 0600 from birth, no symlinks, no foreign owners.
+
+The daemon socket is the only door to the user's sessions, so it is bound with a umask
+that leaves no window where it is group- or world-accessible, its directory and any old
+socket must belong to us, and every peer's uid is checked with ``SO_PEERCRED``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import socket
+import stat
+import struct
+from pathlib import Path
+
+from coop_run.errors import DaemonError, DaemonUnavailableError, SocketPathError
+
+log = logging.getLogger(__name__)
+
+_UCRED = struct.Struct("3i")  # pid, uid, gid
+_BACKLOG = 128
+# sun_path is 108 bytes including the terminating NUL.
+MAX_PATH_BYTES = 107
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """``(pid, uid, gid)`` of the process at the other end of a unix stream socket."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    pid, uid, gid = _UCRED.unpack(raw)
+    return pid, uid, gid
+
+
+def peer_uid(sock: socket.socket) -> int:
+    return peer_credentials(sock)[1]
+
+
+def _check_length(path: Path) -> None:
+    if len(os.fsencode(path)) > MAX_PATH_BYTES:
+        raise SocketPathError(f"socket path {path} is too long for a unix socket "
+                              f"(at most {MAX_PATH_BYTES} bytes)")
+
+
+def _check_dir(directory: Path) -> None:
+    """The socket's directory must be ours (or a sticky dir of root's, such as /tmp)."""
+    try:
+        st = directory.lstat()
+    except FileNotFoundError:
+        raise SocketPathError(f"socket directory {directory} does not exist") from None
+    if stat.S_ISLNK(st.st_mode):
+        # Resolve once: a symlinked directory is fine as long as its target is ours.
+        st = directory.stat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise SocketPathError(f"{directory} is not a directory; choose another --socket")
+    uid = os.geteuid()
+    if st.st_uid == uid:
+        return
+    if st.st_uid == 0 and st.st_mode & stat.S_ISVTX:
+        return
+    raise SocketPathError(
+        f"socket directory {directory} belongs to uid {st.st_uid}, not to you (uid {uid})"
+    )
+
+
+def is_listening(path: Path) -> bool:
+    """Whether something accepts connections on ``path`` (False: refused or gone)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(os.fsencode(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False
+    except OSError as exc:
+        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+            return False
+        raise
+    finally:
+        probe.close()
+    return True
+
+
+def check_socket_path(path: Path) -> None:
+    """Refuse a socket path that is a symlink, not a socket, or owned by another user.
+
+    A missing path is fine. Raises ``SocketPathError`` with one line saying what is wrong.
+    """
+    _check_length(path)
+    _check_dir(path.parent)
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise SocketPathError(f"socket path {path} is a symlink; refusing to use it")
+    if not stat.S_ISSOCK(st.st_mode):
+        raise SocketPathError(f"{path} exists and is not a socket; refusing to replace it")
+    if st.st_uid != os.geteuid():
+        raise SocketPathError(
+            f"socket {path} belongs to uid {st.st_uid}, not to you (uid {os.geteuid()})"
+        )
+
+
+def bind_unix_socket(path: Path) -> socket.socket:
+    """A listening socket at ``path``, mode 0600, replacing a stale socket file.
+
+    Raises ``SocketPathError`` for an unsafe path and ``DaemonError`` when another
+    process already listens there.
+    """
+    check_socket_path(path)
+    if path.exists() or path.is_symlink():
+        if is_listening(path):
+            raise DaemonError(f"a daemon already listens on {path}", code="DAEMON_RUNNING")
+        log.info("removing stale socket %s", path)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # The umask is process-wide: this runs before the daemon starts any thread.
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(os.fsencode(path))
+    except OSError as exc:
+        sock.close()
+        raise DaemonError(f"cannot bind {path}: {exc.strerror or exc}") from exc
+    finally:
+        os.umask(old_umask)
+    try:
+        path.chmod(0o600)
+        sock.listen(_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise DaemonError(f"cannot listen on {path}: {exc.strerror or exc}") from exc
+    return sock
+
+
+def connect_unix(path: Path, timeout: float | None = None) -> socket.socket:
+    """A blocking connection to our own daemon at ``path``.
+
+    ``DaemonUnavailableError`` if nobody listens. The path must not be a symlink or
+    another user's socket, and the listener must run as us (``SO_PEERCRED``): the client
+    never talks to somebody else's daemon, which could read what it sends.
+    """
+    _check_length(path)
+    try:
+        st = path.lstat()
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise DaemonUnavailableError(f"no daemon listens on {path}") from exc
+    if stat.S_ISLNK(st.st_mode):
+        raise SocketPathError(f"socket path {path} is a symlink; refusing to use it")
+    uid = os.geteuid()
+    if stat.S_ISSOCK(st.st_mode) and st.st_uid != uid:
+        raise SocketPathError(f"socket {path} belongs to uid {st.st_uid}, not to you (uid {uid})")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(os.fsencode(path))
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        sock.close()
+        raise DaemonUnavailableError(f"no daemon listens on {path}") from exc
+    except PermissionError as exc:
+        sock.close()
+        raise SocketPathError(f"permission denied connecting to {path}") from exc
+    except OSError as exc:
+        sock.close()
+        if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTDIR):
+            raise DaemonUnavailableError(f"no daemon listens on {path}") from exc
+        raise DaemonError(f"cannot connect to {path}: {exc.strerror or exc}") from exc
+    peer = peer_uid(sock)
+    if peer != uid:
+        sock.close()
+        raise SocketPathError(f"the daemon on {path} runs as uid {peer}, not as you (uid {uid})")
+    return sock
