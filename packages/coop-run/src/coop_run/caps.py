@@ -11,10 +11,15 @@ it in the init once, rather than in each child, lets the init start children wit
 ``posix_spawn``, without copying its page tables.)
 
 ``KEEP`` is the set container runtimes give by default: what package managers, ``su``,
-``ping`` and servers on low ports need. ``PR_SET_NO_NEW_PRIVS`` is deliberately *not*
-set: it would make setuid binaries inside (``su``, ``sudo``, ``ping``) stop working, and
-it adds nothing here: a setuid-root binary inside gains only uid 0 of the namespace and
-the capabilities still in the bounding set, which are exactly the ones we keep.
+``ping`` and servers on low ports need. CAP_NET_RAW is in it only for network modes that
+declare ``net_raw_safe`` (see ``sandbox.child_capabilities``): where the reachability
+rules live inside the sandbox's own network namespace (rootless ``veth``), a packet
+socket would walk past them, so there it is dropped too.
+
+``PR_SET_NO_NEW_PRIVS`` is deliberately *not* set: it would make setuid binaries
+inside (``su``, ``sudo``, ``ping``) stop working, and it adds nothing here: a setuid-root
+binary inside gains only uid 0 of the namespace and the capabilities still in the
+bounding set, which are exactly the ones we keep.
 
 Pure parts (numbers, masks) first; ``limit_children()`` does the syscalls, with every
 libc function resolved at import.

@@ -48,7 +48,7 @@ from coop_build import linux
 from coop_build.errors import CoopBuildError, ToolError
 from coop_build.idmap import IdMap, choose_idmap, write_idmap
 from coop_build.paths import CoopPaths
-from coop_run import initproto, sessiondirs
+from coop_run import caps, initproto, sessiondirs
 from coop_run.errors import BindPathError, CoopError, SandboxError
 from coop_run.rootfs_mounts import MountSpec, plan_mounts, split_plan
 from coop_run.sandbox_init import InitSpec, init_early, init_main, init_middle
@@ -85,6 +85,7 @@ class _LocalNetwork:
 
     unshare_net: bool
     resolv: str
+    net_raw_safe = True  # none: nothing to reach; host: the host's netns is not ours
 
     def resolv_conf(self) -> str:
         return self.resolv
@@ -176,6 +177,20 @@ def forced_env(config: SandboxConfig, workspace_real: Path, created: int) -> dic
         "COOP_WORKSPACE": str(workspace_real),
         "COOP_CREATED": str(created),
     }
+
+
+def child_capabilities(network: NetworkMode) -> frozenset[int]:
+    """What processes inside may hold: ``caps.KEEP``, less CAP_NET_RAW unless the network
+    mode says raw sockets cannot get around its filter (``net_raw_safe``).
+
+    A mode that filters inside the sandbox's own netns (rootless veth: nft output hook)
+    is bypassed by a packet socket on its interface, which that netns's root may open
+    with CAP_NET_RAW: a hand-made SYN to the LAN went straight out through pasta.
+    Unknown modes get the safe answer.
+    """
+    if getattr(network, "net_raw_safe", False):
+        return caps.KEEP
+    return caps.KEEP - {caps.CAP_NET_RAW}
 
 
 def hosts_file(name: str) -> str:
@@ -346,7 +361,8 @@ class Sandbox:
         late_sources = [source for source, _ in (*spec.persist, *spec.etc_files)]
         early, middle, late = split_plan(plan, late_sources)
         init_spec = InitSpec(early=early, middle=middle, late=late, root=spec.root,
-                             net_lo_up=self.network.unshare_net)
+                             net_lo_up=self.network.unshare_net,
+                             child_caps=child_capabilities(self.network))
         flags = NS_FLAGS | (linux.CLONE_NEWNET if self.network.unshare_net else 0)
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         parent_sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)

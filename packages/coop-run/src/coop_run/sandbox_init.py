@@ -66,6 +66,7 @@ class InitSpec:
     late: Sequence[rootfs_mounts.Op]    # binds of files the supervisor writes meanwhile
     root: str                           # host dir the overlay is mounted on
     net_lo_up: bool = False             # bring loopback up (own network namespace)
+    child_caps: frozenset[int] = caps.KEEP  # the most any process started inside may hold
 
 
 def _signalfd_for(signals: Sequence[int]) -> int:
@@ -321,7 +322,7 @@ def init_early(spec: InitSpec) -> int:
         loopback_up()
     # Only what the init's children may ever hold; the init keeps its own set for the
     # mounts still to come. Here, because it is off the critical path (S maps ids).
-    caps.limit_children()
+    caps.limit_children(spec.child_caps)
     rootfs_mounts.execute(spec.early, spec.root)
     return sigfd
 

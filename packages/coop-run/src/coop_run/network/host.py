@@ -13,6 +13,7 @@ class HostNetwork:
     """No namespace of its own: nothing to attach, nothing to remove."""
 
     unshare_net = False
+    net_raw_safe = True  # CAP_NET_RAW inside is not CAP_NET_RAW over the host's netns
 
     def __init__(self, resolv_path: Path = HOST_RESOLV) -> None:
         self.resolv_path = resolv_path

@@ -10,6 +10,7 @@ class NoNetwork:
     """A fresh netns holds only ``lo``; bringing it up is all there is to do."""
 
     unshare_net = True
+    net_raw_safe = True  # raw sockets reach nothing more than loopback either
 
     def resolv_conf(self) -> str:
         return NO_RESOLVER

@@ -96,6 +96,7 @@ class VethRootNetwork:
     """A real veth pair with NAT; needs root (CAP_NET_ADMIN on the host)."""
 
     unshare_net = True
+    net_raw_safe = True  # the filter is on the host's hooks: raw packets pass them too
 
     def __init__(self, *, session: str, paths: CoopPaths, resolv_path: Path = HOST_RESOLV,
                  upstreams: list[Upstream] | None = None,

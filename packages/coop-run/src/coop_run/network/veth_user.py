@@ -44,6 +44,9 @@ class VethUserNetwork:
     """User-mode networking through pasta, filtered inside the sandbox."""
 
     unshare_net = True
+    # The filter is inside the sandbox's netns: a packet socket on the tap bypasses it, so
+    # the sandbox drops CAP_NET_RAW for this mode (sandbox.child_capabilities).
+    net_raw_safe = False
 
     def __init__(self, *, session: str, paths: CoopPaths, resolv_path: Path = HOST_RESOLV,
                  dns_servers: list[Upstream] | None = None) -> None:
