@@ -101,3 +101,12 @@ class DaemonStartError(DaemonError):
     def __init__(self, message: str, *, log_tail: list[str] | None = None) -> None:
         super().__init__(message)
         self.log_tail = list(log_tail or [])
+
+
+class SupervisorError(CoopError):
+    """A session supervisor could not be started or failed while serving."""
+
+    default_code = "SUPERVISOR_FAILED"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(code or self.default_code, message)

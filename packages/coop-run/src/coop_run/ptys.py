@@ -1,0 +1,397 @@
+"""One PTY of a session and its attached stream clients, on the supervisor's event loop.
+
+A ``Pty`` holds the master fd of whatever process currently sits behind its id (the agent
+is respawned behind id 0 with a new master), its ``Scrollback`` and ``FanOut``. Output is
+read as soon as it is there and never waits for a client; a ``StreamClient`` is written to
+only while its socket accepts more, taking from the FanOut one batch at a time, so a
+client that stops reading only grows its FanOut backlog, which FanOut bounds (``lagged``).
+Pure decisions (back-off, notices) are functions at the top, apart from the I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import itertools
+import logging
+import os
+import socket
+import struct
+import termios
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from coop_run import protocol
+from coop_run.errors import ProtocolError
+from coop_run.fanout import DEFAULT_MAX_BACKLOG, FanOut
+from coop_run.framing import (
+    Control,
+    Data,
+    StreamDecoder,
+    encode_control,
+    encode_data,
+    encode_message,
+)
+from coop_run.scrollback import DEFAULT_CAPACITY, Scrollback
+
+logger = logging.getLogger(__name__)
+
+READ_SIZE = 65536
+QUICK_EXIT = 2.0  # an agent that ran less than this counts as a quick exit
+CRASH_LOOP_AFTER = 5  # quick exits in a row before the PTY is shown as crash-looping
+CLIENT_KINDS = ("local", "web", "tunnel")
+
+_client_ids = itertools.count(1)
+
+
+# --- pure decisions ---------------------------------------------------------------------
+
+
+def exit_notice(code: int | None, signo: int | None) -> bytes:
+    """What clients see when a PTY's process ends (SPEC 7.1)."""
+    shown = code if code is not None else 128 + (signo or 0)
+    return f"\r\n\x1b[2m[process exited (code {shown})]\x1b[0m\r\n".encode()
+
+
+def restart_notice(delay_ms: int) -> bytes:
+    return f"\x1b[2m[restarting in {delay_ms}ms...]\x1b[0m\r\n".encode()
+
+
+@dataclass
+class Backoff:
+    """The agent's restart delay: doubles on each quick exit, resets after a real run."""
+
+    base_ms: int
+    max_ms: int
+    streak: int = 0  # quick exits in a row
+
+    def next_delay(self, ran: float) -> int:
+        """The delay before the next start, given how long the last run lasted (s)."""
+        if ran >= QUICK_EXIT:
+            self.streak = 0
+            return self.base_ms
+        self.streak += 1
+        if self.crash_looping:
+            return self.max_ms
+        return min(self.base_ms * (1 << (self.streak - 1)), self.max_ms)
+
+    @property
+    def crash_looping(self) -> bool:
+        return self.streak >= CRASH_LOOP_AFTER
+
+    def reset(self) -> None:
+        self.streak = 0
+
+
+def winsize(cols: int, rows: int) -> bytes:
+    return struct.pack("HHHH", rows, cols, 0, 0)
+
+
+# --- the PTY ---------------------------------------------------------------------------
+
+
+class Pty:
+    """One PTY id: the current master fd, its output history and its clients."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, pty_id: int, role: str,
+                 command: Sequence[str], *, cols: int, rows: int,
+                 scrollback: int = DEFAULT_CAPACITY,
+                 max_backlog: int = DEFAULT_MAX_BACKLOG) -> None:
+        self.loop = loop
+        self.id = pty_id
+        self.role = role  # "agent" or "shell"
+        self.command = list(command)
+        self.state = "starting"  # running, exited, restarting, crash-looping, dead
+        self.fanout = FanOut(Scrollback(scrollback), max_backlog=max(max_backlog, scrollback))
+        self.clients: dict[int, StreamClient] = {}
+        self.master: int | None = None
+        self.pid: int | None = None  # inside the sandbox
+        self.host_pid: int | None = None
+        self.started = 0.0
+        self.size = (cols, rows)
+        self._input = bytearray()
+
+    @property
+    def name(self) -> str:
+        """The id as the protocol's events carry it."""
+        return str(self.id)
+
+    def info(self) -> dict[str, Any]:
+        """This PTY's part of the ``ls`` entry (SPEC 6)."""
+        return {"id": self.id, "role": self.role, "command": " ".join(self.command),
+                "state": self.state}
+
+    # -- the process behind the id --------------------------------------------------------
+
+    def attach_master(self, master: int, pid: int, host_pid: int | None) -> None:
+        """A new process runs behind this id; start reading its output."""
+        self.detach_master()
+        os.set_blocking(master, False)
+        self.master, self.pid, self.host_pid = master, pid, host_pid
+        self.started = self.loop.time()
+        self.state = "running"
+        self._input.clear()
+        self._apply_size(self.size)
+        self.loop.add_reader(master, self._on_output)
+
+    def detach_master(self) -> None:
+        """Read what is left of the old process's output, then close its master."""
+        master = self.master
+        if master is None:
+            return
+        self._drain()
+        self.loop.remove_reader(master)
+        self.loop.remove_writer(master)
+        os.close(master)
+        self.master = None
+        self._input.clear()
+
+    def _drain(self) -> None:
+        while self.master is not None and self._read_once():
+            pass
+
+    def _read_once(self) -> bool:
+        assert self.master is not None
+        try:
+            data = os.read(self.master, READ_SIZE)
+        except BlockingIOError:
+            return False
+        except OSError as exc:  # EIO: every slave is closed
+            if exc.errno != errno.EIO:
+                logger.warning("pty %s: read failed: %s", self.id, exc)
+            self.loop.remove_reader(self.master)
+            return False
+        if not data:
+            self.loop.remove_reader(self.master)
+            return False
+        self.publish(data)
+        return True
+
+    def _on_output(self) -> None:
+        for _ in range(4):  # a few reads per wake-up, then let the clients drain
+            if not self._read_once():
+                return
+
+    # -- output and events ---------------------------------------------------------------
+
+    def publish(self, data: bytes) -> None:
+        for delivery in self.fanout.publish(data):
+            client = self.clients.get(delivery.client_id)  # type: ignore[call-overload]
+            if client is not None and (delivery.queued or delivery.lost):
+                client.kick()
+
+    def publish_event(self, event: dict[str, Any]) -> None:
+        self.fanout.publish_event(event)
+        for client in list(self.clients.values()):
+            client.kick()
+
+    # -- input and window size ------------------------------------------------------------
+
+    def write_input(self, data: bytes) -> None:
+        if self.master is None or not data:
+            return
+        if self._input:
+            self._input += data
+            return
+        try:
+            written = os.write(self.master, data)
+        except BlockingIOError:
+            written = 0
+        except OSError as exc:
+            logger.debug("pty %s: input dropped: %s", self.id, exc)
+            return
+        if written < len(data):
+            self._input += data[written:]
+            self.loop.add_writer(self.master, self._flush_input)
+
+    def _flush_input(self) -> None:
+        if self.master is None:
+            return
+        try:
+            written = os.write(self.master, self._input)
+        except BlockingIOError:
+            return
+        except OSError:
+            written = len(self._input)
+        del self._input[:written]
+        if not self._input:
+            self.loop.remove_writer(self.master)
+
+    def resized(self, size: tuple[int, int] | None) -> None:
+        """FanOut said the smallest window changed: set it on the PTY."""
+        if size is not None and size != self.size:
+            self.size = size
+            self._apply_size(size)
+
+    def wiggle(self) -> None:
+        """Nudge the program to redraw: one column less, then the real size."""
+        cols, rows = self.size
+        self._apply_size((cols - 1 if cols > 1 else cols + 1, rows))
+        self._apply_size((cols, rows))
+
+    def _apply_size(self, size: tuple[int, int]) -> None:
+        if self.master is None:
+            return
+        try:
+            fcntl.ioctl(self.master, termios.TIOCSWINSZ, winsize(*size))
+        except OSError as exc:
+            logger.debug("pty %s: cannot set the window size: %s", self.id, exc)
+
+    # -- clients ---------------------------------------------------------------------------
+
+    def add_client(self, client: StreamClient, cols: int, rows: int,
+                   resume_from: int | None) -> dict[str, Any]:
+        """Attach ``client``; returns the attach response (``ValueError`` for bad values)."""
+        attached = self.fanout.add_client(client.id, cols, rows, resume_from=resume_from)
+        self.clients[client.id] = client
+        self.resized(attached.size)
+        if attached.redraw:
+            self.wiggle()
+        return protocol.ok(pty=self.id, offset=attached.start, cols=self.size[0],
+                           rows=self.size[1])
+
+    def remove_client(self, client: StreamClient) -> None:
+        if self.clients.pop(client.id, None) is not None:
+            self.resized(self.fanout.remove_client(client.id))
+
+    def close(self) -> None:
+        for client in list(self.clients.values()):
+            client.close()
+        self.detach_master()
+
+
+class StreamClient:
+    """A socket in stream mode on one PTY (tag 0x00 bytes, tag 0x01 JSON controls)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, kind: str,
+                 on_close: Callable[[StreamClient], None]) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.kind = kind
+        self.id = next(_client_ids)
+        self.pty: Pty | None = None
+        self.closed = False
+        self._decoder = StreamDecoder()
+        self._out = bytearray()
+        self._writing = False
+        self._closing = False  # close once everything queued is sent
+        self._on_close = on_close
+        sock.setblocking(False)
+
+    def start(self, pty: Pty, response: dict[str, Any]) -> None:
+        """Send the attach response, then serve stream mode."""
+        self.pty = pty
+        self._out += encode_message(response)
+        self.loop.add_reader(self.sock.fileno(), self._on_readable)
+        self.kick()
+
+    def kick(self) -> None:
+        """Send what the socket takes now; the rest waits for it to be writable."""
+        if self.closed or self.pty is None:
+            return
+        fanout = self.pty.fanout
+        while True:
+            if self._out:
+                try:
+                    sent = self.sock.send(self._out)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    self.close()
+                    return
+                del self._out[:sent]
+                if self._out:
+                    if not self._writing:
+                        self.loop.add_writer(self.sock.fileno(), self.kick)
+                        self._writing = True
+                    return
+            if self.id not in fanout or not fanout.pending(self.id):
+                break
+            batch = fanout.take(self.id)
+            for item in batch.items:
+                if isinstance(item, bytes):
+                    self._out += encode_data(item)
+                elif item.get("event") == "lagged":
+                    self._out += encode_control(protocol.lagged(self.pty.name,
+                                                                int(item["bytes"])))
+                else:
+                    self._out += encode_control(item)
+            if batch.redraw:
+                self.pty.wiggle()
+        if self._writing:
+            self.loop.remove_writer(self.sock.fileno())
+            self._writing = False
+        if self._closing:
+            self.close()
+
+    def send_and_close(self, event: dict[str, Any] | None) -> None:
+        """Queue ``event`` (e.g. ``detached``) behind the output, then hang up."""
+        if self.closed:
+            return
+        if self.pty is not None and self.id in self.pty.fanout and event is not None:
+            self.pty.fanout.publish_event(event)
+        elif event is not None:
+            self._out += encode_control(event)
+        self._closing = True
+        self.kick()
+
+    def _on_readable(self) -> None:
+        try:
+            data = self.sock.recv(READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
+            return
+        for item in self._decoder.feed(data):
+            if self.closed or self.pty is None:
+                return
+            if isinstance(item, Data):
+                self.pty.write_input(item.data)
+            elif isinstance(item, Control):
+                self._control(item.message)
+            else:
+                logger.info("client %s: %s", self.id, item)
+                self._out += encode_control({"event": "error", "error": item.code,
+                                             "message": item.message})
+                self._closing = True
+                self.kick()
+                return
+
+    def _control(self, message: dict[str, Any]) -> None:
+        assert self.pty is not None
+        try:
+            command = protocol.parse_control(message)
+        except ProtocolError as exc:
+            logger.info("client %s: %s", self.id, exc)
+            return
+        if command.name == "detach":
+            self.close()
+            return
+        try:
+            size = self.pty.fanout.resize(self.id, command.fields["cols"],
+                                          command.fields["rows"])
+        except ValueError as exc:
+            logger.info("client %s: %s", self.id, exc)
+            return
+        self.pty.resized(size)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        fd = self.sock.fileno()
+        if fd >= 0:
+            self.loop.remove_reader(fd)
+            if self._writing:
+                self.loop.remove_writer(fd)
+        if self.pty is not None:
+            self.pty.remove_client(self)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        self._on_close(self)

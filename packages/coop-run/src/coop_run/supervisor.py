@@ -1,0 +1,740 @@
+"""The session supervisor (SPEC 5, docs/architecture.md "The session supervisor").
+
+One process per session, outside the daemon: ``start_supervisor()`` forks (twice, with
+``setsid()`` between, so nobody has to reap it and a dead daemon leaves it running); the
+supervisor writes ``supervisor.json``, binds ``supervisor.sock`` (0600, peer uid checked),
+starts the sandbox (cloned from itself, so the init is its child) and the agent on PTY 0,
+tells the parent over a pipe, then serves forever on a fresh asyncio loop.
+
+Socket protocol: the daemon's framing and handshake (``{"version": 1}``), then commands::
+
+    info                                  -> {"ok", "session": <ls entry>, "ptys": [detail]}
+    attach  pty?, cols?, rows?, resume_from? (or offset), kind?   -> stream mode
+    shell   command?, cols?, rows?, kind?                         -> new PTY, stream mode
+    restart                               -> {"ok", "pty": 0}
+    kill    force?                        -> {"ok"}, then the supervisor exits
+    adopt   request: <attach or shell>, plus one fd (SCM_RIGHTS)  -> {"ok"}
+
+``attach``/``shell`` answer ``{"ok", "pty", "offset", "cols", "rows"}`` and switch the
+connection to stream mode; ``adopt`` does the same on the passed socket (a client already
+past its handshake with the daemon: it gets that answer as if it had asked directly).
+A client must wait for the answer before sending stream frames. Every command may carry
+``session`` (ignored), so the daemon can forward its own requests unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+from coop_run import protocol, sessiondirs
+from coop_run.errors import CoopError, ProtocolError, SupervisorError
+from coop_run.fanout import DEFAULT_MAX_BACKLOG
+from coop_run.framing import (
+    FrameDecoder,
+    FrameTooLargeError,
+    MalformedFrameError,
+    Message,
+    encode_message,
+)
+from coop_run.ptys import (
+    CLIENT_KINDS,
+    QUICK_EXIT,
+    Backoff,
+    Pty,
+    StreamClient,
+    exit_notice,
+    restart_notice,
+)
+from coop_run.sandbox import ExitStatus, Sandbox, SandboxConfig
+from coop_run.scrollback import DEFAULT_CAPACITY
+from coop_run.sockets import bind_unix_socket, peer_uid
+
+logger = logging.getLogger(__name__)
+
+SOCKET_NAME = "supervisor.sock"
+STATE_NAME = "supervisor.json"
+START_TIMEOUT = 20.0
+HANDSHAKE_TIMEOUT = 10.0
+FLUSH_TIMEOUT = 1.0  # how long a kill waits for clients to take their "detached"
+RESTART_KILL_AFTER = 2.0
+_MAX_FD = 1 << 16
+
+_ANY_PTY = (int, str)
+_SPECS: Mapping[str, Mapping[str, tuple[type, ...]]] = {
+    "info": {},
+    "attach": {"pty": _ANY_PTY, "cols": (int,), "rows": (int,), "resume_from": (int,),
+               "offset": (int,), "kind": (str,)},
+    "shell": {"command": (str,), "cols": (int,), "rows": (int,), "kind": (str,)},
+    "restart": {},
+    "kill": {"force": (bool,)},
+    "adopt": {"request": (dict,)},
+}
+
+
+@dataclass
+class SupervisorConfig:
+    """One session's supervisor: its sandbox, its agent and the PTY settings."""
+
+    sandbox: SandboxConfig
+    agent: Sequence[str]                       # argv of PTY 0
+    agent_env: Mapping[str, str] = field(default_factory=dict)
+    shell: Sequence[str] = ("sh",)             # argv of a shell without a command
+    auto_restart: bool = True
+    restart_delay_ms: int = 1000
+    restart_max_delay_ms: int = 30000
+    cols: int = 80                             # PTY size while no client is attached
+    rows: int = 24
+    scrollback: int = DEFAULT_CAPACITY
+    max_backlog: int = DEFAULT_MAX_BACKLOG
+    stop_grace: float = 5.0                    # kill: SIGTERM, this long, then SIGKILL
+    log_file: Path | None = None               # stdout/stderr and logging; None: /dev/null
+
+    @property
+    def session_dir(self) -> Path:
+        return Path(self.sandbox.session_dir)
+
+
+@dataclass(frozen=True)
+class SupervisorHandle:
+    """What the starter learns: the supervisor's pid and where it listens."""
+
+    pid: int
+    socket_path: Path
+    state_path: Path
+
+
+def socket_path(session_dir: Path) -> Path:
+    return session_dir / SOCKET_NAME
+
+
+def state_path(session_dir: Path) -> Path:
+    return session_dir / STATE_NAME
+
+
+def read_state(session_dir: Path) -> dict[str, Any] | None:
+    """``supervisor.json`` if present and sound (a daemon rediscovering sessions)."""
+    try:
+        value = json.loads(state_path(session_dir).read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def check_request(message: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A supervisor command checked field by field; raises ``ProtocolError``."""
+    name = message.get("cmd")
+    if not isinstance(name, str) or name not in _SPECS:
+        shown = repr(name)[:40]
+        raise ProtocolError(f"unknown command {shown}", code=protocol.INVALID_COMMAND)
+    spec = _SPECS[name]
+    fields: dict[str, Any] = {}
+    for key, value in message.items():
+        if key in ("cmd", "session"):
+            continue
+        types = spec.get(key)
+        if types is None:
+            raise ProtocolError(f"{name}: unknown field {key!r}", code=protocol.INVALID_COMMAND)
+        if isinstance(value, bool) != (bool in types) or not isinstance(value, types):
+            raise ProtocolError(f"{name}: field {key!r} has the wrong type",
+                                code=protocol.INVALID_COMMAND)
+        fields[key] = value
+    kind = fields.get("kind", "local")
+    if kind not in CLIENT_KINDS:
+        raise ProtocolError(f"{name}: kind must be local, web or tunnel",
+                            code=protocol.INVALID_COMMAND)
+    return name, fields
+
+
+# --- starting it ------------------------------------------------------------------------
+
+
+def start_supervisor(config: SupervisorConfig, *,
+                     timeout: float = START_TIMEOUT) -> SupervisorHandle:
+    """Fork the supervisor and return once its socket is ready and the agent runs.
+
+    Call from a process with no other threads (the sandbox is cloned from the child).
+    Raises ``SupervisorError`` with the child's own message when it fails to start.
+    """
+    session_dir = config.session_dir
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child never returns
+        code = 1
+        try:
+            os.close(read_fd)
+            os.setsid()
+            if os.fork() == 0:
+                _supervisor_main(config, write_fd)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    try:
+        with contextlib.suppress(ChildProcessError):  # a SIGCHLD handler may reap it first
+            os.waitpid(pid, 0)
+        reply = _read_reply(read_fd, timeout)
+    finally:
+        os.close(read_fd)
+    if "error" in reply:
+        raise SupervisorError(str(reply["error"]))
+    return SupervisorHandle(pid=int(reply["pid"]), socket_path=socket_path(session_dir),
+                            state_path=state_path(session_dir))
+
+
+def _read_reply(fd: int, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    data = b""
+    while not data.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            raise SupervisorError(f"the supervisor did not start within {timeout:g}s")
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            raise SupervisorError("the supervisor exited while starting")
+        data += chunk
+    reply = json.loads(data)
+    if not isinstance(reply, dict):
+        raise SupervisorError("the supervisor sent a malformed start-up reply")
+    return reply
+
+
+def _detach_from_parent(config: SupervisorConfig, keep: int) -> None:
+    """Drop everything inherited from the starter: fds, signal handlers, log handlers."""
+    gc.freeze()  # objects of the parent may wrap fds closed below: never finalise them
+    signal.set_wakeup_fd(-1)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(signum, signal.SIG_DFL)
+    os.closerange(3, keep)
+    os.closerange(keep + 1, _MAX_FD)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    if config.log_file is not None:
+        config.log_file.parent.mkdir(parents=True, exist_ok=True)
+        out = os.open(config.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    else:
+        out = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(out)
+    root = logging.getLogger()
+    root.handlers = []
+    if config.log_file is not None:
+        handler = logging.StreamHandler(open(2, "w", closefd=False))  # noqa: SIM115
+        handler.setFormatter(logging.Formatter(
+            f"%(asctime)s supervisor[{os.getpid()}] %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+
+
+def _supervisor_main(config: SupervisorConfig, reply_fd: int) -> NoReturn:
+    """The supervisor process from fork to exit."""
+    code = 1
+    try:
+        _detach_from_parent(config, reply_fd)
+        supervisor = Supervisor(config)
+        try:
+            supervisor.prepare()
+        except BaseException as exc:
+            message = exc.message if isinstance(exc, CoopError) else f"{type(exc).__name__}: {exc}"
+            logger.error("supervisor start failed: %s", message)
+            supervisor.cleanup()
+            os.write(reply_fd, json.dumps({"error": message}).encode() + b"\n")
+            raise
+        os.write(reply_fd, json.dumps({"pid": os.getpid()}).encode() + b"\n")
+        os.close(reply_fd)
+        asyncio.run(supervisor.serve())
+        code = 0
+    except BaseException:
+        logger.exception("supervisor failed")
+    finally:
+        logging.shutdown()
+        os._exit(code)
+
+
+# --- the supervisor ---------------------------------------------------------------------
+
+
+class Supervisor:
+    """The session: sandbox, PTYs and the socket, on one asyncio loop."""
+
+    def __init__(self, config: SupervisorConfig) -> None:
+        self.config = config
+        self.session_dir = config.session_dir
+        self.sandbox = Sandbox(config.sandbox)
+        self.listener: socket.socket | None = None
+        self.ptys: dict[int, Pty] = {}
+        self.clients: set[StreamClient] = set()
+        self.backoff = Backoff(config.restart_delay_ms, config.restart_max_delay_ms)
+        self.stopping = False
+        self._early_exits: list[tuple[int, ExitStatus]] = []
+        self._agent_start: tuple[int, int | None, int] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._done: asyncio.Event | None = None
+        self._restart_now = False
+        self._restart_timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- start-up (before the loop: the sandbox clone needs a single thread) -------------
+
+    def prepare(self) -> None:
+        self.session_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.listener = bind_unix_socket(socket_path(self.session_dir))
+        self.sandbox.on_exit = self._on_exit
+        self.sandbox.start()
+        spawned = self.sandbox.spawn(list(self.config.agent), env=self.config.agent_env,
+                                     pty=True, cols=self.config.cols, rows=self.config.rows)
+        if spawned.master_fd is None:
+            raise SupervisorError("the sandbox gave the agent no PTY")
+        self._agent_start = (spawned.master_fd, spawned.host_pid, spawned.pid)
+        self._write_state()
+
+    def _write_state(self) -> None:
+        pid = os.getpid()
+        state = {"pid": pid, "start": sessiondirs.proc_start_time(pid),
+                 "name": self.config.sandbox.name,
+                 "workspace": str(self.sandbox.workspace_real),
+                 "created": self.sandbox.created, "socket": str(socket_path(self.session_dir))}
+        path = state_path(self.session_dir)
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(state, out)
+        tmp.replace(path)
+
+    def cleanup(self) -> None:
+        """Remove the socket and the state file (the sandbox is stopped by then)."""
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+            socket_path(self.session_dir).unlink(missing_ok=True)
+        state_path(self.session_dir).unlink(missing_ok=True)
+
+    def _on_exit(self, pid: int, status: ExitStatus) -> None:
+        """Called by whichever code read the sandbox channel: hand over to the loop."""
+        if self._loop is None:
+            self._early_exits.append((pid, status))
+        else:
+            self._loop.call_soon_threadsafe(self._exited, pid, status)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._done = asyncio.Event()
+        assert self.listener is not None and self._agent_start is not None
+        agent = Pty(loop, 0, "agent", self.config.agent, cols=self.config.cols,
+                    rows=self.config.rows, scrollback=self.config.scrollback,
+                    max_backlog=self.config.max_backlog)
+        self.ptys[0] = agent
+        master, host_pid, pid = self._agent_start
+        agent.attach_master(master, pid, host_pid)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(signum, self._request_kill, False)
+        control = self.sandbox.control_fd
+        if control is not None:
+            loop.add_reader(control, self._pump)
+        for pid_, status in self._early_exits:
+            self._exited(pid_, status)
+        self._early_exits.clear()
+        self.listener.setblocking(False)
+        logger.info("session %s serving on %s", self.config.sandbox.name,
+                    socket_path(self.session_dir))
+        async with asyncio.TaskGroup() as group:
+            accept = group.create_task(self._accept_loop(group))
+            await self._done.wait()
+            accept.cancel()
+            for task in self._tasks:  # idle command connections must not hold the exit
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+    async def _accept_loop(self, group: asyncio.TaskGroup) -> None:
+        loop = asyncio.get_running_loop()
+        assert self.listener is not None
+        while not self.stopping:
+            conn, _addr = await loop.sock_accept(self.listener)
+            try:
+                uid = peer_uid(conn)
+            except OSError:
+                conn.close()
+                continue
+            if uid != os.geteuid():
+                logger.warning("refused a connection from uid %d", uid)
+                conn.close()
+                continue
+            task = group.create_task(self._serve_conn(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _pump(self) -> None:
+        self.sandbox.pump()
+        if not self.sandbox.alive:
+            logger.warning("the sandbox init is gone; ending the session")
+            control = self.sandbox.control_fd
+            if control is not None:
+                self._loop_remove_reader(control)
+            self._request_kill(True)
+
+    def _loop_remove_reader(self, fd: int) -> None:
+        if self._loop is not None:
+            self._loop.remove_reader(fd)
+
+    # -- processes ------------------------------------------------------------------------
+
+    def _exited(self, pid: int, status: ExitStatus) -> None:
+        pty = next((p for p in self.ptys.values() if p.pid == pid and p.master is not None),
+                   None)
+        if pty is None:
+            return
+        pty.detach_master()
+        pty.pid = None
+        pty.publish(exit_notice(status.code, status.signal))
+        pty.publish_event(protocol.pty_exited(pty.name, status.code, status.signal))
+        logger.info("pty %d (%s) exited: code %s signal %s", pty.id, pty.role, status.code,
+                    status.signal)
+        if pty.role != "agent" or self.stopping:
+            pty.state = "exited"
+            return
+        if self._restart_now:
+            self._restart_now = False
+            self.backoff.reset()
+            delay = 0
+        elif not self.config.auto_restart:
+            pty.state = "exited"
+            return
+        else:
+            assert self._loop is not None
+            delay = self.backoff.next_delay(self._loop.time() - pty.started)
+        pty.state = "crash-looping" if self.backoff.crash_looping else "restarting"
+        pty.publish(restart_notice(delay))
+        pty.publish_event(protocol.pty_restarting(pty.name, delay / 1000, self.backoff.streak))
+        assert self._loop is not None
+        self._restart_timer = self._loop.call_later(delay / 1000, self._respawn_agent)
+
+    def _respawn_agent(self) -> None:
+        self._restart_timer = None
+        agent = self.ptys[0]
+        if self.stopping or agent.master is not None:
+            return
+        cols, rows = agent.size
+        try:
+            spawned = self.sandbox.spawn(list(self.config.agent), env=self.config.agent_env,
+                                         pty=True, cols=cols, rows=rows)
+        except CoopError as exc:
+            logger.error("cannot restart the agent: %s", exc)
+            agent.state = "dead"
+            return
+        if spawned.master_fd is None:
+            agent.state = "dead"
+            return
+        crash_looping = self.backoff.crash_looping
+        agent.attach_master(spawned.master_fd, spawned.pid, spawned.host_pid)
+        if crash_looping:
+            agent.state = "crash-looping"
+        assert self._loop is not None
+        self._loop.call_later(QUICK_EXIT, self._settled, spawned.pid)
+        logger.info("agent restarted as pid %d", spawned.pid)
+
+    def _settled(self, pid: int) -> None:
+        """The agent has run long enough: no longer a crash loop, back-off starts over."""
+        agent = self.ptys[0]
+        if agent.pid == pid and agent.master is not None:
+            self.backoff.reset()
+            agent.state = "running"
+
+    def _restart_agent(self) -> None:
+        agent = self.ptys[0]
+        if agent.master is not None and agent.pid is not None:
+            self._restart_now = True
+            pid = agent.pid
+            with contextlib.suppress(CoopError):
+                self.sandbox.signal(pid, signal.SIGHUP)
+            assert self._loop is not None
+            self._loop.call_later(RESTART_KILL_AFTER, self._kill_if_still, pid)
+            return
+        if self._restart_timer is not None:
+            self._restart_timer.cancel()
+        self.backoff.reset()
+        self._respawn_agent()
+
+    def _kill_if_still(self, pid: int) -> None:
+        agent = self.ptys[0]
+        if agent.pid == pid and agent.master is not None:
+            with contextlib.suppress(CoopError):
+                self.sandbox.signal(pid, signal.SIGKILL)
+
+    def _spawn_shell(self, command: str | None, cols: int, rows: int) -> Pty:
+        argv = ["sh", "-c", command] if command else list(self.config.shell)
+        assert self._loop is not None
+        pty_id = max(self.ptys) + 1
+        spawned = self.sandbox.spawn(argv, pty=True, cols=cols, rows=rows)
+        if spawned.master_fd is None:
+            raise SupervisorError("the sandbox gave the shell no PTY")
+        pty = Pty(self._loop, pty_id, "shell", argv, cols=cols, rows=rows,
+                  scrollback=self.config.scrollback, max_backlog=self.config.max_backlog)
+        self.ptys[pty_id] = pty
+        pty.attach_master(spawned.master_fd, spawned.pid, spawned.host_pid)
+        return pty
+
+    # -- connections ----------------------------------------------------------------------
+
+    async def _serve_conn(self, sock: socket.socket) -> None:
+        conn = _Conn(sock)
+        handed_over = False
+        try:
+            hello = await asyncio.wait_for(conn.receive(), HANDSHAKE_TIMEOUT)
+            if hello is None:
+                return
+            try:
+                protocol.check_hello(hello)
+            except ProtocolError as exc:
+                await conn.send(protocol.error_from(exc))
+                return
+            await conn.send(protocol.handshake_ok())
+            while not self.stopping:
+                message = await conn.receive()
+                if message is None:
+                    return
+                try:
+                    name, fields = check_request(message)
+                    if name in ("attach", "shell"):
+                        self._stream(sock, name, fields)
+                        handed_over = True
+                        return
+                    if name == "adopt":
+                        await self._adopt(conn, fields)
+                        continue
+                    if name == "kill":
+                        await self._kill(bool(fields.get("force", False)), conn)
+                        return
+                    await conn.send(self._command(name))
+                except ProtocolError as exc:
+                    await conn.send(protocol.error_from(exc))
+        except (ProtocolError, OSError, TimeoutError) as exc:
+            logger.info("connection dropped: %s", exc)
+            if isinstance(exc, FrameTooLargeError):
+                with contextlib.suppress(OSError):
+                    await conn.send(protocol.error_from(exc))
+        finally:
+            conn.close_fds()
+            if not handed_over:
+                sock.close()
+
+    def _command(self, name: str) -> Message:
+        if name == "info":
+            return protocol.ok(session=self.info(), ptys=self.pty_details())
+        if name == "restart":
+            self._restart_agent()
+            return protocol.ok(pty=0)
+        raise ProtocolError(f"unknown command {name!r}", code=protocol.INVALID_COMMAND)
+
+    async def _adopt(self, conn: _Conn, fields: dict[str, Any]) -> None:
+        fds = conn.take_fds()
+        if len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            raise ProtocolError("adopt: expected exactly one descriptor",
+                                code=protocol.INVALID_COMMAND)
+        client = socket.socket(fileno=fds[0])
+        try:
+            name, request = _adopted_request(client, fields["request"])
+            self._stream(client, name, request)
+        except BaseException:
+            client.close()
+            raise
+        await conn.send(protocol.ok())
+
+    def _stream(self, sock: socket.socket, name: str, fields: dict[str, Any]) -> None:
+        """Attach ``sock`` to a PTY (a new shell for ``shell``): stream mode from here on."""
+        if self.stopping:
+            raise ProtocolError("the session is stopping", code=protocol.SESSION_NOT_FOUND)
+        agent = self.ptys[0]
+        cols = fields.get("cols", agent.size[0])
+        rows = fields.get("rows", agent.size[1])
+        for value in (cols, rows):
+            if not 1 <= value <= 65535:
+                raise ProtocolError("cols and rows must be from 1 to 65535",
+                                    code=protocol.INVALID_COMMAND)
+        resume = fields.get("resume_from", fields.get("offset"))
+        if name == "shell":
+            try:
+                pty = self._spawn_shell(fields.get("command"), cols, rows)
+            except CoopError as exc:
+                raise ProtocolError(f"cannot start a shell: {exc}",
+                                    code=protocol.INTERNAL_ERROR) from exc
+            resume = None
+        else:
+            pty_id = fields.get("pty", 0)
+            try:
+                pty = self.ptys[int(pty_id)]
+            except (KeyError, ValueError):
+                raise ProtocolError(f"no PTY {pty_id}", code=protocol.PTY_NOT_FOUND) from None
+        assert self._loop is not None
+        client = StreamClient(self._loop, sock, fields.get("kind", "local"),
+                              self.clients.discard)
+        try:
+            response = pty.add_client(client, cols, rows, resume)
+        except ValueError as exc:
+            raise ProtocolError(str(exc), code=protocol.INVALID_COMMAND) from exc
+        self.clients.add(client)
+        client.start(pty, response)
+
+    # -- information ----------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """This session's ``ls`` entry (SPEC 6)."""
+        kinds = {kind: 0 for kind in CLIENT_KINDS}
+        for client in self.clients:
+            kinds[client.kind] += 1
+        agent = self.ptys.get(0)
+        state = "stopping" if self.stopping else "running"
+        if agent is not None and agent.state in ("crash-looping", "dead"):
+            state = agent.state
+        return {
+            "name": self.config.sandbox.name,
+            "workspace": str(self.sandbox.workspace_real),
+            "pid": os.getpid(),
+            "created": self.sandbox.created,
+            "state": state,
+            "ptys": [p.info() for p in self.ptys.values()],
+            "web_clients": kinds["web"],
+            "local_clients": kinds["local"],
+            "tunnel_clients": kinds["tunnel"],
+        }
+
+    def pty_details(self) -> list[dict[str, Any]]:
+        """What ``ls`` does not show: pids, stream offsets, sizes, clients per PTY."""
+        return [{"id": p.id, "pid": p.pid, "host_pid": p.host_pid, "offset": p.fanout.offset,
+                 "cols": p.size[0], "rows": p.size[1], "clients": len(p.clients)}
+                for p in self.ptys.values()]
+
+    # -- the end ----------------------------------------------------------------------------
+
+    def _request_kill(self, force: bool) -> None:
+        if not self.stopping and self._loop is not None:
+            self._loop.create_task(self._kill(force, None))
+
+    async def _kill(self, force: bool, conn: _Conn | None) -> None:
+        """Stop the sandbox, detach every client, remove the socket and state, exit."""
+        if self.stopping:
+            if conn is not None:
+                await conn.send(protocol.ok())
+            return
+        self.stopping = True
+        logger.info("stopping session %s (force=%s)", self.config.sandbox.name, force)
+        if self._restart_timer is not None:
+            self._restart_timer.cancel()
+        control = self.sandbox.control_fd
+        if control is not None:
+            self._loop_remove_reader(control)
+        try:
+            self.sandbox.stop(grace=self.config.stop_grace, force=force)
+        except CoopError as exc:
+            logger.error("stopping the sandbox: %s", exc)
+        for pty in self.ptys.values():
+            pty.detach_master()
+            if pty.state not in ("exited",):
+                pty.state = "dead"
+        for client in list(self.clients):
+            client.send_and_close(protocol.detached())
+        await self._wait_flushed()
+        for pty in self.ptys.values():
+            pty.close()
+        self.cleanup()
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                await conn.send(protocol.ok())
+        assert self._done is not None
+        self._done.set()
+
+    async def _wait_flushed(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + FLUSH_TIMEOUT
+        while self.clients and loop.time() < deadline:
+            await asyncio.sleep(0.01)  # the clients' writers run meanwhile
+        for client in list(self.clients):
+            client.close()
+
+
+def _adopted_request(client: socket.socket,
+                     request: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    name, fields = check_request(request)
+    if name not in ("attach", "shell"):
+        raise ProtocolError("adopt: the request must be attach or shell",
+                            code=protocol.INVALID_COMMAND)
+    if client.family != socket.AF_UNIX or client.type != socket.SOCK_STREAM:
+        raise ProtocolError("adopt: the descriptor is not a unix stream socket",
+                            code=protocol.INVALID_COMMAND)
+    return name, fields
+
+
+class _Conn:
+    """A message-mode connection, read with ``recvmsg`` so passed descriptors arrive."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self._decoder = FrameDecoder()
+        self._pending: deque[Message | MalformedFrameError | FrameTooLargeError] = deque()
+        self._fds: list[int] = []
+
+    async def receive(self) -> Message | None:
+        """The next message, ``None`` at end of stream; raises on a broken frame."""
+        loop = asyncio.get_running_loop()
+        while not self._pending:
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(self.sock, 65536, 4)
+            except BlockingIOError:
+                await _readable(loop, self.sock.fileno())
+                continue
+            self._fds.extend(fds)
+            if not data:
+                return None
+            self._pending.extend(self._decoder.feed(data))
+        item = self._pending.popleft()
+        if isinstance(item, FrameTooLargeError):
+            raise item
+        if isinstance(item, MalformedFrameError):
+            raise item
+        return item
+
+    async def send(self, message: Message) -> None:
+        await asyncio.get_running_loop().sock_sendall(self.sock, encode_message(message))
+
+    def take_fds(self) -> list[int]:
+        fds, self._fds = self._fds, []
+        return fds
+
+    def close_fds(self) -> None:
+        for fd in self.take_fds():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    future: asyncio.Future[None] = loop.create_future()
+
+    def ready() -> None:
+        if not future.done():
+            future.set_result(None)
+
+    loop.add_reader(fd, ready)
+    try:
+        await future
+    finally:
+        loop.remove_reader(fd)
