@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+from daemon_support import Coop, daemon_pids, read_pid
 
-from conftest import Coop, daemon_pids, read_pid
 from coop_run.daemon import IDLE_SECONDS, Activity, idle_timeout, should_exit_idle
 from support.procs import pid_alive, wait_for
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import struct
@@ -138,6 +139,8 @@ def upstream() -> Iterator[tuple[str, int]]:
                 data, peer = udp.recvfrom(4096)
             except OSError:
                 return
+            if peer is None:  # woken by shutdown() at teardown
+                return
             udp.sendto(netserver.answer(data), peer)
 
     def serve_tcp() -> None:
@@ -155,12 +158,19 @@ def upstream() -> Iterator[tuple[str, int]]:
     for t in threads:
         t.start()
     yield "127.0.0.1", port
+    # Wake and join the servers BEFORE closing their sockets: a thread still inside
+    # recvfrom() on a closed fd number would read from whatever reuses that number next
+    # (it once swallowed a later test's sandbox control messages).
     stop.set()
-    udp.close()
-    tcp.shutdown(socket.SHUT_RDWR)
-    tcp.close()
+    for sock in (udp, tcp):
+        # An unconnected UDP socket answers ENOTCONN, yet the blocked reader is woken.
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
     for t in threads:
         t.join(timeout=5)
+        assert not t.is_alive(), "a DNS test server thread did not stop"
+    udp.close()
+    tcp.close()
 
 
 def test_forwarder_udp_tcp_and_fallback(upstream: tuple[str, int]) -> None:

@@ -7,8 +7,9 @@ wrong version) gets its error code and, where the stream cannot be trusted, is h
 nobody else notices. It exits on ``SIGTERM``, on ``shutdown``, or after ``IDLE_SECONDS``
 with no session, client, web server or tunnel. Every task belongs to one TaskGroup.
 
-Sessions plug in through the ``Sessions`` protocol and ``Daemon.register()``; until they
-exist, ``ls`` lists none.
+Sessions plug in through the ``Sessions`` protocol and ``Daemon.register()``: ``main()``
+rediscovers running sessions (``coop_run.sessions``) before binding, then serves their
+commands.
 """
 
 from __future__ import annotations
@@ -115,6 +116,9 @@ class Connection:
         self.writer = writer
         self.peer_pid = peer_pid
         self.stream = False
+        # Set by a handler that passed the socket on (attach/shell go to the supervisor):
+        # the daemon then sends nothing more and closes its copy.
+        self.handed_over = False
 
     async def send(self, message: Message) -> None:
         self.writer.write(encode_message(message))
@@ -359,7 +363,10 @@ class Daemon:
             if conn.stream:
                 # Stream-mode frames belong to the PTY code (issue 4), not to this loop.
                 continue
-            await conn.send(await self._dispatch(conn, item))
+            response = await self._dispatch(conn, item)
+            if conn.handed_over:
+                return
+            await conn.send(response)
 
     async def _dispatch(self, conn: Connection, message: Message) -> Message:
         try:
@@ -442,8 +449,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     daemon_ = None
     try:
-        daemon_ = Daemon(paths, socket_path, idle_seconds=idle_timeout(os.environ))
-        asyncio.run(daemon_.run(ready))
+        from coop_run.sessions import SessionCommands, SessionRegistry
+
+        registry = SessionRegistry(paths)
+        registry.rediscover()
+        daemon_ = Daemon(paths, socket_path, sessions=registry,
+                         idle_seconds=idle_timeout(os.environ))
+        SessionCommands(daemon_, registry).register()
+
+        async def stop_watchers() -> None:
+            registry.stop_watchers()
+
+        daemon_.on_shutdown(stop_watchers)
+
+        async def serve(daemon: Daemon) -> None:
+            registry.start_watchers()
+            await daemon.run(ready)
+
+        asyncio.run(serve(daemon_))
     except CoopError as exc:
         log.error("daemon cannot start: %s", exc.message)
         return 4

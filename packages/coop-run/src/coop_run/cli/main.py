@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import click
 
@@ -19,18 +20,38 @@ from coop_run.cli.build import init_command, rebuild_command
 from coop_run.cli.daemon import logs_command, shutdown_command
 from coop_run.cli.ls import ls_command
 from coop_run.cli.options import configure_logging, global_options
+from coop_run.cli.session import (
+    attach_command,
+    default_session,
+    kill_command,
+    restart_command,
+    shell_command,
+)
 from coop_run.cli.status import status_command
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+@click.group(context_settings=CONTEXT_SETTINGS, invoke_without_command=True)
+@click.option("-d", "--detach", is_flag=True, help="Create session but don't attach.")
+@click.option("-w", "--workspace", type=click.Path(file_okay=False, path_type=Path),
+              help="Workspace directory (default: cwd).")
+@click.option("-n", "--name", help="Session name (default: derived from workspace basename).")
 @global_options
 @click.version_option(__version__, "--version", prog_name="coop", message="%(prog)s %(version)s")
 @click.pass_context
-def cli(ctx: click.Context) -> None:
-    """coop: run coding agents in rootless namespace sandboxes."""
-    configure_logging(ctx.ensure_object(App))
+def cli(ctx: click.Context, detach: bool, workspace: Path | None, name: str | None) -> int | None:
+    """coop: run coding agents in rootless namespace sandboxes.
+
+    Without a command: attach to the current workspace's session, creating it first.
+    """
+    app = ctx.ensure_object(App)
+    configure_logging(app)
+    if ctx.invoked_subcommand is None:
+        return default_session(app, detach=detach, workspace=workspace, name=name)
+    if detach or workspace is not None or name is not None:
+        raise click.UsageError("-d, -w and -n apply to coop without a command")
+    return None
 
 
 cli.add_command(init_command)
@@ -39,6 +60,10 @@ cli.add_command(status_command)
 cli.add_command(ls_command)
 cli.add_command(shutdown_command)
 cli.add_command(logs_command)
+cli.add_command(attach_command)
+cli.add_command(shell_command)
+cli.add_command(kill_command)
+cli.add_command(restart_command)
 
 
 def run(argv: Sequence[str] | None = None, app: App | None = None) -> int:

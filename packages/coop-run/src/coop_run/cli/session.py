@@ -1,0 +1,179 @@
+"""Session commands (seed 11.2): bare ``coop``, ``attach``, ``shell``, ``kill``, ``restart``.
+
+The daemon does the Coopfile work; the CLI only reads ``[env]`` with ``tomllib`` to send
+the variables the Coopfile references (and nothing else) from this shell's environment.
+No asyncio or pydantic here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+
+from coop_run.cli.app import App
+from coop_run.cli.options import global_options
+
+_ENV_REF = re.compile(r"\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)\})", re.ASCII)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", re.ASCII)
+
+
+def referenced_env(files: Iterable[Path], environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables that ``[env]`` values ``$NAME``/``${NAME}`` of ``files`` refer to."""
+    import tomllib  # only here: coop ls never needs it
+
+    out: dict[str, str] = {}
+    for path in files:
+        try:
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError):
+            continue  # the daemon reports a broken Coopfile properly
+        table = data.get("env")
+        if not isinstance(table, dict):
+            continue
+        for value in table.values():
+            match = _ENV_REF.fullmatch(value) if isinstance(value, str) else None
+            if match is not None:
+                name = match.group(1) or match.group(2)
+                if name in environ:
+                    out[name] = environ[name]
+    return out
+
+
+def session_key(session: str | None, cwd: Path) -> str:
+    """What the daemon looks up: a name as given, a path made absolute and real."""
+    if session is None:
+        return str(cwd)
+    if "/" in session or session in (".", ".."):
+        return os.path.realpath(session)
+    return session
+
+
+def _size() -> dict[str, int]:
+    from coop_run.cli.attach import terminal_size
+
+    size = terminal_size(sys.stdout.fileno()) or terminal_size(sys.stdin.fileno())
+    return {} if size is None else {"cols": size[0], "rows": size[1]}
+
+
+def _stream(app: App, client: Any, request: dict[str, Any], name: str, *,
+            is_shell: bool) -> int:
+    from coop_run.cli.attach import open_stream, run_terminal
+
+    sock, _reply = open_stream(client, request)
+    outcome = run_terminal(sock, exit_on_pty_exit=is_shell)
+    if outcome.reason == "detached":
+        app.echo(f"[detached from session {name}]")
+        return 0
+    if outcome.reason == "exited":
+        return outcome.code
+    if not is_shell:
+        app.echo(f"[session {name} ended]")
+    return 0
+
+
+def default_session(app: App, *, detach: bool, workspace: Path | None,
+                    name: str | None) -> int:
+    """``coop [-d] [-w DIR] [-n NAME]``: attach to the workspace's session, creating it."""
+    from coop_build.paths import global_config_path
+    from coop_run.spawn import ensure_daemon
+
+    ws = Path(os.path.realpath(workspace if workspace is not None else app.workspace))
+    if not ws.is_dir():
+        raise click.BadParameter(f"{ws} is not a directory", param_hint="-w/--workspace")
+    if name is not None and _NAME.fullmatch(name) is None:
+        raise click.BadParameter("use 1-63 of a-z, A-Z, 0-9, '-', '_', '.'",
+                                 param_hint="-n/--name")
+    env = referenced_env([global_config_path(dict(app.environ)), ws / "coop.toml"],
+                         app.environ)
+    request: dict[str, Any] = {"cmd": "create", "workspace": str(ws), "detach": detach,
+                               "env": env, **_size()}
+    if name is not None:
+        request["name"] = name
+    with ensure_daemon(app.paths, app.socket_path) as client:
+        reply = client.request(request)
+        session = str(reply.get("name"))
+        warnings = reply.get("warnings")
+        for warning in warnings if isinstance(warnings, list) else []:
+            app.warn(str(warning))
+        if detach:
+            verb = "created" if reply.get("created") else "already running"
+            app.echo(f"session {session} {verb}")
+            return 0
+        return _stream(app, client, {"cmd": "attach", "session": session, **_size()},
+                       session, is_shell=False)
+
+
+@click.command("attach")
+@click.argument("session", required=False)
+@global_options
+@click.pass_obj
+def attach_command(app: App, session: str | None) -> int:
+    """Attach to an existing session's agent PTY (Ctrl+] detaches)."""
+    from coop_run.spawn import ensure_daemon
+
+    key = session_key(session, app.workspace)
+    with ensure_daemon(app.paths, app.socket_path) as client:
+        return _stream(app, client, {"cmd": "attach", "session": key, **_size()},
+                       session or key, is_shell=False)
+
+
+@click.command("shell")
+@click.argument("session", required=False)
+@click.option("-c", "--command", "command", metavar="CMD", help="Shell command (default: /bin/sh).")
+@global_options
+@click.pass_obj
+def shell_command(app: App, session: str | None, command: str | None) -> int:
+    """Spawn a new shell PTY inside an existing session and attach to it."""
+    from coop_run.spawn import ensure_daemon
+
+    key = session_key(session, app.workspace)
+    request: dict[str, Any] = {"cmd": "shell", "session": key, **_size()}
+    if command is not None:
+        request["command"] = command
+    with ensure_daemon(app.paths, app.socket_path) as client:
+        return _stream(app, client, request, session or key, is_shell=True)
+
+
+@click.command("kill")
+@click.argument("session", required=False)
+@click.option("--all", "kill_all", is_flag=True, help="Kill all sessions.")
+@click.option("-f", "force", is_flag=True, help="Force kill (SIGKILL, no grace period).")
+@global_options
+@click.pass_obj
+def kill_command(app: App, session: str | None, kill_all: bool, force: bool) -> None:
+    """Kill a session and all its processes."""
+    from coop_run.spawn import ensure_daemon
+
+    request: dict[str, Any] = {"cmd": "kill", "force": force}
+    if kill_all:
+        if session is not None:
+            raise click.UsageError("give a SESSION or --all, not both")
+        request["all"] = True
+    else:
+        request["session"] = session_key(session, app.workspace)
+    with ensure_daemon(app.paths, app.socket_path) as client:
+        reply = client.request(request)
+    killed = reply.get("killed")
+    for name in killed if isinstance(killed, list) else []:
+        app.echo(f"killed session {name}")
+
+
+@click.command("restart")
+@click.argument("session", required=False)
+@global_options
+@click.pass_obj
+def restart_command(app: App, session: str | None) -> None:
+    """Restart a session's agent (its shells keep running)."""
+    from coop_run.spawn import ensure_daemon
+
+    with ensure_daemon(app.paths, app.socket_path) as client:
+        reply = client.request({"cmd": "restart",
+                                "session": session_key(session, app.workspace)})
+    app.echo(f"restarting the agent of session {reply.get('name')}")

@@ -1,0 +1,630 @@
+"""The daemon's session table (SPEC 5): create, find, rediscover, and talk to supervisors.
+
+A session is a supervisor process (``coop_run.supervisor``) that outlives the daemon; the
+daemon only remembers where each one listens. The table is rebuilt at daemon start from
+``sessions/*/supervisor.json`` plus a ``/proc/*/environ`` scan for ``COOP_SESSION``, and a
+watcher per session (an idle connection to its socket) notices when one ends. Attached
+terminals are handed to the supervisor with SCM_RIGHTS (``adopt``), so the daemon is never
+on the path of terminal bytes.
+
+Naming, lookup and entry shaping are pure functions; the registry does the I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import logging
+import os
+import re
+import socket
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coop_build.paths import CoopPaths
+from coop_run import protocol
+from coop_run.errors import CoopError, ProtocolError
+from coop_run.framing import FrameDecoder, Message, encode_message
+
+logger = logging.getLogger(__name__)
+
+SUPERVISOR_TIMEOUT = 5.0      # an ``info``/``restart``/``adopt`` round trip
+KILL_EXTRA = 10.0             # a kill waits for the grace period plus this
+MAX_NAME = 63
+_UNSAFE = re.compile(r"[^a-z0-9-]+")
+
+
+# --- pure parts -------------------------------------------------------------------------
+
+
+def safe_name(basename: str) -> str:
+    """A workspace basename made hostname- and path-safe: ``My Project!`` -> ``my-project``."""
+    name = _UNSAFE.sub("-", basename.lower()).strip("-")
+    name = name[:MAX_NAME].rstrip("-")
+    return name or "session"
+
+
+def pick_name(wanted: str, taken: Mapping[str, str], workspace: str) -> str:
+    """``wanted``, or ``wanted-2``, ``-3`` ... when another workspace holds the name.
+
+    ``taken`` maps live session names to their workspace real paths.
+    """
+    candidate = wanted
+    n = 1
+    while candidate in taken and taken[candidate] != workspace:
+        n += 1
+        suffix = f"-{n}"
+        candidate = wanted[: MAX_NAME - len(suffix)] + suffix
+    return candidate
+
+
+def image_env(entries: Iterable[str]) -> dict[str, str]:
+    """A base image's config ``Env`` (``NAME=value`` strings) as a mapping."""
+    out: dict[str, str] = {}
+    for entry in entries:
+        key, sep, value = entry.partition("=")
+        if sep and key:
+            out[key] = value
+    return out
+
+
+def cached_entry(session: Session) -> dict[str, Any]:
+    """The ``ls`` entry of a session whose supervisor did not answer."""
+    return {"name": session.name, "workspace": session.workspace, "pid": session.pid,
+            "created": session.created, "state": "unreachable", "ptys": [],
+            "web_clients": 0, "local_clients": 0, "tunnel_clients": 0}
+
+
+# --- supervisor I/O ---------------------------------------------------------------------
+
+
+@dataclass
+class Session:
+    """What the daemon knows of one session: where its supervisor listens."""
+
+    name: str
+    workspace: str            # real path
+    pid: int
+    start: int | None         # the supervisor's /proc start time (pid reuse guard)
+    socket_path: Path
+    created: int | None
+    watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class _SupervisorConn:
+    """One message-mode connection to a supervisor socket, past the handshake."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._decoder = FrameDecoder()
+        self._pending: list[Any] = []
+
+    @classmethod
+    async def open(cls, path: Path) -> _SupervisorConn:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, os.fsencode(path))
+            conn = cls(sock)
+            await conn.send(protocol.hello())
+            protocol.check_handshake_reply(await conn.receive())
+        except BaseException:
+            sock.close()
+            raise
+        return conn
+
+    async def send(self, message: Message, fds: list[int] | None = None) -> None:
+        data = encode_message(message)
+        if fds:
+            # A fresh connection's buffer takes a small frame whole: no partial send.
+            sent = socket.send_fds(self.sock, [data], fds)
+            if sent != len(data):
+                await asyncio.get_running_loop().sock_sendall(self.sock, data[sent:])
+            return
+        await asyncio.get_running_loop().sock_sendall(self.sock, data)
+
+    async def receive(self) -> Message:
+        loop = asyncio.get_running_loop()
+        while not self._pending:
+            data = await loop.sock_recv(self.sock, 65536)
+            if not data:
+                raise ConnectionError("the supervisor closed the connection")
+            self._pending.extend(self._decoder.feed(data))
+        item = self._pending.pop(0)
+        if isinstance(item, ProtocolError):
+            raise item
+        result: Message = item
+        return result
+
+    async def wait_closed(self) -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(OSError):
+            while await loop.sock_recv(self.sock, 65536):
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def supervisor_request(path: Path, message: Message, *, timeout: float = SUPERVISOR_TIMEOUT,
+                             fds: list[int] | None = None) -> Message:
+    """One command to a supervisor and its answer; ``OSError``/``TimeoutError`` if gone."""
+    async with asyncio.timeout(timeout):
+        conn = await _SupervisorConn.open(path)
+        try:
+            await conn.send(message, fds)
+            return await conn.receive()
+        finally:
+            conn.close()
+
+
+def _unavailable(name: str, exc: BaseException) -> CoopError:
+    return CoopError(protocol.SESSION_NOT_FOUND,
+                     f"session {name!r} is not answering ({type(exc).__name__}); "
+                     "it may have just ended")
+
+
+# --- the registry -----------------------------------------------------------------------
+
+
+class SessionRegistry:
+    """The daemon's ``Sessions``: every live session by name, found also by workspace."""
+
+    def __init__(self, paths: CoopPaths) -> None:
+        self.paths = paths
+        self._sessions: dict[str, Session] = {}
+        self._entries: dict[str, dict[str, Any]] = {}
+        self.on_change: list[Any] = []  # callables, run when a session comes or goes
+
+    # Sessions protocol
+    def list(self) -> list[dict[str, Any]]:
+        return [self._entries.get(s.name) or cached_entry(s) for s in self._sessions.values()]
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __iter__(self) -> Any:
+        return iter(list(self._sessions.values()))
+
+    # lookup
+    def get(self, name: str) -> Session | None:
+        return self._sessions.get(name)
+
+    def by_workspace(self, workspace: str) -> Session | None:
+        real = os.path.realpath(workspace)
+        return next((s for s in self._sessions.values() if s.workspace == real), None)
+
+    def find(self, key: str | None, default_workspace: str | None = None) -> Session:
+        """By name, else by workspace path; ``SESSION_NOT_FOUND`` otherwise."""
+        if key:
+            session = self._sessions.get(key)
+            if session is None and key.startswith("/"):
+                session = self.by_workspace(key)
+            if session is None:
+                raise CoopError(protocol.SESSION_NOT_FOUND,
+                                f"no session {key!r} (see coop ls)")
+            return session
+        if default_workspace:
+            session = self.by_workspace(default_workspace)
+            if session is not None:
+                return session
+            raise CoopError(protocol.SESSION_NOT_FOUND,
+                            f"no session for {default_workspace} (run coop to start one)")
+        raise CoopError(protocol.SESSION_NOT_FOUND, "no session given")
+
+    def taken(self) -> dict[str, str]:
+        return {s.name: s.workspace for s in self._sessions.values()}
+
+    # membership
+    def add(self, session: Session) -> None:
+        self._sessions[session.name] = session
+        with contextlib.suppress(RuntimeError):  # no running loop: rediscovery before start
+            self._watch(session)
+        self._changed()
+
+    def remove(self, name: str) -> None:
+        session = self._sessions.pop(name, None)
+        self._entries.pop(name, None)
+        if session is not None:
+            if session.watcher is not None and session.watcher is not _current_task():
+                session.watcher.cancel()
+            logger.info("session %s is gone", name)
+            self._changed()
+
+    def _changed(self) -> None:
+        for callback in self.on_change:
+            callback()
+
+    def start_watchers(self) -> None:
+        """Start a watcher for every session (once the loop runs)."""
+        for session in self._sessions.values():
+            if session.watcher is None:
+                self._watch(session)
+
+    def stop_watchers(self) -> None:
+        for session in self._sessions.values():
+            if session.watcher is not None:
+                session.watcher.cancel()
+                session.watcher = None
+
+    def _watch(self, session: Session) -> None:
+        loop = asyncio.get_running_loop()
+        session.watcher = loop.create_task(self._watcher(session))
+
+    async def _watcher(self, session: Session) -> None:
+        """Hold an idle connection to the supervisor; its end means the session ended."""
+        try:
+            conn = await asyncio.wait_for(_SupervisorConn.open(session.socket_path),
+                                          SUPERVISOR_TIMEOUT)
+        except (OSError, TimeoutError, CoopError):
+            conn = None
+        if conn is not None:
+            try:
+                await conn.wait_closed()
+            finally:
+                conn.close()
+        # EOF also comes from a supervisor that merely dropped us: believe only the pid.
+        while _alive(session.pid, session.start) and session.socket_path.exists():
+            await asyncio.sleep(1.0)
+        if self._sessions.get(session.name) is session:
+            session.watcher = None
+            self.remove(session.name)
+
+    # talking to supervisors
+    async def refresh(self) -> builtins.list[dict[str, Any]]:
+        """Every session's ``ls`` entry, asked of its supervisor (``info``) concurrently."""
+        sessions = list(self._sessions.values())
+        results = await asyncio.gather(*(self._info(s) for s in sessions))
+        entries: builtins.list[dict[str, Any]] = []
+        for session, answer in zip(sessions, results, strict=True):
+            if answer is None:
+                if not _alive(session.pid, session.start):
+                    self.remove(session.name)
+                    continue
+                entries.append(cached_entry(session))
+            else:
+                self._entries[session.name] = answer
+                entries.append(answer)
+        return entries
+
+    async def _info(self, session: Session) -> dict[str, Any] | None:
+        try:
+            reply = await supervisor_request(session.socket_path, {"cmd": "info"})
+        except (OSError, TimeoutError, CoopError) as exc:
+            logger.info("session %s: info failed: %s", session.name, exc)
+            return None
+        entry = reply.get("session")
+        return entry if reply.get("ok") is True and isinstance(entry, dict) else None
+
+    async def command(self, session: Session, message: Message,
+                      timeout: float = SUPERVISOR_TIMEOUT) -> Message:
+        try:
+            reply = await supervisor_request(session.socket_path, message, timeout=timeout)
+        except (OSError, TimeoutError) as exc:
+            raise _unavailable(session.name, exc) from exc
+        if reply.get("ok") is not True:
+            raise CoopError(str(reply.get("error", protocol.INTERNAL_ERROR)),
+                            str(reply.get("message", "the supervisor refused")))
+        return reply
+
+    async def adopt(self, session: Session, client: socket.socket, request: Message) -> None:
+        """Hand ``client`` (past its handshake) to the supervisor with ``request``."""
+        try:
+            reply = await supervisor_request(
+                session.socket_path, {"cmd": "adopt", "request": dict(request)},
+                fds=[client.fileno()])
+        except (OSError, TimeoutError) as exc:
+            raise _unavailable(session.name, exc) from exc
+        if reply.get("ok") is not True:
+            raise CoopError(str(reply.get("error", protocol.INTERNAL_ERROR)),
+                            str(reply.get("message", "the supervisor refused the client")))
+
+    async def kill(self, session: Session, *, force: bool, grace: float) -> None:
+        with contextlib.suppress(CoopError):
+            await self.command(session, {"cmd": "kill", "force": force},
+                               timeout=grace + KILL_EXTRA)
+        deadline = time.monotonic() + 5.0
+        while _alive(session.pid, session.start) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        self.remove(session.name)
+
+    # rediscovery
+    def rediscover(self) -> builtins.list[str]:
+        """Find running supervisors (session dirs plus ``/proc``); the names found."""
+        names = set(_state_dirs(self.paths.sessions)) | set(_proc_sessions())
+        found: list[str] = []
+        for name in sorted(names):
+            if name in self._sessions:
+                continue
+            session = _probe(self.paths.sessions / name)
+            if session is not None:
+                self._sessions[name] = session
+                found.append(name)
+        if found:
+            logger.info("rediscovered sessions: %s", ", ".join(found))
+        return found
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
+
+
+def _alive(pid: int, start: int | None) -> bool:
+    from coop_run.sessiondirs import alive
+
+    return alive(pid, start)
+
+
+def _state_dirs(sessions: Path) -> list[str]:
+    try:
+        return [e.name for e in sessions.iterdir() if (e / "supervisor.json").exists()]
+    except OSError:
+        return []
+
+
+def _proc_sessions() -> list[str]:
+    """``COOP_SESSION`` values of our user's processes (sandboxes whose state file is lost)."""
+    uid = os.getuid()
+    names: set[str] = set()
+    try:
+        entries = [p for p in Path("/proc").iterdir() if p.name.isdigit()]
+    except OSError:
+        return []
+    for entry in entries:
+        try:
+            if entry.stat().st_uid != uid:
+                continue
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        for item in environ.split(b"\0"):
+            if item.startswith(b"COOP_SESSION="):
+                value = item[len(b"COOP_SESSION="):].decode(errors="replace")
+                if value and "/" not in value and value not in (".", ".."):
+                    names.add(value)
+    return sorted(names)
+
+
+def _probe(session_dir: Path) -> Session | None:
+    """A live supervisor in ``session_dir`` that answers ``info`` (blocking, short)."""
+    from coop_run.supervisor import read_state, socket_path
+
+    sock_path = socket_path(session_dir)
+    state = read_state(session_dir) or {}
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(2.0)
+        try:
+            sock.connect(os.fsencode(sock_path))
+            decoder = FrameDecoder()
+            pending: list[Any] = []
+
+            def receive() -> Message:
+                while not pending:
+                    data = sock.recv(65536)
+                    if not data:
+                        raise ConnectionError("closed")
+                    pending.extend(decoder.feed(data))
+                item = pending.pop(0)
+                if isinstance(item, ProtocolError):
+                    raise item
+                result: Message = item
+                return result
+
+            sock.sendall(encode_message(protocol.hello()))
+            protocol.check_handshake_reply(receive())
+            sock.sendall(encode_message({"cmd": "info"}))
+            reply = receive()
+        finally:
+            sock.close()
+    except (OSError, CoopError, ValueError) as exc:
+        logger.debug("no live supervisor in %s: %s", session_dir, exc)
+        return None
+    entry = reply.get("session")
+    if reply.get("ok") is not True or not isinstance(entry, dict):
+        return None
+    pid = entry.get("pid")
+    if not isinstance(pid, int):
+        return None
+    start = state.get("start") if state.get("pid") == pid else None
+    if start is None:
+        from coop_run.sessiondirs import proc_start_time
+
+        start = proc_start_time(pid)
+    created = entry.get("created")
+    return Session(name=str(entry.get("name", session_dir.name)),
+                   workspace=os.path.realpath(str(entry.get("workspace", ""))),
+                   pid=pid, start=start if isinstance(start, int) else None,
+                   socket_path=sock_path,
+                   created=created if isinstance(created, int) else None)
+
+
+# --- the daemon's session commands ------------------------------------------------------
+
+
+class SessionCommands:
+    """``create``, ``attach``, ``shell``, ``kill``, ``restart`` and ``ls`` for a ``Daemon``.
+
+    ``create`` runs the Coopfile work here (pydantic stays off the CLI) and forks the
+    supervisor from the daemon (no other threads exist). ``attach``/``shell`` mark the
+    connection handed over: the daemon then closes its copy without answering, since the
+    supervisor has answered the client itself.
+    """
+
+    def __init__(self, daemon: Any, registry: SessionRegistry,
+                 environ: Mapping[str, str] | None = None) -> None:
+        self.daemon = daemon
+        self.registry = registry
+        self.environ = dict(os.environ if environ is None else environ)
+        registry.on_change.append(daemon.activity_changed)
+
+    def register(self) -> None:
+        for name, handler in (("create", self.create), ("attach", self.attach),
+                              ("shell", self.shell), ("kill", self.kill),
+                              ("restart", self.restart), ("ls", self.ls)):
+            self.daemon.register(name, handler)
+
+    async def ls(self, _conn: Any, _command: protocol.Command) -> Message:
+        return protocol.ls_response(await self.registry.refresh())
+
+    async def create(self, _conn: Any, command: protocol.Command) -> Message:
+        given = Path(str(command.get("workspace")))
+        workspace = os.path.realpath(given)
+        if not given.is_absolute() or not Path(workspace).is_dir():
+            raise CoopError(protocol.INVALID_COMMAND,
+                            f"workspace {command.get('workspace')!r} is not an absolute "
+                            "path to a directory")
+        existing = self.registry.by_workspace(workspace)
+        if existing is not None:
+            return protocol.ok(name=existing.name, created=False, warnings=[])
+        wanted = command.get("name")
+        taken = self.registry.taken()
+        if wanted is not None:
+            from coop_run.sessiondirs import check_name
+
+            try:
+                check_name(wanted)
+            except CoopError as exc:
+                raise CoopError(protocol.INVALID_COMMAND, exc.message) from exc
+            if wanted in taken:
+                raise CoopError(protocol.SESSION_EXISTS,
+                                f"session {wanted!r} already exists for {taken[wanted]}")
+            name = wanted
+        else:
+            name = pick_name(safe_name(Path(workspace).name), taken, workspace)
+        client_env = command.get("env") or {}
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in client_env.items()):
+            raise CoopError(protocol.INVALID_COMMAND, "create: env must map strings to strings")
+        cols = command.get("cols", 80)
+        rows = command.get("rows", 24)
+        if not (1 <= cols <= 65535 and 1 <= rows <= 65535):
+            raise CoopError(protocol.INVALID_COMMAND, "cols and rows must be from 1 to 65535")
+        config, warnings = self._config(name, Path(workspace), client_env,
+                                        command.get("overrides"), (cols, rows))
+        from coop_run.supervisor import start_supervisor
+
+        started = time.monotonic()
+        handle = start_supervisor(config)
+        from coop_run.sessiondirs import proc_start_time
+
+        session = Session(name=name, workspace=workspace, pid=handle.pid,
+                          start=proc_start_time(handle.pid), socket_path=handle.socket_path,
+                          created=int(time.time()))
+        self.registry.add(session)
+        logger.info("session %s created for %s in %.0f ms (supervisor %d)", name, workspace,
+                    (time.monotonic() - started) * 1000, handle.pid)
+        return protocol.ok(name=name, created=True, warnings=warnings)
+
+    def _config(self, name: str, workspace: Path, client_env: Mapping[str, str],
+                overrides: Mapping[str, Any] | None,
+                size: tuple[int, int]) -> tuple[Any, builtins.list[str]]:
+        """The supervisor's config from the workspace's Coopfile and build (and warnings)."""
+        from coop_build import quickcheck
+        from coop_build.errors import CoopBuildError
+        from coop_build.layers import expand_env, load_coopfile
+        from coop_build.paths import global_config_path
+        from coop_build.store import Store
+        from coop_run.sandbox import SandboxConfig, network_mode
+        from coop_run.supervisor import SupervisorConfig
+
+        # The Coopfile sees the client's variables (only those it references) over ours.
+        environ = {**self.environ, **client_env}
+        global_path = global_config_path(dict(self.environ))
+        try:
+            loaded = load_coopfile(workspace=workspace, global_path=global_path,
+                                   overrides=overrides, environ=environ)
+            store = Store(self.paths)
+            record = store.workspace_build(workspace)
+            if record is None:
+                raise CoopError(protocol.ROOTFS_NOT_BUILT,
+                                f"no rootfs built for {workspace}: run coop init there first")
+            warnings: builtins.list[str] = []
+            current = quickcheck.check(self.paths, workspace, global_path=global_path,
+                                       overrides=overrides, environ=environ)
+            if current is None:
+                warnings.append("the Coopfile changed since the last build; "
+                                "run coop init to rebuild (using the old rootfs)")
+            layers = store.lower_dirs(record)
+        except CoopBuildError as exc:
+            raise CoopError(exc.code, exc.message) from exc
+        coopfile = loaded.coopfile
+        env = image_env(record.env)
+        env.update(expand_env(coopfile.env, environ))  # secrets: never logged
+        mount = (workspace / coopfile.workspace.mount).resolve()
+        sandbox = SandboxConfig(
+            name=name, layers=list(layers), session_dir=self.paths.sessions / name,
+            workspace=mount, workspace_inside=coopfile.workspace.path,
+            host_image=record.host, persist=list(coopfile.session.persist), env=env,
+            network=network_mode(coopfile.network.mode, session=name, paths=self.paths),
+            user_home=Path(self.environ.get("HOME", "/")),
+        )
+        config = SupervisorConfig(  # noqa: S604 - "shell" is the session's shell argv
+            sandbox=sandbox, agent=[coopfile.agent.command, *coopfile.agent.args],
+            shell=(coopfile.session.shell,), auto_restart=coopfile.session.auto_restart,
+            restart_delay_ms=coopfile.session.restart_delay_ms, cols=size[0], rows=size[1],
+            log_file=self.paths.logs / "sessions" / f"{name}.log",
+        )
+        return config, warnings
+
+    @property
+    def paths(self) -> CoopPaths:
+        return self.registry.paths
+
+    async def attach(self, conn: Any, command: protocol.Command) -> Message:
+        session = self.registry.find(command.get("session"))
+        request: dict[str, Any] = {"cmd": "attach"}
+        pty = command.get("pty")
+        if pty is not None:
+            if not pty.isdigit():
+                raise CoopError(protocol.PTY_NOT_FOUND, f"no PTY {pty!r}")
+            request["pty"] = int(pty)
+        for key in ("cols", "rows", "offset"):
+            if command.get(key) is not None:
+                request[key] = command.get(key)
+        return await self._hand_over(conn, session, request)
+
+    async def shell(self, conn: Any, command: protocol.Command) -> Message:
+        session = self.registry.find(command.get("session"))
+        request: dict[str, Any] = {"cmd": "shell"}
+        for key in ("command", "cols", "rows"):
+            if command.get(key) is not None:
+                request[key] = command.get(key)
+        return await self._hand_over(conn, session, request)
+
+    async def _hand_over(self, conn: Any, session: Session, request: Message) -> Message:
+        transport = conn.writer.transport
+        transport.pause_reading()  # from here on the client's bytes are the supervisor's
+        sock = transport.get_extra_info("socket")
+        try:
+            await self.registry.adopt(session, sock, request)
+        except BaseException:
+            transport.resume_reading()
+            raise
+        conn.handed_over = True
+        logger.info("pid %d: %s of session %s handed to its supervisor", conn.peer_pid,
+                    request["cmd"], session.name)
+        return protocol.ok()
+
+    async def kill(self, _conn: Any, command: protocol.Command) -> Message:
+        force = bool(command.get("force", False))
+        if command.get("all"):
+            targets = list(self.registry)
+        else:
+            targets = [self.registry.find(command.get("session"))]
+        await asyncio.gather(*(self.registry.kill(s, force=force, grace=5.0) for s in targets))
+        for session in targets:
+            logger.info("session %s killed%s", session.name, " (forced)" if force else "")
+        return protocol.ok(killed=[s.name for s in targets])
+
+    async def restart(self, _conn: Any, command: protocol.Command) -> Message:
+        session = self.registry.find(command.get("session"))
+        await self.registry.command(session, {"cmd": "restart"})
+        return protocol.ok(name=session.name)
