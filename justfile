@@ -56,11 +56,17 @@ demo:
     set -euo pipefail
     coop={{venv}}/coop
     cd {{justfile_directory()}}/examples/quickstart
-    echo "$ coop init"
-    "$coop" init
-    echo "$ coop status"
-    "$coop" status
-    # Sessions arrive with the daemon: then `coop -d`, `coop ls` and `coop kill` go here.
+    run() { echo "$ coop $*"; "$coop" "$@"; }
+    run init
+    run -d                      # the quickstart session, detached
+    run ls
+    run shell -c 'echo "inside: $(hostname), uid $(id -u), workspace $COOP_WORKSPACE"'
+    if [ -t 0 ] && [ -t 1 ]; then
+        echo "Attaching to the agent: type 'help'; Ctrl+] detaches (the session keeps running)."
+        run attach
+    fi
+    echo "The session keeps running: 'coop attach' in examples/quickstart to return,"
+    echo "'coop kill quickstart' to end it."
 
 # Benchmarks against the plain tools, measured in the same run (prints a table of ratios).
 bench *ARGS:
