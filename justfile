@@ -72,3 +72,4 @@ demo:
 bench *ARGS:
     {{venv}}/python {{justfile_directory()}}/tests/bench/run.py {{ARGS}}
     {{venv}}/python {{justfile_directory()}}/tests/bench/bench_sandbox.py 200
+    {{venv}}/python {{justfile_directory()}}/tests/bench/bench_sessions.py {{ARGS}}

@@ -458,6 +458,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         SessionCommands(daemon_, registry).register()
 
         async def stop_watchers() -> None:
+            # SPEC 5: attached clients live in the supervisors; they get ``detached``
+            # there, and every session keeps running.
+            detached = await registry.detach_clients()
+            if detached:
+                log.info("detached %d client(s) of sessions", detached)
             registry.stop_watchers()
 
         daemon_.on_shutdown(stop_watchers)

@@ -271,6 +271,8 @@ class StreamClient:
         self.loop = loop
         self.sock = sock
         self.kind = kind
+        # Handed over by the daemon (``adopt``): a daemon shutdown detaches it (SPEC 5).
+        self.adopted = False
         self.id = next(_client_ids)
         self.pty: Pty | None = None
         self.closed = False
@@ -310,30 +312,38 @@ class StreamClient:
                     return
             if self.id not in fanout or not fanout.pending(self.id):
                 break
-            batch = fanout.take(self.id)
-            for item in batch.items:
-                if isinstance(item, bytes):
-                    self._out += encode_data(item)
-                elif item.get("event") == "lagged":
-                    self._out += encode_control(protocol.lagged(self.pty.name,
-                                                                int(item["bytes"])))
-                else:
-                    self._out += encode_control(item)
-            if batch.redraw:
-                self.pty.wiggle()
+            self._take_batch()
         if self._writing:
             self.loop.remove_writer(self.sock.fileno())
             self._writing = False
         if self._closing:
             self.close()
 
+    def _take_batch(self) -> None:
+        """Move one FanOut batch for this client into the outgoing buffer."""
+        assert self.pty is not None
+        batch = self.pty.fanout.take(self.id)
+        for item in batch.items:
+            if isinstance(item, bytes):
+                self._out += encode_data(item)
+            elif item.get("event") == "lagged":
+                self._out += encode_control(protocol.lagged(self.pty.name, int(item["bytes"])))
+            else:
+                self._out += encode_control(item)
+        if batch.redraw:
+            self.pty.wiggle()
+
     def send_and_close(self, event: dict[str, Any] | None) -> None:
-        """Queue ``event`` (e.g. ``detached``) behind the output, then hang up."""
+        """Send what is queued for this client, then ``event`` (e.g. ``detached``) to it
+        alone, then hang up; it leaves the PTY at once so later output is not its own."""
         if self.closed:
             return
-        if self.pty is not None and self.id in self.pty.fanout and event is not None:
-            self.pty.fanout.publish_event(event)
-        elif event is not None:
+        pty = self.pty
+        if pty is not None and self.id in pty.fanout:
+            while pty.fanout.pending(self.id):
+                self._take_batch()
+            pty.remove_client(self)
+        if event is not None:
             self._out += encode_control(event)
         self._closing = True
         self.kick()

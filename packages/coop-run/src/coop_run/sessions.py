@@ -324,6 +324,24 @@ class SessionRegistry:
             raise CoopError(str(reply.get("error", protocol.INTERNAL_ERROR)),
                             str(reply.get("message", "the supervisor refused the client")))
 
+    async def detach_clients(self) -> int:
+        """Daemon shutdown: each supervisor detaches the clients this daemon handed it.
+
+        The sessions and their other clients carry on; a supervisor that does not answer
+        is skipped. Returns how many clients were detached.
+        """
+        async def one(session: Session) -> int:
+            try:
+                reply = await supervisor_request(session.socket_path,
+                                                 {"cmd": "detach_clients"}, timeout=2.0)
+            except (OSError, TimeoutError, CoopError) as exc:
+                logger.info("session %s: detach_clients failed: %s", session.name, exc)
+                return 0
+            count = reply.get("detached")
+            return count if isinstance(count, int) and not isinstance(count, bool) else 0
+
+        return sum(await asyncio.gather(*(one(s) for s in list(self._sessions.values()))))
+
     async def kill(self, session: Session, *, force: bool, grace: float) -> None:
         with contextlib.suppress(CoopError):
             await self.command(session, {"cmd": "kill", "force": force},
@@ -476,6 +494,7 @@ class SessionCommands:
         return protocol.ls_response(await self.registry.refresh())
 
     async def create(self, _conn: Any, command: protocol.Command) -> Message:
+        started = time.monotonic()  # the log line's time: request to agent running
         given = Path(str(command.get("workspace")))
         workspace = os.path.realpath(given)
         if not given.is_absolute() or not Path(workspace).is_dir():
@@ -511,7 +530,6 @@ class SessionCommands:
                                         command.get("overrides"), (cols, rows))
         from coop_run.supervisor import start_supervisor
 
-        started = time.monotonic()
         handle = start_supervisor(config)
         from coop_run.sessiondirs import proc_start_time
 
@@ -519,7 +537,7 @@ class SessionCommands:
                           start=proc_start_time(handle.pid), socket_path=handle.socket_path,
                           created=int(time.time()))
         self.registry.add(session)
-        logger.info("session %s created for %s in %.0f ms (supervisor %d)", name, workspace,
+        logger.info("session %s created for %s in %.1f ms (supervisor %d)", name, workspace,
                     (time.monotonic() - started) * 1000, handle.pid)
         return protocol.ok(name=name, created=True, warnings=warnings)
 

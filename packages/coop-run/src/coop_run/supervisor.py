@@ -14,12 +14,16 @@ Socket protocol: the daemon's framing and handshake (``{"version": 1}``), then c
     restart                               -> {"ok", "pty": 0}
     kill    force?                        -> {"ok"}, then the supervisor exits
     adopt   request: <attach or shell>, plus one fd (SCM_RIGHTS)  -> {"ok"}
+    detach_clients                        -> {"ok", "detached": N}
 
-``attach``/``shell`` answer ``{"ok", "pty", "offset", "cols", "rows"}`` and switch the
+``attach``/``shell`` answer ``{"ok", "pty", "offset", "cols", "rows", "session"}`` and switch the
 connection to stream mode; ``adopt`` does the same on the passed socket (a client already
 past its handshake with the daemon: it gets that answer as if it had asked directly).
-A client must wait for the answer before sending stream frames. Every command may carry
-``session`` (ignored), so the daemon can forward its own requests unchanged.
+A client must wait for the answer before sending stream frames. ``detach_clients`` is the
+daemon's shutdown (SPEC 5): every client it handed over gets ``detached`` and is closed,
+while clients that came straight to this socket and the session itself carry on. Every
+command may carry ``session`` (ignored), so the daemon can forward its own requests
+unchanged.
 """
 
 from __future__ import annotations
@@ -82,6 +86,7 @@ _SPECS: Mapping[str, Mapping[str, tuple[type, ...]]] = {
     "restart": {},
     "kill": {"force": (bool,)},
     "adopt": {"request": (dict,)},
+    "detach_clients": {},
 }
 
 
@@ -536,6 +541,8 @@ class Supervisor:
                 sock.close()
 
     def _command(self, name: str) -> Message:
+        if name == "detach_clients":
+            return protocol.ok(detached=self.detach_adopted())
         if name == "info":
             return protocol.ok(session=self.info(), ptys=self.pty_details())
         if name == "restart":
@@ -553,13 +560,14 @@ class Supervisor:
         client = socket.socket(fileno=fds[0])
         try:
             name, request = _adopted_request(client, fields["request"])
-            self._stream(client, name, request)
+            self._stream(client, name, request, adopted=True)
         except BaseException:
             client.close()
             raise
         await conn.send(protocol.ok())
 
-    def _stream(self, sock: socket.socket, name: str, fields: dict[str, Any]) -> None:
+    def _stream(self, sock: socket.socket, name: str, fields: dict[str, Any], *,
+                adopted: bool = False) -> None:
         """Attach ``sock`` to a PTY (a new shell for ``shell``): stream mode from here on."""
         if self.stopping:
             raise ProtocolError("the session is stopping", code=protocol.SESSION_NOT_FOUND)
@@ -587,12 +595,23 @@ class Supervisor:
         assert self._loop is not None
         client = StreamClient(self._loop, sock, fields.get("kind", "local"),
                               self.clients.discard)
+        client.adopted = adopted
         try:
             response = pty.add_client(client, cols, rows, resume)
         except ValueError as exc:
             raise ProtocolError(str(exc), code=protocol.INVALID_COMMAND) from exc
+        response["session"] = self.config.sandbox.name  # the client's "detached from NAME"
         self.clients.add(client)
         client.start(pty, response)
+
+    def detach_adopted(self) -> int:
+        """Send ``detached`` to every client the daemon handed over and hang up on it."""
+        adopted = [c for c in self.clients if c.adopted and not c.closed]
+        for client in adopted:
+            client.send_and_close(protocol.detached())
+        if adopted:
+            logger.info("detached %d client(s) at the daemon's request", len(adopted))
+        return len(adopted)
 
     # -- information ----------------------------------------------------------------------
 

@@ -66,7 +66,9 @@ def _stream(app: App, client: Any, request: dict[str, Any], name: str, *,
             is_shell: bool) -> int:
     from coop_run.cli.attach import open_stream, run_terminal
 
-    sock, _reply = open_stream(client, request)
+    sock, reply = open_stream(client, request)
+    if isinstance(reply.get("session"), str):
+        name = reply["session"]  # the name, also when the session was given by path
     outcome = run_terminal(sock, exit_on_pty_exit=is_shell)
     if outcome.reason == "detached":
         app.echo(f"[detached from session {name}]")
