@@ -50,7 +50,8 @@ test: lint
     fi
     exit "$failed"
 
-# Run the quickstart: build its rootfs (host image, no internet needed) and show the status.
+# The quickstart (host image, no internet needed): build it, start its session, run a
+# command inside, and attach when run from a terminal.
 demo:
     #!/usr/bin/env bash
     set -euo pipefail
