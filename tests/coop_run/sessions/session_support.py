@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 import pytest
 from coop_cli import COOP, Result, coop_environ
 
+from coop_run.framing import FrameDecoder, encode_message
 from support.procs import pid_alive, processes_with_env, stop_pid
 
 RUN_TIMEOUT = 60.0
@@ -90,3 +93,29 @@ def host_workspace(coop: Coop) -> Path:
     result = coop("init", cwd=workspace)
     assert result.returncode == 0, result
     return workspace
+
+
+def supervisor_info(coop: Coop, name: str = "proj", timeout: float = 20.0) -> dict[str, Any]:
+    """``info`` straight from the session's supervisor socket (not through the daemon)."""
+    path = coop.coop_home / "sessions" / name / "supervisor.sock"
+    decoder = FrameDecoder()
+    replies: list[Any] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(os.fsencode(path))
+        sock.sendall(encode_message({"version": 1}) + encode_message({"cmd": "info"}))
+        while len(replies) < 2:
+            data = sock.recv(65536)
+            assert data, "supervisor hung up"
+            replies.extend(decoder.feed(data))
+    assert replies[1]["ok"] is True, replies
+    info: dict[str, Any] = replies[1]
+    return info
+
+
+def ls_json(coop: Coop, cwd: Path) -> list[dict[str, Any]]:
+    """``coop ls --json`` through the real CLI, parsed."""
+    result = coop("ls", "--json", cwd=cwd)
+    assert result.returncode == 0, result
+    sessions: list[dict[str, Any]] = json.loads(result.stdout)
+    return sessions

@@ -7,12 +7,10 @@ and supervisor by PID. Workspaces use ``network.mode = "none"``.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import pty
 import select
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -23,9 +21,8 @@ from typing import Any
 
 import pytest
 from coop_cli import COOP
-from session_support import Coop, write_coopfile
+from session_support import Coop, ls_json, supervisor_info, write_coopfile
 
-from coop_run.framing import FrameDecoder, encode_message
 from coop_run.sessions import image_env, pick_name, safe_name
 from support.procs import pid_alive, wait_for
 
@@ -60,32 +57,6 @@ def test_image_env_parses_name_value_pairs() -> None:
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def supervisor_info(coop: Coop, name: str) -> dict[str, Any]:
-    """``info`` straight from the session's supervisor socket."""
-    path = coop.coop_home / "sessions" / name / "supervisor.sock"
-    decoder = FrameDecoder()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(TIMEOUT)
-        sock.connect(os.fsencode(path))
-        replies: list[Any] = []
-        sock.sendall(encode_message({"version": 1}))
-        sock.sendall(encode_message({"cmd": "info"}))
-        while len(replies) < 2:
-            data = sock.recv(65536)
-            assert data, "supervisor hung up"
-            replies.extend(decoder.feed(data))
-    assert replies[1]["ok"] is True, replies
-    info: dict[str, Any] = replies[1]
-    return info
-
-
-def ls_json(coop: Coop, cwd: Path) -> list[dict[str, Any]]:
-    result = coop("ls", "--json", cwd=cwd)
-    assert result.returncode == 0, result
-    sessions: list[dict[str, Any]] = json.loads(result.stdout)
-    return sessions
 
 
 # --- end to end -----------------------------------------------------------------------------

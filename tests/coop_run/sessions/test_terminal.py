@@ -27,12 +27,11 @@ from typing import Any
 
 import pytest
 from coop_cli import COOP
-from session_support import Coop
+from session_support import Coop, ls_json, supervisor_info
 
 from coop_run.framing import (
     Control,
     Data,
-    FrameDecoder,
     StreamDecoder,
     encode_data,
     encode_message,
@@ -164,34 +163,9 @@ def say(term: Terminal, tag: str) -> None:
     term.read_until(shown)
 
 
-def supervisor_info(coop: Coop, name: str = "proj") -> dict[str, Any]:
-    """``info`` straight from the session's supervisor socket (not through the daemon)."""
-    path = coop.coop_home / "sessions" / name / "supervisor.sock"
-    decoder = FrameDecoder()
-    replies: list[Any] = []
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(TIMEOUT)
-        sock.connect(os.fsencode(path))
-        sock.sendall(encode_message({"version": 1}) + encode_message({"cmd": "info"}))
-        while len(replies) < 2:
-            data = sock.recv(65536)
-            assert data, "supervisor hung up"
-            replies.extend(decoder.feed(data))
-    assert replies[1]["ok"] is True, replies
-    info: dict[str, Any] = replies[1]
-    return info
-
-
 def local_clients(coop: Coop) -> int:
     count: int = supervisor_info(coop)["session"]["local_clients"]
     return count
-
-
-def ls_json(coop: Coop, cwd: Path) -> list[dict[str, Any]]:
-    result = coop("ls", "--json", cwd=cwd)
-    assert result.returncode == 0, result
-    sessions: list[dict[str, Any]] = json.loads(result.stdout)
-    return sessions
 
 
 def start_detached(coop: Coop, workspace: Path) -> None:
