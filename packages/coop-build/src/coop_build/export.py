@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from coop_build.build import IMAGE_ENV_KEY, image_env
 from coop_build.errors import (
     CoopBuildError,
     InvalidReferenceError,
@@ -387,7 +388,7 @@ def fetch_prebuilt(
             except BaseException:
                 store.discard(scratch)
                 raise
-        record = store.register_build(plan, layer_ids, env=_config_env(pulled.config))
+        record = store.register_build(plan, layer_ids, env=image_env(pulled.config))
     logger.info("imported prebuilt build %s from %s", plan.build_key, ref)
     return record
 
@@ -408,15 +409,7 @@ def _layer_extra(
 ) -> dict[str, Any]:
     """``step.json`` extras of an imported layer; the base keeps the image's Env for the
     builder, which reads it back when it reuses this layer for a local build."""
-    from coop_build.build import IMAGE_ENV_KEY
-
     extra: dict[str, Any] = {"prebuilt": str(ref), "blob": blob}
     if kind == "base":
-        extra[IMAGE_ENV_KEY] = _config_env(config)
+        extra[IMAGE_ENV_KEY] = image_env(config)
     return extra
-
-
-def _config_env(config: Mapping[str, Any]) -> list[str]:
-    inner = config.get("config")
-    env = inner.get("Env") if isinstance(inner, dict) else None
-    return [e for e in env if isinstance(e, str)] if isinstance(env, list) else []

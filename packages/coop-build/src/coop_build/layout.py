@@ -24,6 +24,7 @@ from coop_build.manifest import (
     Descriptor,
     check_digest,
     parse_descriptor,
+    sha256_digest,
 )
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ class Layout:
 
     def put_bytes(self, data: bytes, media_type: str | None = None) -> Descriptor:
         """Store ``data`` (e.g. a manifest) and return its descriptor."""
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        digest = sha256_digest(data)
         if not self.has_blob(digest):
             self.ensure()
             self._write_atomic(self.blob_path(digest), data)

@@ -80,18 +80,23 @@ def pull_image(
     layout.ensure()
     record_key = f"{_PULLED_KEY}/{ref}#{wanted}"
 
+    verified: set[str] = set()  # blobs re-hashed intact in this call: never hashed twice
     if not refresh:
         cached = _resolve_cached(layout, ref, wanted, record_key)
         if cached is not None:
             digest, manifest = cached
-            if _all_blobs_intact(layout, manifest, progress):
+            blobs = (manifest.config, *manifest.layers)
+            verified = {d.digest for d in blobs if layout.verify_blob(d.digest, d.size)}
+            if all(d.digest in verified for d in blobs):
+                for desc in blobs:
+                    progress(LayerProgress(desc.digest, desc.size, desc.size, 0.0, cached=True))
                 logger.info("using cached %s (%s)", ref, digest)
                 return _finish(layout, ref, digest, manifest, record_key, explicit=platform)
             logger.info("cache for %s is incomplete; fetching", ref)
 
     client = RegistryClient(ref.registry, environ=environ)
     digest, manifest = _resolve_remote(client, layout, ref, wanted)
-    _fetch_blobs(client, layout, ref.repository, manifest, progress)
+    _fetch_blobs(client, layout, ref.repository, manifest, progress, verified=verified)
     return _finish(layout, ref, digest, manifest, record_key, explicit=platform)
 
 
@@ -100,13 +105,13 @@ def _resolve_cached(
 ) -> tuple[str, ImageManifest] | None:
     """The platform manifest from the cache alone, or None if it is not there."""
     digest = ref.digest or layout.annotation(record_key)
-    if digest is None or not layout.has_blob(digest) or not layout.verify_blob(digest):
+    if digest is None or not layout.verify_blob(digest):
         return None
     try:
         parsed = parse_manifest(layout.read_blob(digest))
         if isinstance(parsed, ImageIndex):
             digest = select_platform(parsed, wanted).digest
-            if not layout.has_blob(digest) or not layout.verify_blob(digest):
+            if not layout.verify_blob(digest):
                 return None
             parsed = parse_manifest(layout.read_blob(digest))
     except (RegistryError, StoreError) as exc:
@@ -135,28 +140,22 @@ def _resolve_remote(
     return digest, parsed
 
 
-def _all_blobs_intact(layout: Layout, manifest: ImageManifest, progress: ProgressCallback) -> bool:
-    for desc in (manifest.config, *manifest.layers):
-        if not layout.has_blob(desc.digest) or not layout.verify_blob(desc.digest, desc.size):
-            return False
-    for desc in (manifest.config, *manifest.layers):
-        progress(LayerProgress(desc.digest, desc.size, desc.size, 0.0, cached=True))
-    return True
-
-
 def _fetch_blobs(
     client: RegistryClient,
     layout: Layout,
     repository: str,
     manifest: ImageManifest,
     progress: ProgressCallback,
+    *,
+    verified: set[str],
 ) -> None:
-    """Config and layers in parallel; cached ones are re-hashed, corrupt ones refetched."""
+    """Config and layers in parallel; cached ones are re-hashed (unless in ``verified``),
+    corrupt ones refetched."""
     for layer in manifest.layers:
         layer_compression(layer.media_type)  # unsupported types fail before downloading
 
     def one(desc: Descriptor) -> None:
-        if layout.has_blob(desc.digest) and layout.verify_blob(desc.digest, desc.size):
+        if desc.digest in verified or layout.verify_blob(desc.digest, desc.size):
             progress(LayerProgress(desc.digest, desc.size, desc.size, 0.0, cached=True))
             return
         client.fetch_blob(repository, desc, layout, progress)
