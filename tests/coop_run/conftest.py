@@ -9,6 +9,14 @@ from typing import Any
 import pytest
 from coop_cli import COOP, RUN_TIMEOUT, Result, RunCoop, coop_environ
 
+from support.rootfs import make_busybox_rootfs
+
+
+@pytest.fixture(scope="session")
+def busybox_layer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One static-busybox layer for every sandbox and supervisor test (read-only there)."""
+    return make_busybox_rootfs(tmp_path_factory.mktemp("busybox") / "layer")
+
 
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:

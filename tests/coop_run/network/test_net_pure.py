@@ -18,8 +18,9 @@ from coop_run.errors import NetworkError
 from coop_run.network import network_for, rules
 from coop_run.network.dns import DnsForwarder, is_query, parse_nameservers
 from coop_run.network.pasta import pasta_argv
-from coop_run.network.state import NetState, alive, proc_start_time
+from coop_run.network.state import NetState
 from coop_run.network.veth_root import choose_slot, link_slot, slot_addresses
+from coop_run.procs import alive, proc_start_time
 
 N = ipaddress.IPv4Network
 

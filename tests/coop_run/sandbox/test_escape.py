@@ -51,11 +51,6 @@ Start = Callable[..., Sandbox]
 
 
 @pytest.fixture(scope="session")
-def escape_layer(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_busybox_rootfs(tmp_path_factory.mktemp("escape") / "layer")
-
-
-@pytest.fixture(scope="session")
 def escape_topology() -> Iterator[None]:
     """The "internet" and "LAN" test namespaces (made here as root if absent)."""
     if topo.present():
@@ -82,13 +77,13 @@ def workspace(coop_env: CoopEnv) -> Path:
 
 
 @pytest.fixture
-def start(coop_env: CoopEnv, escape_layer: Path, workspace: Path) -> Iterator[Start]:
+def start(coop_env: CoopEnv, busybox_layer: Path, workspace: Path) -> Iterator[Start]:
     """Starts sandboxes (busybox layer, persist ``.cache``); all are stopped at the end."""
     started: list[Sandbox] = []
 
     def go(name: str = "esc", **changes: Any) -> Sandbox:
         base: dict[str, Any] = {
-            "name": name, "layers": [escape_layer],
+            "name": name, "layers": [busybox_layer],
             "session_dir": CoopPaths(coop_env.coop_home).sessions / name,
             "workspace": workspace, "persist": [".cache"], "user_home": coop_env.home,
         }
@@ -617,7 +612,7 @@ RACE_BUDGET = 15.0
 
 
 def test_spawns_racing_start_and_stop_never_run_on_the_host(
-        coop_env: CoopEnv, escape_layer: Path, workspace: Path) -> None:
+        coop_env: CoopEnv, busybox_layer: Path, workspace: Path) -> None:
     host_mnt = os.readlink("/proc/self/ns/mnt")
     host_pid_ns = os.readlink("/proc/self/ns/pid")
     outcomes: list[str] = []
@@ -627,7 +622,7 @@ def test_spawns_racing_start_and_stop_never_run_on_the_host(
     while rounds < RACE_ROUNDS and time.monotonic() - began < RACE_BUDGET:
         rounds += 1
         sandbox = Sandbox(SandboxConfig(
-            name="racer", layers=[escape_layer],
+            name="racer", layers=[busybox_layer],
             session_dir=CoopPaths(coop_env.coop_home).sessions / "racer",
             workspace=workspace, user_home=coop_env.home))
         done = threading.Event()

@@ -36,11 +36,6 @@ TIMEOUT = 10.0
 MakeConfig = Callable[..., SandboxConfig]
 
 
-@pytest.fixture(scope="session")
-def busybox_layer(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_busybox_rootfs(tmp_path_factory.mktemp("sandbox") / "layer")
-
-
 @pytest.fixture
 def workspace(coop_env: CoopEnv) -> Path:
     path = coop_env.home / "proj"

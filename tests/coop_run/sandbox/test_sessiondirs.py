@@ -11,12 +11,12 @@ import pytest
 from coop_build.idmap import IdMap
 from coop_build.paths import CoopPaths
 from coop_run.errors import BindPathError, SandboxError
+from coop_run.procs import proc_start_time
 from coop_run.sessiondirs import (
     SessionDir,
     check_bind_source,
     check_name,
     persist_name_ok,
-    proc_start_time,
     reap_stale,
     state_owner_alive,
     write_state,

@@ -35,17 +35,12 @@ from coop_run.supervisor import (
 )
 from support.bench import CoopEnv
 from support.procs import pid_alive, stop_pid, wait_for
-from support.rootfs import busybox_available, make_busybox_rootfs
+from support.rootfs import busybox_available
 
 pytestmark = pytest.mark.skipif(not busybox_available(), reason="needs busybox-static")
 
 TIMEOUT = 15.0
 Start = Callable[..., SupervisorHandle]
-
-
-@pytest.fixture(scope="session")
-def busybox_layer(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_busybox_rootfs(tmp_path_factory.mktemp("supervisor") / "layer")
 
 
 @pytest.fixture

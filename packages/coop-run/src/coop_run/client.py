@@ -10,7 +10,6 @@ import contextlib
 import socket
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from coop_run import protocol
 from coop_run.errors import (
@@ -114,9 +113,3 @@ class Client:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
-
-
-def request(path: Path, command: dict[str, Any]) -> Message:
-    """Connect, send one command, return the response, hang up."""
-    with Client.connect(path) as client:
-        return client.request(command)

@@ -50,6 +50,7 @@ from coop_build.idmap import IdMap, choose_idmap, write_idmap
 from coop_build.paths import CoopPaths
 from coop_run import caps, initproto, sessiondirs
 from coop_run.errors import BindPathError, CoopError, SandboxError
+from coop_run.procs import proc_start_time
 from coop_run.rootfs_mounts import MountSpec, plan_mounts, split_plan
 from coop_run.sandbox_init import InitSpec, init_early, init_main, init_middle
 
@@ -298,7 +299,7 @@ class Sandbox:
             if not layer.is_dir():
                 raise SandboxError(f"layer directory does not exist: {layer}",
                                    code="ROOTFS_NOT_BUILT")
-        creator = {"pid": os.getpid(), "start": sessiondirs.proc_start_time(os.getpid())}
+        creator = {"pid": os.getpid(), "start": proc_start_time(os.getpid())}
         state: dict[str, Any] = {"name": config.name, "creator": creator,
                                  "idmap": sessiondirs.idmap_to_state(self.idmap),
                                  "created": self.created}
@@ -388,7 +389,7 @@ class Sandbox:
             os.close(go_w)
         # While the init finishes its root: the record naming it, and other sessions'
         # leftovers (ours is recorded alive, so it is left alone).
-        state["init"] = {"pid": pid, "start": sessiondirs.proc_start_time(pid)}
+        state["init"] = {"pid": pid, "start": proc_start_time(pid)}
         sessiondirs.write_state(self.sdir, state)
         with self._cond:
             self.state = "launched"  # requests may be sent now; the init serves them when ready

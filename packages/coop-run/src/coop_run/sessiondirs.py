@@ -24,6 +24,7 @@ from coop_build.idmap import IdMap
 from coop_build.namespace import force_rmtree, remove_tree
 from coop_build.paths import CoopPaths
 from coop_run.errors import BindPathError, SandboxError
+from coop_run.procs import alive
 
 logger = logging.getLogger(__name__)
 
@@ -101,31 +102,6 @@ def check_bind_source(path: Path, *, home: Path, workspace: Path,
 
 
 # --- state file ------------------------------------------------------------------------
-
-
-def proc_start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (clock ticks since boot), None when the pid is gone.
-
-    A pid plus its start time names one process for good: pids are reused, this pair is not.
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[19])
-
-
-def alive(pid: int | None, start: int | None) -> bool:
-    """The process recorded as (pid, start time) is still running."""
-    if not pid or start is None:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return fields[0] not in ("Z", "X") and int(fields[19]) == start
 
 
 def write_state(sdir: SessionDir, state: dict[str, Any]) -> None:

@@ -376,7 +376,7 @@ def _current_task() -> asyncio.Task[Any] | None:
 
 
 def _alive(pid: int, start: int | None) -> bool:
-    from coop_run.sessiondirs import alive
+    from coop_run.procs import alive
 
     return alive(pid, start)
 
@@ -454,7 +454,7 @@ def _probe(session_dir: Path) -> Session | None:
         return None
     start = state.get("start") if state.get("pid") == pid else None
     if start is None:
-        from coop_run.sessiondirs import proc_start_time
+        from coop_run.procs import proc_start_time
 
         start = proc_start_time(pid)
     created = entry.get("created")
@@ -531,7 +531,7 @@ class SessionCommands:
         from coop_run.supervisor import start_supervisor
 
         handle = start_supervisor(config)
-        from coop_run.sessiondirs import proc_start_time
+        from coop_run.procs import proc_start_time
 
         session = Session(name=name, workspace=workspace, pid=handle.pid,
                           start=proc_start_time(handle.pid), socket_path=handle.socket_path,

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from coop_run import protocol, sessiondirs
+from coop_run import protocol
 from coop_run.errors import CoopError, ProtocolError, SupervisorError
 from coop_run.fanout import DEFAULT_MAX_BACKLOG
 from coop_run.framing import (
@@ -54,6 +54,7 @@ from coop_run.framing import (
     Message,
     encode_message,
 )
+from coop_run.procs import proc_start_time
 from coop_run.ptys import (
     CLIENT_KINDS,
     QUICK_EXIT,
@@ -310,7 +311,7 @@ class Supervisor:
 
     def _write_state(self) -> None:
         pid = os.getpid()
-        state = {"pid": pid, "start": sessiondirs.proc_start_time(pid),
+        state = {"pid": pid, "start": proc_start_time(pid),
                  "name": self.config.sandbox.name,
                  "workspace": str(self.sandbox.workspace_real),
                  "created": self.sandbox.created, "socket": str(socket_path(self.session_dir))}
@@ -365,8 +366,7 @@ class Supervisor:
             await self._done.wait()
             accept.cancel()
             for task in self._tasks:  # idle command connections must not hold the exit
-                if task is not asyncio.current_task():
-                    task.cancel()
+                task.cancel()
 
     async def _accept_loop(self, group: asyncio.TaskGroup) -> None:
         loop = asyncio.get_running_loop()
@@ -646,7 +646,17 @@ class Supervisor:
 
     def _request_kill(self, force: bool) -> None:
         if not self.stopping and self._loop is not None:
-            self._loop.create_task(self._kill(force, None))
+            task = self._loop.create_task(self._kill(force, None))
+            self._tasks.add(task)  # owned: its failure must end serve(), not vanish
+            task.add_done_callback(self._kill_done)
+
+    def _kill_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("stopping session %s failed: %s", self.config.sandbox.name,
+                         task.exception())
+            if self._done is not None:
+                self._done.set()
 
     async def _kill(self, force: bool, conn: _Conn | None) -> None:
         """Stop the sandbox, detach every client, remove the socket and state, exit."""

@@ -13,13 +13,14 @@ from pathlib import Path
 
 from coop_build.paths import CoopPaths
 from coop_run.errors import NetworkError
+from coop_run.procs import alive
 
 from . import veth_root, veth_user
 from .base import NetworkMode
 from .dns import Upstream
 from .host import HOST_RESOLV, HostNetwork
 from .none import NoNetwork
-from .state import alive, all_states, network_lock
+from .state import all_states, network_lock
 
 logger = logging.getLogger(__name__)
 

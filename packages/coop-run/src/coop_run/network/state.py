@@ -17,29 +17,11 @@ from pathlib import Path
 
 from coop_build.paths import CoopPaths
 from coop_run.errors import NetworkError
+from coop_run.procs import proc_start_time
 
 STATE_FILE = "network.json"
 LOCK_FILE = "network.lock"
 STATE_VERSION = 1
-
-
-def proc_start_time(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot (field 22 of stat), None if gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    # The command name may contain spaces and parentheses: split after the last ')'.
-    fields = raw[raw.rfind(b")") + 2:].split()
-    try:
-        return int(fields[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def alive(pid: int | None, start: int | None) -> bool:
-    """True when ``pid`` runs and is the very process that was recorded."""
-    return pid is not None and start is not None and proc_start_time(pid) == start
 
 
 @dataclass

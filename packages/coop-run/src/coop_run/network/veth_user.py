@@ -23,11 +23,12 @@ from pathlib import Path
 
 from coop_build.paths import CoopPaths
 from coop_run.errors import NetworkError
+from coop_run.procs import alive, proc_start_time
 
 from . import ip, nft, pasta, rules
 from .dns import DnsForwarder, Upstream, upstreams_from
 from .host import HOST_RESOLV
-from .state import NetState, alive, proc_start_time, remove_state, state_path, write_state
+from .state import NetState, remove_state, state_path, write_state
 
 logger = logging.getLogger(__name__)
 
