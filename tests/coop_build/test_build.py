@@ -12,8 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from coop_build.layers import LoadedCoopfile, load_coopfile
 from coop_build.paths import CoopPaths
 from coop_build.progress import Message, ProgressEvent, StepFinished, StepOutput, StepStarted
 from coop_build.store import Store
+from support.procs import wait_for
 
 # -- pure ---------------------------------------------------------------------------------
 
@@ -442,15 +442,6 @@ def builder_proc(paths: CoopPaths) -> Iterator[list[subprocess.Popen[str]]]:
             proc.stdout.close()
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``predicate`` until true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
-
-
 def _sleepers(marker: str) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -498,7 +489,7 @@ def test_interrupted_build_keeps_previous_rootfs(
     else:
         assert code == -signal.SIGKILL
     # Everything in the step's namespace died with the build.
-    wait_until(lambda: not _sleepers(marker), 15, "the step's processes to end")
+    wait_for(lambda: not _sleepers(marker), 15, "the step's processes to end")
 
     store = Store(paths)
     assert store.workspace_build(ws) == previous.record

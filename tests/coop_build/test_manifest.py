@@ -172,7 +172,9 @@ def test_host_platform_uses_goarch_names(machine: str, expected: str) -> None:
 
 
 def test_host_platform_of_this_machine_is_selectable() -> None:
-    m.parse_platform(m.host_platform())
+    parsed = m.parse_platform(m.host_platform())
+    assert str(parsed) == m.host_platform()
+    assert parsed.os == "linux"
 
 
 @pytest.mark.parametrize(

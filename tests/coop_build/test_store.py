@@ -295,6 +295,7 @@ def test_lock_excludes_other_processes(store: Store, paths: CoopPaths) -> None:
         proc.stdin.close()  # the holder finishes without cleaning up: its scratch is stale
         assert proc.wait(10) == 0
         thread.join(10)
+        assert not thread.is_alive(), "a test thread did not stop"
         assert acquired.is_set()
         assert seen_scratch == [False]
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -58,9 +57,7 @@ def test_stop_pid_kills_what_ignores_sigterm(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", code, str(ready)])
     wait_for(ready.exists, 10.0, "the child to ignore SIGTERM")
     stop_pid(proc.pid, timeout=0.3)
-    assert not pid_alive(proc.pid)
-    proc.poll()
-    assert proc.returncode in (-signal.SIGKILL, 0)
+    assert not pid_alive(proc.pid)  # stop_pid reaped it: Popen cannot see the status
 
 
 def test_stop_pid_of_a_finished_process_is_quiet() -> None:

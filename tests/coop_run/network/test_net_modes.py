@@ -10,6 +10,7 @@ import os
 import statistics
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import net_topology as topo
@@ -98,10 +99,10 @@ def _check_veth(mode_name: str, sandbox: FakeSandbox, env: CoopEnv, resolv: Path
                        rootless=rootless)
     conf = mode.resolv_conf()
     nameserver = conf.split()[1]
-    start = time.perf_counter()
-    mode.attach(sandbox.pid)
-    TIMINGS.setdefault(f"{mode_name} attach", []).append(time.perf_counter() - start)
     try:
+        start = time.perf_counter()
+        mode.attach(sandbox.pid)  # inside the try: a half-done attach is closed too
+        TIMINGS.setdefault(f"{mode_name} attach", []).append(time.perf_counter() - start)
         assert state_path(paths, "v1").exists()
         # The agent's view: no CAP_NET_ADMIN / CAP_NET_RAW.
         caps = int(sandbox.probe("caps"), 16)
@@ -199,6 +200,16 @@ def test_reap_stale_after_owner_died(coop_env: CoopEnv, resolv: Path, rootless: 
             assert _host_leftovers() == ""
 
 
+@pytest.fixture(scope="module", autouse=True)
+def report_timings() -> Iterator[None]:
+    """Prints the median attach/close times of this module's tests when it ends."""
+    yield
+    lines = [f"{name}: median {statistics.median(v) * 1000:.1f} ms (n={len(v)})"
+             for name, v in sorted(TIMINGS.items()) if v]
+    if lines:
+        print("\n" + "\n".join(lines))
+
+
 @pytest.mark.rootonly
 @pytest.mark.slow
 def test_veth_root_100_cycles_leave_nothing(coop_env: CoopEnv, resolv: Path) -> None:
@@ -212,9 +223,11 @@ def test_veth_root_100_cycles_leave_nothing(coop_env: CoopEnv, resolv: Path) -> 
             mode.resolv_conf()
             t0 = time.perf_counter()
             # One sandbox for all cycles: attach moves a fresh peer in, close removes it.
-            mode.attach(sb.pid)
-            t1 = time.perf_counter()
-            mode.close()
+            try:
+                mode.attach(sb.pid)
+                t1 = time.perf_counter()
+            finally:
+                mode.close()  # also after a failed attach: nothing of ours may stay
             attach.append(t1 - t0)
             close.append(time.perf_counter() - t1)
         assert sb.run("ip", "-o", "link").count("eth0") == 0
@@ -222,11 +235,3 @@ def test_veth_root_100_cycles_leave_nothing(coop_env: CoopEnv, resolv: Path) -> 
     assert not list(paths.sessions.glob("*/network.json"))
     TIMINGS.setdefault("veth-root attach (100 cycles)", []).extend(attach)
     TIMINGS.setdefault("veth-root close (100 cycles)", []).extend(close)
-
-
-def test_zz_report_timings(capsys: pytest.CaptureFixture[str]) -> None:
-    """Prints median attach/close times of this run (visible with -s or in -rA)."""
-    lines = [f"{name}: median {statistics.median(v) * 1000:.1f} ms (n={len(v)})"
-             for name, v in sorted(TIMINGS.items()) if v]
-    with capsys.disabled():
-        print("\n" + "\n".join(lines))

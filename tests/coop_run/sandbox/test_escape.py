@@ -140,6 +140,7 @@ def _service(addr: str) -> Iterator[int]:
     finally:
         stop.set()
         thread.join(TIMEOUT)
+        assert not thread.is_alive(), "a test thread did not stop"
         srv.close()
 
 
@@ -647,6 +648,7 @@ def test_spawns_racing_start_and_stop_never_run_on_the_host(
             done.set()
             for thread in threads:
                 thread.join(TIMEOUT)
+                assert not thread.is_alive(), "a test thread did not stop"
             with contextlib.suppress(SandboxError):
                 sandbox.stop(force=True)
     assert rounds >= 5

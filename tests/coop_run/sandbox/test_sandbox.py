@@ -490,6 +490,7 @@ def test_spawns_racing_start_and_stop_never_run_outside(make_config: MakeConfig,
         done.set()
         for thread in threads:
             thread.join(TIMEOUT)
+            assert not thread.is_alive(), "a test thread did not stop"
     lines = log.read_text().splitlines()
     assert lines and set(lines) == {"racer"}
     assert len(lines) <= results.count("ran")
@@ -514,6 +515,7 @@ def test_spawn_before_start_waits_for_ready(make_config: MakeConfig,
     thread.start()
     sandbox.start()
     thread.join(TIMEOUT)
+    assert not thread.is_alive(), "a test thread did not stop"
     assert outcome == [(0, "early\n")]
 
 
