@@ -11,7 +11,8 @@ import pytest
 
 from coop_build.errors import CoopfileError, RootfsNotBuiltError
 from coop_run.cli.app import App
-from coop_run.cli.main import cli, run
+from coop_run.cli.group import cli
+from coop_run.cli.main import run
 
 
 @pytest.fixture

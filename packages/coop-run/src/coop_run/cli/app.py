@@ -9,24 +9,41 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from coop_build.paths import CoopPaths, coop_home, global_config_path
 
 
-@dataclass
 class App:
-    """Global options (seed 11.6) and the I/O every command uses."""
+    """Global options (seed 11.6) and the I/O every command uses.
 
-    config: Path | None = None
-    socket: Path | None = None
-    verbose: bool = False
-    quiet: bool = False
-    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
-    out: TextIO = field(default_factory=lambda: sys.stdout)
-    err: TextIO = field(default_factory=lambda: sys.stderr)
+    A plain class rather than a dataclass: ``dataclasses`` imports ``inspect``, which
+    ``coop ls`` (click-free, see ``coop_run.cli.fast``) would otherwise load on every run.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: Path | None = None,
+        socket: Path | None = None,
+        verbose: bool = False,
+        quiet: bool = False,
+        environ: Mapping[str, str] | None = None,
+        out: TextIO | None = None,
+        err: TextIO | None = None,
+    ) -> None:
+        self.config = config
+        self.socket = socket
+        self.verbose = verbose
+        self.quiet = quiet
+        self.environ: Mapping[str, str] = dict(os.environ) if environ is None else environ
+        self.out: TextIO = sys.stdout if out is None else out
+        self.err: TextIO = sys.stderr if err is None else err
+
+    def __repr__(self) -> str:
+        return (f"App(config={self.config!r}, socket={self.socket!r}, "
+                f"verbose={self.verbose!r}, quiet={self.quiet!r})")
 
     @property
     def paths(self) -> CoopPaths:

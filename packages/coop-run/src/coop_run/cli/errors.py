@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
-from coop_build.errors import CoopBuildError, StepFailedError
-from coop_run.errors import CoopError
+if TYPE_CHECKING:  # only annotations here: ``main`` imports this module on every run
+    from coop_build.errors import CoopBuildError, StepFailedError
+    from coop_run.errors import CoopError
 
-# Either package's error root: both carry ``code`` and ``message``.
-AnyCoopError = CoopBuildError | CoopError
+    # Either package's error root: both carry ``code`` and ``message``.
+    AnyCoopError: TypeAlias = CoopBuildError | CoopError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -68,6 +70,8 @@ def describe_error(
     A failed step gets what failed, how, and where the full log is, then the end of its
     output, so the user can act without opening anything.
     """
+    from coop_build.errors import StepFailedError
+
     if isinstance(error, StepFailedError):
         line = f"error: {_step_failure_line(error, environ)}"
         tail = error.log_tail[-TAIL_LINES:]

@@ -1,12 +1,11 @@
 """``coop ls [--json]``: the daemon's session list (seed 11.2).
 
-On the fast path of the CLI: only the socket client, framing and the table formatter are
-imported here (no asyncio, pydantic or coop_build beyond paths).
+The plain ``coop ls`` and ``coop ls --json`` do not come here: ``coop_run.cli.fast`` runs
+them without click. This command serves the other spellings (``coop ls -q``,
+``coop -v ls --json``) with the same ``list_sessions``.
 """
 
 from __future__ import annotations
-
-import time
 
 import click
 
@@ -20,15 +19,6 @@ from coop_run.cli.options import global_options
 @click.pass_obj
 def ls_command(app: App, as_json: bool) -> None:
     """List all running sessions."""
-    from coop_run.formatting import format_ls, format_ls_json
-    from coop_run.spawn import ensure_daemon
+    from coop_run.cli.fast import list_sessions
 
-    with ensure_daemon(app.paths, app.socket_path) as client:
-        sessions = client.request({"cmd": "ls"}).get("sessions")
-    if not isinstance(sessions, list):
-        sessions = []
-    if as_json:
-        text = format_ls_json(sessions)
-    else:
-        text = format_ls(sessions, now=time.time(), home=app.environ.get("HOME", ""))
-    click.echo(text, file=app.out)
+    click.echo(list_sessions(app, as_json=as_json), file=app.out)

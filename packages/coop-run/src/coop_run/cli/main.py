@@ -1,83 +1,50 @@
-"""The ``coop`` console script: global options, command registration, error handling.
+"""The ``coop`` console script: argument dispatch and error handling.
 
-Start-up stays light: only click is imported here; each command imports coop_build (and
-through it pydantic, requests, oras) when it runs. Every failure leaves through
-``main()``, which prints one line and exits with the seed's code (11.7); tracebacks
-appear only with ``-v``.
+Start-up stays light: this module imports neither click nor any command. ``coop ls``
+and ``coop ls --json`` run click-free (``coop_run.cli.fast``: click and its imports cost
+about as much as starting Python); everything else goes through the click group in
+``coop_run.cli.group``, which imports each command's module when it runs. Commands import
+coop_build (and through it pydantic, requests, oras) only when they need it. Every
+failure leaves through ``run()``, which prints one line and returns the seed's exit code
+(11.7); tracebacks appear only with ``-v``.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
-import click
-
-from coop_run import __version__
 from coop_run.cli.app import App
-from coop_run.cli.build import init_command, rebuild_command
-from coop_run.cli.daemon import logs_command, shutdown_command
-from coop_run.cli.ls import ls_command
-from coop_run.cli.options import configure_logging, global_options
-from coop_run.cli.session import (
-    attach_command,
-    default_session,
-    kill_command,
-    restart_command,
-    shell_command,
-)
-from coop_run.cli.status import status_command
-
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-@click.group(context_settings=CONTEXT_SETTINGS, invoke_without_command=True)
-@click.option("-d", "--detach", is_flag=True, help="Create session but don't attach.")
-@click.option("-w", "--workspace", type=click.Path(file_okay=False, path_type=Path),
-              help="Workspace directory (default: cwd).")
-@click.option("-n", "--name", help="Session name (default: derived from workspace basename).")
-@global_options
-@click.version_option(__version__, "--version", prog_name="coop", message="%(prog)s %(version)s")
-@click.pass_context
-def cli(ctx: click.Context, detach: bool, workspace: Path | None, name: str | None) -> int | None:
-    """coop: run coding agents in rootless namespace sandboxes.
-
-    Without a command: attach to the current workspace's session, creating it first.
-    """
-    app = ctx.ensure_object(App)
-    configure_logging(app)
-    if ctx.invoked_subcommand is None:
-        return default_session(app, detach=detach, workspace=workspace, name=name)
-    if detach or workspace is not None or name is not None:
-        raise click.UsageError("-d, -w and -n apply to coop without a command")
-    return None
-
-
-cli.add_command(init_command)
-cli.add_command(rebuild_command)
-cli.add_command(status_command)
-cli.add_command(ls_command)
-cli.add_command(shutdown_command)
-cli.add_command(logs_command)
-cli.add_command(attach_command)
-cli.add_command(shell_command)
-cli.add_command(kill_command)
-cli.add_command(restart_command)
 
 
 def run(argv: Sequence[str] | None = None, app: App | None = None) -> int:
     """Run the CLI and return its exit code instead of exiting (for ``main`` and tests)."""
     from coop_run.cli import errors
+    from coop_run.cli.fast import fast_command
 
+    args = list(argv) if argv is not None else sys.argv[1:]
     app = app if app is not None else App()
+    command = fast_command(args)
     try:
-        result = cli.main(
-            args=list(argv) if argv is not None else None,
-            prog_name="coop",
-            standalone_mode=False,
-            obj=app,
-        )
+        if command is not None:
+            return _run_fast(command, app)
+        return _run_click(args, app)
+    except KeyboardInterrupt:
+        app.error("error: interrupted")
+        return errors.EXIT_INTERRUPTED
+    except Exception as exc:
+        return _report(app, exc)
+
+
+def _run_click(args: list[str], app: App) -> int:
+    """``args`` through the click group; click's own errors become their exit codes."""
+    import click
+
+    from coop_run.cli import errors
+    from coop_run.cli.group import cli
+
+    try:
+        result = cli.main(args=args, prog_name="coop", standalone_mode=False, obj=app)
     except click.ClickException as exc:
         exc.show(file=app.err)
         return exc.exit_code
@@ -89,13 +56,24 @@ def run(argv: Sequence[str] | None = None, app: App | None = None) -> int:
             return errors.EXIT_INTERRUPTED
         app.error("error: aborted")
         return errors.EXIT_ERROR
-    except KeyboardInterrupt:
-        app.error("error: interrupted")
-        return errors.EXIT_INTERRUPTED
-    except Exception as exc:
-        return _report(app, exc)
     # In non-standalone mode click returns the exit code of --help/--version as an int.
     return result if isinstance(result, int) else errors.EXIT_OK
+
+
+def _run_fast(command: Callable[[App], None], app: App) -> int:
+    """A click-free command, ending as it would under click (``_run_click``)."""
+    from coop_run.cli import errors
+
+    try:
+        command(app)
+    except (EOFError, KeyboardInterrupt) as exc:
+        print(file=sys.stderr, flush=True)  # click's blank line, closing the terminal's ^C
+        if isinstance(exc, KeyboardInterrupt):
+            app.error("error: interrupted")
+            return errors.EXIT_INTERRUPTED
+        app.error("error: aborted")
+        return errors.EXIT_ERROR
+    return errors.EXIT_OK
 
 
 def _report(app: App, exc: Exception) -> int:

@@ -2,6 +2,9 @@
 
 ``coop -q init`` and ``coop init -q`` mean the same: the seed says these options apply to
 every command, and users of git, podman and tmux type them in either place.
+
+click is imported inside the functions: ``configure_logging`` is also used by the
+click-free ``coop ls`` (``coop_run.cli.fast``).
 """
 
 from __future__ import annotations
@@ -9,11 +12,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
-
-import click
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from coop_run.cli.app import App
+
+if TYPE_CHECKING:
+    import click
 
 _LOG_HANDLER = "coop-cli"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -38,6 +42,8 @@ def configure_logging(app: App) -> None:
 
 def _set(field: str) -> Callable[[click.Context, click.Parameter, Any], None]:
     def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
+        import click
+
         if value is None or value is False:
             return
         app = ctx.ensure_object(App)
@@ -52,6 +58,8 @@ def _set(field: str) -> Callable[[click.Context, click.Parameter, Any], None]:
 
 def global_options(func: F) -> F:
     """Add ``--config``, ``--socket``, ``-v`` and ``-q`` to a group or command."""
+    import click
+
     decorators = [
         click.option(
             "--config",
