@@ -27,15 +27,28 @@ def read_pid(coop_home: Path) -> int | None:
         return None
 
 
-def daemon_pids(coop_home: Path) -> list[int]:
-    """Live processes started with this ``COOP_HOME`` (the daemons of one test)."""
+def coop_pids(coop_home: Path) -> list[int]:
+    """Live processes started with this ``COOP_HOME``: daemons, their session starters
+    (zygote, spare, the spare's waiting init) and sessions."""
     return [p.pid for p in processes_with_env("COOP_HOME", str(coop_home)) if p.alive]
+
+
+def daemon_pids(coop_home: Path) -> list[int]:
+    """The daemons among ``coop_pids`` (``python -m coop_run.daemon``)."""
+    return [p.pid for p in processes_with_env("COOP_HOME", str(coop_home))
+            if p.alive and "coop_run.daemon" in p.cmdline]
+
+
+def zygote_pids(coop_home: Path) -> list[int]:
+    """The session starters among ``coop_pids``: zygotes and what they forked."""
+    return [p.pid for p in processes_with_env("COOP_HOME", str(coop_home))
+            if p.alive and "coop_run.zygote" in p.cmdline]
 
 
 @pytest.fixture(autouse=True)
 def stop_daemons(coop_env: Any) -> Iterator[None]:
     yield
-    pids = set(daemon_pids(coop_env.coop_home))
+    pids = set(coop_pids(coop_env.coop_home))
     pid = read_pid(coop_env.coop_home)
     if pid is not None and pid_alive(pid):
         pids.add(pid)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon_support import Coop, daemon_pids, read_pid
+from daemon_support import Coop, coop_pids, daemon_pids, read_pid, zygote_pids
 
 from coop_run.daemon import IDLE_SECONDS, Activity, idle_timeout, should_exit_idle
 from support.procs import pid_alive, wait_for
@@ -27,7 +27,11 @@ def test_ls_starts_a_daemon_and_prints_the_header(coop: Coop) -> None:
     assert pid is not None and pid_alive(pid)
     assert daemon_pids(coop.coop_home) == [pid]
     # The daemon is nobody's child here: double fork, re-parented away from coop.
-    assert Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()[1] != str(os.getpid())
+    assert _ppid(pid) != os.getpid()
+    # Its session starter (zygote) is its child; the zygote's spare and that spare's
+    # waiting init hang below it.
+    wait_for(lambda: len(zygote_pids(coop.coop_home)) == 3, 10.0, "zygote, spare and init")
+    assert [z for z in zygote_pids(coop.coop_home) if _ppid(z) == pid] != []
     again = coop("ls", "--json")
     assert again.returncode == 0, again
     assert again.stdout.strip() == "[]"
@@ -45,6 +49,8 @@ def test_twenty_concurrent_commands_start_exactly_one_daemon(coop: Coop) -> None
     assert len(pids) == 1, pids
     assert read_pid(coop.coop_home) == pids[0]
     assert coop.log.read_text().count("listening on") == 1
+    assert [z for z in zygote_pids(coop.coop_home) if _ppid(z) == pids[0]] != []
+    assert coop.log.read_text().count("session starter (zygote) started") == 1
 
 
 def test_stale_socket_file_is_replaced(coop: Coop) -> None:
@@ -72,7 +78,7 @@ def test_symlinked_socket_path_is_refused(coop: Coop, tmp_path: Path) -> None:
     assert len(result.stderr.strip().splitlines()) <= 12
     assert "Traceback" not in result.stderr
     assert not target.exists()
-    assert daemon_pids(coop.coop_home) == []
+    assert coop_pids(coop.coop_home) == []
 
 
 def test_daemon_that_cannot_start_exits_4_with_the_log_end(coop: Coop, tmp_path: Path) -> None:
@@ -88,7 +94,7 @@ def test_daemon_that_cannot_start_exits_4_with_the_log_end(coop: Coop, tmp_path:
     assert any("is not a directory" in line for line in lines[1:]), result
     assert "Traceback" not in result.stderr
     # The failed daemon closes its end of the ready pipe just before its interpreter exits.
-    wait_for(lambda: daemon_pids(coop.coop_home) == [], 5.0, "the failed daemon to be gone")
+    wait_for(lambda: coop_pids(coop.coop_home) == [], 5.0, "the failed daemon to be gone")
 
 
 def test_sigterm_removes_socket_and_pid_file(coop: Coop, daemon: int) -> None:
@@ -97,6 +103,7 @@ def test_sigterm_removes_socket_and_pid_file(coop: Coop, daemon: int) -> None:
     assert not coop.socket.exists()
     assert not coop.pid_file.exists()
     assert "shutting down: SIGTERM" in coop.log.read_text()
+    assert coop_pids(coop.coop_home) == []  # the zygote went with it, before it exited
 
 
 def test_shutdown_command(coop: Coop, daemon: int) -> None:
@@ -110,7 +117,7 @@ def test_shutdown_command(coop: Coop, daemon: int) -> None:
     again = coop("shutdown")
     assert again.returncode == 0, again
     assert again.stdout == "no daemon running\n"
-    assert daemon_pids(coop.coop_home) == []  # shutdown never starts a daemon
+    assert coop_pids(coop.coop_home) == []  # shutdown never starts a daemon
 
 
 def test_idle_exit(coop: Coop) -> None:
@@ -148,7 +155,7 @@ def test_status_reports_without_starting_a_daemon(coop: Coop) -> None:
     assert result.returncode == 0, result
     assert result.stdout.splitlines()[0] == "Daemon:     not running"
     assert "Sessions:   0 running" in result.stdout
-    assert daemon_pids(coop.coop_home) == []
+    assert coop_pids(coop.coop_home) == []
     assert not coop.socket.exists()
 
 
@@ -168,7 +175,7 @@ def test_logs(coop: Coop) -> None:
     assert coop("logs", "-n", "2").stdout == "line 98\nline 99\n"
     assert coop("logs", "-n", "0").stdout == ""
     assert coop("logs", "-n", "x").returncode == 2
-    assert daemon_pids(coop.coop_home) == []
+    assert coop_pids(coop.coop_home) == []
 
 
 def test_logs_follow_until_interrupted(coop: Coop, tmp_path: Path) -> None:
@@ -242,3 +249,7 @@ def test_unusable_coop_home_exits_4(coop: Coop, tmp_path: Path) -> None:
     assert result.returncode == 4, result
     assert result.stderr.startswith("error: daemon failed to start: cannot create"), result
     assert len(result.stderr.splitlines()) == 1
+
+
+def _ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()[1])

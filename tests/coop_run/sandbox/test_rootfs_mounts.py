@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,10 +18,15 @@ from coop_run.rootfs_mounts import (
     MountSpec,
     Overlay,
     PivotRoot,
+    SpecError,
     Symlink,
     ensure_target,
     plan_mounts,
+    spec_from_json,
+    spec_to_json,
+    split_plan,
 )
+from coop_run.sandbox_init import setup_message, setup_spec
 
 SPEC = MountSpec(
     root="/s/root", lowers=("/l/a", "/l/b"), upper="/s/upper", work="/s/work",
@@ -99,3 +106,37 @@ def test_capability_masks() -> None:
     assert caps.CAP_SYS_MODULE not in caps.KEEP
     assert {caps.CAP_CHOWN, caps.CAP_SETUID, caps.CAP_DAC_OVERRIDE} <= caps.KEEP
     assert caps.effective_mask("Name:\tx\nCapEff:\t00000000a80425fb\n") == 0xA80425FB
+
+
+# --- the spec as the supervisor sends it to a waiting init ------------------------------
+
+
+def test_a_spec_survives_json() -> None:
+    spec = replace(SPEC, host_image=True, workspace=None)
+    wire = json.loads(json.dumps(spec_to_json(SPEC)))
+    assert spec_from_json(wire) == SPEC
+    assert spec_from_json(json.loads(json.dumps(spec_to_json(spec)))) == spec
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("root", 1), ("lowers", "a"), ("lowers", ["a", 2]), ("persist", [["a"]]),
+    ("etc_files", ["ab"]), ("host_image", "yes"), ("workspace", 3), ("host_dirs", None),
+])
+def test_a_malformed_spec_is_refused(key: str, value: object) -> None:
+    wire = spec_to_json(SPEC)
+    wire[key] = value
+    with pytest.raises(SpecError, match=key):
+        spec_from_json(wire)
+
+
+def test_the_setup_message_gives_the_init_its_plan() -> None:
+    message = json.loads(json.dumps(setup_message("box", SPEC, ["/s/etc/hosts"],
+                                                  frozenset({0, 5}))))
+    spec, hostname = setup_spec(message)
+    early, middle, late = split_plan(plan_mounts(SPEC), ["/s/etc/hosts"])
+    assert (spec.early, spec.middle, spec.late) == (early, middle, late)
+    assert (hostname, spec.root, spec.child_caps) == ("box", SPEC.root, frozenset({0, 5}))
+    for bad in ({**message, "op": "spawn"}, {**message, "child_caps": [True]},
+                {**message, "hostname": None}, {**message, "late_sources": "x"}):
+        with pytest.raises(SpecError):
+            setup_spec(bad)

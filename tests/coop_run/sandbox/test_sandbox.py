@@ -21,10 +21,11 @@ from typing import Any
 
 import pytest
 
+from coop_build.idmap import choose_idmap
 from coop_build.paths import CoopPaths
-from coop_run import caps
+from coop_run import caps, initproto
 from coop_run.errors import BindPathError, SandboxError
-from coop_run.sandbox import Sandbox, SandboxConfig, network_mode
+from coop_run.sandbox import Sandbox, SandboxConfig, network_mode, prepare_init
 from coop_run.sessiondirs import SessionDir, reap_stale_in
 from support.bench import CoopEnv
 from support.procs import stop_pid, wait_for
@@ -560,3 +561,57 @@ def test_stale_sandbox_is_reaped_after_its_creator_is_killed(
         if creator.poll() is None:
             stop_pid(creator.pid, timeout=5.0)
             creator.wait()
+
+
+# --- an init prepared ahead (a session starter's spare) ---------------------------------
+
+
+def test_a_prepared_init_becomes_the_sandbox(make_config: MakeConfig,
+                                             sandboxes: list[Sandbox]) -> None:
+    config = make_config("ahead")
+    prepared = prepare_init(choose_idmap(), unshare_net=True)
+    sandbox = Sandbox(config, prepared=prepared)
+    sandboxes.append(sandbox)
+    sandbox.start()
+    assert sandbox.init_pid == prepared.pid
+    assert ok(sandbox, "hostname; cat /proc/net/dev | grep -c :").split() == ["ahead", "1"]
+    sandbox.stop(force=True)
+    assert not Path(f"/proc/{prepared.pid}").exists()
+
+
+def test_a_prepared_init_for_other_namespaces_is_discarded(
+        make_config: MakeConfig, sandboxes: list[Sandbox], coop_env: CoopEnv) -> None:
+    net = network_mode("host", session="hostly", paths=CoopPaths(coop_env.coop_home))
+    prepared = prepare_init(choose_idmap(), unshare_net=True)
+    sandbox = Sandbox(make_config("hostly", network=net), prepared=prepared)
+    sandboxes.append(sandbox)
+    sandbox.start()
+    assert sandbox.init_pid != prepared.pid
+    assert not Path(f"/proc/{prepared.pid}").exists()  # ended and reaped, not a zombie
+    assert ok(sandbox, "hostname").strip() == "hostly"
+    # The host's stack: every host interface, not only a fresh loopback.
+    assert int(ok(sandbox, "cat /proc/net/dev | grep -c :")) >= 1
+
+
+def test_an_unused_prepared_init_ends_without_a_trace(coop_env: CoopEnv) -> None:
+    before = set(os.listdir("/proc"))
+    prepared = prepare_init(choose_idmap(), unshare_net=True)
+    assert Path(f"/proc/{prepared.pid}").exists()
+    prepared.discard()
+    assert not Path(f"/proc/{prepared.pid}").exists()
+    assert str(prepared.pid) not in set(os.listdir("/proc")) - before
+
+
+def test_an_init_given_a_bad_setup_reports_it_and_exits(coop_env: CoopEnv) -> None:
+    prepared = prepare_init(choose_idmap(), unshare_net=True)
+    try:
+        initproto.send(prepared.sock, {"op": "setup", "hostname": "x", "mount": {},
+                                       "late_sources": [], "child_caps": []})
+        assert select.select([prepared.sock], [], [], TIMEOUT)[0]
+        received = initproto.recv(prepared.sock)
+        assert received is not None
+        assert received.message["op"] == "failed"
+        assert "mount spec" in received.message["message"]
+    finally:
+        prepared.discard()
+    assert not Path(f"/proc/{prepared.pid}").exists()

@@ -1,7 +1,9 @@
-"""A blocking test client for the supervisor socket: commands and stream mode."""
+"""A blocking test client for the supervisor socket (commands and stream mode), the
+test sessions' configuration, and stopping a supervisor by PID."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import socket
@@ -10,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from coop_build.paths import CoopPaths
 from coop_run.framing import (
     Control,
     Data,
@@ -19,6 +22,10 @@ from coop_run.framing import (
     encode_message,
     parse_json_object,
 )
+from coop_run.sandbox import SandboxConfig
+from coop_run.supervisor import SupervisorConfig, SupervisorHandle, read_state
+from support.bench import CoopEnv
+from support.procs import pid_alive, stop_pid, wait_for
 
 TIMEOUT = 15.0
 
@@ -143,3 +150,30 @@ class Stream:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def supervisor_config(env: CoopEnv, layer: Path, workspace: Path, name: str = "proj",
+                      agent: tuple[str, ...] = ("sh",), **changes: Any) -> SupervisorConfig:
+    """A busybox session with a quick restart and a short grace, logging to COOP_HOME."""
+    sandbox = SandboxConfig(
+        name=name, layers=[layer], session_dir=CoopPaths(env.coop_home).sessions / name,
+        workspace=workspace, persist=[".cache"], user_home=env.home, env={"PS1": "$ "})
+    base: dict[str, Any] = {"sandbox": sandbox, "agent": agent, "restart_delay_ms": 50,
+                            "stop_grace": 1.0,
+                            "log_file": env.coop_home / "logs" / f"{name}.log"}
+    base.update(changes)
+    return SupervisorConfig(**base)
+
+
+def stop_supervisor(handle: SupervisorHandle) -> None:
+    """The kill command, then by PID (supervisor.json's and the handle's)."""
+    with contextlib.suppress(OSError, AssertionError):
+        request(handle.socket_path, {"cmd": "kill", "force": True})
+    pids = {handle.pid}
+    state = read_state(handle.state_path.parent)
+    if state is not None and isinstance(state.get("pid"), int):
+        pids.add(state["pid"])
+    for pid in pids:
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda pid=pid: not pid_alive(pid), 5.0, f"supervisor {pid} to exit")
+        stop_pid(pid, timeout=5.0)

@@ -19,13 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sup_helpers import Stream, connect, info, recv_message, request
+from sup_helpers import (
+    Stream,
+    connect,
+    info,
+    recv_message,
+    request,
+    stop_supervisor,
+    supervisor_config,
+)
 
-from coop_build.paths import CoopPaths
 from coop_run.errors import ProtocolError
 from coop_run.framing import encode_message
 from coop_run.ptys import CRASH_LOOP_AFTER, Backoff, exit_notice, restart_notice
-from coop_run.sandbox import SandboxConfig
 from coop_run.supervisor import (
     SupervisorConfig,
     SupervisorHandle,
@@ -34,7 +40,7 @@ from coop_run.supervisor import (
     start_supervisor,
 )
 from support.bench import CoopEnv
-from support.procs import pid_alive, stop_pid, wait_for
+from support.procs import pid_alive, wait_for
 from support.rootfs import busybox_available
 
 pytestmark = pytest.mark.skipif(not busybox_available(), reason="needs busybox-static")
@@ -55,32 +61,9 @@ def make_config(coop_env: CoopEnv, busybox_layer: Path,
                 workspace: Path) -> Callable[..., SupervisorConfig]:
     def make(name: str = "proj", agent: tuple[str, ...] = ("sh",),
              **changes: Any) -> SupervisorConfig:
-        sandbox = SandboxConfig(
-            name=name, layers=[busybox_layer],
-            session_dir=CoopPaths(coop_env.coop_home).sessions / name,
-            workspace=workspace, persist=[".cache"], user_home=coop_env.home,
-            env={"PS1": "$ "})
-        base: dict[str, Any] = {"sandbox": sandbox, "agent": agent, "restart_delay_ms": 50,
-                                "stop_grace": 1.0,
-                                "log_file": coop_env.coop_home / "logs" / f"{name}.log"}
-        base.update(changes)
-        return SupervisorConfig(**base)
+        return supervisor_config(coop_env, busybox_layer, workspace, name, agent, **changes)
 
     return make
-
-
-def stop_supervisor(handle: SupervisorHandle) -> None:
-    """The kill command, then by PID (supervisor.json's and the handle's)."""
-    with contextlib.suppress(OSError, AssertionError):
-        request(handle.socket_path, {"cmd": "kill", "force": True})
-    pids = {handle.pid}
-    state = read_state(handle.state_path.parent)
-    if state is not None and isinstance(state.get("pid"), int):
-        pids.add(state["pid"])
-    for pid in pids:
-        with contextlib.suppress(AssertionError):
-            wait_for(lambda pid=pid: not pid_alive(pid), 5.0, f"supervisor {pid} to exit")
-        stop_pid(pid, timeout=5.0)
 
 
 @pytest.fixture

@@ -455,7 +455,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         registry.rediscover()
         daemon_ = Daemon(paths, socket_path, sessions=registry,
                          idle_seconds=idle_timeout(os.environ))
-        SessionCommands(daemon_, registry).register()
+        commands = SessionCommands(daemon_, registry)
+        commands.register()
 
         async def stop_watchers() -> None:
             # SPEC 5: attached clients live in the supervisors; they get ``detached``
@@ -464,6 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if detached:
                 log.info("detached %d client(s) of sessions", detached)
             registry.stop_watchers()
+            commands.close()
 
         daemon_.on_shutdown(stop_watchers)
 

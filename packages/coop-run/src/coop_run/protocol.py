@@ -59,6 +59,7 @@ COMMANDS: Final[Mapping[str, Mapping[str, Field]]] = {
     "create": {
         "name": _STR, "workspace": Field((str,), required=True), "overrides": Field((dict,)),
         "detach": _BOOL, "cols": _INT, "rows": _INT, "env": Field((dict,)),
+        "config": _STR,  # absolute path of the global Coopfile layer (--config)
     },
     "attach": {"session": _STR, "pty": _STR, "cols": _INT, "rows": _INT, "offset": _INT},
     "shell": {"session": _STR, "command": _STR, "cols": _INT, "rows": _INT},

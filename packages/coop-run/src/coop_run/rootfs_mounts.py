@@ -53,6 +53,62 @@ class MountSpec:
     host_dirs: tuple[str, ...] = field(default=HOST_DIRS)
 
 
+class SpecError(ValueError):
+    """A malformed spec on the supervisor -> init channel (never from a user)."""
+
+
+def spec_to_json(spec: MountSpec) -> dict[str, object]:
+    """The spec as the supervisor sends it to a waiting init (``spec_from_json``)."""
+    return {"root": spec.root, "lowers": list(spec.lowers), "upper": spec.upper,
+            "work": spec.work, "host_image": spec.host_image, "workspace": spec.workspace,
+            "workspace_inside": spec.workspace_inside,
+            "persist": [list(pair) for pair in spec.persist],
+            "etc_files": [list(pair) for pair in spec.etc_files],
+            "host_dirs": list(spec.host_dirs)}
+
+
+def _strs(value: object, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SpecError(f"mount spec: {what} must be a list of strings")
+    return tuple(value)
+
+
+def _pairs(value: object, what: str) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, list):
+        raise SpecError(f"mount spec: {what} must be a list of pairs")
+    pairs = []
+    for pair in value:
+        items = _strs(pair, what)
+        if len(items) != 2:
+            raise SpecError(f"mount spec: {what} must be a list of pairs")
+        pairs.append((items[0], items[1]))
+    return tuple(pairs)
+
+
+def _str(table: dict[str, object], key: str) -> str:
+    value = table.get(key)
+    if not isinstance(value, str):
+        raise SpecError(f"mount spec: {key} must be a string")
+    return value
+
+
+def spec_from_json(table: dict[str, object]) -> MountSpec:
+    """``spec_to_json`` undone; ``SpecError`` for anything malformed."""
+    workspace = table.get("workspace")
+    if workspace is not None and not isinstance(workspace, str):
+        raise SpecError("mount spec: workspace must be a string")
+    host_image = table.get("host_image")
+    if not isinstance(host_image, bool):
+        raise SpecError("mount spec: host_image must be a boolean")
+    return MountSpec(root=_str(table, "root"), lowers=_strs(table.get("lowers"), "lowers"),
+                     upper=_str(table, "upper"), work=_str(table, "work"),
+                     host_image=host_image, workspace=workspace,
+                     workspace_inside=_str(table, "workspace_inside"),
+                     persist=_pairs(table.get("persist"), "persist"),
+                     etc_files=_pairs(table.get("etc_files"), "etc_files"),
+                     host_dirs=_strs(table.get("host_dirs"), "host_dirs"))
+
+
 @dataclass(frozen=True)
 class MakePrivate:
     """Stop mount events propagating between the sandbox and the host."""

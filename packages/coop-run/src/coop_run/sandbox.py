@@ -3,19 +3,22 @@
 Start-up (S = the calling process, e.g. the session supervisor)::
 
     S --clone(NEWUSER|NEWNS|NEWPID|NEWUTS|NEWIPC[|NEWNET])--> I = PID 1 (sandbox_init)
-      I: signalfd, loopback up, caps bounding set, private propagation  } in parallel
-      S: id maps, network.attach(I), "g"                                }
-      I: uid 0, hostname, overlay, /proc, /dev, ...  } in parallel
-      S: persist dirs, /etc files, "f"               }
+      I: signalfd, loopback up, private propagation   } in parallel   (prepare_init;
+      S: id maps                                      }                 may run ahead)
+      S: session dirs, network.attach(I), "setup" (the mount spec)
+      I: caps bounding set, uid 0, hostname, overlay, /proc, /dev, ...  } in parallel
+      S: persist dirs, /etc files, "files"                              }
       I: persist and /etc binds, pivot_root, "ready"
 
 ``start()`` clones the *current* process, never starting an interpreter (that is what
 keeps a start near the 5 ms floor, FIELD-NOTES); one clone with namespace flags replaces
-fork + unshare + fork. The caller should be single-threaded at that moment: as with any
-fork, locks other threads hold are copied held (the child only makes syscalls and never
-takes those locks, so spawns fired from other threads are safe in practice). I is S's
-child: S reaps it in ``stop()``. If S dies, I loses its control socket and ends the
-sandbox by itself (``ORPHAN_GRACE``); the next start's ``reap_stale`` removes the files.
+fork + unshare + fork. ``prepare_init()`` does the first two lines before the sandbox is
+known (a session starter's spare keeps one waiting: ``Sandbox(config, prepared=...)``).
+The caller should be single-threaded at the clone: as with any fork, locks other
+threads hold are copied held (the child only makes syscalls and never takes those locks,
+so spawns fired from other threads are safe in practice). I is S's child: S reaps it in
+``stop()``. If S dies, I loses its control socket and ends the sandbox by itself
+(``ORPHAN_GRACE``); the next start's ``reap_stale`` removes the files.
 
 Every process in the sandbox after "ready" is a child of I, started on request over the
 control socket, so no process can start on the host side: a spawn racing start-up waits
@@ -51,8 +54,15 @@ from coop_build.paths import CoopPaths
 from coop_run import caps, initproto, sessiondirs
 from coop_run.errors import BindPathError, CoopError, SandboxError
 from coop_run.procs import proc_start_time
-from coop_run.rootfs_mounts import MountSpec, plan_mounts, split_plan
-from coop_run.sandbox_init import InitSpec, init_early, init_main, init_middle
+from coop_run.rootfs_mounts import MountSpec, plan_mounts
+from coop_run.sandbox_init import (
+    init_base,
+    init_early,
+    init_main,
+    init_middle,
+    setup_message,
+    setup_spec,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -206,9 +216,12 @@ class Sandbox:
     starting waits for "ready".
     """
 
-    def __init__(self, config: SandboxConfig) -> None:
+    def __init__(self, config: SandboxConfig, *, prepared: PreparedInit | None = None) -> None:
+        """``prepared``: an init cloned ahead by this process (``prepare_init``); used if
+        it has the namespaces and id maps this sandbox needs, else discarded."""
         sessiondirs.check_name(config.name)
         self.config = config
+        self._prepared = prepared
         self.sdir = sessiondirs.SessionDir(config.session_dir)
         self.idmap = config.idmap or choose_idmap()
         self.network: NetworkMode = config.network or _LocalNetwork(
@@ -355,38 +368,28 @@ class Sandbox:
     def _start(self, wait_ready: bool) -> None:
         spec, state = self._prepare()
         try:
-            plan = plan_mounts(spec)
+            plan_mounts(spec)  # the init plans again from the spec; refuse it here first
         except ValueError as exc:
             raise SandboxError(str(exc)) from exc
         self.env = base_env(self.config, self.workspace_real, self.created)
         late_sources = [source for source, _ in (*spec.persist, *spec.etc_files)]
-        early, middle, late = split_plan(plan, late_sources)
-        init_spec = InitSpec(early=early, middle=middle, late=late, root=spec.root,
-                             net_lo_up=self.network.unshare_net,
-                             child_caps=child_capabilities(self.network))
-        flags = NS_FLAGS | (linux.CLONE_NEWNET if self.network.unshare_net else 0)
-        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        parent_sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        self._sock = parent_sock
-        go_r, go_w = os.pipe()
-        pid = clone_into_namespaces(flags)
-        if pid == 0:
-            _init_child(self.config.name, init_spec, child_sock, go_r)
-        child_sock.close()
-        os.close(go_r)
-        self.init_pid = pid
-        try:
-            self._pidfd = os.pidfd_open(pid)
-            # The namespaces exist from the clone on. The child prepares while we map
-            # its ids and attach the network ("g"), then mounts its root while we
-            # write what its last binds need ("f"). Closing go_w early makes it exit.
-            write_idmap_parallel(pid, self.idmap)
-            self.network.attach(pid)
-            os.write(go_w, b"g")
-            self._finish_dirs(spec)
-            os.write(go_w, b"f")
-        finally:
-            os.close(go_w)
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and (prepared.unshare_net != self.network.unshare_net
+                                     or prepared.idmap != self.idmap):
+            prepared.discard()  # a spare's init made for other namespaces (mode "host")
+            prepared = None
+        if prepared is None:
+            prepared = prepare_init(self.idmap, unshare_net=self.network.unshare_net)
+        self._sock, self._pidfd, self.init_pid = prepared.sock, prepared.pidfd, prepared.pid
+        pid = prepared.pid
+        # The init has its namespaces and ids. It builds the root once it has the spec,
+        # while we write what its last binds need ("files"); nothing runs inside before
+        # the network is attached. Closing the socket instead makes it exit.
+        self.network.attach(pid)
+        initproto.send(prepared.sock, setup_message(self.config.name, spec, late_sources,
+                                                    child_capabilities(self.network)))
+        self._finish_dirs(spec)
+        initproto.send(prepared.sock, {"op": "files"})
         # While the init finishes its root: the record naming it, and other sessions'
         # leftovers (ours is recorded alive, so it is left alone).
         state["init"] = {"pid": pid, "start": proc_start_time(pid)}
@@ -688,6 +691,61 @@ def write_idmap_parallel(pid: int, idmap: IdMap) -> None:
         raise ToolError(f"{tool} {pid} failed: {detail}", tool=tool, stderr=stderr)
 
 
+# --- the init, ahead of its sandbox -----------------------------------------------------
+
+
+@dataclass
+class PreparedInit:
+    """An init cloned ahead of its sandbox: namespaces made, ids mapped, waiting for its
+    root. A session starter keeps one ready (``Sandbox(config, prepared=...)``), which
+    takes the clone and the id maps (``newuidmap``: a few ms) off the start's path. The
+    cloning process is its parent and must be the one that starts the sandbox."""
+
+    pid: int
+    sock: socket.socket     # our end of the control channel
+    pidfd: int
+    idmap: IdMap
+    unshare_net: bool
+
+    def discard(self) -> None:
+        """End it unused: at end of file on its channel it exits; reap it."""
+        self.sock.close()
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+        os.close(self.pidfd)
+
+
+def prepare_init(idmap: IdMap, *, unshare_net: bool) -> PreparedInit:
+    """Clone an init into new namespaces and write its id maps (see ``PreparedInit``)."""
+    flags = NS_FLAGS | (linux.CLONE_NEWNET if unshare_net else 0)
+    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    parent_sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    try:
+        pid = clone_into_namespaces(flags)
+    except BaseException:
+        parent_sock.close()
+        child_sock.close()
+        raise
+    if pid == 0:  # pragma: no cover - the child never returns
+        _init_child(child_sock, unshare_net)
+    child_sock.close()
+    try:
+        pidfd = os.pidfd_open(pid)
+    except BaseException:
+        parent_sock.close()
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    prepared = PreparedInit(pid=pid, sock=parent_sock, pidfd=pidfd, idmap=idmap,
+                            unshare_net=unshare_net)
+    try:
+        write_idmap_parallel(pid, idmap)
+    except BaseException:
+        prepared.discard()
+        raise
+    return prepared
+
+
 # --- the clone ------------------------------------------------------------------------
 
 _SYS_CLONE = {"x86_64": 56, "aarch64": 220, "riscv64": 220, "armv7l": 120, "i686": 120}
@@ -739,8 +797,8 @@ def _close_other_fds(keep: Iterable[int]) -> None:
             os.closerange(low + 1, high)  # close_range(2): one syscall
 
 
-def _init_child(hostname: str, spec: InitSpec, sock: socket.socket, go_r: int) -> NoReturn:
-    """The cloned child until it is the init: wait for the maps, become root inside."""
+def _init_child(sock: socket.socket, net_lo_up: bool) -> NoReturn:
+    """The cloned child until it is the init: base set-up, then its sandbox's spec."""
     # Everything inherited from S goes to the permanent generation: garbage among it
     # (say, a socket in a cycle) must never be finalised here, closing a descriptor
     # number we reuse; and the collector then never touches (copies) those pages.
@@ -748,19 +806,22 @@ def _init_child(hostname: str, spec: InitSpec, sock: socket.socket, go_r: int) -
     try:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
-        _close_other_fds((sock.fileno(), go_r))
-        sigfd = init_early(spec)
-        if os.read(go_r, 1) != b"g":
-            os._exit(1)
+        _close_other_fds((sock.fileno(),))
+        sigfd = init_base(net_lo_up)
+        received = initproto.recv(sock)  # the maps are written before "setup" is sent
+        if received is None:
+            os._exit(0)  # a spare's init nobody needed
+        spec, hostname = setup_spec(received.message)
+        init_early(spec)
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
         with contextlib.suppress(OSError):  # refused after "deny" (single mapping)
             os.setgroups([])
         linux.sethostname(hostname)
         init_middle(spec)
-        if os.read(go_r, 1) != b"f":
+        received = initproto.recv(sock)
+        if received is None or received.message.get("op") != "files":
             os._exit(1)
-        os.close(go_r)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             initproto.send(sock, {"op": "failed", "message": f"sandbox setup failed: {exc}"})

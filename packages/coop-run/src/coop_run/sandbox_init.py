@@ -59,13 +59,12 @@ _signalfd.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int)
 
 @dataclass(frozen=True)
 class InitSpec:
-    """What the init needs, fixed before the fork."""
+    """What the init builds its root from (``setup_spec``)."""
 
     early: Sequence[rootfs_mounts.Op]   # before the id maps exist (creates no files)
     middle: Sequence[rootfs_mounts.Op]  # with the maps: overlay, /proc, /dev, ...
     late: Sequence[rootfs_mounts.Op]    # binds of files the supervisor writes meanwhile
     root: str                           # host dir the overlay is mounted on
-    net_lo_up: bool = False             # bring loopback up (own network namespace)
     child_caps: frozenset[int] = caps.KEEP  # the most any process started inside may hold
 
 
@@ -306,10 +305,12 @@ def open_pty(cols: int, rows: int) -> tuple[int, str]:
     return master, f"/dev/pts/{number}"
 
 
-def init_early(spec: InitSpec) -> int:
-    """What PID 1 can do before its id maps are written; returns the signalfd.
+def init_base(net_lo_up: bool) -> int:
+    """What PID 1 does before it knows its sandbox; returns the signalfd.
 
-    These need capabilities (granted by the clone), not mapped ids.
+    Own session, quiet stdio, signals by signalfd, loopback, private mount propagation:
+    all of it needs only the capabilities the clone granted. A spare's init (cloned
+    ahead of any request) then waits for ``setup_spec``'s message.
     """
     os.setsid()
     null = os.open("/dev/null", os.O_RDWR)
@@ -318,13 +319,45 @@ def init_early(spec: InitSpec) -> int:
     os.close(null)
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
     sigfd = _signalfd_for(HANDLED)
-    if spec.net_lo_up:
+    if net_lo_up:
         loopback_up()
-    # Only what the init's children may ever hold; the init keeps its own set for the
-    # mounts still to come. Here, because it is off the critical path (S maps ids).
+    rootfs_mounts.execute([rootfs_mounts.MakePrivate()], "/")
+    return sigfd
+
+
+def setup_message(hostname: str, mount: rootfs_mounts.MountSpec, late_sources: Sequence[str],
+                  child_caps: frozenset[int]) -> dict[str, Any]:
+    """The supervisor's "setup" message: what the waiting init builds its root from."""
+    return {"op": "setup", "hostname": hostname, "mount": rootfs_mounts.spec_to_json(mount),
+            "late_sources": list(late_sources), "child_caps": sorted(child_caps)}
+
+
+def setup_spec(message: dict[str, Any]) -> tuple[InitSpec, str]:
+    """(the init's spec, hostname) from a "setup" message; ``SpecError`` if malformed."""
+    if message.get("op") != "setup":
+        raise rootfs_mounts.SpecError(f"expected the setup message, got {message.get('op')!r}")
+    hostname = message.get("hostname")
+    late_sources = message.get("late_sources")
+    child_caps = message.get("child_caps")
+    mount = message.get("mount")
+    if not isinstance(hostname, str) or not isinstance(mount, dict):
+        raise rootfs_mounts.SpecError("setup: hostname and mount are required")
+    if not isinstance(late_sources, list) or not all(isinstance(x, str) for x in late_sources):
+        raise rootfs_mounts.SpecError("setup: late_sources must be a list of strings")
+    if not isinstance(child_caps, list) or not all(
+            isinstance(x, int) and not isinstance(x, bool) for x in child_caps):
+        raise rootfs_mounts.SpecError("setup: child_caps must be a list of integers")
+    spec = rootfs_mounts.spec_from_json(mount)
+    early, middle, late = rootfs_mounts.split_plan(rootfs_mounts.plan_mounts(spec), late_sources)
+    return InitSpec(early=early, middle=middle, late=late, root=spec.root,
+                    child_caps=frozenset(child_caps)), hostname
+
+
+def init_early(spec: InitSpec) -> None:
+    """With the spec: limit what children may hold, then the plan's first part. The init
+    keeps its own capabilities for the mounts still to come."""
     caps.limit_children(spec.child_caps)
     rootfs_mounts.execute(spec.early, spec.root)
-    return sigfd
 
 
 def init_middle(spec: InitSpec) -> None:

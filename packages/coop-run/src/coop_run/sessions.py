@@ -29,6 +29,7 @@ from coop_build.paths import CoopPaths
 from coop_run import protocol
 from coop_run.errors import CoopError, ProtocolError
 from coop_run.framing import FrameDecoder, Message, encode_message
+from coop_run.zygote import ZygoteClient
 
 logger = logging.getLogger(__name__)
 
@@ -471,8 +472,8 @@ def _probe(session_dir: Path) -> Session | None:
 class SessionCommands:
     """``create``, ``attach``, ``shell``, ``kill``, ``restart`` and ``ls`` for a ``Daemon``.
 
-    ``create`` runs the Coopfile work here (pydantic stays off the CLI) and forks the
-    supervisor from the daemon (no other threads exist). ``attach``/``shell`` mark the
+    ``create`` runs the Coopfile work here (pydantic stays off the CLI) and has the
+    zygote (``coop_run.zygote``) fork the supervisor. ``attach``/``shell`` mark the
     connection handed over: the daemon then closes its copy without answering, since the
     supervisor has answered the client itself.
     """
@@ -483,12 +484,18 @@ class SessionCommands:
         self.registry = registry
         self.environ = dict(os.environ if environ is None else environ)
         registry.on_change.append(daemon.activity_changed)
+        self.zygote = ZygoteClient(self.paths.logs / "daemon.log", self.environ)
 
     def register(self) -> None:
         for name, handler in (("create", self.create), ("attach", self.attach),
                               ("shell", self.shell), ("kill", self.kill),
                               ("restart", self.restart), ("ls", self.ls)):
             self.daemon.register(name, handler)
+        self.zygote.start()
+
+    def close(self) -> None:
+        """The daemon ends: its session starter goes too (sessions stay)."""
+        self.zygote.close()
 
     async def ls(self, _conn: Any, _command: protocol.Command) -> Message:
         return protocol.ls_response(await self.registry.refresh())
@@ -501,6 +508,7 @@ class SessionCommands:
             raise CoopError(protocol.INVALID_COMMAND,
                             f"workspace {command.get('workspace')!r} is not an absolute "
                             "path to a directory")
+        global_path = self._global_path(command.get("config"))
         existing = self.registry.by_workspace(workspace)
         if existing is not None:
             return protocol.ok(name=existing.name, created=False, warnings=[])
@@ -526,11 +534,10 @@ class SessionCommands:
         rows = command.get("rows", 24)
         if not (1 <= cols <= 65535 and 1 <= rows <= 65535):
             raise CoopError(protocol.INVALID_COMMAND, "cols and rows must be from 1 to 65535")
-        config, warnings = self._config(name, Path(workspace), client_env,
-                                        command.get("overrides"), (cols, rows))
-        from coop_run.supervisor import start_supervisor
-
-        handle = start_supervisor(config)
+        config, network, warnings = self._config(name, Path(workspace), client_env,
+                                                 command.get("overrides"), (cols, rows),
+                                                 global_path=global_path)
+        handle = await self.zygote.launch(config, network=network, coop_home=self.paths.home)
         from coop_run.procs import proc_start_time
 
         session = Session(name=name, workspace=workspace, pid=handle.pid,
@@ -542,20 +549,26 @@ class SessionCommands:
         return protocol.ok(name=name, created=True, warnings=warnings)
 
     def _config(self, name: str, workspace: Path, client_env: Mapping[str, str],
-                overrides: Mapping[str, Any] | None,
-                size: tuple[int, int]) -> tuple[Any, builtins.list[str]]:
-        """The supervisor's config from the workspace's Coopfile and build (and warnings)."""
+                overrides: Mapping[str, Any] | None, size: tuple[int, int], *,
+                global_path: Path | None = None) -> tuple[Any, str, builtins.list[str]]:
+        """The supervisor's config from the workspace's Coopfile and build, its network
+        mode (made in the supervisor) and warnings.
+
+        ``global_path`` is the client's global layer (``--config``, else its default);
+        without one, the daemon's own default.
+        """
         from coop_build import quickcheck
         from coop_build.errors import CoopBuildError
         from coop_build.layers import expand_env, load_coopfile
         from coop_build.paths import global_config_path
         from coop_build.store import Store
-        from coop_run.sandbox import SandboxConfig, network_mode
+        from coop_run.sandbox import SandboxConfig
         from coop_run.supervisor import SupervisorConfig
 
         # The Coopfile sees the client's variables (only those it references) over ours.
         environ = {**self.environ, **client_env}
-        global_path = global_config_path(dict(self.environ))
+        if global_path is None:
+            global_path = global_config_path(dict(self.environ))
         try:
             loaded = load_coopfile(workspace=workspace, global_path=global_path,
                                    overrides=overrides, environ=environ)
@@ -581,7 +594,6 @@ class SessionCommands:
             name=name, layers=list(layers), session_dir=self.paths.sessions / name,
             workspace=mount, workspace_inside=coopfile.workspace.path,
             host_image=record.host, persist=list(coopfile.session.persist), env=env,
-            network=network_mode(coopfile.network.mode, session=name, paths=self.paths),
             user_home=Path(self.environ.get("HOME", "/")),
         )
         config = SupervisorConfig(  # noqa: S604 - "shell" is the session's shell argv
@@ -590,11 +602,23 @@ class SessionCommands:
             restart_delay_ms=coopfile.session.restart_delay_ms, cols=size[0], rows=size[1],
             log_file=self.paths.logs / "sessions" / f"{name}.log",
         )
-        return config, warnings
+        return config, coopfile.network.mode, warnings
 
     @property
     def paths(self) -> CoopPaths:
         return self.registry.paths
+
+    @staticmethod
+    def _global_path(value: str | None) -> Path | None:
+        """``create``'s ``config``: the global layer as an absolute path (the daemon's
+        working directory is not the client's); ``None``: the daemon's default."""
+        if value is None:
+            return None
+        if "\0" in value or not value.startswith("/"):
+            shown = value if len(value) <= 60 else value[:60] + "..."
+            raise CoopError(protocol.INVALID_COMMAND,
+                            f"create: config {shown!r} is not an absolute path")
+        return Path(value)
 
     async def attach(self, conn: Any, command: protocol.Command) -> Message:
         session = self.registry.find(command.get("session"))

@@ -39,7 +39,7 @@ import signal
 import socket
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -64,7 +64,7 @@ from coop_run.ptys import (
     exit_notice,
     restart_notice,
 )
-from coop_run.sandbox import ExitStatus, Sandbox, SandboxConfig
+from coop_run.sandbox import ExitStatus, PreparedInit, Sandbox, SandboxConfig
 from coop_run.scrollback import DEFAULT_CAPACITY
 from coop_run.sockets import bind_unix_socket, peer_uid
 
@@ -184,7 +184,7 @@ def start_supervisor(config: SupervisorConfig, *,
             os.close(read_fd)
             os.setsid()
             if os.fork() == 0:
-                _supervisor_main(config, write_fd)
+                run_supervisor(config, write_fd)
             code = 0
         finally:
             os._exit(code)
@@ -218,17 +218,25 @@ def _read_reply(fd: int, timeout: float) -> dict[str, Any]:
     return reply
 
 
-def _detach_from_parent(config: SupervisorConfig, keep: int) -> None:
-    """Drop everything inherited from the starter: fds, signal handlers, log handlers."""
+def drop_inherited(keep: Collection[int]) -> None:
+    """Drop what a fork inherits from its starter: fds (but ``keep``), signal handlers,
+    stdin. A zygote's spare does this before it knows its session."""
     gc.freeze()  # objects of the parent may wrap fds closed below: never finalise them
     signal.set_wakeup_fd(-1)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(signum, signal.SIG_DFL)
-    os.closerange(3, keep)
-    os.closerange(keep + 1, _MAX_FD)
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, _MAX_FD)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
+
+
+def _log_to(config: SupervisorConfig) -> None:
+    """stdout, stderr and logging to the session's log file (or nowhere)."""
     if config.log_file is not None:
         config.log_file.parent.mkdir(parents=True, exist_ok=True)
         out = os.open(config.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -247,12 +255,17 @@ def _detach_from_parent(config: SupervisorConfig, keep: int) -> None:
         root.setLevel(logging.INFO)
 
 
-def _supervisor_main(config: SupervisorConfig, reply_fd: int) -> NoReturn:
-    """The supervisor process from fork to exit."""
+def run_supervisor(config: SupervisorConfig, reply_fd: int, *, inherited_dropped: bool = False,
+                   prepared: PreparedInit | None = None) -> NoReturn:
+    """The supervisor process from fork to exit (a fork of ``start_supervisor`` or a
+    zygote's spare, which has already called ``drop_inherited``): start the session,
+    reply on ``reply_fd``, serve until killed."""
     code = 1
     try:
-        _detach_from_parent(config, reply_fd)
-        supervisor = Supervisor(config)
+        if not inherited_dropped:
+            drop_inherited((reply_fd,))
+        _log_to(config)
+        supervisor = Supervisor(config, prepared=prepared)
         try:
             supervisor.prepare()
         except BaseException as exc:
@@ -278,10 +291,11 @@ def _supervisor_main(config: SupervisorConfig, reply_fd: int) -> NoReturn:
 class Supervisor:
     """The session: sandbox, PTYs and the socket, on one asyncio loop."""
 
-    def __init__(self, config: SupervisorConfig) -> None:
+    def __init__(self, config: SupervisorConfig, *,
+                 prepared: PreparedInit | None = None) -> None:
         self.config = config
         self.session_dir = config.session_dir
-        self.sandbox = Sandbox(config.sandbox)
+        self.sandbox = Sandbox(config.sandbox, prepared=prepared)
         self.listener: socket.socket | None = None
         self.ptys: dict[int, Pty] = {}
         self.clients: set[StreamClient] = set()
@@ -301,9 +315,15 @@ class Supervisor:
         self.session_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.listener = bind_unix_socket(socket_path(self.session_dir))
         self.sandbox.on_exit = self._on_exit
-        self.sandbox.start()
-        spawned = self.sandbox.spawn(list(self.config.agent), env=self.config.agent_env,
-                                     pty=True, cols=self.config.cols, rows=self.config.rows)
+        # The agent's spawn goes out while the init still builds the root (pipelined);
+        # a failure of that set-up surfaces from the spawn.
+        self.sandbox.start(wait_ready=False)
+        try:
+            spawned = self.sandbox.spawn(list(self.config.agent), env=self.config.agent_env,
+                                         pty=True, cols=self.config.cols, rows=self.config.rows)
+        except BaseException:
+            self.sandbox.stop(force=True)
+            raise
         if spawned.master_fd is None:
             raise SupervisorError("the sandbox gave the agent no PTY")
         self._agent_start = (spawned.master_fd, spawned.host_pid, spawned.pid)
@@ -671,6 +691,8 @@ class Supervisor:
         control = self.sandbox.control_fd
         if control is not None:
             self._loop_remove_reader(control)
+        if not force:
+            self._hang_up()
         try:
             self.sandbox.stop(grace=self.config.stop_grace, force=force)
         except CoopError as exc:
@@ -690,6 +712,30 @@ class Supervisor:
                 await conn.send(protocol.ok())
         assert self._done is not None
         self._done.set()
+
+    def _hang_up(self) -> None:
+        """Give each PTY's process what a hang-up gives it (closing a terminal window,
+        ``tmux kill-session``): SIGHUP, then SIGCONT in case it is stopped.
+
+        The init starts every PTY process as the leader of a new session with that PTY
+        as its controlling terminal, so when the leader dies of it the kernel sends
+        SIGHUP on to the terminal's foreground job. An interactive shell ignores SIGTERM
+        but not SIGHUP: a graceful kill of a shell agent no longer waits out the grace,
+        and whatever survives still gets SIGTERM, the grace, then SIGKILL.
+
+        Signals, not closing the masters: a master is closed only after reading what is
+        left on it, and a process still writing would keep that read going forever.
+        """
+        for pty in self.ptys.values():
+            pid = pty.pid
+            if pty.master is None or pid is None:
+                continue
+            for signo in (signal.SIGHUP, signal.SIGCONT):
+                try:
+                    self.sandbox.signal(pid, signo)
+                except CoopError as exc:  # it has just exited, or the sandbox is gone
+                    logger.info("hanging up pty %d: %s", pty.id, exc)
+                    break
 
     async def _wait_flushed(self) -> None:
         loop = asyncio.get_running_loop()

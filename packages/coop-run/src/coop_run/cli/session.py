@@ -83,7 +83,6 @@ def _stream(app: App, client: Any, request: dict[str, Any], name: str, *,
 def default_session(app: App, *, detach: bool, workspace: Path | None,
                     name: str | None) -> int:
     """``coop [-d] [-w DIR] [-n NAME]``: attach to the workspace's session, creating it."""
-    from coop_build.paths import global_config_path
     from coop_run.spawn import ensure_daemon
 
     ws = Path(os.path.realpath(workspace if workspace is not None else app.workspace))
@@ -92,10 +91,13 @@ def default_session(app: App, *, detach: bool, workspace: Path | None,
     if name is not None and _NAME.fullmatch(name) is None:
         raise click.BadParameter("use 1-63 of a-z, A-Z, 0-9, '-', '_', '.'",
                                  param_hint="-n/--name")
-    env = referenced_env([global_config_path(dict(app.environ)), ws / "coop.toml"],
-                         app.environ)
+    # The daemon may have started in another directory and environment: name the global
+    # layer (--config, else this shell's default) so it reads the file whose references
+    # we send.
+    global_config = app.global_config.absolute()
+    env = referenced_env([global_config, ws / "coop.toml"], app.environ)
     request: dict[str, Any] = {"cmd": "create", "workspace": str(ws), "detach": detach,
-                               "env": env, **_size()}
+                               "env": env, "config": str(global_config), **_size()}
     if name is not None:
         request["name"] = name
     with ensure_daemon(app.paths, app.socket_path) as client:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from . import ip
 from .base import NO_RESOLVER
 
 
 class NoNetwork:
-    """A fresh netns holds only ``lo``; bringing it up is all there is to do."""
+    """A fresh netns holds only ``lo``, which the sandbox's init brings up itself."""
 
     unshare_net = True
     net_raw_safe = True  # raw sockets reach nothing more than loopback either
@@ -16,7 +15,7 @@ class NoNetwork:
         return NO_RESOLVER
 
     def attach(self, ns_pid: int) -> None:
-        ip.batch(["link set dev lo up"], ns_pid=ns_pid)
+        """Nothing to do: no ``ip`` process on the start's path (it took 4-6 ms)."""
 
     def close(self) -> None:
         """Nothing to remove: the namespace dies with the sandbox."""

@@ -1,0 +1,497 @@
+"""The session starter: a small process that forks supervisors for the daemon.
+
+The daemon carries pydantic, coop_build and every session's bookkeeping: a supervisor
+forked from it starts slower (page tables and copy-on-write faults of a large heap) and
+keeps more private memory. So the daemon runs ``python -m coop_run.zygote`` once, at its
+own start; the zygote imports only what a supervisor and its sandbox need, freezes that
+heap (``gc.freeze``: the children's collections never touch it) and keeps one *spare*
+child forked in advance. A ``launch`` hands the session's configuration to the spare,
+which becomes that session's supervisor (``supervisor.run_supervisor``); the zygote forks
+the next spare once it is idle again, off the path of any request.
+
+    daemon --SEQPACKET: launch JSON + reply fd--> zygote --the same--> spare = supervisor
+    supervisor --reply fd: {"pid"} or {"error"}--> daemon
+
+The zygote is the supervisors' parent and reaps them; they are each in their own session
+(``setsid``), so neither the daemon's nor the zygote's end touches them. The zygote ends
+with the daemon: end of file on its socket, or ``PR_SET_PDEATHSIG`` when the daemon is
+killed; an unused spare goes with the zygote the same way.
+
+The wire format (``encode_launch``/``decode_launch``) is pure and tested without
+processes. The network mode travels by name: its object is made in the supervisor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import importlib
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from coop_build.paths import CoopPaths
+from coop_run.errors import SupervisorError
+from coop_run.sandbox import SandboxConfig
+from coop_run.supervisor import SupervisorConfig, SupervisorHandle, socket_path, state_path
+
+logger = logging.getLogger("coop_run.zygote")  # also under "python -m"
+
+MAX_LAUNCH = 1 << 20         # bytes of one launch message
+READY_TIMEOUT = 10.0         # the zygote's own start (an interpreter and its imports)
+START_TIMEOUT = 20.0         # a supervisor's start, as ``supervisor.START_TIMEOUT``
+SPARE_IDLE = 0.05            # seconds without requests before the next spare is forked
+STOP_TIMEOUT = 2.0
+
+
+# --- the wire format (pure) -------------------------------------------------------------
+
+_SANDBOX_PATHS = ("session_dir", "workspace", "user_home")
+
+
+def encode_launch(config: SupervisorConfig, *, network: str, coop_home: Path) -> bytes:
+    """One launch request: the supervisor's configuration with the network by name."""
+    box = config.sandbox
+    if box.network is not None or box.idmap is not None:
+        raise ValueError("a launched sandbox gets its network and id map in the supervisor")
+    sandbox = {
+        "name": box.name, "layers": [str(p) for p in box.layers],
+        "session_dir": str(box.session_dir), "workspace": str(box.workspace),
+        "workspace_inside": box.workspace_inside, "host_image": box.host_image,
+        "persist": list(box.persist), "home": box.home, "env": dict(box.env),
+        "user_home": None if box.user_home is None else str(box.user_home),
+        "created": box.created,
+    }
+    message = {
+        "sandbox": sandbox, "network": network, "coop_home": str(coop_home),
+        "agent": list(config.agent), "agent_env": dict(config.agent_env),
+        "shell": list(config.shell), "auto_restart": config.auto_restart,
+        "restart_delay_ms": config.restart_delay_ms,
+        "restart_max_delay_ms": config.restart_max_delay_ms,
+        "cols": config.cols, "rows": config.rows, "scrollback": config.scrollback,
+        "max_backlog": config.max_backlog, "stop_grace": config.stop_grace,
+        "log_file": None if config.log_file is None else str(config.log_file),
+    }
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
+def _typed(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...],
+           *, optional: bool = False) -> Any:
+    value = table.get(key)
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
+        raise SupervisorError(f"malformed launch request: {key!r}")
+    return value
+
+
+def _strings(table: Mapping[str, Any], key: str) -> list[str]:
+    value = _typed(table, key, list)
+    if not all(isinstance(item, str) for item in value):
+        raise SupervisorError(f"malformed launch request: {key!r}")
+    return [str(item) for item in value]
+
+
+def _string_map(table: Mapping[str, Any], key: str) -> dict[str, str]:
+    value = _typed(table, key, dict)
+    if not all(isinstance(v, str) for v in value.values()):
+        raise SupervisorError(f"malformed launch request: {key!r}")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def decode_launch(data: bytes) -> tuple[SupervisorConfig, str, Path]:
+    """(configuration without network, network mode, COOP_HOME); ``SupervisorError``."""
+    try:
+        message = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SupervisorError("malformed launch request: not JSON") from exc
+    if not isinstance(message, dict):
+        raise SupervisorError("malformed launch request: not an object")
+    box = _typed(message, "sandbox", dict)
+    paths = {key: _typed(box, key, str, optional=key == "user_home") for key in _SANDBOX_PATHS}
+    sandbox = SandboxConfig(
+        name=_typed(box, "name", str),
+        layers=[Path(p) for p in _strings(box, "layers")],
+        session_dir=Path(paths["session_dir"]),
+        workspace=Path(paths["workspace"]),
+        workspace_inside=_typed(box, "workspace_inside", str),
+        host_image=_typed(box, "host_image", bool),
+        persist=_strings(box, "persist"),
+        home=_typed(box, "home", str),
+        env=_string_map(box, "env"),
+        user_home=None if paths["user_home"] is None else Path(paths["user_home"]),
+        created=_typed(box, "created", int, optional=True),
+    )
+    log_file = _typed(message, "log_file", str, optional=True)
+    config = SupervisorConfig(
+        sandbox=sandbox,
+        agent=_strings(message, "agent"),
+        agent_env=_string_map(message, "agent_env"),
+        shell=_strings(message, "shell"),
+        auto_restart=_typed(message, "auto_restart", bool),
+        restart_delay_ms=_typed(message, "restart_delay_ms", int),
+        restart_max_delay_ms=_typed(message, "restart_max_delay_ms", int),
+        cols=_typed(message, "cols", int),
+        rows=_typed(message, "rows", int),
+        scrollback=_typed(message, "scrollback", int),
+        max_backlog=_typed(message, "max_backlog", int),
+        stop_grace=float(_typed(message, "stop_grace", (int, float))),
+        log_file=None if log_file is None else Path(log_file),
+    )
+    if not config.agent:
+        raise SupervisorError("malformed launch request: empty agent command")
+    return config, _typed(message, "network", str), Path(_typed(message, "coop_home", str))
+
+
+# --- the daemon's side ------------------------------------------------------------------
+
+
+class ZygoteClient:
+    """The daemon's handle on its zygote: started at once, restarted if it dies."""
+
+    def __init__(self, log_file: Path, environ: Mapping[str, str] | None = None) -> None:
+        self.log_file = log_file
+        self.environ = dict(os.environ if environ is None else environ)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+        self._ready: asyncio.Future[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    def start(self) -> None:
+        """Run the zygote (its imports proceed while the daemon serves)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            argv = [sys.executable, "-m", "coop_run.zygote", "--fd", str(theirs.fileno()),
+                    "--parent", str(os.getpid()), "--log", str(self.log_file)]
+            self._proc = subprocess.Popen(
+                argv, pass_fds=(theirs.fileno(),), env=self.environ, start_new_session=True,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except OSError as exc:
+            ours.close()
+            raise SupervisorError(f"cannot run the session starter: {exc}") from exc
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._sock = ours
+        self._ready = None
+        logger.info("session starter (zygote) started, pid %d", self._proc.pid)
+
+    async def _wait_ready(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(READY_TIMEOUT):
+                data = await loop.sock_recv(sock, 4096)
+        except TimeoutError:
+            raise SupervisorError(
+                f"the session starter was not ready within {READY_TIMEOUT:g}s") from None
+        if data != b'{"ready":true}':
+            raise SupervisorError("the session starter exited while starting (see daemon.log)")
+
+    async def launch(self, config: SupervisorConfig, *, network: str, coop_home: Path,
+                     timeout: float = START_TIMEOUT) -> SupervisorHandle:
+        """Start one session's supervisor; returns once its agent runs."""
+        payload = encode_launch(config, network=network, coop_home=coop_home)
+        if len(payload) > MAX_LAUNCH:
+            raise SupervisorError("the session's configuration is too large")
+        sock = await self._connected()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            try:
+                socket.send_fds(sock, [payload], [theirs.fileno()])
+            except OSError as exc:  # a dead zygote; the next launch starts another
+                self._forget()
+                raise SupervisorError(f"the session starter is gone: {exc}") from exc
+            finally:
+                theirs.close()
+            ours.setblocking(False)
+            reply = await _read_reply(ours, timeout)
+        finally:
+            ours.close()
+        if "error" in reply:
+            raise SupervisorError(str(reply["error"]))
+        pid = reply.get("pid")
+        if not isinstance(pid, int) or isinstance(pid, bool):
+            raise SupervisorError("the supervisor sent a malformed start-up reply")
+        session_dir = config.session_dir
+        return SupervisorHandle(pid=pid, socket_path=socket_path(session_dir),
+                                state_path=state_path(session_dir))
+
+    async def _connected(self) -> socket.socket:
+        if self._proc is not None and self._proc.poll() is not None:
+            logger.warning("the session starter exited (%s); starting another",
+                           self._proc.returncode)
+            self._forget()
+        if self._sock is None:
+            self.start()
+        sock = self._sock
+        assert sock is not None
+        if self._ready is None:
+            self._ready = asyncio.ensure_future(self._wait_ready(sock))
+        try:
+            await asyncio.shield(self._ready)
+        except SupervisorError:
+            self._forget()
+            raise
+        return sock
+
+    def _forget(self) -> None:
+        """Drop a zygote that failed: close our end (it exits) and reap it."""
+        if self._ready is not None and not self._ready.done():
+            self._ready.cancel()
+        self._ready = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            _stop(proc)
+
+    def close(self) -> None:
+        """The daemon ends: the zygote and its spare exit; supervisors stay."""
+        self._forget()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        proc.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def _read_reply(sock: socket.socket, timeout: float) -> dict[str, Any]:
+    """The supervisor's one-line start-up reply (``supervisor.run_supervisor``)."""
+    loop = asyncio.get_running_loop()
+    data = b""
+    try:
+        async with asyncio.timeout(timeout):
+            while not data.endswith(b"\n"):
+                chunk = await loop.sock_recv(sock, 4096)
+                if not chunk:
+                    raise SupervisorError("the supervisor exited while starting")
+                data += chunk
+    except TimeoutError:
+        raise SupervisorError(f"the supervisor did not start within {timeout:g}s") from None
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        reply = None
+    if not isinstance(reply, dict):
+        raise SupervisorError("the supervisor sent a malformed start-up reply")
+    return reply
+
+
+# --- the zygote process -----------------------------------------------------------------
+
+
+class _Zygote:
+    """Forks spares, hands each launch to one, reaps what it forked."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.spare: tuple[int, socket.socket] | None = None
+        self.children: set[int] = set()
+
+    def serve(self) -> None:
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
+        self.spare = self._fork_spare()
+        while True:
+            idle = None if self.spare is not None else SPARE_IDLE
+            readable, _, _ = select.select([self.sock.fileno(), self.wake_r], [], [], idle)
+            if self.wake_r in readable:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(self.wake_r, 512):
+                        pass
+                self._reap()
+            if self.sock.fileno() in readable:
+                try:
+                    data, fds, _flags, _addr = socket.recv_fds(self.sock, MAX_LAUNCH, 1)
+                except OSError:
+                    return
+                if not data:
+                    return  # the daemon is gone
+                self._hand_over(data, fds)
+            elif not readable and self.spare is None:
+                self.spare = self._fork_spare()
+
+    def close(self) -> None:
+        """Ending: the spare sees end of file on its channel, ends its waiting init and
+        exits; wait for that (bounded), so nothing of ours outlives the daemon's wait."""
+        if self.spare is None:
+            return
+        pid, channel = self.spare
+        self.spare = None
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return
+        try:
+            channel.close()
+            if not select.select([pidfd], [], [], STOP_TIMEOUT)[0]:
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        finally:
+            os.close(pidfd)
+
+    def _hand_over(self, data: bytes, fds: list[int]) -> None:
+        try:
+            for _attempt in range(2):
+                if self.spare is None:
+                    self.spare = self._fork_spare()
+                pid, channel = self.spare
+                self.spare = None
+                try:
+                    socket.send_fds(channel, [data], fds)
+                except OSError as exc:  # it died unused: use a fresh one
+                    logger.warning("spare %d is gone (%s)", pid, exc)
+                    continue
+                finally:
+                    channel.close()
+                return
+            for fd in fds:
+                _reply_error(fd, "the session starter cannot fork a supervisor")
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _fork_spare(self) -> tuple[int, socket.socket]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        zygote = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child never returns
+            ours.close()
+            _spare_main(theirs, zygote)
+        theirs.close()
+        self.children.add(pid)
+        return pid, ours
+
+    def _reap(self) -> None:
+        for pid in list(self.children):
+            with contextlib.suppress(ChildProcessError):
+                done, _status = os.waitpid(pid, os.WNOHANG)
+                if done == 0:
+                    continue
+            self.children.discard(pid)
+            if self.spare is not None and self.spare[0] == pid:
+                self.spare[1].close()
+                self.spare = None
+
+
+def _reply_error(fd: int, message: str) -> None:
+    with contextlib.suppress(OSError):
+        os.write(fd, json.dumps({"error": message}).encode() + b"\n")
+
+
+def _spare_main(channel: socket.socket, zygote: int) -> NoReturn:
+    """A spare: wait for one launch, then become that session's supervisor."""
+    from coop_build import linux
+    from coop_build.errors import CoopBuildError
+    from coop_build.idmap import IdMap, choose_idmap
+    from coop_run.errors import CoopError
+    from coop_run.sandbox import PreparedInit, network_mode, prepare_init
+    from coop_run.supervisor import drop_inherited, run_supervisor
+
+    code = 1
+    try:
+        os.setsid()
+        linux.set_pdeathsig(signal.SIGKILL)  # an unused spare goes with the zygote
+        if os.getppid() != zygote:
+            os._exit(0)
+        # Everything that does not depend on the session, done before it is known: the
+        # sandbox's init is cloned first, while this heap is still the zygote's (what
+        # we write later stays shared with the zygote, not private to the init).
+        idmap: IdMap | None = None
+        prepared: PreparedInit | None = None
+        try:
+            idmap = choose_idmap()
+            prepared = prepare_init(idmap, unshare_net=True)  # all modes but "host"
+        except (CoopError, CoopBuildError, OSError) as exc:
+            logger.warning("spare: no init prepared (%s)", exc)  # the start reports it
+        keep = [channel.fileno()]
+        if prepared is not None:
+            keep += [prepared.sock.fileno(), prepared.pidfd]
+        drop_inherited(keep)
+        data, fds, _flags, _addr = socket.recv_fds(channel, MAX_LAUNCH, 1)
+        channel.close()
+        if not data or len(fds) != 1:
+            if prepared is not None:
+                prepared.discard()
+            os._exit(0)
+        linux.set_pdeathsig(0)  # from here on the session outlives zygote and daemon
+        reply_fd = fds[0]
+        try:
+            config, mode, home = decode_launch(data)
+            config.sandbox.network = network_mode(mode, session=config.sandbox.name,
+                                                  paths=CoopPaths(home))
+            config.sandbox.idmap = idmap
+        except Exception as exc:
+            message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            _reply_error(reply_fd, str(message))
+            os._exit(1)
+        run_supervisor(config, reply_fd, inherited_dropped=True, prepared=prepared)
+    except BaseException:  # pragma: no cover - reported through the reply fd or the log
+        logger.exception("spare supervisor failed")
+    finally:
+        os._exit(code)
+
+
+def _preload() -> None:
+    """Import every network mode too (supervisors need them), then freeze that heap."""
+    importlib.import_module("coop_run.network")
+    gc.collect()
+    gc.freeze()
+
+
+def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m coop_run.zygote",
+                                     description="coop's session starter (run by the daemon).")
+    parser.add_argument("--fd", type=int, required=True, help="the daemon's SEQPACKET socket")
+    parser.add_argument("--parent", type=int, required=True, help="the daemon's pid")
+    parser.add_argument("--log", type=Path, required=True, help="log file (appended)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from coop_build import linux
+
+    started = time.monotonic()
+    args = _parse_args(sys.argv[1:] if argv is None else argv)
+    handler = logging.FileHandler(args.log, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+    linux.set_pdeathsig(signal.SIGKILL)
+    if os.getppid() != args.parent:
+        return 0  # the daemon died before we could follow it
+    sock = socket.socket(fileno=args.fd)
+    _preload()
+    zygote = _Zygote(sock)
+    sock.send(b'{"ready":true}')
+    logger.info("zygote ready in %.0f ms", (time.monotonic() - started) * 1000)
+    try:
+        zygote.serve()
+    finally:
+        zygote.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""The session starter (``coop_run.zygote``): its wire format, and for real the process
+that forks supervisors, its spare, and how both end while sessions carry on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sup_helpers import info, stop_supervisor, supervisor_config
+
+from coop_run.errors import SupervisorError
+from coop_run.network import NoNetwork
+from coop_run.supervisor import SupervisorConfig, SupervisorHandle
+from coop_run.zygote import ZygoteClient, decode_launch, encode_launch
+from support.bench import CoopEnv
+from support.procs import children, pid_alive, stop_pid, wait_for
+from support.rootfs import busybox_available
+
+TIMEOUT = 15.0
+
+
+@pytest.fixture
+def config(coop_env: CoopEnv, busybox_layer: Path, workspace: Path) -> SupervisorConfig:
+    return supervisor_config(coop_env, busybox_layer, workspace, "zyg", ("sh",),
+                             agent_env={"X": "1"}, cols=100, rows=30)
+
+
+# --- the wire format (pure) -------------------------------------------------------------
+
+
+def test_a_launch_survives_the_wire(config: SupervisorConfig, coop_env: CoopEnv) -> None:
+    config.sandbox.created = 1234
+    data = encode_launch(config, network="veth", coop_home=coop_env.coop_home)
+    decoded, network, home = decode_launch(data)
+    assert (network, home) == ("veth", coop_env.coop_home)
+    assert encode_launch(decoded, network=network, coop_home=home) == data
+    assert list(decoded.agent) == ["sh"] and decoded.agent_env == {"X": "1"}
+    assert (decoded.cols, decoded.rows, decoded.stop_grace) == (100, 30, 1.0)
+    assert decoded.sandbox.session_dir == config.sandbox.session_dir
+    assert decoded.sandbox.layers == [Path(p) for p in config.sandbox.layers]
+    assert (decoded.sandbox.created, decoded.sandbox.env) == (1234, {"PS1": "$ "})
+    assert decoded.log_file == config.log_file
+
+
+def test_a_launch_carries_no_network_object(config: SupervisorConfig,
+                                            coop_env: CoopEnv) -> None:
+    config.sandbox.network = NoNetwork()
+    with pytest.raises(ValueError, match="network"):
+        encode_launch(config, network="none", coop_home=coop_env.coop_home)
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    (lambda m: m.update(cols=True), "cols"),
+    (lambda m: m.update(cols="80"), "cols"),
+    (lambda m: m["sandbox"].update(layers=["/a", 3]), "layers"),
+    (lambda m: m["sandbox"].update(env={"A": 1}), "env"),
+    (lambda m: m["sandbox"].pop("name"), "name"),
+    (lambda m: m.update(agent=[]), "agent"),
+    (lambda m: m.update(network=None), "network"),
+    (lambda m: m.update(stop_grace=False), "stop_grace"),
+])
+def test_a_malformed_launch_is_refused(config: SupervisorConfig, coop_env: CoopEnv,
+                                       change: object, field: str) -> None:
+    message = json.loads(encode_launch(config, network="none", coop_home=coop_env.coop_home))
+    assert callable(change)
+    change(message)
+    with pytest.raises(SupervisorError, match=field):
+        decode_launch(json.dumps(message).encode())
+
+
+@pytest.mark.parametrize("data", [b"", b"\xff", b"[1]", b"{"])
+def test_a_launch_that_is_not_an_object_is_refused(data: bytes) -> None:
+    with pytest.raises(SupervisorError, match="malformed launch request"):
+        decode_launch(data)
+
+
+# --- the process ------------------------------------------------------------------------
+
+needs_busybox = pytest.mark.skipif(not busybox_available(), reason="needs busybox-static")
+
+
+@pytest.fixture
+def zygote(coop_env: CoopEnv) -> Iterator[ZygoteClient]:
+    client = ZygoteClient(coop_env.coop_home / "logs" / "daemon.log")
+    (coop_env.coop_home / "logs").mkdir(parents=True, exist_ok=True)
+    yield client
+    pid = client.pid
+    client.close()
+    if pid is not None:
+        stop_pid(pid, timeout=5.0)
+
+
+def _launch(zygote: ZygoteClient, config: SupervisorConfig, env: CoopEnv) -> SupervisorHandle:
+    return asyncio.run(zygote.launch(config, network="none", coop_home=env.coop_home))
+
+
+def _spare_of(zygote_pid: int, known: set[int]) -> int:
+    """The zygote's one child that is not a supervisor already known."""
+    found: list[int] = []
+
+    def spare() -> bool:
+        found[:] = [p.pid for p in children(zygote_pid) if p.alive and p.pid not in known]
+        return len(found) == 1
+
+    wait_for(spare, TIMEOUT, "the zygote's spare")
+    return found[0]
+
+
+@needs_busybox
+def test_the_zygote_forks_supervisors_that_outlive_it(
+        zygote: ZygoteClient, config: SupervisorConfig, coop_env: CoopEnv) -> None:
+    first = _launch(zygote, config, coop_env)
+    second_config = supervisor_config(coop_env, Path(config.sandbox.layers[0]),
+                                      Path(config.sandbox.workspace), "zyg2")
+    second = _launch(zygote, second_config, coop_env)
+    try:
+        zpid = zygote.pid
+        assert zpid is not None
+        supervisors = {first.pid, second.pid}
+        assert len(supervisors) == 2
+        for handle in (first, second):
+            # The zygote's child, in a session of its own; its agent runs on the PTY size.
+            assert os.getsid(handle.pid) == handle.pid
+            assert int(Path(f"/proc/{handle.pid}/stat").read_text().split()[3]) == zpid
+            detail = info(handle.socket_path)
+            assert detail["session"]["state"] == "running"
+        pty = next(p for p in info(first.socket_path)["ptys"] if p["id"] == 0)
+        assert (pty["cols"], pty["rows"]) == (100, 30)
+        spare = _spare_of(zpid, supervisors)
+        # The daemon's end closes: zygote and spare go, the sessions stay.
+        zygote.close()
+        wait_for(lambda: not pid_alive(zpid) and not pid_alive(spare), TIMEOUT,
+                 "the zygote and its spare to exit")
+        for handle in (first, second):
+            assert info(handle.socket_path)["session"]["state"] == "running"
+    finally:
+        stop_supervisor(first)
+        stop_supervisor(second)
+
+
+@needs_busybox
+def test_a_killed_zygote_takes_its_spare_and_is_replaced(
+        zygote: ZygoteClient, config: SupervisorConfig, coop_env: CoopEnv) -> None:
+    handle = _launch(zygote, config, coop_env)
+    try:
+        zpid = zygote.pid
+        assert zpid is not None
+        spare = _spare_of(zpid, {handle.pid})
+        os.kill(zpid, signal.SIGKILL)
+        wait_for(lambda: not pid_alive(spare), TIMEOUT, "the spare to follow its zygote")
+        assert info(handle.socket_path)["session"]["state"] == "running"
+        other = supervisor_config(coop_env, Path(config.sandbox.layers[0]),
+                                  Path(config.sandbox.workspace), "zyg3")
+        replacement = _launch(zygote, other, coop_env)
+        try:
+            assert zygote.pid not in (None, zpid)
+            assert info(replacement.socket_path)["session"]["state"] == "running"
+        finally:
+            stop_supervisor(replacement)
+    finally:
+        stop_supervisor(handle)
+
+
+@needs_busybox
+def test_a_failed_start_is_reported_and_the_zygote_serves_on(
+        zygote: ZygoteClient, coop_env: CoopEnv, busybox_layer: Path, workspace: Path,
+        tmp_path: Path) -> None:
+    bad = supervisor_config(coop_env, tmp_path / "no-such-layer", workspace, "zyg4")
+    with pytest.raises(SupervisorError, match="layer directory does not exist"):
+        _launch(zygote, bad, coop_env)
+    zpid = zygote.pid
+    handle = _launch(zygote, supervisor_config(coop_env, busybox_layer, workspace, "zyg5"),
+                     coop_env)
+    try:
+        assert zygote.pid == zpid
+        assert info(handle.socket_path)["session"]["state"] == "running"
+    finally:
+        stop_supervisor(handle)
