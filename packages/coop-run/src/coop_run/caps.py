@@ -30,6 +30,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+from collections.abc import Iterable
 
 CAP_CHOWN = 0
 CAP_DAC_OVERRIDE = 1
@@ -133,6 +134,13 @@ def limit_children(keep: frozenset[int] = KEEP, *, top: int | None = None) -> No
         data[word].inheritable = 0
     if _capset(ctypes.byref(header), data) != 0:
         raise _fail("capset")
+
+
+def drop_bounding(drop: Iterable[int]) -> None:
+    """Remove ``drop`` from the bounding set (after ``limit_children``: a narrower mode)."""
+    for cap in sorted(drop):
+        if _prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise _fail(f"prctl(PR_CAPBSET_DROP, {cap})")
 
 
 def effective_mask(status_text: str) -> int:

@@ -366,13 +366,8 @@ class Sandbox:
         (sdir.etc / "resolv.conf").write_text(self.resolv)
 
     def _start(self, wait_ready: bool) -> None:
-        spec, state = self._prepare()
-        try:
-            plan_mounts(spec)  # the init plans again from the spec; refuse it here first
-        except ValueError as exc:
-            raise SandboxError(str(exc)) from exc
-        self.env = base_env(self.config, self.workspace_real, self.created)
-        late_sources = [source for source, _ in (*spec.persist, *spec.etc_files)]
+        # The init first: its own set-up overlaps ours (2 cores), and a failure below
+        # ends it through the teardown like any started init.
         prepared, self._prepared = self._prepared, None
         if prepared is not None and (prepared.unshare_net != self.network.unshare_net
                                      or prepared.idmap != self.idmap):
@@ -382,6 +377,13 @@ class Sandbox:
             prepared = prepare_init(self.idmap, unshare_net=self.network.unshare_net)
         self._sock, self._pidfd, self.init_pid = prepared.sock, prepared.pidfd, prepared.pid
         pid = prepared.pid
+        spec, state = self._prepare()
+        try:
+            plan_mounts(spec)  # the init plans again from the spec; refuse it here first
+        except ValueError as exc:
+            raise SandboxError(str(exc)) from exc
+        self.env = base_env(self.config, self.workspace_real, self.created)
+        late_sources = [source for source, _ in (*spec.persist, *spec.etc_files)]
         # The init has its namespaces and ids. It builds the root once it has the spec,
         # while we write what its last binds need ("files"); nothing runs inside before
         # the network is attached. Closing the socket instead makes it exit.

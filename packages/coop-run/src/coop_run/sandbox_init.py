@@ -321,6 +321,9 @@ def init_base(net_lo_up: bool) -> int:
     sigfd = _signalfd_for(HANDLED)
     if net_lo_up:
         loopback_up()
+    # The most any network mode lets processes inside hold; ``init_early`` narrows it.
+    # Here, because it is off the critical path (S maps ids and prepares the session).
+    caps.limit_children(caps.KEEP)
     rootfs_mounts.execute([rootfs_mounts.MakePrivate()], "/")
     return sigfd
 
@@ -354,9 +357,9 @@ def setup_spec(message: dict[str, Any]) -> tuple[InitSpec, str]:
 
 
 def init_early(spec: InitSpec) -> None:
-    """With the spec: limit what children may hold, then the plan's first part. The init
-    keeps its own capabilities for the mounts still to come."""
-    caps.limit_children(spec.child_caps)
+    """With the spec: narrow what children may hold to the mode's set, then the plan's
+    first part. The init keeps its own capabilities for the mounts still to come."""
+    caps.drop_bounding(caps.KEEP - spec.child_caps)
     rootfs_mounts.execute(spec.early, spec.root)
 
 

@@ -41,6 +41,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from coop_build.errors import CoopBuildError
+from coop_build.idmap import IdMap, choose_idmap
 from coop_build.paths import CoopPaths
 from coop_run.errors import SupervisorError
 from coop_run.sandbox import SandboxConfig
@@ -301,8 +303,9 @@ async def _read_reply(sock: socket.socket, timeout: float) -> dict[str, Any]:
 class _Zygote:
     """Forks spares, hands each launch to one, reaps what it forked."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, idmap: IdMap | None) -> None:
         self.sock = sock
+        self.idmap = idmap  # chosen once here, not in every spare (its pages stay shared)
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.spare: tuple[int, socket.socket] | None = None
         self.children: set[int] = set()
@@ -377,7 +380,7 @@ class _Zygote:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child never returns
             ours.close()
-            _spare_main(theirs, zygote)
+            _spare_main(theirs, zygote, self.idmap)
         theirs.close()
         self.children.add(pid)
         return pid, ours
@@ -399,11 +402,9 @@ def _reply_error(fd: int, message: str) -> None:
         os.write(fd, json.dumps({"error": message}).encode() + b"\n")
 
 
-def _spare_main(channel: socket.socket, zygote: int) -> NoReturn:
+def _spare_main(channel: socket.socket, zygote: int, idmap: IdMap | None) -> NoReturn:
     """A spare: wait for one launch, then become that session's supervisor."""
     from coop_build import linux
-    from coop_build.errors import CoopBuildError
-    from coop_build.idmap import IdMap, choose_idmap
     from coop_run.errors import CoopError
     from coop_run.sandbox import PreparedInit, network_mode, prepare_init
     from coop_run.supervisor import drop_inherited, run_supervisor
@@ -417,11 +418,10 @@ def _spare_main(channel: socket.socket, zygote: int) -> NoReturn:
         # Everything that does not depend on the session, done before it is known: the
         # sandbox's init is cloned first, while this heap is still the zygote's (what
         # we write later stays shared with the zygote, not private to the init).
-        idmap: IdMap | None = None
         prepared: PreparedInit | None = None
         try:
-            idmap = choose_idmap()
-            prepared = prepare_init(idmap, unshare_net=True)  # all modes but "host"
+            if idmap is not None:
+                prepared = prepare_init(idmap, unshare_net=True)  # all modes but "host"
         except (CoopError, CoopBuildError, OSError) as exc:
             logger.warning("spare: no init prepared (%s)", exc)  # the start reports it
         keep = [channel.fileno()]
@@ -483,7 +483,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0  # the daemon died before we could follow it
     sock = socket.socket(fileno=args.fd)
     _preload()
-    zygote = _Zygote(sock)
+    try:
+        idmap: IdMap | None = choose_idmap()
+    except CoopBuildError as exc:
+        logger.warning("no id map (%s): each sandbox reports it", exc)
+        idmap = None
+    zygote = _Zygote(sock, idmap)
     sock.send(b'{"ready":true}')
     logger.info("zygote ready in %.0f ms", (time.monotonic() - started) * 1000)
     try:
