@@ -11,7 +11,7 @@ anchor in the same run, alternating ours and the anchor so both see the same loa
      ... in N ms": taken from the create request's arrival to the supervisor's report that
      the agent runs) vs `bwrap --unshare-all` running `true` on a PTY with the binds of an
      `image = "host"` rootfs; and `coop -d` + `coop kill -f` end to end vs `tmux new -d` +
-     `tmux kill-session` (plus one plain `coop kill`, which waits for the agent)
+     `tmux kill-session` (plus one plain `coop kill`, which hangs the agent up first)
   3  30 MB of agent output (`cat` of a 30 MB text file, then a sentinel) read from the pty
      master of an attached `coop attach` vs an attached `tmux attach` vs a bare PTY; the
      command is typed into an already attached client, so client start-up is not timed
@@ -315,10 +315,11 @@ class Bench:
             Row("2  create inside the daemon (log) vs bwrap true on a PTY", inside,
                 bwrap_times, 2.5,
                 note="from the daemon log line: create request in -> supervisor reports the "
-                     "agent running (build lookup, fork, sandbox, agent spawn)"),
+                     "agent running (build lookup, hand-over to the zygote's spare, whose "
+                     "sandbox init was cloned and id-mapped ahead; mounts; agent spawn)"),
             Row("2b coop -d + kill -f vs tmux new -d + kill-session", e2e, tmux_times, None,
-                note=f"two CLI runs (see row 1 for one); one plain `coop kill` (grace "
-                     f"for an agent /bin/sh, which ignores SIGTERM): "
+                note=f"two CLI runs (see row 1 for one); one plain `coop kill` of an agent "
+                     f"/bin/sh, which ignores SIGTERM (hang-up first, then the grace): "
                      f"{plain_kill * 1000:.0f} ms"),
         ]
 
@@ -423,6 +424,14 @@ class Bench:
             agents.append(agent_pss)
             everything += (per_session[-1] + agent_pss) * 1024
         added = (everything - pss0) / 1024 / SESSIONS
+        # The session starter: zygote, its spare and the spare's waiting init (fixed cost).
+        starter = [z for z in children(daemon)
+                   if "coop_run.zygote" in Path(f"/proc/{z}/cmdline").read_text()]
+        for _ in range(2):
+            starter += [c for p in list(starter) for c in children(p)
+                        if c not in supervisors and c not in starter]
+        s_rss = sum(memory_kib(p)[0] for p in starter) / 1024
+        s_pss = sum(memory_kib(p)[1] for p in starter) / 1024
         # tmux's server with 21 sessions, as the issue quotes
         for i in range(SESSIONS + 1):
             run([*self.tmux, "new", "-d", "-s", f"m{i}", "/bin/sh"], self.env)
@@ -436,7 +445,9 @@ class Bench:
             Row(f"6  daemon RSS with {SESSIONS} idle sessions (MB)", [rss / 1024], [], 40.0,
                 kind="abs",
                 note=f"daemon PSS {pss / 1024:.1f} MB; with no session: RSS {rss0 / 1024:.1f}, "
-                     f"PSS {pss0 / 1024:.1f} MB; {tmux_note}"),
+                     f"PSS {pss0 / 1024:.1f} MB; its session starter ({len(starter)} processes: "
+                     f"zygote, spare, the spare's init), a fixed cost: RSS {s_rss:.1f}, "
+                     f"PSS {s_pss:.1f} MB; {tmux_note}"),
             Row("6b PSS per session: supervisor + sandbox init (MB)", per_session, [], 8.0,
                 kind="abs",
                 note=f"median of {SESSIONS}: supervisor {statistics.median(sup_pss):.1f} + init "
