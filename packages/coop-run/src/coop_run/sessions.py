@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from coop_build.paths import CoopPaths
-from coop_run import protocol
+from coop_run import protocol, sockets
 from coop_run.errors import CoopError, ProtocolError
 from coop_run.framing import FrameDecoder, Message, encode_message
 from coop_run.zygote import ZygoteClient
@@ -107,10 +107,13 @@ class _SupervisorConn:
     @classmethod
     async def open(cls, path: Path) -> _SupervisorConn:
         loop = asyncio.get_running_loop()
+        # Clients' sockets are handed to whatever answers here: ours only.
+        sockets.check_connect_path(path, what="supervisor")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.setblocking(False)
         try:
             await loop.sock_connect(sock, os.fsencode(path))
+            sockets.check_peer(sock, path, what="supervisor")
             conn = cls(sock)
             await conn.send(protocol.hello())
             protocol.check_handshake_reply(await conn.receive())
@@ -419,10 +422,8 @@ def _probe(session_dir: Path) -> Session | None:
     sock_path = socket_path(session_dir)
     state = read_state(session_dir) or {}
     try:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(2.0)
+        sock = sockets.connect_unix(sock_path, timeout=2.0, what="supervisor")
         try:
-            sock.connect(os.fsencode(sock_path))
             decoder = FrameDecoder()
             pending: list[Any] = []
 

@@ -134,40 +134,56 @@ def bind_unix_socket(path: Path) -> socket.socket:
     return sock
 
 
-def connect_unix(path: Path, timeout: float | None = None) -> socket.socket:
-    """A blocking connection to our own daemon at ``path``.
+def check_connect_path(path: Path, *, what: str = "daemon") -> None:
+    """Refuse to connect to ``path`` if it is a symlink or another user's socket.
 
-    ``DaemonUnavailableError`` if nobody listens. The path must not be a symlink or
-    another user's socket, and the listener must run as us (``SO_PEERCRED``): the client
-    never talks to somebody else's daemon, which could read what it sends.
+    ``DaemonUnavailableError`` when nothing is there. ``what`` names the listener in
+    messages ("daemon", "supervisor").
     """
     _check_length(path)
     try:
         st = path.lstat()
     except (FileNotFoundError, NotADirectoryError) as exc:
-        raise DaemonUnavailableError(f"no daemon listens on {path}") from exc
+        raise DaemonUnavailableError(f"no {what} listens on {path}") from exc
     if stat.S_ISLNK(st.st_mode):
         raise SocketPathError(f"socket path {path} is a symlink; refusing to use it")
     uid = os.geteuid()
     if stat.S_ISSOCK(st.st_mode) and st.st_uid != uid:
         raise SocketPathError(f"socket {path} belongs to uid {st.st_uid}, not to you (uid {uid})")
+
+
+def check_peer(sock: socket.socket, path: Path, *, what: str = "daemon") -> None:
+    """Refuse a listener that does not run as us (``SO_PEERCRED``); closes ``sock``."""
+    uid = os.geteuid()
+    peer = peer_uid(sock)
+    if peer != uid:
+        sock.close()
+        raise SocketPathError(f"the {what} on {path} runs as uid {peer}, not as you (uid {uid})")
+
+
+def connect_unix(path: Path, timeout: float | None = None, *,
+                 what: str = "daemon") -> socket.socket:
+    """A blocking connection to our own daemon (or supervisor: ``what``) at ``path``.
+
+    ``DaemonUnavailableError`` if nobody listens. The path must not be a symlink or
+    another user's socket, and the listener must run as us (``SO_PEERCRED``): the client
+    never talks to somebody else's daemon, which could read what it sends.
+    """
+    check_connect_path(path, what=what)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         sock.connect(os.fsencode(path))
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         sock.close()
-        raise DaemonUnavailableError(f"no daemon listens on {path}") from exc
+        raise DaemonUnavailableError(f"no {what} listens on {path}") from exc
     except PermissionError as exc:
         sock.close()
         raise SocketPathError(f"permission denied connecting to {path}") from exc
     except OSError as exc:
         sock.close()
         if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTDIR):
-            raise DaemonUnavailableError(f"no daemon listens on {path}") from exc
+            raise DaemonUnavailableError(f"no {what} listens on {path}") from exc
         raise DaemonError(f"cannot connect to {path}: {exc.strerror or exc}") from exc
-    peer = peer_uid(sock)
-    if peer != uid:
-        sock.close()
-        raise SocketPathError(f"the daemon on {path} runs as uid {peer}, not as you (uid {uid})")
+    check_peer(sock, path, what=what)
     return sock

@@ -1,0 +1,108 @@
+"""The daemon hands clients' sockets to supervisors: it only talks to sockets that are
+ours (no symlink, our owner, a listener running as us), also when rediscovering."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from coop_build.paths import CoopPaths
+from coop_run import protocol
+from coop_run.framing import FrameDecoder, encode_message
+from coop_run.sessions import SessionRegistry
+from support.bench import CoopEnv
+
+
+class FakeSupervisor:
+    """Answers the handshake and ``info`` like a supervisor, on a real socket."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        self.path = path
+        self.name = name
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(path))
+        self.listener.listen(4)
+        self.listener.settimeout(0.2)
+        self.stopping = threading.Event()
+        self.served = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5.0)
+                decoder = FrameDecoder()
+                for reply in (protocol.handshake_ok(), {"ok": True, "ptys": [], "session": {
+                        "name": self.name, "workspace": "/", "pid": os.getpid(),
+                        "created": 1, "state": "running"}}):
+                    messages: list[object] = []
+                    while not messages:
+                        data = conn.recv(65536)
+                        if not data:
+                            break
+                        messages = list(decoder.feed(data))
+                    if not messages:
+                        break
+                    conn.sendall(encode_message(reply))
+                self.served += 1
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join(5.0)
+        assert not self.thread.is_alive()
+        self.listener.close()
+
+
+@pytest.fixture
+def sessions(coop_env: CoopEnv) -> Path:
+    path = CoopPaths(coop_env.coop_home).sessions
+    path.mkdir(parents=True)
+    return path
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> Iterator[FakeSupervisor]:
+    server = FakeSupervisor(tmp_path / "elsewhere.sock", "evil")
+    yield server
+    server.close()
+
+
+def _session_dir(sessions: Path, name: str) -> Path:
+    path = sessions / name
+    path.mkdir(mode=0o700)
+    (path / "supervisor.json").write_text(json.dumps({"pid": os.getpid(), "name": name}))
+    return path
+
+
+def test_a_plain_socket_of_ours_is_rediscovered(sessions: Path, tmp_path: Path,
+                                               coop_env: CoopEnv) -> None:
+    path = _session_dir(sessions, "good")
+    server = FakeSupervisor(path / "supervisor.sock", "good")
+    try:
+        registry = SessionRegistry(CoopPaths(coop_env.coop_home))
+        assert registry.rediscover() == ["good"]  # positive control for the test below
+        assert server.served == 1
+    finally:
+        server.close()
+
+
+def test_a_symlinked_supervisor_socket_is_refused(sessions: Path, fake: FakeSupervisor,
+                                                 coop_env: CoopEnv) -> None:
+    path = _session_dir(sessions, "evil")
+    (path / "supervisor.sock").symlink_to(fake.path)
+    registry = SessionRegistry(CoopPaths(coop_env.coop_home))
+    assert registry.rediscover() == []
+    assert fake.served == 0  # never even connected
