@@ -40,6 +40,7 @@ from coop_run.framing import (
     encode_message,
 )
 from coop_run.sockets import bind_unix_socket, is_listening, peer_credentials
+from coop_run.statefiles import write_text_atomic
 
 # Named explicitly: under ``python -m`` __name__ is "__main__".
 log = logging.getLogger("coop_run.daemon")
@@ -219,11 +220,7 @@ class Daemon:
         log.info("daemon %d stopped", os.getpid())
 
     def _write_pid_file(self) -> None:
-        tmp = self.pid_file.with_name(f".daemon.pid.{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"{os.getpid()}\n")
-        tmp.replace(self.pid_file)
+        write_text_atomic(self.pid_file, f"{os.getpid()}\n")
 
     def _remove_files(self) -> None:
         """Remove our socket and pid file, never ones a newer daemon put there."""

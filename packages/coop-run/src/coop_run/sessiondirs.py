@@ -25,6 +25,7 @@ from coop_build.namespace import force_rmtree, remove_tree
 from coop_build.paths import CoopPaths
 from coop_run.errors import BindPathError, SandboxError
 from coop_run.procs import alive
+from coop_run.statefiles import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -106,9 +107,7 @@ def check_bind_source(path: Path, *, home: Path, workspace: Path,
 
 def write_state(sdir: SessionDir, state: dict[str, Any]) -> None:
     """Write ``sandbox.json`` atomically (temp + rename)."""
-    tmp = sdir.state.with_name(STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(state))
-    tmp.replace(sdir.state)
+    write_json_atomic(sdir.state, state)
 
 
 def read_state(sdir: SessionDir) -> dict[str, Any] | None:

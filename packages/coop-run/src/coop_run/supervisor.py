@@ -67,6 +67,7 @@ from coop_run.ptys import (
 from coop_run.sandbox import ExitStatus, PreparedInit, Sandbox, SandboxConfig
 from coop_run.scrollback import DEFAULT_CAPACITY
 from coop_run.sockets import bind_unix_socket, peer_uid
+from coop_run.statefiles import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -335,12 +336,7 @@ class Supervisor:
                  "name": self.config.sandbox.name,
                  "workspace": str(self.sandbox.workspace_real),
                  "created": self.sandbox.created, "socket": str(socket_path(self.session_dir))}
-        path = state_path(self.session_dir)
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(state, out)
-        tmp.replace(path)
+        write_json_atomic(state_path(self.session_dir), state)
 
     def cleanup(self) -> None:
         """Remove the socket and the state file (the sandbox is stopped by then)."""

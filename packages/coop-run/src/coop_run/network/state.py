@@ -18,6 +18,7 @@ from pathlib import Path
 from coop_build.paths import CoopPaths
 from coop_run.errors import NetworkError
 from coop_run.procs import proc_start_time
+from coop_run.statefiles import write_text_atomic
 
 STATE_FILE = "network.json"
 LOCK_FILE = "network.lock"
@@ -95,9 +96,7 @@ def write_state(paths: CoopPaths, state: NetState) -> None:
     """Writes the record atomically (rename), creating the session directory if needed."""
     path = state_path(paths, state.session)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{STATE_FILE}.{os.getpid()}")
-    tmp.write_text(state.to_json())
-    tmp.replace(path)
+    write_text_atomic(path, state.to_json())
 
 
 def remove_state(paths: CoopPaths, session: str) -> None:
