@@ -32,18 +32,9 @@ from typing import Any, NoReturn
 from coop_build import linux
 from coop_build.errors import CoopBuildError, ToolError
 from coop_build.idmap import IdMap, write_idmap
+from coop_build.rootlayout import DEFAULT_PATH, DEV_LINKS, DEV_NODES, HOST_DIRS
 from coop_build.rootpath import resolve_in_root
 
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-HOST_DIRS = ("usr", "bin", "sbin", "lib", "lib64", "lib32", "libx32", "etc")
-DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
-DEV_LINKS = (
-    ("fd", "/proc/self/fd"),
-    ("stdin", "/proc/self/fd/0"),
-    ("stdout", "/proc/self/fd/1"),
-    ("stderr", "/proc/self/fd/2"),
-    ("ptmx", "pts/ptmx"),
-)
 SETUP_FAILED = 125
 NS_FLAGS = (
     linux.CLONE_NEWUSER | linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWUTS

@@ -32,6 +32,7 @@ from coop_build.progress import (
     ignore_progress,
 )
 from coop_build.quickcheck import fingerprint
+from coop_build.rootlayout import DEFAULT_PATH
 from coop_build.steps import BuildPlan, Step, plan_steps
 from coop_build.store import BuildRecord, Scratch, Store
 
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PASSTHROUGH_VARS = (
     "http_proxy",
     "https_proxy",

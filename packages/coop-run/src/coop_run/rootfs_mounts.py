@@ -21,17 +21,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from coop_build import linux
+from coop_build.rootlayout import DEV_LINKS, DEV_NODES, HOST_DIRS
 from coop_build.rootpath import resolve_in_root
 
-DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
-DEV_LINKS = (
-    ("fd", "/proc/self/fd"),
-    ("stdin", "/proc/self/fd/0"),
-    ("stdout", "/proc/self/fd/1"),
-    ("stderr", "/proc/self/fd/2"),
-    ("ptmx", "pts/ptmx"),
-)
-HOST_DIRS = ("usr", "bin", "sbin", "lib", "lib64", "lib32", "libx32", "etc")
 _UNSAFE_IN_OPTIONS = (",", ":", "\n", "\\")
 
 NOSUID_NODEV = linux.MS_NOSUID | linux.MS_NODEV

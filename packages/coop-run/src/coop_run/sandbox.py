@@ -51,6 +51,7 @@ from coop_build import linux
 from coop_build.errors import CoopBuildError, ToolError
 from coop_build.idmap import IdMap, choose_idmap, write_idmap
 from coop_build.paths import CoopPaths
+from coop_build.rootlayout import DEFAULT_PATH
 from coop_run import caps, initproto, sessiondirs
 from coop_run.errors import BindPathError, CoopError, SandboxError
 from coop_run.procs import proc_start_time
@@ -66,7 +67,6 @@ from coop_run.sandbox_init import (
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_TERM = "xterm-256color"
 START_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 10.0

@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from coop_build.rootlayout import DEFAULT_PATH
 from coop_run import caps, initproto, rootfs_mounts
 from coop_run.initproto import ProtocolError, ShutdownRequest, SignalRequest, SpawnRequest
 
@@ -45,7 +46,6 @@ FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 HANDLED = (signal.SIGCHLD, *FORWARDED)
 
 DEFAULTED = (signal.SIGPIPE, signal.SIGXFSZ)  # Python ignores these; exec would keep that
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 TIOCGPTN = 0x80045430
 TIOCSPTLCK = 0x40045431
 _SIGINFO_SIZE = 128
