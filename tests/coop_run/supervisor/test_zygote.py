@@ -14,9 +14,10 @@ import pytest
 from sup_helpers import info, stop_supervisor, supervisor_config
 
 from coop_run.errors import SupervisorError
+from coop_run.launch import decode_launch, encode_launch
 from coop_run.network import NoNetwork
 from coop_run.supervisor import SupervisorConfig, SupervisorHandle
-from coop_run.zygote import ZygoteClient, decode_launch, encode_launch
+from coop_run.zygote import ZygoteClient
 from support.bench import CoopEnv
 from support.procs import children, pid_alive, stop_pid, wait_for
 from support.rootfs import busybox_available
