@@ -43,13 +43,14 @@ def run(argv: list[str], *, stdin: str | None = None, check: bool = True) -> tup
     return proc.returncode, proc.stdout, proc.stderr
 
 
-def in_netns(ns_pid: int) -> list[str]:
-    """The nsenter prefix that runs a tool in the network namespace of ``ns_pid``.
+def in_netns(ns_pid: int, argv: list[str]) -> list[str]:
+    """``argv`` run through nsenter in the network namespace of ``ns_pid``.
 
     A plain user must enter the sandbox's user namespace first (it owns the network
-    namespace); root may enter the network namespace directly.
+    namespace); root may enter the network namespace directly. The tool is named by
+    its absolute path: a user's PATH on Debian has no /usr/sbin, where nft and ip live.
     """
-    argv = ["nsenter", f"--target={ns_pid}", "--net"]
+    prefix = ["nsenter", f"--target={ns_pid}", "--net"]
     if os.geteuid() != 0:
-        argv += ["--user", "--preserve-credentials"]
-    return argv
+        prefix += ["--user", "--preserve-credentials"]
+    return [*prefix, tool_path(argv[0]), *argv[1:]]

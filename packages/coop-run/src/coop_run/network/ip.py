@@ -15,7 +15,7 @@ def batch(commands: list[str], *, ns_pid: int | None = None, force: bool = False
     """``ip -batch -`` (in the netns of ``ns_pid`` if given); ``force`` ignores errors."""
     argv = ["ip", *(["-force"] if force else []), "-batch", "-"]
     if ns_pid is not None:
-        argv = [*in_netns(ns_pid), *argv]
+        argv = in_netns(ns_pid, argv)
     run(argv, stdin="\n".join(commands) + "\n", check=not force)
 
 

@@ -13,7 +13,7 @@ def apply(text: str, *, ns_pid: int | None = None) -> None:
     """Loads ``text`` atomically with ``nft -f -`` (in the netns of ``ns_pid`` if given)."""
     argv = ["nft", "-f", "-"]
     if ns_pid is not None:
-        argv = [*in_netns(ns_pid), *argv]
+        argv = in_netns(ns_pid, argv)
     run(argv, stdin=text)
 
 
