@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pwd
 import stat
 import tempfile
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 from daemon_support import Coop
 from ipc_helpers import RawClient, header
+from other_uid import as_other_user, cooptest_user
 
 from coop_run.framing import MAX_FRAME_SIZE
 from support.procs import pid_alive, wait_for
@@ -138,17 +138,10 @@ def test_log_has_events_but_not_the_environment(coop: Coop, daemon: int) -> None
     assert secret not in text
 
 
-def _other_user() -> pwd.struct_passwd:
-    try:
-        return pwd.getpwnam("cooptest")
-    except KeyError:
-        pytest.skip("user cooptest does not exist (scripts/pytest-as-user creates it)")
-
-
 @pytest.mark.rootonly
 def test_connection_from_another_uid_is_dropped(coop: Coop) -> None:
     """Even with the socket opened up by mistake, another uid gets no answer at all."""
-    user = _other_user()
+    user = cooptest_user()
     sock_dir = Path(tempfile.mkdtemp(prefix="coop-sock-"))
     try:
         sock_dir.chmod(0o711)
@@ -158,33 +151,18 @@ def test_connection_from_another_uid_is_dropped(coop: Coop) -> None:
         sock.chmod(0o666)  # only so that the kernel lets the other user connect
         with RawClient(sock) as mine:
             mine.hello()
-            read_fd, write_fd = os.pipe()
-            child = os.fork()
-            if child == 0:  # the other user's client
-                code = 2
+
+            def connect_as_other() -> bytes:
+                other = RawClient(sock)
                 try:
-                    os.close(read_fd)
-                    os.setgroups([])
-                    os.setgid(user.pw_gid)
-                    os.setuid(user.pw_uid)
-                    other = RawClient(sock)
-                    try:
-                        other.send({"version": 1})
-                        got = other.sock.recv(65536)  # b"" when dropped without a reply
-                    except (ConnectionResetError, BrokenPipeError):
-                        got = b""  # dropped while our hello was still unread
-                    os.write(write_fd, b"dropped" if got == b"" else b"answered:" + got[:50])
-                    code = 0
-                except BaseException as exc:
-                    os.write(write_fd, f"error: {exc!r}".encode())
-                finally:
-                    os._exit(code)
-            os.close(write_fd)
-            with os.fdopen(read_fd, "rb") as pipe:
-                verdict = pipe.read().decode()
-            _, status = os.waitpid(child, 0)
+                    other.send({"version": 1})
+                    got = other.sock.recv(65536)  # b"" when dropped without a reply
+                except (ConnectionResetError, BrokenPipeError):
+                    got = b""  # dropped while our hello was still unread
+                return b"dropped" if got == b"" else b"answered:" + got[:50]
+
+            verdict = as_other_user(user, connect_as_other)
             assert verdict == "dropped", verdict
-            assert os.waitstatus_to_exitcode(status) == 0
             assert mine.request({"cmd": "ls"})["ok"] is True
         wait_for(lambda: f"from uid {user.pw_uid}" in coop.log.read_text(), 5.0,
                  "the refusal in the daemon log")

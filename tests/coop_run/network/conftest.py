@@ -2,41 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import net_topology
 import pytest
+from net_bench import provide_topology
 from net_fakesandbox import FakeSandbox
-
-from support.servers import BENCH_PIDS
-
-IS_ROOT = os.geteuid() == 0
 
 
 @pytest.fixture(scope="session")
 def topology() -> Iterator[None]:
-    """The "internet" and "LAN" test namespaces (see net_topology.py).
-
-    As root it is made here and removed at the end (unless ``prepare-test-network up``
-    made it already); a plain user cannot make it and fails with the command to run.
-    """
-    if net_topology.present():
-        yield
-        return
-    if not IS_ROOT:
-        pytest.fail("the network test topology is missing: run "
-                    "`scripts/prepare-test-network up` as root before the unprivileged run",
-                    pytrace=False)
-    pids = net_topology.up()
-    BENCH_PIDS.update(pids)
-    try:
-        yield
-    finally:
-        net_topology.down()
-        BENCH_PIDS.difference_update(pids)
+    """The "internet" and "LAN" test namespaces (see net_topology.py and net_bench.py)."""
+    yield from provide_topology()
 
 
 @pytest.fixture

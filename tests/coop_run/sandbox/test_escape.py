@@ -26,6 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from busybox_sandbox import busybox_config, home_workspace
+from sandbox_helpers import TIMEOUT, read_until_eof
+from sandbox_helpers import ok as sandbox_ok
+from sandbox_helpers import run as sandbox_run
 
 from coop_build.paths import CoopPaths
 from coop_run import caps
@@ -35,15 +39,15 @@ from coop_run.sandbox import NetworkMode, Sandbox, SandboxConfig, child_capabili
 from support.bench import CoopEnv
 from support.procs import stop_pid, wait_for
 from support.rootfs import busybox_available, make_busybox_rootfs
-from support.servers import BENCH_PIDS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "network"))
 import net_topology as topo
+from net_bench import provide_topology
 
 pytestmark = pytest.mark.skipif(not busybox_available(), reason="needs busybox-static")
 
 IS_ROOT = os.geteuid() == 0
-TIMEOUT = 10.0
+BUSYBOX_SH = ("/bin/busybox", "sh")
 Start = Callable[..., Sandbox]
 
 
@@ -53,27 +57,12 @@ Start = Callable[..., Sandbox]
 @pytest.fixture(scope="session")
 def escape_topology() -> Iterator[None]:
     """The "internet" and "LAN" test namespaces (made here as root if absent)."""
-    if topo.present():
-        yield
-        return
-    if not IS_ROOT:
-        pytest.fail("the network test topology is missing: run "
-                    "`scripts/prepare-test-network up` as root before the unprivileged run",
-                    pytrace=False)
-    pids = topo.up()
-    BENCH_PIDS.update(pids)
-    try:
-        yield
-    finally:
-        topo.down()
-        BENCH_PIDS.difference_update(pids)
+    yield from provide_topology()
 
 
 @pytest.fixture
 def workspace(coop_env: CoopEnv) -> Path:
-    path = coop_env.home / "proj"
-    path.mkdir(parents=True)
-    return path
+    return home_workspace(coop_env)
 
 
 @pytest.fixture
@@ -82,13 +71,7 @@ def start(coop_env: CoopEnv, busybox_layer: Path, workspace: Path) -> Iterator[S
     started: list[Sandbox] = []
 
     def go(name: str = "esc", **changes: Any) -> Sandbox:
-        base: dict[str, Any] = {
-            "name": name, "layers": [busybox_layer],
-            "session_dir": CoopPaths(coop_env.coop_home).sessions / name,
-            "workspace": workspace, "persist": [".cache"], "user_home": coop_env.home,
-        }
-        base.update(changes)
-        sandbox = Sandbox(SandboxConfig(**base))
+        sandbox = Sandbox(busybox_config(coop_env, busybox_layer, workspace, name, **changes))
         started.append(sandbox)
         sandbox.start()
         return sandbox
@@ -148,38 +131,12 @@ def _service(addr: str) -> Iterator[int]:
 
 
 def run(sandbox: Sandbox, script: str) -> tuple[int, str]:
-    """``sh -c script`` inside as the agent would run it; (returncode, stdout+stderr)."""
-    r, w = os.pipe()
-    null = os.open(os.devnull, os.O_RDONLY)
-    try:
-        proc = sandbox.spawn(["/bin/busybox", "sh", "-c", script], stdio=(null, w, w))
-    finally:
-        os.close(w)
-        os.close(null)
-    try:
-        out = read_until_eof(r)
-    finally:
-        os.close(r)
-    return sandbox.wait(proc.pid, TIMEOUT).returncode, out
-
-
-def read_until_eof(fd: int, timeout: float = TIMEOUT) -> str:
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-            raise AssertionError(f"no end of output after {timeout}s: {b''.join(chunks)!r}")
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return b"".join(chunks).decode(errors="replace")
-        chunks.append(chunk)
+    """``busybox sh -c script`` inside as the agent would run it; (returncode, output)."""
+    return sandbox_run(sandbox, script, shell=BUSYBOX_SH)
 
 
 def ok(sandbox: Sandbox, script: str) -> str:
-    code, out = run(sandbox, script)
-    assert code == 0, out
-    return out
+    return sandbox_ok(sandbox, script, shell=BUSYBOX_SH)
 
 
 def probe_tcp(sandbox: Sandbox, targets: dict[str, tuple[str, int]]) -> dict[str, str]:

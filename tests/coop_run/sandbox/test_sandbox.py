@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from busybox_sandbox import busybox_config, home_workspace
+from sandbox_helpers import ok, read_until_eof, run
 
 from coop_build.idmap import choose_idmap
 from coop_build.paths import CoopPaths
@@ -39,25 +41,14 @@ MakeConfig = Callable[..., SandboxConfig]
 
 @pytest.fixture
 def workspace(coop_env: CoopEnv) -> Path:
-    path = coop_env.home / "proj"
-    path.mkdir(parents=True)
-    return path
+    return home_workspace(coop_env)
 
 
 @pytest.fixture
 def make_config(coop_env: CoopEnv, busybox_layer: Path, workspace: Path) -> MakeConfig:
     def make(name: str = "proj", **changes: Any) -> SandboxConfig:
-        base: dict[str, Any] = {
-            "name": name,
-            "layers": [busybox_layer],
-            "session_dir": CoopPaths(coop_env.coop_home).sessions / name,
-            "workspace": workspace,
-            "persist": [".cache"],
-            "env": {"GREETING": "hello"},
-            "user_home": coop_env.home,
-        }
-        base.update(changes)
-        return SandboxConfig(**base)
+        return busybox_config(coop_env, busybox_layer, workspace, name,
+                              **{"env": {"GREETING": "hello"}, **changes})
 
     return make
 
@@ -81,42 +72,6 @@ def start(make_config: MakeConfig, sandboxes: list[Sandbox]) -> Callable[..., Sa
         return sandbox
 
     return go
-
-
-def run(sandbox: Sandbox, script: str, *, env: dict[str, str] | None = None) -> tuple[int, str]:
-    """``sh -c script`` inside; (returncode, stdout+stderr)."""
-    r, w = os.pipe()
-    null = os.open(os.devnull, os.O_RDONLY)
-    try:
-        proc = sandbox.spawn(["sh", "-c", script], stdio=(null, w, w), env=env)
-    finally:
-        os.close(w)
-        os.close(null)
-    out = read_until_eof(r)
-    os.close(r)
-    return sandbox.wait(proc.pid, TIMEOUT).returncode, out
-
-
-def read_until_eof(fd: int) -> str:
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-            raise AssertionError(f"no end of output after {TIMEOUT}s: {b''.join(chunks)!r}")
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:  # EIO: the PTY's last slave closed
-            chunk = b""
-        if not chunk:
-            return b"".join(chunks).decode(errors="replace")
-        chunks.append(chunk)
-
-
-def ok(sandbox: Sandbox, script: str) -> str:
-    code, out = run(sandbox, script)
-    assert code == 0, out
-    return out
 
 
 # --- identity, environment, PTY ------------------------------------------------------

@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pty
-import select
 import signal
-import struct
 import subprocess
-import sys
-import termios
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from coop_cli import COOP
-from session_support import Coop, ls_json, supervisor_info, write_coopfile
+from session_support import (
+    Coop,
+    detach,
+    ls_json,
+    supervisor_info,
+    terminal,
+    write_coopfile,
+)
 
 from coop_run.sessions import image_env, pick_name, safe_name
 from support.procs import pid_alive, wait_for
@@ -158,95 +159,20 @@ def test_sessions_survive_kill_9_of_the_daemon(coop: Coop, host_workspace: Path)
     assert ls_json(coop, host_workspace) == []
 
 
-ATTACH_WRAPPER = """
-import subprocess, sys, termios
-before = termios.tcgetattr(0)
-rc = subprocess.call(sys.argv[1:])
-after = termios.tcgetattr(0)
-print("RESTORED" if before == after else "CHANGED", flush=True)
-print("RC=%d" % rc, flush=True)
-"""
-
-
-class PtyChild:
-    """A process on a fresh pty, driven by the test like a person at a terminal."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path,
-                 size: tuple[int, int]) -> None:
-        pid, fd = pty.fork()
-        if pid == 0:  # pragma: no cover - the child
-            try:
-                os.chdir(cwd)
-                rows, cols = size[1], size[0]
-                import fcntl
-
-                fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-                os.execve(argv[0], argv, env)
-            finally:
-                os._exit(127)
-        self.pid = pid
-        self.fd = fd
-        self.output = b""
-
-    def wait_for(self, needle: bytes, timeout: float = TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while needle not in self.output:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no {needle!r} within {timeout}s; got {self.output!r}")
-            if select.select([self.fd], [], [], remaining)[0]:
-                try:
-                    data = os.read(self.fd, 65536)
-                except OSError:
-                    data = b""
-                if not data:
-                    raise AssertionError(f"pty closed before {needle!r}; got {self.output!r}")
-                self.output += data
-
-    def type(self, data: bytes) -> None:
-        os.write(self.fd, data)
-
-    def finish(self, timeout: float = TIMEOUT) -> None:
-        """Wait for the child to end (a zombie reaper elsewhere may collect it first)."""
-        def reaped() -> bool:
-            try:
-                pid, _status = os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:
-                return True
-            return pid != 0
-
-        wait_for(reaped, timeout, "the attached client to exit")
-
-    def kill(self) -> None:
-        with contextlib.suppress(OSError):
-            os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
-
-
 def test_attach_in_a_terminal_types_detaches_and_restores(coop: Coop,
                                                           host_workspace: Path) -> None:
     assert coop("-d", cwd=host_workspace).returncode == 0
-    env = {**coop.env, "TERM": "xterm"}
-    child = PtyChild([sys.executable, "-c", ATTACH_WRAPPER, str(COOP), "attach", "proj"],
-                     env, host_workspace, (100, 30))
-    try:
+    with terminal(coop, ["attach", "proj"], host_workspace, (100, 30), wrapped=True) as term:
         marker = b"mark-" + str(os.getpid()).encode()
         # Typing before the stream is up is fine: input waits in the pty.
-        child.type(b"echo mark-$((" + str(os.getpid()).encode() + b"+0))\r")
-        child.wait_for(marker + b"\r\n")
+        term.type(b"echo mark-$((" + str(os.getpid()).encode() + b"+0))\r")
+        term.read_until(marker + b"\r\n")
         info = supervisor_info(coop, "proj")
         agent = info["ptys"][0]
         assert (agent["cols"], agent["rows"], agent["clients"]) == (100, 30, 1)
         assert info["session"]["local_clients"] == 1
-        child.type(b"\x1d")
-        child.wait_for(b"[detached from session proj]")
-        child.wait_for(b"RESTORED")
-        child.wait_for(b"RC=0")  # the wrapper's report of coop attach's exit code
-        child.finish()
-    finally:
-        child.kill()
+        detach(term)  # RC=0: the wrapper's report of coop attach's exit code
+        term.exit_status()
     # Detaching left the session running, with nobody attached.
     wait_for(lambda: supervisor_info(coop, "proj")["session"]["local_clients"] == 0, TIMEOUT,
              "the client to be gone")
@@ -255,19 +181,11 @@ def test_attach_in_a_terminal_types_detaches_and_restores(coop: Coop,
 
 
 def test_bare_coop_creates_and_attaches(coop: Coop, host_workspace: Path) -> None:
-    env = {**coop.env, "TERM": "xterm"}
-    child = PtyChild([sys.executable, "-c", ATTACH_WRAPPER, str(COOP)], env, host_workspace,
-                     (80, 24))
-    try:
-        child.type(b"echo $COOP_SESSION-$((40+2))\r")
-        child.wait_for(b"proj-42\r\n")
-        child.type(b"\x1d")
-        child.wait_for(b"[detached from session proj]")
-        child.wait_for(b"RESTORED")
-        child.wait_for(b"RC=0")
-        child.finish()
-    finally:
-        child.kill()
+    with terminal(coop, [], host_workspace, (80, 24), wrapped=True) as term:
+        term.type(b"echo $COOP_SESSION-$((40+2))\r")
+        term.read_until(b"proj-42\r\n")
+        detach(term)
+        term.exit_status()
     assert [s["name"] for s in ls_json(coop, host_workspace)] == ["proj"]
 
 

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from coop_build.paths import CoopPaths
+from busybox_sandbox import busybox_config
+
 from coop_run.framing import (
     Control,
     Data,
@@ -22,7 +23,6 @@ from coop_run.framing import (
     encode_message,
     parse_json_object,
 )
-from coop_run.sandbox import SandboxConfig
 from coop_run.supervisor import SupervisorConfig, SupervisorHandle, read_state
 from support.bench import CoopEnv
 from support.procs import pid_alive, stop_pid, wait_for
@@ -155,9 +155,7 @@ class Stream:
 def supervisor_config(env: CoopEnv, layer: Path, workspace: Path, name: str = "proj",
                       agent: tuple[str, ...] = ("sh",), **changes: Any) -> SupervisorConfig:
     """A busybox session with a quick restart and a short grace, logging to COOP_HOME."""
-    sandbox = SandboxConfig(
-        name=name, layers=[layer], session_dir=CoopPaths(env.coop_home).sessions / name,
-        workspace=workspace, persist=[".cache"], user_home=env.home, env={"PS1": "$ "})
+    sandbox = busybox_config(env, layer, workspace, name, env={"PS1": "$ "})
     base: dict[str, Any] = {"sandbox": sandbox, "agent": agent, "restart_delay_ms": 50,
                             "stop_grace": 1.0,
                             "log_file": env.coop_home / "logs" / f"{name}.log"}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import pwd
 import re
 import signal
 import socket
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from busybox_sandbox import home_workspace
+from other_uid import as_other_user, cooptest_user
 from sup_helpers import (
     Stream,
     connect,
@@ -50,15 +51,10 @@ Start = Callable[..., SupervisorHandle]
 
 
 @pytest.fixture
-def workspace(coop_env: CoopEnv) -> Path:
-    path = coop_env.home / "proj"
-    path.mkdir(parents=True)
-    return path
+def make_config(coop_env: CoopEnv, busybox_layer: Path) -> Callable[..., SupervisorConfig]:
+    """Configurations of busybox sessions, all on the one workspace ``~/proj``."""
+    workspace = home_workspace(coop_env)
 
-
-@pytest.fixture
-def make_config(coop_env: CoopEnv, busybox_layer: Path,
-                workspace: Path) -> Callable[..., SupervisorConfig]:
     def make(name: str = "proj", agent: tuple[str, ...] = ("sh",),
              **changes: Any) -> SupervisorConfig:
         return supervisor_config(coop_env, busybox_layer, workspace, name, agent, **changes)
@@ -368,44 +364,28 @@ def test_handshake_and_errors(start: Start) -> None:
 @pytest.mark.rootonly
 def test_a_connection_from_another_uid_is_dropped(start: Start) -> None:
     """Even with the socket opened up by mistake, another uid gets no answer at all."""
-    try:
-        user = pwd.getpwnam("cooptest")
-    except KeyError:
-        pytest.skip("user cooptest does not exist (scripts/pytest-as-user creates it)")
+    user = cooptest_user()
     handle = start()
     session_dir = handle.socket_path.parent
     session_dir.chmod(0o711)  # only so that the kernel lets the other user connect
     handle.socket_path.chmod(0o666)
     dir_fd = os.open(session_dir, os.O_PATH)
-    read_fd, write_fd = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - the other user's client
-        code = 2
+
+    def connect_as_other() -> bytes:
+        other = connect(Path(f"/proc/self/fd/{dir_fd}/supervisor.sock"), hello=False)
+        other.settimeout(TIMEOUT)
         try:
-            os.close(read_fd)
-            os.setgroups([])
-            os.setgid(user.pw_gid)
-            os.setuid(user.pw_uid)
-            other = connect(Path(f"/proc/self/fd/{dir_fd}/supervisor.sock"), hello=False)
-            other.settimeout(TIMEOUT)
-            try:
-                other.sendall(encode_message({"version": 1}))
-                got = other.recv(65536)  # b"" when dropped without a reply
-            except (ConnectionResetError, BrokenPipeError):
-                got = b""
-            os.write(write_fd, b"dropped" if got == b"" else b"answered:" + got[:50])
-            code = 0
-        except BaseException as exc:
-            os.write(write_fd, f"error: {exc!r}".encode())
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    os.close(dir_fd)
-    with os.fdopen(read_fd, "rb") as pipe:
-        verdict = pipe.read().decode()
-    _, status = os.waitpid(child, 0)
+            other.sendall(encode_message({"version": 1}))
+            got = other.recv(65536)  # b"" when dropped without a reply
+        except (ConnectionResetError, BrokenPipeError):
+            got = b""
+        return b"dropped" if got == b"" else b"answered:" + got[:50]
+
+    try:
+        verdict = as_other_user(user, connect_as_other)
+    finally:
+        os.close(dir_fd)
     assert verdict == "dropped", verdict
-    assert os.waitstatus_to_exitcode(status) == 0
     assert session(handle)["state"] == "running"  # and it serves us as before
 
 

@@ -1,0 +1,36 @@
+"""What the sandbox, escape and supervisor tests share: a workspace in the test's HOME and
+a sandbox configuration on the static-busybox layer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from coop_build.paths import CoopPaths
+from coop_run.sandbox import SandboxConfig
+from support.bench import CoopEnv
+
+
+def home_workspace(env: CoopEnv) -> Path:
+    """``~/proj`` in the test's own HOME: a workspace as a person has one."""
+    path = env.home / "proj"
+    path.mkdir(parents=True)
+    return path
+
+
+def busybox_config(env: CoopEnv, layer: Path, workspace: Path, name: str, /,
+                   **changes: Any) -> SandboxConfig:
+    """A sandbox of ``layer`` alone, persisting ``.cache``, its session dir in COOP_HOME.
+
+    Positional-only: ``changes`` may hold any field, ``env`` and ``name`` too.
+    """
+    base: dict[str, Any] = {
+        "name": name,
+        "layers": [layer],
+        "session_dir": CoopPaths(env.coop_home).sessions / name,
+        "workspace": workspace,
+        "persist": [".cache"],
+        "user_home": env.home,
+    }
+    base.update(changes)
+    return SandboxConfig(**base)
