@@ -11,6 +11,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from coop_run.network._tools import tool_path
 from support.procs import stop_pid, wait_for
 
 HERE = Path(__file__).resolve().parent
@@ -42,8 +43,10 @@ class FakeSandbox:
         cmd = ["nsenter", f"--target={self.pid}", "--user", "--net", "--preserve-credentials"]
         if drop_caps:
             cmd += ["setpriv", "--inh-caps", DROP, "--bounding-set", DROP, "--"]
-        out = subprocess.run([*cmd, *argv], capture_output=True, text=True, timeout=timeout,
-                             check=False)
+        # By path: a user's PATH has no /usr/sbin (ip, nft), as for coop itself.
+        program = argv[0] if "/" in argv[0] else tool_path(argv[0])
+        out = subprocess.run([*cmd, program, *argv[1:]], capture_output=True, text=True,
+                             timeout=timeout, check=False)
         return (out.stdout + out.stderr).strip()
 
     def probe(self, *args: str) -> str:

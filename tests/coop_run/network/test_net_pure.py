@@ -16,6 +16,7 @@ import pytest
 from coop_build.paths import CoopPaths
 from coop_run.errors import NetworkError
 from coop_run.network import network_for, rules
+from coop_run.network._tools import tool_path
 from coop_run.network.dns import DnsForwarder, is_query, parse_nameservers
 from coop_run.network.pasta import pasta_argv
 from coop_run.network.state import NetState
@@ -37,8 +38,8 @@ def test_refused_networks_cover_private_ranges_and_collapse() -> None:
 
 def _nft_check(text: str) -> None:
     """Loads the text for real in a throwaway user+net namespace (works for any user)."""
-    proc = subprocess.run(["unshare", "--user", "--map-root-user", "--net", "nft", "-f", "-"],
-                          input=text, capture_output=True, text=True, check=False)
+    argv = ["unshare", "--user", "--map-root-user", "--net", tool_path("nft"), "-f", "-"]
+    proc = subprocess.run(argv, input=text, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
 
 
