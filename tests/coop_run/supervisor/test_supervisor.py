@@ -33,13 +33,8 @@ from sup_helpers import (
 from coop_run.errors import ProtocolError
 from coop_run.framing import encode_message
 from coop_run.ptys import CRASH_LOOP_AFTER, Backoff, exit_notice, restart_notice
-from coop_run.supervisor import (
-    SupervisorConfig,
-    SupervisorHandle,
-    check_request,
-    read_state,
-    start_supervisor,
-)
+from coop_run.supervisor import SupervisorConfig, SupervisorHandle, check_request, read_state
+from coop_run.supervisor_process import start_supervisor
 from support.bench import CoopEnv
 from support.procs import pid_alive, wait_for
 from support.rootfs import busybox_available

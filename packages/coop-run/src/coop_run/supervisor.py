@@ -1,10 +1,9 @@
 """The session supervisor (SPEC 5, docs/architecture.md "The session supervisor").
 
-One process per session, outside the daemon: ``start_supervisor()`` forks (twice, with
-``setsid()`` between, so nobody has to reap it and a dead daemon leaves it running); the
-supervisor writes ``supervisor.json``, binds ``supervisor.sock`` (0600, peer uid checked),
-starts the sandbox (cloned from itself, so the init is its child) and the agent on PTY 0,
-tells the parent over a pipe, then serves forever on a fresh asyncio loop.
+One process per session, outside the daemon (how it is started: ``supervisor_process``).
+The supervisor binds ``supervisor.sock`` (0600, peer uid checked), starts the sandbox
+(cloned from itself, so the init is its child) and the agent on PTY 0, writes
+``supervisor.json``, tells its starter, then serves on a fresh asyncio loop until killed.
 
 Socket protocol: the daemon's framing and handshake (``{"version": 1}``), then commands::
 
@@ -30,19 +29,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import logging
 import os
-import select
 import signal
 import socket
-import time
 from collections import deque
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from coop_run import protocol
 from coop_run.errors import CoopError, ProtocolError, SupervisorError
@@ -73,11 +69,9 @@ logger = logging.getLogger(__name__)
 
 SOCKET_NAME = "supervisor.sock"
 STATE_NAME = "supervisor.json"
-START_TIMEOUT = 20.0
 HANDSHAKE_TIMEOUT = 10.0
 FLUSH_TIMEOUT = 1.0  # how long a kill waits for clients to take their "detached"
 RESTART_KILL_AFTER = 2.0
-_MAX_FD = 1 << 16
 
 _ANY_PTY = (int, str)
 _SPECS: Mapping[str, Mapping[str, tuple[type, ...]]] = {
@@ -164,126 +158,6 @@ def check_request(message: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         raise ProtocolError(f"{name}: kind must be local, web or tunnel",
                             code=protocol.INVALID_COMMAND)
     return name, fields
-
-
-# --- starting it ------------------------------------------------------------------------
-
-
-def start_supervisor(config: SupervisorConfig, *,
-                     timeout: float = START_TIMEOUT) -> SupervisorHandle:
-    """Fork the supervisor and return once its socket is ready and the agent runs.
-
-    Call from a process with no other threads (the sandbox is cloned from the child).
-    Raises ``SupervisorError`` with the child's own message when it fails to start.
-    """
-    session_dir = config.session_dir
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child never returns
-        code = 1
-        try:
-            os.close(read_fd)
-            os.setsid()
-            if os.fork() == 0:
-                run_supervisor(config, write_fd)
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    try:
-        with contextlib.suppress(ChildProcessError):  # a SIGCHLD handler may reap it first
-            os.waitpid(pid, 0)
-        reply = _read_reply(read_fd, timeout)
-    finally:
-        os.close(read_fd)
-    if "error" in reply:
-        raise SupervisorError(str(reply["error"]))
-    return SupervisorHandle(pid=int(reply["pid"]), socket_path=socket_path(session_dir),
-                            state_path=state_path(session_dir))
-
-
-def _read_reply(fd: int, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    data = b""
-    while not data.endswith(b"\n"):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-            raise SupervisorError(f"the supervisor did not start within {timeout:g}s")
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            raise SupervisorError("the supervisor exited while starting")
-        data += chunk
-    reply = json.loads(data)
-    if not isinstance(reply, dict):
-        raise SupervisorError("the supervisor sent a malformed start-up reply")
-    return reply
-
-
-def drop_inherited(keep: Collection[int]) -> None:
-    """Drop what a fork inherits from its starter: fds (but ``keep``), signal handlers,
-    stdin. A zygote's spare does this before it knows its session."""
-    gc.freeze()  # objects of the parent may wrap fds closed below: never finalise them
-    signal.set_wakeup_fd(-1)
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
-        signal.signal(signum, signal.SIG_DFL)
-    low = 3
-    for fd in sorted(keep):
-        os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, _MAX_FD)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-
-
-def _log_to(config: SupervisorConfig) -> None:
-    """stdout, stderr and logging to the session's log file (or nowhere)."""
-    if config.log_file is not None:
-        config.log_file.parent.mkdir(parents=True, exist_ok=True)
-        out = os.open(config.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    else:
-        out = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(out, 1)
-    os.dup2(out, 2)
-    os.close(out)
-    root = logging.getLogger()
-    root.handlers = []
-    if config.log_file is not None:
-        handler = logging.StreamHandler(open(2, "w", closefd=False))  # noqa: SIM115
-        handler.setFormatter(logging.Formatter(
-            f"%(asctime)s supervisor[{os.getpid()}] %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
-
-
-def run_supervisor(config: SupervisorConfig, reply_fd: int, *, inherited_dropped: bool = False,
-                   prepared: PreparedInit | None = None) -> NoReturn:
-    """The supervisor process from fork to exit (a fork of ``start_supervisor`` or a
-    zygote's spare, which has already called ``drop_inherited``): start the session,
-    reply on ``reply_fd``, serve until killed."""
-    code = 1
-    try:
-        if not inherited_dropped:
-            drop_inherited((reply_fd,))
-        _log_to(config)
-        supervisor = Supervisor(config, prepared=prepared)
-        try:
-            supervisor.prepare()
-        except BaseException as exc:
-            message = exc.message if isinstance(exc, CoopError) else f"{type(exc).__name__}: {exc}"
-            logger.error("supervisor start failed: %s", message)
-            supervisor.cleanup()
-            os.write(reply_fd, json.dumps({"error": message}).encode() + b"\n")
-            raise
-        os.write(reply_fd, json.dumps({"pid": os.getpid()}).encode() + b"\n")
-        os.close(reply_fd)
-        asyncio.run(supervisor.serve())
-        code = 0
-    except BaseException:
-        logger.exception("supervisor failed")
-    finally:
-        logging.shutdown()
-        os._exit(code)
 
 
 # --- the supervisor ---------------------------------------------------------------------

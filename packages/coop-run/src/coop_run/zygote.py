@@ -6,7 +6,7 @@ keeps more private memory. So the daemon runs ``python -m coop_run.zygote`` once
 own start; the zygote imports only what a supervisor and its sandbox need, freezes that
 heap (``gc.freeze``: the children's collections never touch it) and keeps one *spare*
 child forked in advance. A ``launch`` hands the session's configuration to the spare,
-which becomes that session's supervisor (``supervisor.run_supervisor``); the zygote forks
+which becomes that session's supervisor (``supervisor_process.run_supervisor``); the zygote forks
 the next spare once it is idle again, off the path of any request.
 
     daemon --SEQPACKET: launch JSON + reply fd--> zygote --the same--> spare = supervisor
@@ -176,7 +176,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 async def _read_reply(sock: socket.socket, timeout: float) -> dict[str, Any]:
-    """The supervisor's one-line start-up reply (``supervisor.run_supervisor``)."""
+    """The supervisor's one-line start-up reply (``supervisor_process.run_supervisor``)."""
     loop = asyncio.get_running_loop()
     data = b""
     try:
@@ -307,7 +307,7 @@ def _spare_main(channel: socket.socket, zygote: int, idmap: IdMap | None) -> NoR
     from coop_build import linux
     from coop_run.errors import CoopError
     from coop_run.sandbox import PreparedInit, network_mode, prepare_init
-    from coop_run.supervisor import drop_inherited, run_supervisor
+    from coop_run.supervisor_process import drop_inherited, run_supervisor
 
     code = 1
     try:
