@@ -27,7 +27,8 @@ from coop_build.idmap import choose_idmap
 from coop_build.paths import CoopPaths
 from coop_run import caps, initproto
 from coop_run.errors import BindPathError, SandboxError
-from coop_run.sandbox import Sandbox, SandboxConfig, network_mode, prepare_init
+from coop_run.sandbox import Sandbox, SandboxConfig, network_mode
+from coop_run.sandbox_clone import prepare_init
 from coop_run.sessiondirs import SessionDir, reap_stale_in
 from support.bench import CoopEnv
 from support.procs import stop_pid, wait_for

@@ -60,7 +60,8 @@ from coop_run.ptys import (
     exit_notice,
     restart_notice,
 )
-from coop_run.sandbox import ExitStatus, PreparedInit, Sandbox, SandboxConfig
+from coop_run.sandbox import ExitStatus, Sandbox, SandboxConfig
+from coop_run.sandbox_clone import PreparedInit
 from coop_run.scrollback import DEFAULT_CAPACITY
 from coop_run.sockets import bind_unix_socket, peer_uid
 from coop_run.statefiles import write_json_atomic

@@ -23,7 +23,7 @@ from collections.abc import Collection
 from typing import Any, NoReturn
 
 from coop_run.errors import CoopError, SupervisorError
-from coop_run.sandbox import PreparedInit
+from coop_run.sandbox_clone import PreparedInit
 from coop_run.supervisor import (
     Supervisor,
     SupervisorConfig,

@@ -306,7 +306,8 @@ def _spare_main(channel: socket.socket, zygote: int, idmap: IdMap | None) -> NoR
     """A spare: wait for one launch, then become that session's supervisor."""
     from coop_build import linux
     from coop_run.errors import CoopError
-    from coop_run.sandbox import PreparedInit, network_mode, prepare_init
+    from coop_run.sandbox import network_mode
+    from coop_run.sandbox_clone import PreparedInit, prepare_init
     from coop_run.supervisor_process import drop_inherited, run_supervisor
 
     code = 1
