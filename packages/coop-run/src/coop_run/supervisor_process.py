@@ -18,6 +18,7 @@ import logging
 import os
 import select
 import signal
+import sys
 import time
 from collections.abc import Collection
 from typing import Any, NoReturn
@@ -126,10 +127,15 @@ def _log_to(config: SupervisorConfig) -> None:
 
 
 def run_supervisor(config: SupervisorConfig, reply_fd: int, *, inherited_dropped: bool = False,
-                   prepared: PreparedInit | None = None) -> NoReturn:
+                   prepared: PreparedInit | None = None,
+                   preloaded: frozenset[str] | None = None) -> NoReturn:
     """The supervisor process from fork to exit (a fork of ``start_supervisor`` or a
     zygote's spare, which has already called ``drop_inherited``): start the session,
-    reply on ``reply_fd``, serve until killed."""
+    reply on ``reply_fd``, serve until killed.
+
+    ``preloaded``: the modules the zygote imported. Any other module this session
+    imports costs each session its time and a private copy; it is logged at the end.
+    """
     code = 1
     try:
         if not inherited_dropped:
@@ -151,5 +157,7 @@ def run_supervisor(config: SupervisorConfig, reply_fd: int, *, inherited_dropped
     except BaseException:
         logger.exception("supervisor failed")
     finally:
+        if preloaded is not None and (late := sorted(set(sys.modules) - preloaded)):
+            logger.warning("imported after the zygote's preload: %s", ", ".join(late))
         logging.shutdown()
         os._exit(code)

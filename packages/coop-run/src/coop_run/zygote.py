@@ -40,12 +40,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from coop_build import linux
 from coop_build.errors import CoopBuildError
 from coop_build.idmap import IdMap, choose_idmap
 from coop_build.paths import CoopPaths
-from coop_run.errors import SupervisorError
+from coop_run.errors import CoopError, SupervisorError
 from coop_run.launch import decode_launch, encode_launch
+from coop_run.sandbox import network_mode
+from coop_run.sandbox_clone import PreparedInit, prepare_init
 from coop_run.supervisor import SupervisorConfig, SupervisorHandle, socket_path, state_path
+from coop_run.supervisor_process import drop_inherited, run_supervisor
 
 logger = logging.getLogger("coop_run.zygote")  # also under "python -m"
 
@@ -54,6 +58,7 @@ READY_TIMEOUT = 10.0         # the zygote's own start (an interpreter and its im
 START_TIMEOUT = 20.0         # a supervisor's start, as ``supervisor.START_TIMEOUT``
 SPARE_IDLE = 0.05            # seconds without requests before the next spare is forked
 STOP_TIMEOUT = 2.0
+_PRELOADED: frozenset[str] | None = None  # what _preload() imported (None: not the zygote)
 
 
 # --- the daemon's side ------------------------------------------------------------------
@@ -303,13 +308,11 @@ def _reply_error(fd: int, message: str) -> None:
 
 
 def _spare_main(channel: socket.socket, zygote: int, idmap: IdMap | None) -> NoReturn:
-    """A spare: wait for one launch, then become that session's supervisor."""
-    from coop_build import linux
-    from coop_run.errors import CoopError
-    from coop_run.sandbox import network_mode
-    from coop_run.sandbox_clone import PreparedInit, prepare_init
-    from coop_run.supervisor_process import drop_inherited, run_supervisor
+    """A spare: wait for one launch, then become that session's supervisor.
 
+    Everything it runs is imported by the zygote (module level): an import here would
+    cost every session its time and a private copy of the module.
+    """
     code = 1
     try:
         os.setsid()
@@ -346,7 +349,8 @@ def _spare_main(channel: socket.socket, zygote: int, idmap: IdMap | None) -> NoR
             message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
             _reply_error(reply_fd, str(message))
             os._exit(1)
-        run_supervisor(config, reply_fd, inherited_dropped=True, prepared=prepared)
+        run_supervisor(config, reply_fd, inherited_dropped=True, prepared=prepared,
+                       preloaded=_PRELOADED)
     except BaseException:  # pragma: no cover - reported through the reply fd or the log
         logger.exception("spare supervisor failed")
     finally:
@@ -355,7 +359,9 @@ def _spare_main(channel: socket.socket, zygote: int, idmap: IdMap | None) -> NoR
 
 def _preload() -> None:
     """Import every network mode too (supervisors need them), then freeze that heap."""
+    global _PRELOADED  # noqa: PLW0603 - set once, before any spare is forked
     importlib.import_module("coop_run.network")
+    _PRELOADED = frozenset(sys.modules)
     gc.collect()
     gc.freeze()
 
@@ -370,8 +376,6 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from coop_build import linux
-
     started = time.monotonic()
     args = _parse_args(sys.argv[1:] if argv is None else argv)
     handler = logging.FileHandler(args.log, encoding="utf-8")
