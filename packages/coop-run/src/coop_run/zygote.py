@@ -119,6 +119,8 @@ class ZygoteClient:
         try:
             try:
                 socket.send_fds(sock, [payload], [theirs.fileno()])
+            except BlockingIOError:  # many launches queued: it is alive, only behind
+                raise SupervisorError("the session starter is busy; try again") from None
             except OSError as exc:  # a dead zygote; the next launch starts another
                 self._forget()
                 raise SupervisorError(f"the session starter is gone: {exc}") from exc
