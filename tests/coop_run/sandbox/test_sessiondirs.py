@@ -16,6 +16,7 @@ from coop_run.sessiondirs import (
     SessionDir,
     check_bind_source,
     check_name,
+    claimed,
     persist_name_ok,
     reap_stale,
     state_owner_alive,
@@ -103,3 +104,22 @@ def test_reap_stale_removes_only_dead_sessions(tmp_path: Path) -> None:
     assert not dead.upper.exists() and not dead.work.exists() and not dead.state.exists()
     assert (dead.persist / ".cache").is_dir()
     assert live.upper.exists() and live.state.exists()
+
+
+def test_reap_stale_leaves_a_session_being_started_to_its_starter(tmp_path: Path) -> None:
+    """A start claims the directory from reading the old (dead) state to writing its
+    own: a reaper in between must not remove what that start is about to use."""
+    paths = CoopPaths(tmp_path / "coop")
+    pid, start = _dead_pid()
+    sdir = SessionDir(paths.sessions / "again")
+    (sdir.upper / "x").mkdir(parents=True)
+    write_state(sdir, {"init": {"pid": pid, "start": start}})
+    with claimed(sdir) as ours:
+        assert ours
+        with claimed(sdir, wait=False) as second:
+            assert not second  # the lock really excludes
+        assert reap_stale(paths, network_reap=lambda _paths: None) == []
+        assert sdir.upper.exists() and sdir.state.exists()
+    # Released (the start went away without claiming): now it is a dead session's.
+    assert reap_stale(paths, network_reap=lambda _paths: None) == ["again"]
+    assert not sdir.upper.exists()

@@ -280,29 +280,16 @@ class Sandbox:
         config = self.config
         sdir = self.sdir
         self.resolv = self.network.resolv_conf()
-        existing = sessiondirs.read_state(sdir)
-        if existing is not None and sessiondirs.state_owner_alive(existing):
-            raise SandboxError(f"session {config.name} already has a running sandbox",
-                               code="SESSION_EXISTS")
-        home = config.user_home or Path(os.environ.get("HOME", "/"))
-        self.workspace_real = sessiondirs.check_bind_source(
-            config.workspace, home=home, workspace=config.workspace)
-        persist = []
-        for name in config.persist:
-            if not sessiondirs.persist_name_ok(name):
-                raise SandboxError(f"persist entry {name!r} must be a relative path below $HOME")
-            persist.append(name)
-        layers = [Path(p) for p in config.layers]
-        for layer in layers:
-            if not layer.is_dir():
-                raise SandboxError(f"layer directory does not exist: {layer}",
-                                   code="ROOTFS_NOT_BUILT")
-        creator = {"pid": os.getpid(), "start": proc_start_time(os.getpid())}
-        state: dict[str, Any] = {"name": config.name, "creator": creator,
-                                 "idmap": sessiondirs.idmap_to_state(self.idmap),
-                                 "created": self.created}
+        made = not sdir.path.exists()
         sdir.path.mkdir(parents=True, exist_ok=True)
-        sessiondirs.write_state(sdir, state)  # before anything else exists: reap_stale finds it
+        try:
+            state, persist, layers = self._claim(sdir)
+        except BaseException:
+            if made:  # a refused start leaves no directory behind
+                (sdir.path / sessiondirs.LOCK_FILE).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    sdir.path.rmdir()
+            raise
         self._owns_dir = True
         sessiondirs.clean_leftovers(sdir, self.idmap)
         sessiondirs.ensure_dirs(sdir, ())
@@ -324,6 +311,40 @@ class Sandbox:
                             for n in ("hostname", "hosts", "resolv.conf")),
         )
         return spec, state
+
+    def _claim(self, sdir: sessiondirs.SessionDir
+               ) -> tuple[dict[str, Any], list[str], list[Path]]:
+        """Check the start and record it as ours: (state, persist names, layer dirs).
+
+        Claimed from reading the state to writing ours (which then names a live owner):
+        a reaper, or a start of the same name, never acts on it in between.
+        """
+        config = self.config
+        with sessiondirs.claimed(sdir):
+            existing = sessiondirs.read_state(sdir)
+            if existing is not None and sessiondirs.state_owner_alive(existing):
+                raise SandboxError(f"session {config.name} already has a running sandbox",
+                                   code="SESSION_EXISTS")
+            home = config.user_home or Path(os.environ.get("HOME", "/"))
+            self.workspace_real = sessiondirs.check_bind_source(
+                config.workspace, home=home, workspace=config.workspace)
+            persist = []
+            for name in config.persist:
+                if not sessiondirs.persist_name_ok(name):
+                    raise SandboxError(
+                        f"persist entry {name!r} must be a relative path below $HOME")
+                persist.append(name)
+            layers = [Path(p) for p in config.layers]
+            for layer in layers:
+                if not layer.is_dir():
+                    raise SandboxError(f"layer directory does not exist: {layer}",
+                                       code="ROOTFS_NOT_BUILT")
+            creator = {"pid": os.getpid(), "start": proc_start_time(os.getpid())}
+            state: dict[str, Any] = {"name": config.name, "creator": creator,
+                                     "idmap": sessiondirs.idmap_to_state(self.idmap),
+                                     "created": self.created}
+            sessiondirs.write_state(sdir, state)  # before anything else: reap_stale finds it
+        return state, persist, layers
 
     def _reap_others(self) -> None:
         sessions = self.sdir.path.parent

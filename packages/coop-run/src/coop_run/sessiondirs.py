@@ -12,9 +12,11 @@ belongs to sandboxes whose recorded process is gone.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
-from collections.abc import Callable, Iterable
+import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "sandbox.json"
 TRANSIENT = ("upper", "work", "root", "etc", "lower")
+LOCK_FILE = ".lock"
 
 
 @dataclass(frozen=True)
@@ -176,25 +179,45 @@ def clean_leftovers(sdir: SessionDir, idmap: IdMap | None) -> None:
             raise SandboxError(f"cannot remove {path}: {exc.message}") from exc
 
 
+@contextlib.contextmanager
+def claimed(sdir: SessionDir, *, wait: bool = True) -> Iterator[bool]:
+    """Hold the session directory's lock (``flock`` on ``.lock``): a start holds it from
+    reading the state to writing its own, a reaper from reading a dead state to cleaning,
+    so neither acts on what the other is changing. With ``wait=False`` it yields False
+    instead of waiting when somebody holds it."""
+    fd = os.open(sdir.path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def reap_stale_in(sessions: Path) -> list[str]:
     """Clean the transient files of every session under ``sessions`` whose owning
-    process is gone; the names cleaned."""
+    process is gone; the names cleaned. A session being started right now (its lock
+    held) is left to its starter."""
     cleaned: list[str] = []
     try:
-        entries = sorted(sessions.iterdir())
+        entries = sorted(e for e in sessions.iterdir() if e.is_dir())
     except FileNotFoundError:
         entries = []
     for entry in entries:
         sdir = SessionDir(entry)
-        state = read_state(sdir)
-        if state is None or state_owner_alive(state):
-            continue
-        logger.info("removing leftovers of dead sandbox %s", entry.name)
-        try:
-            clean_transient(sdir, idmap_from_state(state))
-        except SandboxError as exc:
-            logger.warning("%s", exc.message)
-            continue
+        with claimed(sdir, wait=False) as ours:
+            state = read_state(sdir) if ours else None
+            if state is None or state_owner_alive(state):
+                continue
+            logger.info("removing leftovers of dead sandbox %s", entry.name)
+            try:
+                clean_transient(sdir, idmap_from_state(state))
+            except SandboxError as exc:
+                logger.warning("%s", exc.message)
+                continue
         cleaned.append(entry.name)
     return cleaned
 
