@@ -153,6 +153,9 @@ def clean_transient(sdir: SessionDir, idmap: IdMap | None) -> None:
     """Remove everything of a session except ``persist/`` (and the dir if then empty)."""
     clean_leftovers(sdir, idmap)
     sdir.state.unlink(missing_ok=True)
+    # With no state left there is nothing to claim: a later start makes a new lock file,
+    # and whoever still holds this one finds no state and does nothing.
+    (sdir.path / LOCK_FILE).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         sdir.path.rmdir()  # only when nothing (no persist/, no supervisor files) is left
 
