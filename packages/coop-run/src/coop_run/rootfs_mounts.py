@@ -197,8 +197,8 @@ def plan_mounts(spec: MountSpec) -> list[Op]:
 def split_plan(ops: Sequence[Op], late_sources: Iterable[str]) -> tuple[list[Op], ...]:
     """The plan in three parts, so the init overlaps its work with the supervisor's:
 
-    - before the overlay: needs capabilities only; runs before the id maps exist
-      (overlayfs refuses a mounter whose uid is not mapped yet: EACCES);
+    - before the overlay: needs capabilities only, no mapped ids (overlayfs refuses a
+      mounter whose uid is not mapped yet: EACCES);
     - from the overlay to the first bind of a ``late_sources`` path: needs the maps;
     - the rest: needs those sources, which the supervisor creates meanwhile.
     """

@@ -61,7 +61,7 @@ _signalfd.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int)
 class InitSpec:
     """What the init builds its root from (``setup_spec``)."""
 
-    early: Sequence[rootfs_mounts.Op]   # before the id maps exist (creates no files)
+    early: Sequence[rootfs_mounts.Op]   # before the overlay (creates no files)
     middle: Sequence[rootfs_mounts.Op]  # with the maps: overlay, /proc, /dev, ...
     late: Sequence[rootfs_mounts.Op]    # binds of files the supervisor writes meanwhile
     root: str                           # host dir the overlay is mounted on
