@@ -48,15 +48,20 @@ class Client:
         self._pending: list[Message | DecodeError] = []
 
     @classmethod
-    def connect(cls, path: Path, *, timeout: float = CONNECT_TIMEOUT) -> Client:
-        """Connect and handshake; ``DaemonUnavailableError`` if nobody listens."""
-        sock = connect_unix(path, timeout)
+    def connect(cls, path: Path, *, timeout: float = CONNECT_TIMEOUT,
+                request_timeout: float = REQUEST_TIMEOUT, what: str = "daemon") -> Client:
+        """Connect and handshake; ``DaemonUnavailableError`` if nobody listens.
+
+        ``what`` names the listener in errors: a supervisor's socket speaks the same
+        handshake (the daemon probing sessions at start-up).
+        """
+        sock = connect_unix(path, timeout, what=what)
         client = cls(sock, path)
         try:
             sock.settimeout(timeout)
             client.send(protocol.hello())
             protocol.check_handshake_reply(client.receive())
-            sock.settimeout(REQUEST_TIMEOUT)
+            sock.settimeout(request_timeout)
         except DaemonError as exc:
             # Hung up before answering: a daemon on its way out (idle exit, shutdown).
             client.close()

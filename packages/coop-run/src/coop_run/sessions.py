@@ -27,6 +27,7 @@ from typing import Any
 
 from coop_build.paths import CoopPaths
 from coop_run import protocol, sockets
+from coop_run.client import Client
 from coop_run.errors import CoopError, ProtocolError
 from coop_run.framing import FrameDecoder, Message, encode_message
 from coop_run.zygote import ZygoteClient
@@ -422,29 +423,10 @@ def _probe(session_dir: Path) -> Session | None:
     sock_path = socket_path(session_dir)
     state = read_state(session_dir) or {}
     try:
-        sock = sockets.connect_unix(sock_path, timeout=2.0, what="supervisor")
-        try:
-            decoder = FrameDecoder()
-            pending: list[Any] = []
-
-            def receive() -> Message:
-                while not pending:
-                    data = sock.recv(65536)
-                    if not data:
-                        raise ConnectionError("closed")
-                    pending.extend(decoder.feed(data))
-                item = pending.pop(0)
-                if isinstance(item, ProtocolError):
-                    raise item
-                result: Message = item
-                return result
-
-            sock.sendall(encode_message(protocol.hello()))
-            protocol.check_handshake_reply(receive())
-            sock.sendall(encode_message({"cmd": "info"}))
-            reply = receive()
-        finally:
-            sock.close()
+        with Client.connect(sock_path, timeout=2.0, request_timeout=2.0,
+                            what="supervisor") as client:
+            client.send({"cmd": "info"})
+            reply = client.receive()
     except (OSError, CoopError, ValueError) as exc:
         logger.debug("no live supervisor in %s: %s", session_dir, exc)
         return None
