@@ -99,9 +99,11 @@ def _wait_ready(read_fd: int, deadline: float) -> bool | None:
 
 def start_daemon(paths: CoopPaths, socket_path: Path, *,
                  timeout: float = START_TIMEOUT) -> None:
-    """Start a detached daemon and wait until it is bound; raises ``DaemonStartError``."""
+    """Start a detached daemon and wait until it is bound; raises ``DaemonStartError``.
+
+    ``COOP_HOME`` and its logs must exist (``prepare_home``, done by ``ensure_daemon``).
+    """
     import subprocess  # only when starting one: keeps a plain ``coop ls`` light
-    prepare_home(paths)
     log_path = daemon_log_path(paths)
     read_fd, write_fd = os.pipe()
     try:
