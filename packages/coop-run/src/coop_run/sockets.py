@@ -187,3 +187,15 @@ def connect_unix(path: Path, timeout: float | None = None, *,
         raise DaemonError(f"cannot connect to {path}: {exc.strerror or exc}") from exc
     check_peer(sock, path, what=what)
     return sock
+
+
+def recv_exact(sock: socket.socket, size: int) -> bytes:
+    """Exactly ``size`` bytes from a blocking stream socket; ``ConnectionError`` if the
+    peer closes first."""
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("peer closed")
+        data += chunk
+    return data

@@ -36,6 +36,7 @@ from coop_run.framing import (
     encode_message,
     parse_json_object,
 )
+from coop_run.sockets import recv_exact
 
 DETACH_KEY = b"\x1d"  # Ctrl+]
 EXIT_NOTICE_PREFIX = b"\r\n\x1b[2m[process exited"
@@ -78,16 +79,6 @@ def split_detach(data: bytes, key: bytes = DETACH_KEY) -> tuple[bytes, bool]:
     return data[:index], True
 
 
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise DaemonError("the daemon closed the connection")
-        data += chunk
-    return data
-
-
 def open_stream(client: Client, request: dict[str, Any]) -> tuple[socket.socket, dict[str, Any]]:
     """Send ``attach``/``shell`` and read the answer byte-exactly (stream frames follow it).
 
@@ -96,8 +87,11 @@ def open_stream(client: Client, request: dict[str, Any]) -> tuple[socket.socket,
     """
     sock: socket.socket = client._sock  # the connection becomes a stream
     sock.sendall(encode_message(request))
-    (size,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size))
-    reply = parse_json_object(_recv_exact(sock, size))
+    try:
+        (size,) = _HEADER.unpack(recv_exact(sock, _HEADER.size))
+        reply = parse_json_object(recv_exact(sock, size))
+    except ConnectionError:
+        raise DaemonError("the daemon closed the connection") from None
     if isinstance(reply, ProtocolError):
         raise ProtocolError(f"bad answer from the daemon: {reply.message}", code=reply.code)
     if reply.get("ok") is not True:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coop_run.errors import NetworkError
+from coop_run.sockets import recv_exact
 
 logger = logging.getLogger(__name__)
 
@@ -72,16 +73,6 @@ def is_query(packet: bytes) -> bool:
 
 def _family(addr: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in addr else socket.AF_INET
-
-
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ConnectionError("peer closed")
-        data += chunk
-    return data
 
 
 @dataclass
@@ -268,16 +259,16 @@ class DnsForwarder:
     def _tcp_client(self, conn: socket.socket) -> None:
         try:
             conn.settimeout(self.timeout)
-            (size,) = struct.unpack("!H", _recv_exact(conn, 2))
-            query = _recv_exact(conn, size)
+            (size,) = struct.unpack("!H", recv_exact(conn, 2))
+            query = recv_exact(conn, size)
             if not is_query(query):
                 return
             for host, port in self.upstreams:
                 try:
                     with socket.create_connection((host, port), timeout=self.timeout) as up:
                         up.sendall(struct.pack("!H", len(query)) + query)
-                        (asize,) = struct.unpack("!H", _recv_exact(up, 2))
-                        answer = _recv_exact(up, asize)
+                        (asize,) = struct.unpack("!H", recv_exact(up, 2))
+                        answer = recv_exact(up, asize)
                 except (OSError, ConnectionError):
                     continue
                 if answer[:2] == query[:2]:
