@@ -246,8 +246,7 @@ class RegistryClient:
             except DigestMismatchError:
                 partial.unlink(missing_ok=True)
                 raise
-            partial.replace(final)
-        return final
+            return layout.commit_partial(digest, verify=False)  # hashed while downloading
 
     def _download(
         self,
