@@ -1,8 +1,7 @@
-"""The supervisor <-> init framing and request checks (pure), plus descriptor passing."""
+"""The supervisor <-> init wire format and request checks (pure), plus descriptor passing."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import struct
@@ -11,89 +10,118 @@ import pytest
 
 from coop_run import initproto
 from coop_run.initproto import (
-    FrameDecoder,
+    SCHEMAS,
     ProtocolError,
     ShutdownRequest,
     SignalRequest,
     SpawnRequest,
     decode,
     encode,
-    exited_event,
     parse_request,
 )
 
-SPAWN = {"op": "spawn", "id": 7, "argv": ["sh", "-c", "true"], "env": {"A": "b"},
+SPAWN = {"op": "spawn", "id": 7, "argv": ["sh", "-c", "true"], "env": {"A": "b", "E": "x=y"},
          "cwd": "/workspace", "pty": True, "cols": 100, "rows": 30}
 
 
-def test_encode_is_length_prefixed_json() -> None:
-    frame = encode({"op": "ready", "pid": 1})
+def test_encode_is_length_prefixed_nul_separated_items() -> None:
+    frame = encode({"op": "spawn", "id": 3, "argv": ["sh", "-c"], "env": {"A": "b=c"},
+                    "pty": False})
     (length,) = struct.unpack(">I", frame[:4])
     assert length == len(frame) - 4
-    assert json.loads(frame[4:]) == {"op": "ready", "pid": 1}
+    assert frame[4:] == b"spawn\0id=3\0argv=sh\0argv=-c\0env=A=b=c\0pty=0\0"
 
 
-def test_decoder_handles_input_cut_at_every_byte() -> None:
-    messages = [SPAWN, {"op": "exited", "pid": 3, "code": 0, "signal": None},
-                {"op": "ok", "id": 1, "text": "é\u2603"}]
-    stream = b"".join(encode(m) for m in messages)
-    for cut in range(len(stream) + 1):
-        decoder = FrameDecoder()
-        got = []
-        for part in (stream[:cut], stream[cut:]):
-            decoder.feed(part)
-            while (message := decoder.next()) is not None:
-                got.append(message)
-        assert got == messages, cut
-        assert decoder.pending == 0
+def _full(message: dict[str, object]) -> dict[str, object]:
+    """``message`` as decode gives it back: every field of its op, absent ones empty."""
+    schema = SCHEMAS[str(message["op"])]
+    empty = {"strs": [], "ints": [], "map": {}}
+    return {"op": message["op"], **{k: empty.get(kind) for k, kind in schema.items()},
+            **message}
 
 
-def test_decoder_byte_by_byte() -> None:
-    decoder = FrameDecoder()
-    got = []
-    for byte in encode(SPAWN):
-        decoder.feed(bytes([byte]))
-        if (message := decoder.next()) is not None:
-            got.append(message)
-    assert got == [SPAWN]
+@pytest.mark.parametrize("message", [
+    SPAWN,
+    {"op": "spawn", "id": 0, "argv": ["caf\u00e9", "\udcff raw byte", ""], "stdio": 3},
+    {"op": "signal", "id": 2**53, "pid": 5, "signo": 15},
+    {"op": "shutdown", "id": 1, "grace": 2.5},
+    {"op": "setup", "hostname": "h", "mount": {"root": "/r", "lowers": ["/a", "/b"]},
+     "late_sources": ["/x"], "child_caps": [0, 5, 13]},
+    {"op": "files"},
+    {"op": "ready", "pid": 1},
+    {"op": "spawned", "id": 4, "pid": 12, "pts": "/dev/pts/0"},
+    {"op": "ok", "id": 9},
+    {"op": "error", "id": 9, "message": "cannot run x: No such file or directory"},
+    {"op": "exited", "pid": 3, "code": 0},
+    {"op": "exited", "pid": 3, "signal": 9},
+    {"op": "failed", "message": "sandbox setup failed: \u2603"},
+])
+def test_every_message_round_trips(message: dict[str, object]) -> None:
+    assert decode(encode(message)) == _full(message)
+
+
+def test_a_record_cut_anywhere_is_refused() -> None:
+    whole = encode(SPAWN)
+    for cut in range(len(whole)):
+        with pytest.raises(ProtocolError):
+            decode(whole[:cut])
+    with pytest.raises(ProtocolError, match="not exactly one"):
+        decode(whole + b"x")
 
 
 @pytest.mark.parametrize(
-    ("frame", "error"),
+    ("body", "error"),
     [
-        (struct.pack(">I", initproto.MAX_FRAME + 1), "exceeds"),
-        (struct.pack(">I", 3) + b"\xff\xfe{", "not UTF-8 JSON"),
-        (struct.pack(">I", 2) + b"[]", "string 'op'"),
-        (struct.pack(">I", 11) + b'{"op": 5.0}', "string 'op'"),
+        (b"launch\0", "unknown op 'launch'"),
+        (b"ok\0id=1", "not NUL-terminated"),
+        (b"ok\0id=1\0id=2\0", "given twice"),
+        (b"ok\0pid=1\0", "unknown field 'pid'"),
+        (b"ok\0id\0", "unknown field 'id'"),
+        (b"ok\0id=one\0", "not an integer"),
+        (b"ok\0id=--1\0", "id"),
+        (b"spawn\0id=1\0pty=yes\0", "not 0 or 1"),
+        (b"spawn\0id=1\0env=novalue\0", "not name=value"),
+        (b"spawn\0id=1\0env==x\0", "not name=value"),
+        (b"shutdown\0id=1\0grace=nan\0", "finite"),
+        (b"setup\0mount={\0", "mount"),
     ],
 )
-def test_decoder_refuses_bad_frames(frame: bytes, error: str) -> None:
-    decoder = FrameDecoder()
-    decoder.feed(frame)
+def test_decode_refuses_malformed_records(body: bytes, error: str) -> None:
     with pytest.raises(ProtocolError, match=error):
-        decoder.next()
+        decode(struct.pack(">I", len(body)) + body)
 
 
-def test_decode_wants_exactly_one_message() -> None:
-    assert decode(encode({"op": "ok", "id": 1})) == {"op": "ok", "id": 1}
-    with pytest.raises(ProtocolError, match="not exactly one"):
-        decode(encode({"op": "ok", "id": 1}) + b"\0")
-    with pytest.raises(ProtocolError, match="not exactly one"):
-        decode(encode({"op": "ok", "id": 1})[:-1])
-
-
-def test_encode_refuses_oversized() -> None:
+def test_decode_refuses_an_oversized_length() -> None:
     with pytest.raises(ProtocolError, match="exceeds"):
-        encode({"op": "x", "blob": "a" * initproto.MAX_FRAME})
+        decode(struct.pack(">I", initproto.MAX_FRAME + 1))
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        ({"op": "launch"}, "unknown op"),
+        ({"op": "ok", "id": 1, "pid": 2}, "unknown field"),
+        ({"op": "ok", "id": True}, "not a valid int"),
+        ({"op": "spawn", "id": 1, "argv": ["a\0b"]}, "NUL"),
+        ({"op": "spawn", "id": 1, "argv": "true"}, "not a valid strs"),
+        ({"op": "spawn", "id": 1, "env": {"A=B": "c"}}, "not a valid map"),
+        ({"op": "shutdown", "id": 1, "grace": float("inf")}, "finite"),
+        ({"op": "error", "id": 1, "message": "a" * initproto.MAX_FRAME}, "exceeds"),
+    ],
+)
+def test_encode_refuses_what_cannot_be_sent(message: dict[str, object], error: str) -> None:
+    with pytest.raises(ProtocolError, match=error):
+        encode(message)
 
 
 def test_parse_spawn() -> None:
     request = parse_request(SPAWN)
-    assert request == SpawnRequest(id=7, argv=("sh", "-c", "true"), env={"A": "b"},
+    assert request == SpawnRequest(id=7, argv=("sh", "-c", "true"), env={"A": "b", "E": "x=y"},
                                    cwd="/workspace", pty=True, cols=100, rows=30, stdio=0)
     minimal = parse_request({"op": "spawn", "id": 1, "argv": ["true"]})
     assert isinstance(minimal, SpawnRequest)
     assert (minimal.cols, minimal.rows, minimal.pty, minimal.cwd) == (80, 24, False, None)
+    assert parse_request(decode(encode({"op": "spawn", "id": 1, "argv": ["true"]}))) == minimal
 
 
 @pytest.mark.parametrize(
@@ -133,11 +161,6 @@ def test_parse_signal_and_shutdown() -> None:
         parse_request({"op": "shutdown", "id": 3, "grace": -1})
     with pytest.raises(ProtocolError, match="unknown request op 'exec'"):
         parse_request({"op": "exec", "id": 3})
-
-
-def test_exited_event_from_wait_status() -> None:
-    assert exited_event(4, 3 << 8) == {"op": "exited", "pid": 4, "code": 3, "signal": None}
-    assert exited_event(4, 9) == {"op": "exited", "pid": 4, "code": None, "signal": 9}
 
 
 def test_descriptors_and_credentials_travel_with_their_message() -> None:

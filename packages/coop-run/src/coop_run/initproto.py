@@ -1,9 +1,16 @@
-"""The supervisor <-> sandbox init channel: frames, messages, and passing descriptors.
+"""The supervisor <-> sandbox init channel: records, messages, and passing descriptors.
 
 The channel is a ``SOCK_SEQPACKET`` socketpair made before the sandbox forks, so each
 ``sendmsg`` is one record and descriptors passed with ``SCM_RIGHTS`` arrive with the
-message they belong to. A record is a frame: 4-byte big-endian length, then a UTF-8 JSON
-object (the length lets the same framing run over a stream, and catches truncation).
+message they belong to. Its far end is first the Python init (``sandbox_init``: "setup",
+"files", "failed"), then ``coop-init`` (C, ``csrc/coop-init.c``), which the Python init
+execs once the root is built. So the wire format is one C parses in a few lines:
+
+    4-byte big-endian length of the rest, then "op\0" and "key=value\0" items
+
+A list is its key repeated (``argv=sh\0argv=-c\0``), a map is ``key=name=value`` items,
+and an absent key is None (an empty list or map). Each op has a fixed ``SCHEMAS`` entry,
+which is how ``decode`` gives back the types ``encode`` was given.
 
 Supervisor -> init requests (each carries an ``id`` echoed by the reply)::
 
@@ -15,7 +22,7 @@ Supervisor -> init requests (each carries an ``id`` echoed by the reply)::
 Init -> supervisor::
 
     {"op": "ready", "pid": <init's pid as seen inside>}      once, after pivot_root
-    {"op": "spawned", "id", "pid"} (+ the PTY master descriptor when pty was asked)
+    {"op": "spawned", "id", "pid", "pts"} (+ the PTY master descriptor when pty was asked)
     {"op": "ok", "id"}  /  {"op": "error", "id", "message"}
     {"op": "exited", "pid", "code", "signal"}                 for every process it spawned
     {"op": "failed", "message"}                               setup failed; the init exits
@@ -23,7 +30,7 @@ Init -> supervisor::
 The supervisor learns host pids from ``SCM_CREDENTIALS``: the init stamps a ``spawned``
 reply with the child's pid, and the kernel translates it into the receiver's namespace.
 
-Everything above the "I/O" marker is pure; the init imports this module before
+Everything above the "I/O" marker is pure; the Python init imports this module before
 ``pivot_root``, so it may not import anything lazily.
 """
 
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import array
 import json
+import math
 import os
 import socket
 import struct
@@ -42,61 +50,152 @@ MAX_FDS = 3
 _HEADER = struct.Struct(">I")
 _UCRED = struct.Struct("iII")  # pid, uid, gid
 
+# The type of every field of every op. "text" is a human message (decoded leniently:
+# the C init may cut one inside a UTF-8 sequence); "json" is for Python to Python only.
+SCHEMAS: dict[str, dict[str, str]] = {
+    "spawn": {"id": "int", "argv": "strs", "env": "map", "cwd": "str", "pty": "bool",
+              "cols": "int", "rows": "int", "stdio": "int"},
+    "signal": {"id": "int", "pid": "int", "signo": "int"},
+    "shutdown": {"id": "int", "grace": "float"},
+    "setup": {"hostname": "str", "mount": "json", "late_sources": "strs",
+              "child_caps": "ints"},
+    "files": {},
+    "ready": {"pid": "int"},
+    "spawned": {"id": "int", "pid": "int", "pts": "str"},
+    "ok": {"id": "int"},
+    "error": {"id": "int", "message": "text"},
+    "exited": {"pid": "int", "code": "int", "signal": "int"},
+    "failed": {"message": "text"},
+}
+_LISTS = ("strs", "ints", "map")
+
 
 class ProtocolError(ValueError):
-    """A frame or message that does not follow the protocol (the sender is buggy)."""
+    """A record or message that does not follow the protocol (the sender is buggy)."""
+
+
+def _bytes(text: str) -> bytes:
+    data = text.encode("utf-8", "surrogateescape")
+    if b"\0" in data:
+        raise ProtocolError(f"NUL byte in {text[:40]!r}")
+    return data
+
+
+def _items(key: str, kind: str, value: Any) -> list[bytes]:
+    """The ``key=value`` items of one field (none for None)."""
+    if value is None:
+        return []
+    prefix = key.encode() + b"="
+    if kind == "bool" and isinstance(value, bool):
+        return [prefix + (b"1" if value else b"0")]
+    if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return [prefix + str(value).encode()]
+    if kind == "float" and isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ProtocolError(f"{key}: {value} is not a finite number")
+        return [prefix + repr(float(value)).encode()]
+    if kind in ("str", "text") and isinstance(value, str):
+        return [prefix + _bytes(value)]
+    if kind == "json":
+        return [prefix + _bytes(json.dumps(value, separators=(",", ":")))]
+    if kind == "strs" and isinstance(value, list | tuple) and all(
+            isinstance(v, str) for v in value):
+        return [prefix + _bytes(v) for v in value]
+    if kind == "ints" and isinstance(value, list | tuple) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return [prefix + str(v).encode() for v in value]
+    if kind == "map" and isinstance(value, dict) and all(
+            isinstance(k, str) and k and "=" not in k and isinstance(v, str)
+            for k, v in value.items()):
+        return [prefix + _bytes(f"{k}={v}") for k, v in value.items()]
+    raise ProtocolError(f"{key}: {type(value).__name__} is not a valid {kind}")
 
 
 def encode(message: dict[str, Any]) -> bytes:
-    """One frame for ``message``."""
-    body = json.dumps(message, separators=(",", ":")).encode()
+    """One record for ``message`` (its op must be in ``SCHEMAS``)."""
+    op = message.get("op")
+    if not isinstance(op, str) or op not in SCHEMAS:
+        raise ProtocolError(f"unknown op {op!r}")
+    schema = SCHEMAS[op]
+    items = [op.encode()]
+    for key, value in message.items():
+        if key == "op":
+            continue
+        if key not in schema:
+            raise ProtocolError(f"{op}: unknown field {key!r}")
+        items += _items(key, schema[key], value)
+    body = b"".join(item + b"\0" for item in items)
     if len(body) > MAX_FRAME:
         raise ProtocolError(f"message of {len(body)} bytes exceeds {MAX_FRAME}")
     return _HEADER.pack(len(body)) + body
 
 
-def decode(frame: bytes) -> dict[str, Any]:
-    """The message in one complete frame (a seqpacket record)."""
-    decoder = FrameDecoder()
-    decoder.feed(frame)
-    message = decoder.next()
-    if message is None or decoder.pending:
-        raise ProtocolError(f"frame of {len(frame)} bytes is not exactly one message")
-    return message
+def _value(kind: str, raw: bytes) -> Any:
+    if kind in ("int", "ints"):
+        if not raw or not raw.lstrip(b"-").isdigit():
+            raise ValueError(f"{raw[:40]!r} is not an integer")
+        return int(raw)
+    if kind == "bool":
+        if raw not in (b"0", b"1"):
+            raise ValueError(f"{raw[:40]!r} is not 0 or 1")
+        return raw == b"1"
+    if kind == "float":
+        number = float(raw)
+        if not math.isfinite(number):
+            raise ValueError(f"{raw[:40]!r} is not a finite number")
+        return number
+    if kind == "text":
+        return raw.decode("utf-8", "replace")
+    text = raw.decode("utf-8", "surrogateescape")
+    if kind == "json":
+        return json.loads(text)
+    if kind == "map":
+        name, eq, value = text.partition("=")
+        if not name or not eq:
+            raise ValueError(f"{text[:40]!r} is not name=value")
+        return name, value
+    return text
 
 
-class FrameDecoder:
-    """Feed bytes as they arrive, take whole messages out with ``next()``."""
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-
-    @property
-    def pending(self) -> int:
-        """Bytes received that do not yet form a whole frame."""
-        return len(self._buf)
-
-    def feed(self, data: bytes) -> None:
-        self._buf += data
-
-    def next(self) -> dict[str, Any] | None:
-        """The next whole message, or None until more bytes arrive."""
-        if len(self._buf) < _HEADER.size:
-            return None
-        (length,) = _HEADER.unpack_from(self._buf)
-        if length > MAX_FRAME:
-            raise ProtocolError(f"frame length {length} exceeds {MAX_FRAME}")
-        if len(self._buf) < _HEADER.size + length:
-            return None
-        body = bytes(self._buf[_HEADER.size : _HEADER.size + length])
-        del self._buf[: _HEADER.size + length]
+def decode(record: bytes) -> dict[str, Any]:
+    """The message in one complete record (``ProtocolError`` if malformed)."""
+    if len(record) < _HEADER.size:
+        raise ProtocolError(f"record of {len(record)} bytes has no header")
+    (length,) = _HEADER.unpack_from(record)
+    body = record[_HEADER.size:]
+    if length > MAX_FRAME:
+        raise ProtocolError(f"frame length {length} exceeds {MAX_FRAME}")
+    if length != len(body):
+        raise ProtocolError(f"record of {len(record)} bytes is not exactly one message")
+    if not body.endswith(b"\0"):
+        raise ProtocolError("the last item is not NUL-terminated")
+    op_raw, *items = body[:-1].split(b"\0")
+    op = op_raw.decode("utf-8", "replace")
+    schema = SCHEMAS.get(op)
+    if schema is None:
+        raise ProtocolError(f"unknown op {op!r}")
+    message: dict[str, Any] = {"op": op}
+    message.update((key, [] if kind in _LISTS else None) for key, kind in schema.items())
+    for item in items:
+        key_raw, eq, raw = item.partition(b"=")
+        key = key_raw.decode("utf-8", "replace")
+        kind = schema.get(key)
+        if kind is None or not eq:
+            raise ProtocolError(f"{op}: unknown field {key!r}")
         try:
-            message = json.loads(body.decode())
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise ProtocolError(f"frame is not UTF-8 JSON: {exc}") from exc
-        if not isinstance(message, dict) or not isinstance(message.get("op"), str):
-            raise ProtocolError("message is not a JSON object with a string 'op'")
-        return message
+            value = _value(kind, raw)
+        except ValueError as exc:
+            raise ProtocolError(f"{op}: field {key!r}: {exc}") from exc
+        if kind in _LISTS:
+            message[key].append(value)
+        elif message[key] is not None:
+            raise ProtocolError(f"{op}: field {key!r} given twice")
+        else:
+            message[key] = value
+    for key, kind in schema.items():
+        if kind == "map":
+            message[key] = dict(message[key])
+    return message
 
 
 # --- requests, checked -----------------------------------------------------------------
@@ -137,8 +236,14 @@ def _int(message: dict[str, Any], key: str, low: int, high: int) -> int:
     return value
 
 
+def _given(message: dict[str, Any], key: str) -> bool:
+    return message.get(key) is not None
+
+
 def parse_request(message: dict[str, Any]) -> Request:
-    """A request from the supervisor, checked field by field."""
+    """A request, checked field by field (absent and None fields take their defaults).
+
+    The supervisor checks each request before sending it; ``coop-init`` checks again."""
     op = message.get("op")
     rid = _int(message, "id", 0, 2**53)
     if op == "spawn":
@@ -146,7 +251,7 @@ def parse_request(message: dict[str, Any]) -> Request:
         if (not isinstance(argv, list) or not argv
                 or not all(isinstance(a, str) and "\0" not in a for a in argv)):
             raise ProtocolError("spawn: 'argv' must be a non-empty list of strings")
-        env = message.get("env", {})
+        env = message["env"] if _given(message, "env") else {}
         if not isinstance(env, dict) or not all(
             isinstance(k, str) and isinstance(v, str) and k and "=" not in k
             and "\0" not in k + v for k, v in env.items()
@@ -155,35 +260,28 @@ def parse_request(message: dict[str, Any]) -> Request:
         cwd = message.get("cwd")
         if cwd is not None and (not isinstance(cwd, str) or not cwd.startswith("/")):
             raise ProtocolError("spawn: 'cwd' must be an absolute path or null")
-        pty = message.get("pty", False)
+        pty = message["pty"] if _given(message, "pty") else False
         if not isinstance(pty, bool):
             raise ProtocolError("spawn: 'pty' must be a boolean")
-        stdio = _int(message, "stdio", 0, MAX_FDS) if "stdio" in message else 0
+        stdio = _int(message, "stdio", 0, MAX_FDS) if _given(message, "stdio") else 0
         if stdio not in (0, MAX_FDS) or (pty and stdio):
             raise ProtocolError("spawn: 'stdio' is 0 or 3, and 0 with a PTY")
         return SpawnRequest(
             id=rid, argv=tuple(argv), env=dict(env), cwd=cwd, pty=pty,
-            cols=_int(message, "cols", 1, 65535) if "cols" in message else 80,
-            rows=_int(message, "rows", 1, 65535) if "rows" in message else 24,
+            cols=_int(message, "cols", 1, 65535) if _given(message, "cols") else 80,
+            rows=_int(message, "rows", 1, 65535) if _given(message, "rows") else 24,
             stdio=stdio,
         )
     if op == "signal":
         return SignalRequest(id=rid, pid=_int(message, "pid", 1, 2**22),
                              signo=_int(message, "signo", 0, 64))
     if op == "shutdown":
-        grace = message.get("grace", 5.0)
+        grace = message["grace"] if _given(message, "grace") else 5.0
         if isinstance(grace, bool) or not isinstance(grace, int | float) or not (
                 0 <= grace <= 3600):
             raise ProtocolError("shutdown: 'grace' must be a number of seconds in 0..3600")
         return ShutdownRequest(id=rid, grace=float(grace))
     raise ProtocolError(f"unknown request op {op!r}")
-
-
-def exited_event(pid: int, status: int) -> dict[str, Any]:
-    """The ``exited`` event for a wait status: code for an exit, signal for a kill."""
-    if status & 0x7F:
-        return {"op": "exited", "pid": pid, "code": None, "signal": status & 0x7F}
-    return {"op": "exited", "pid": pid, "code": (status >> 8) & 0xFF, "signal": None}
 
 
 # --- I/O -------------------------------------------------------------------------------

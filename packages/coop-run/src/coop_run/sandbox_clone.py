@@ -28,7 +28,7 @@ from typing import NoReturn
 from coop_build import linux
 from coop_build.errors import ToolError
 from coop_build.idmap import IdMap, write_idmap
-from coop_run import initproto
+from coop_run import initexe, initproto
 from coop_run.errors import SandboxError
 from coop_run.sandbox_init import init_base, init_early, init_main, init_middle, setup_spec
 
@@ -95,6 +95,7 @@ class PreparedInit:
 def prepare_init(idmap: IdMap, *, unshare_net: bool) -> PreparedInit:
     """Clone an init into new namespaces and write its id maps (see ``PreparedInit``)."""
     flags = NS_FLAGS | (linux.CLONE_NEWNET if unshare_net else 0)
+    exe = initexe.exe_fd()  # before the clone: the child execs it once its root is built
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     parent_sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     try:
@@ -104,7 +105,7 @@ def prepare_init(idmap: IdMap, *, unshare_net: bool) -> PreparedInit:
         child_sock.close()
         raise
     if pid == 0:  # pragma: no cover - the child never returns
-        _init_child(child_sock, unshare_net)
+        _init_child(child_sock, exe, unshare_net)
     child_sock.close()
     try:
         pidfd = os.pidfd_open(pid)
@@ -174,8 +175,8 @@ def _close_other_fds(keep: Iterable[int]) -> None:
             os.closerange(low + 1, high)  # close_range(2): one syscall
 
 
-def _init_child(sock: socket.socket, net_lo_up: bool) -> NoReturn:
-    """The cloned child until it is the init: base set-up, then its sandbox's spec."""
+def _init_child(sock: socket.socket, exe: int, net_lo_up: bool) -> NoReturn:
+    """The cloned child until it execs ``coop-init``: base set-up, then its sandbox's spec."""
     # Everything inherited from S goes to the permanent generation: garbage among it
     # (say, a socket in a cycle) must never be finalised here, closing a descriptor
     # number we reuse; and the collector then never touches (copies) those pages.
@@ -183,8 +184,8 @@ def _init_child(sock: socket.socket, net_lo_up: bool) -> NoReturn:
     try:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
-        _close_other_fds((sock.fileno(),))
-        sigfd = init_base(net_lo_up)
+        _close_other_fds((sock.fileno(), exe))
+        init_base(net_lo_up)
         received = initproto.recv(sock)  # the maps are written before "setup" is sent
         if received is None:
             os._exit(0)  # a spare's init nobody needed
@@ -203,4 +204,4 @@ def _init_child(sock: socket.socket, net_lo_up: bool) -> NoReturn:
         with contextlib.suppress(OSError):
             initproto.send(sock, {"op": "failed", "message": f"sandbox setup failed: {exc}"})
         os._exit(1)
-    init_main(spec, sock, sigfd)
+    init_main(spec, sock, exe)

@@ -44,7 +44,8 @@ from coop_build import linux
 from coop_build.errors import CoopBuildError
 from coop_build.idmap import IdMap, choose_idmap
 from coop_build.paths import CoopPaths
-from coop_run.errors import CoopError, SupervisorError
+from coop_run import initexe
+from coop_run.errors import CoopError, SandboxError, SupervisorError
 from coop_run.launch import decode_launch, encode_launch
 from coop_run.sandbox import network_mode
 from coop_run.sandbox_clone import PreparedInit, prepare_init
@@ -331,6 +332,8 @@ def _spare_main(channel: socket.socket, zygote: int, idmap: IdMap | None) -> NoR
         except (CoopError, CoopBuildError, OSError) as exc:
             logger.warning("spare: no init prepared (%s)", exc)  # the start reports it
         keep = [channel.fileno()]
+        with contextlib.suppress(SandboxError):  # missing: the start reports it
+            keep.append(initexe.exe_fd())  # the zygote's copy: one for every session
         if prepared is not None:
             keep += [prepared.sock.fileno(), prepared.pidfd]
         drop_inherited(keep)
@@ -395,6 +398,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CoopBuildError as exc:
         logger.warning("no id map (%s): each sandbox reports it", exc)
         idmap = None
+    try:  # made here, so that every sandbox's init execs the same pages
+        initexe.exe_fd()
+    except SandboxError as exc:
+        logger.warning("%s", exc)  # each sandbox start reports it
     zygote = _Zygote(sock, idmap)
     sock.send(b'{"ready":true}')
     logger.info("zygote ready in %.0f ms", (time.monotonic() - started) * 1000)

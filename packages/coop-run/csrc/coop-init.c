@@ -1,0 +1,695 @@
+/*
+ * coop-init: PID 1 of a coop sandbox once its root is built (SPEC 4.1).
+ *
+ * The Python init (coop_run.sandbox_init) is a fork of the supervisor: it builds the
+ * root, then execs this program from a sealed memfd (the host's filesystem is gone
+ * after pivot_root). A forked Python init would keep a copy-on-write share of the
+ * supervisor's heap for the sandbox's whole life; this keeps a few pages.
+ *
+ *     coop-init CONTROL_FD CHILD_CAPS_HEX DEFAULT_PATH
+ *
+ * It reaps, forwards SIGTERM/SIGINT/SIGHUP sent from outside the PID namespace to every
+ * process inside, and starts processes on request over CONTROL_FD, a SOCK_SEQPACKET
+ * socket speaking coop_run.initproto's wire format: each record is a 4-byte big-endian
+ * length, then "op\0" and "key=value\0" items (a repeated key is a list). The requests
+ * and replies, and what they mean, are in initproto's docstring.
+ *
+ * Capabilities: processes started here may hold CHILD_CAPS at most (the bounding set);
+ * the init itself keeps only what it uses: CAP_SYS_ADMIN (to stamp a reply with the
+ * child's pid, which the kernel translates for the supervisor), CAP_KILL, and the
+ * DAC overrides for a cwd or program the session's uid 0 could reach. It is not
+ * dumpable, so processes inside, which hold less, can neither trace it nor read its
+ * descriptors through /proc.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_FRAME (128 * 1024) /* initproto.MAX_FRAME */
+#define MAX_ITEMS 16384
+#define MAX_FDS 3              /* initproto.MAX_FDS */
+#define ORPHAN_GRACE_MS 2000   /* sandbox_init.ORPHAN_GRACE */
+#define EXIT_BUG 125           /* sandbox_init.SETUP_FAILED */
+#define TEXT_MAX 1024
+
+static int ctl = -1;            /* the control socket; -1 once the supervisor is gone */
+static int sigfd = -1;
+static int64_t deadline = -1;   /* monotonic ms when whatever is left gets SIGKILL */
+static const char *default_path;
+static pid_t *spawned;          /* processes started on request: their exits are reported */
+static size_t n_spawned, cap_spawned;
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* --- outgoing messages --------------------------------------------------------- */
+
+struct msg {
+    char buf[4 + 2 * TEXT_MAX];
+    size_t len;
+};
+
+static void msg_item(struct msg *m, const char *key, const char *value)
+{
+    size_t room = sizeof m->buf - m->len;
+    int n;
+
+    if (room < 2)
+        return;
+    n = value ? snprintf(m->buf + m->len, room, "%s=%s", key, value)
+              : snprintf(m->buf + m->len, room, "%s", key);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n >= room)
+        n = (int)room - 1; /* cut to fit: snprintf ended it with NUL there */
+    m->len += (size_t)n + 1;
+}
+
+static void msg_int(struct msg *m, const char *key, long long value)
+{
+    char text[24];
+    snprintf(text, sizeof text, "%lld", value);
+    msg_item(m, key, text);
+}
+
+static void msg_start(struct msg *m, const char *op, long long id)
+{
+    m->len = 4;
+    msg_item(m, op, NULL);
+    if (id >= 0)
+        msg_int(m, "id", id);
+}
+
+static void begin_shutdown(int64_t grace_ms);
+
+static void orphaned(void)
+{
+    if (ctl >= 0)
+        close(ctl);
+    ctl = -1;
+    begin_shutdown(ORPHAN_GRACE_MS);
+}
+
+/* One record, with a descriptor and the pid the kernel should report, if given. */
+static void msg_send(struct msg *m, int fd, pid_t cred_pid)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(struct ucred))];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = {m->buf, m->len};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    struct cmsghdr *c = (struct cmsghdr *)control.buf;
+    uint32_t body = (uint32_t)(m->len - 4);
+    size_t used = 0;
+
+    if (ctl < 0)
+        return;
+    m->buf[0] = (char)(body >> 24);
+    m->buf[1] = (char)(body >> 16);
+    m->buf[2] = (char)(body >> 8);
+    m->buf[3] = (char)body;
+    memset(&control, 0, sizeof control);
+    if (fd >= 0) {
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fd, sizeof fd);
+        used += CMSG_SPACE(sizeof(int));
+        c = (struct cmsghdr *)(control.buf + used);
+    }
+    if (cred_pid > 0) {
+        struct ucred cred = {.pid = cred_pid, .uid = getuid(), .gid = getgid()};
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_CREDENTIALS;
+        c->cmsg_len = CMSG_LEN(sizeof cred);
+        memcpy(CMSG_DATA(c), &cred, sizeof cred);
+        used += CMSG_SPACE(sizeof cred);
+    }
+    if (used) {
+        mh.msg_control = control.buf;
+        mh.msg_controllen = used;
+    }
+    while (sendmsg(ctl, &mh, MSG_NOSIGNAL) < 0) {
+        if (errno != EINTR) {
+            orphaned();
+            return;
+        }
+    }
+}
+
+static void reply_error(long long id, const char *fmt, ...)
+{
+    struct msg m;
+    char text[TEXT_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    msg_start(&m, "error", id);
+    msg_item(&m, "message", text);
+    msg_send(&m, -1, 0);
+}
+
+static void reply_ok(long long id)
+{
+    struct msg m;
+    msg_start(&m, "ok", id);
+    msg_send(&m, -1, 0);
+}
+
+/* A bug or a broken kernel promise: take the sandbox down rather than limp on. */
+static _Noreturn void die(const char *what)
+{
+    struct msg m;
+    char text[TEXT_MAX];
+
+    snprintf(text, sizeof text, "sandbox init failed: %s: %s", what, strerror(errno));
+    msg_start(&m, "failed", -1);
+    msg_item(&m, "message", text);
+    msg_send(&m, -1, 0);
+    kill(-1, SIGKILL);
+    _exit(EXIT_BUG);
+}
+
+/* --- children -------------------------------------------------------------------- */
+
+static void remember(pid_t pid)
+{
+    if (n_spawned == cap_spawned) {
+        size_t grown = cap_spawned ? cap_spawned * 2 : 16;
+        pid_t *more = realloc(spawned, grown * sizeof *more);
+        if (!more)
+            die("realloc");
+        spawned = more;
+        cap_spawned = grown;
+    }
+    spawned[n_spawned++] = pid;
+}
+
+static int forget(pid_t pid)
+{
+    for (size_t i = 0; i < n_spawned; i++) {
+        if (spawned[i] == pid) {
+            spawned[i] = spawned[--n_spawned];
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void reap(void)
+{
+    int status;
+    pid_t pid;
+
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        struct msg m;
+        if (!forget(pid))
+            continue; /* an orphan re-parented to us: only reaped */
+        msg_start(&m, "exited", -1);
+        msg_int(&m, "pid", pid);
+        if (WIFSIGNALED(status))
+            msg_int(&m, "signal", WTERMSIG(status));
+        else
+            msg_int(&m, "code", WEXITSTATUS(status));
+        msg_send(&m, -1, 0);
+    }
+}
+
+static int has_children(void)
+{
+    siginfo_t info;
+
+    reap();
+    memset(&info, 0, sizeof info); /* WNOWAIT: look without reaping an unreported exit */
+    return waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) == 0 || errno != ECHILD;
+}
+
+static void begin_shutdown(int64_t grace_ms)
+{
+    int64_t end = now_ms() + grace_ms;
+
+    if (deadline < 0) {
+        deadline = end;
+        kill(-1, SIGTERM);
+    } else if (end < deadline) {
+        deadline = end;
+    }
+}
+
+static void on_signals(void)
+{
+    struct signalfd_siginfo info;
+
+    while (read(sigfd, &info, sizeof info) == (ssize_t)sizeof info) {
+        int sig = (int)info.ssi_signo;
+        /* pid 0: sent from outside our PID namespace. From inside, ignored: the agent
+         * cannot take the sandbox down by signalling PID 1. */
+        if ((sig == SIGTERM || sig == SIGINT || sig == SIGHUP) && info.ssi_pid == 0)
+            kill(-1, sig);
+    }
+    reap();
+}
+
+/* --- requests ---------------------------------------------------------------------- */
+
+static int parse_int(const char *text, long long low, long long high, long long *out)
+{
+    char *end;
+    long long value;
+
+    if (!*text || (text[0] == '0' && text[1]) || (text[0] == '-' && !text[1]))
+        return -1;
+    errno = 0;
+    value = strtoll(text, &end, 10);
+    if (errno || *end || value < low || value > high)
+        return -1;
+    *out = value;
+    return 0;
+}
+
+static const char *find_path(char **env)
+{
+    for (; *env; env++)
+        if (strncmp(*env, "PATH=", 5) == 0)
+            return *env + 5;
+    return default_path;
+}
+
+/* The program inside the sandbox: ``name`` looked up in the spawn's own PATH. */
+static int find_program(const char *name, const char *path, char *out, size_t size)
+{
+    if (strchr(name, '/')) {
+        if ((size_t)snprintf(out, size, "%s", name) >= size)
+            return ENAMETOOLONG;
+        return 0;
+    }
+    for (const char *dir = path;; dir++) {
+        const char *colon = strchr(dir, ':');
+        size_t len = colon ? (size_t)(colon - dir) : strlen(dir);
+        struct stat st;
+        int n = len ? snprintf(out, size, "%.*s/%s", (int)len, dir, name)
+                    : snprintf(out, size, "./%s", name);
+        if (n > 0 && (size_t)n < size && access(out, X_OK) == 0 && stat(out, &st) == 0
+            && !S_ISDIR(st.st_mode))
+            return 0;
+        if (!colon)
+            return -1;
+        dir = colon;
+    }
+}
+
+/* A PTY pair from the sandbox's own devpts: the master, and the slave's path inside. */
+static int open_pty(int cols, int rows, char *pts, size_t size)
+{
+    int unlock = 0;
+    unsigned int number;
+    struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
+    int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+
+    if (master < 0)
+        return -1;
+    if (ioctl(master, TIOCSPTLCK, &unlock) < 0 || ioctl(master, TIOCGPTN, &number) < 0
+        || ioctl(master, TIOCSWINSZ, &ws) < 0) {
+        int saved = errno;
+        close(master);
+        errno = saved;
+        return -1;
+    }
+    snprintf(pts, size, "/dev/pts/%u", number);
+    return master;
+}
+
+struct spawn_req {
+    char **argv, **env;
+    size_t argc, envc;
+    const char *cwd;
+    int pty, cols, rows, stdio;
+};
+
+static void spawn(long long id, struct spawn_req *r, const int *fds, int nfds)
+{
+    char path[4096], pts[32] = "";
+    int master = -1, rc;
+    pid_t pid;
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    sigset_t none;
+    struct msg m;
+
+    if (nfds != r->stdio) {
+        reply_error(id, "spawn: %d descriptors sent, %d declared", nfds, r->stdio);
+        return;
+    }
+    rc = find_program(r->argv[0], find_path(r->env), path, sizeof path);
+    if (rc) {
+        reply_error(id, "cannot run %s: %s", r->argv[0],
+                    rc < 0 ? "not found in PATH" : strerror(rc));
+        return;
+    }
+    if (r->pty && (master = open_pty(r->cols, r->rows, pts, sizeof pts)) < 0) {
+        reply_error(id, "cannot open a PTY: %s", strerror(errno));
+        return;
+    }
+    if (chdir(r->cwd ? r->cwd : "/") < 0) {
+        reply_error(id, "cannot change to %s: %s", r->cwd ? r->cwd : "/", strerror(errno));
+        if (master >= 0)
+            close(master);
+        return;
+    }
+    posix_spawn_file_actions_init(&actions);
+    if (r->pty || nfds == 0) {
+        /* Opened after setsid without O_NOCTTY: the PTY becomes the controlling tty. */
+        posix_spawn_file_actions_addopen(&actions, 0, r->pty ? pts : "/dev/null", O_RDWR, 0);
+        posix_spawn_file_actions_adddup2(&actions, 0, 1);
+        posix_spawn_file_actions_adddup2(&actions, 0, 2);
+    } else {
+        for (int i = 0; i < nfds; i++) /* received with MSG_CMSG_CLOEXEC, all above 2 */
+            posix_spawn_file_actions_adddup2(&actions, fds[i], i);
+    }
+    posix_spawnattr_init(&attr);
+    sigemptyset(&none);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK);
+    rc = posix_spawn(&pid, path, &actions, &attr, r->argv, r->env);
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
+    if (chdir("/") < 0)
+        die("chdir /");
+    if (rc) {
+        reply_error(id, "cannot run %s: %s", r->argv[0], strerror(rc));
+        if (master >= 0)
+            close(master);
+        return;
+    }
+    remember(pid);
+    msg_start(&m, "spawned", id);
+    msg_int(&m, "pid", pid);
+    if (r->pty)
+        msg_item(&m, "pts", pts);
+    msg_send(&m, master, pid);
+    if (master >= 0)
+        close(master);
+}
+
+static char *items[MAX_ITEMS];
+static char *spawn_argv[MAX_ITEMS], *spawn_env[MAX_ITEMS];
+
+/* One "key=value" of a spawn request into ``r``; 0 if the key or value is bad. */
+static int spawn_field(struct spawn_req *r, const char *key, char *val)
+{
+    long long value;
+    const char *eq;
+
+    if (strcmp(key, "argv") == 0) {
+        r->argv[r->argc++] = val;
+        return 1;
+    }
+    if (strcmp(key, "env") == 0) {
+        eq = strchr(val, '=');
+        if (!eq || eq == val)
+            return 0;
+        r->env[r->envc++] = val;
+        return 1;
+    }
+    if (strcmp(key, "cwd") == 0) {
+        r->cwd = val;
+        return val[0] == '/';
+    }
+    if (strcmp(key, "pty") == 0 && parse_int(val, 0, 1, &value) == 0)
+        r->pty = (int)value;
+    else if (strcmp(key, "cols") == 0 && parse_int(val, 1, 65535, &value) == 0)
+        r->cols = (int)value;
+    else if (strcmp(key, "rows") == 0 && parse_int(val, 1, 65535, &value) == 0)
+        r->rows = (int)value;
+    else if (strcmp(key, "stdio") == 0 && parse_int(val, 0, MAX_FDS, &value) == 0)
+        r->stdio = (int)value;
+    else
+        return 0;
+    return 1;
+}
+
+/* One request: "op\0key=value\0..." (the frame's body, NUL-terminated by the caller). */
+static void handle(char *body, size_t len, const int *fds, int nfds)
+{
+    size_t count = 0;
+    long long id = -1;
+    const char *op;
+    struct spawn_req r = {.argv = spawn_argv, .env = spawn_env, .cols = 80, .rows = 24};
+    long long pid = -1, signo = -1;
+    double grace = 5.0;
+
+    if (len == 0 || body[len - 1] != '\0') {
+        reply_error(-1, "frame does not end its last item");
+        return;
+    }
+    for (char *p = body; p < body + len; p += strlen(p) + 1) {
+        if (count == MAX_ITEMS) {
+            reply_error(-1, "more than %d items", MAX_ITEMS);
+            return;
+        }
+        items[count++] = p;
+    }
+    op = items[0];
+    for (size_t i = 1; i < count; i++) { /* the id first, so every error can carry it */
+        if (strncmp(items[i], "id=", 3) == 0 && parse_int(items[i] + 3, 0, 1LL << 53, &id)) {
+            reply_error(-1, "%s: 'id' must be an integer in 0..%lld", op, 1LL << 53);
+            return;
+        }
+    }
+    if (id < 0) {
+        reply_error(-1, "%s: 'id' is missing", op);
+        return;
+    }
+    if (strcmp(op, "spawn") != 0 && strcmp(op, "signal") != 0 && strcmp(op, "shutdown") != 0) {
+        reply_error(id, "unknown request op '%s'", op);
+        return;
+    }
+    for (size_t i = 1; i < count; i++) {
+        char *key = items[i], *eq = strchr(key, '=');
+        char *val;
+        int ok = 1;
+
+        if (!eq) {
+            reply_error(id, "%s: item without '='", op);
+            return;
+        }
+        *eq = '\0';
+        val = eq + 1;
+        if (strcmp(key, "id") == 0)
+            continue;
+        if (strcmp(op, "spawn") == 0) {
+            ok = spawn_field(&r, key, val);
+        } else if (strcmp(op, "signal") == 0) {
+            if (strcmp(key, "pid") == 0)
+                ok = parse_int(val, 1, 1 << 22, &pid) == 0;
+            else if (strcmp(key, "signo") == 0)
+                ok = parse_int(val, 0, 64, &signo) == 0;
+            else
+                ok = 0;
+        } else { /* shutdown */
+            char *end;
+            ok = strcmp(key, "grace") == 0;
+            if (ok) {
+                grace = strtod(val, &end);
+                ok = *val && !*end && grace >= 0 && grace <= 3600;
+            }
+        }
+        if (!ok) {
+            reply_error(id, "%s: bad field '%s'", op, key);
+            return;
+        }
+    }
+    if (strcmp(op, "shutdown") == 0) {
+        reply_ok(id);
+        begin_shutdown((int64_t)(grace * 1000));
+    } else if (deadline >= 0) {
+        reply_error(id, "the sandbox is shutting down");
+    } else if (strcmp(op, "signal") == 0) {
+        if (pid < 0 || signo < 0)
+            reply_error(id, "signal: 'pid' and 'signo' are required");
+        else if (pid <= 1)
+            reply_error(id, "cannot signal the init");
+        else if (kill((pid_t)pid, (int)signo) < 0)
+            reply_error(id, "kill %lld: %s", pid, strerror(errno));
+        else
+            reply_ok(id);
+    } else {
+        if (r.argc == 0 || (r.stdio != 0 && r.stdio != MAX_FDS) || (r.pty && r.stdio)) {
+            reply_error(id, "spawn: a program, and 'stdio' 0 or 3 (0 with a PTY)");
+            return;
+        }
+        r.argv[r.argc] = NULL;
+        r.env[r.envc] = NULL;
+        spawn(id, &r, fds, nfds);
+    }
+}
+
+static char frame[4 + MAX_FRAME + 1];
+
+static void on_request(void)
+{
+    union {
+        char buf[CMSG_SPACE(MAX_FDS * sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = {frame, sizeof frame - 1};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                        .msg_controllen = sizeof control.buf};
+    int fds[MAX_FDS], nfds = 0;
+    ssize_t n = recvmsg(ctl, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+
+    if (n < 0) {
+        if (errno != EINTR && errno != EAGAIN)
+            orphaned();
+        return;
+    }
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        for (size_t k = 0; k < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); k++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + k * sizeof(int), sizeof fd);
+            if (nfds < MAX_FDS)
+                fds[nfds++] = fd;
+            else
+                close(fd);
+        }
+    }
+    if (n == 0 && nfds == 0) {
+        orphaned(); /* end of file: the supervisor died */
+        return;
+    }
+    if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+        reply_error(-1, "message or its descriptors were truncated");
+    } else if (n < 4 || ((uint32_t)(unsigned char)frame[0] << 24
+                         | (uint32_t)(unsigned char)frame[1] << 16
+                         | (uint32_t)(unsigned char)frame[2] << 8
+                         | (uint32_t)(unsigned char)frame[3]) != (uint32_t)(n - 4)) {
+        reply_error(-1, "frame of %zd bytes is not exactly one message", n);
+    } else {
+        frame[n] = '\0';
+        handle(frame + 4, (size_t)(n - 4), fds, nfds);
+    }
+    for (int i = 0; i < nfds; i++)
+        close(fds[i]);
+}
+
+/* --- start ----------------------------------------------------------------------- */
+
+static void limit_capabilities(uint64_t children)
+{
+    const uint64_t own = 1ULL << CAP_SYS_ADMIN | 1ULL << CAP_KILL | 1ULL << CAP_DAC_OVERRIDE
+                         | 1ULL << CAP_DAC_READ_SEARCH;
+    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+
+    for (int cap = 0; cap < 64; cap++) {
+        if (children & (1ULL << cap))
+            continue;
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
+            if (errno == EINVAL)
+                break; /* past the kernel's last capability */
+            die("prctl(PR_CAPBSET_DROP)");
+        }
+    }
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0)
+        die("prctl(PR_CAP_AMBIENT_CLEAR_ALL)");
+    memset(data, 0, sizeof data);
+    for (int word = 0; word < 2; word++)
+        data[word].effective = data[word].permitted = (uint32_t)(own >> (32 * word));
+    if (syscall(SYS_capset, &header, data) < 0)
+        die("capset");
+}
+
+int main(int argc, char **argv)
+{
+    sigset_t handled;
+    struct msg m;
+    char *end;
+    unsigned long long children;
+    long long fd;
+
+    if (argc != 4 || parse_int(argv[1], 3, 1 << 20, &fd) != 0) {
+        fprintf(stderr, "usage: coop-init CONTROL_FD CHILD_CAPS_HEX DEFAULT_PATH\n");
+        return 2;
+    }
+    ctl = (int)fd;
+    prctl(PR_SET_NAME, "coop-init", 0, 0, 0);
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0 || fcntl(ctl, F_SETFD, FD_CLOEXEC) < 0)
+        die("prctl/fcntl");
+    errno = 0;
+    children = strtoull(argv[2], &end, 16);
+    if (errno || *end || !*argv[2]) {
+        errno = EINVAL;
+        die("child capabilities");
+    }
+    default_path = argv[3];
+    /* Dispositions the Python init had (it ignores SIGPIPE and SIGXFSZ) survive exec. */
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            signal(sig, SIG_DFL);
+    sigemptyset(&handled);
+    sigaddset(&handled, SIGCHLD);
+    sigaddset(&handled, SIGTERM);
+    sigaddset(&handled, SIGINT);
+    sigaddset(&handled, SIGHUP);
+    if (sigprocmask(SIG_BLOCK, &handled, NULL) < 0
+        || (sigfd = signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK)) < 0)
+        die("signalfd");
+    limit_capabilities(children);
+
+    msg_start(&m, "ready", -1);
+    msg_int(&m, "pid", getpid());
+    msg_send(&m, -1, 0);
+    for (;;) {
+        struct pollfd watch[2] = {{.fd = sigfd, .events = POLLIN}, {.fd = ctl, .events = POLLIN}};
+        int timeout = -1;
+
+        if (deadline >= 0) {
+            int64_t left;
+            if (!has_children())
+                _exit(0);
+            left = deadline - now_ms();
+            if (left <= 0) {
+                kill(-1, SIGKILL);
+                _exit(0); /* the kernel kills and reaps whatever is left */
+            }
+            timeout = left > 60000 ? 60000 : (int)left;
+        }
+        if (poll(watch, ctl >= 0 ? 2 : 1, timeout) < 0) {
+            if (errno == EINTR)
+                continue;
+            die("poll");
+        }
+        if (watch[0].revents)
+            on_signals();
+        if (ctl >= 0 && watch[1].revents)
+            on_request();
+    }
+}

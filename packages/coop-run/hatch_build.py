@@ -1,0 +1,41 @@
+"""Build hook: compile ``csrc/coop-init.c`` (the sandbox's PID 1) into the package.
+
+It runs for wheels and for editable installs (``uv sync``), writing
+``src/coop_run/_bin/coop-init``, which git ignores and the wheel carries as an artifact.
+A static binary: it is exec'd inside sandboxes whose rootfs has no C library of ours.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from hatchling.builders.hooks.plugin.interface import BuildHookInterface
+
+FLAGS = ["-static", "-Os", "-s", "-Wall", "-Wextra", "-Werror", "-std=gnu11"]
+
+
+class CoopInitHook(BuildHookInterface):  # type: ignore[type-arg]
+    PLUGIN_NAME = "custom"
+
+    def initialize(self, version: str, build_data: dict[str, Any]) -> None:
+        root = Path(self.root)
+        source = root / "csrc" / "coop-init.c"
+        target = root / "src" / "coop_run" / "_bin" / "coop-init"
+        target.parent.mkdir(exist_ok=True)
+        partial = target.with_name(f".coop-init.{os.getpid()}")
+        argv = [*shlex.split(os.environ.get("CC", "cc")), *FLAGS, "-o", str(partial), str(source)]
+        try:
+            subprocess.run(argv, check=True, capture_output=True, text=True)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            detail = getattr(exc, "stderr", None) or str(exc)
+            raise RuntimeError(
+                "coop-run: cannot compile its sandbox init (needs a C compiler and a static "
+                f"libc: apt-get install gcc libc6-dev): {shlex.join(argv)}\n{detail}") from exc
+        partial.replace(target)
+        build_data["artifacts"].append("src/coop_run/_bin/coop-init")
+        build_data["pure_python"] = False
+        build_data["infer_tag"] = True

@@ -1,0 +1,81 @@
+"""``coop-init``, the sandbox's PID 1 once its root is built: where the binary is, and
+a sealed in-memory copy of it that a Python init can exec after ``pivot_root``.
+
+The binary is compiled from ``csrc/coop-init.c`` when the package is built or installed
+(``hatch_build.py``). A sandbox's init execs it by descriptor because after the pivot
+no host path is reachable; the copy is a sealed memfd, so ``/proc/1/exe`` inside names
+that copy and nothing inside can ever write to the installed file through it. Every
+sandbox a process starts execs the same memfd, so its pages are shared by all of them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from coop_run.errors import SandboxError
+
+BINARY = Path(__file__).parent / "_bin" / "coop-init"
+SOURCE = Path(__file__).parents[2] / "csrc" / "coop-init.c"  # present in a checkout
+_MFD_EXEC = 0x10  # Linux 6.3+: executable even where vm.memfd_noexec says otherwise
+_SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+_REINSTALL = "reinstall coop-run (uv sync --reinstall-package coop-run; it needs gcc and libc6-dev)"
+
+_loaded: tuple[int, int, int] | None = None  # (fd, st_dev, st_ino) of this process's copy
+
+
+def exe_fd() -> int:
+    """A close-on-exec descriptor of ``coop-init`` to exec; made once per process.
+
+    A fork that closed the descriptor (or reused its number) gets a fresh copy: the
+    descriptor is checked to still be the one made here.
+    """
+    global _loaded  # noqa: PLW0603 - the process's one copy
+    if _loaded is not None:
+        fd, dev, ino = _loaded
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            pass
+        else:
+            if (st.st_dev, st.st_ino) == (dev, ino):
+                return fd
+    fd = _sealed_copy(_read_binary())
+    st = os.fstat(fd)
+    _loaded = (fd, st.st_dev, st.st_ino)
+    return fd
+
+
+def _read_binary() -> bytes:
+    try:
+        data = BINARY.read_bytes()
+        built = BINARY.stat().st_mtime
+    except OSError as exc:
+        raise SandboxError(f"coop's sandbox init {BINARY} is missing ({exc.strerror}): "
+                           f"{_REINSTALL}") from exc
+    try:
+        changed = SOURCE.stat().st_mtime
+    except OSError:
+        changed = None
+    if changed is not None and changed > built:
+        raise SandboxError(f"coop's sandbox init {BINARY} is older than {SOURCE.name}: "
+                           f"{_REINSTALL}")
+    return data
+
+
+def _sealed_copy(data: bytes) -> int:
+    flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
+    try:
+        fd = os.memfd_create("coop-init", flags | _MFD_EXEC)
+    except OSError:  # EINVAL before Linux 6.3
+        fd = os.memfd_create("coop-init", flags)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

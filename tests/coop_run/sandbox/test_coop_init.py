@@ -1,0 +1,172 @@
+"""coop-init, the sandbox's PID 1 after its root is built (csrc/coop-init.c), for real:
+what it is inside, what it holds, and how it answers requests that are not right.
+
+Real sandboxes on the static-busybox layer, as root and as the test user; the control
+socket is driven directly, as the supervisor would, with records built by hand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import select
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from busybox_sandbox import busybox_config, home_workspace
+from sandbox_helpers import ok, run
+
+from coop_run import caps, initexe, initproto
+from coop_run.errors import SandboxError
+from coop_run.sandbox import Sandbox
+from support.bench import CoopEnv
+from support.rootfs import busybox_available
+
+pytestmark = pytest.mark.skipif(not busybox_available(), reason="needs busybox-static")
+
+TIMEOUT = 10.0
+INIT_OWN = {caps.CAP_SYS_ADMIN, caps.CAP_KILL, caps.CAP_DAC_OVERRIDE, caps.CAP_DAC_READ_SEARCH}
+
+
+@pytest.fixture
+def sandbox(coop_env: CoopEnv, busybox_layer: Path) -> Iterator[Sandbox]:
+    box = Sandbox(busybox_config(coop_env, busybox_layer, home_workspace(coop_env), "proj"))
+    box.start()
+    try:
+        yield box
+    finally:
+        with contextlib.suppress(SandboxError):
+            box.stop(force=True)
+
+
+def _mask(status: str, field: str) -> int:
+    line = next(x for x in status.splitlines() if x.startswith(f"{field}:"))
+    return int(line.split()[1], 16)
+
+
+def test_pid_1_is_coop_init_holding_only_what_it_uses(sandbox: Sandbox) -> None:
+    assert sandbox.init_pid is not None
+    host_status = Path(f"/proc/{sandbox.init_pid}/status").read_text()
+    assert "Name:\tcoop-init" in host_status
+    assert _mask(host_status, "CapEff") == caps.mask(frozenset(INIT_OWN))
+    assert _mask(host_status, "CapInh") == 0
+    inside = ok(sandbox, "cat /proc/1/comm; cat /proc/self/status")
+    assert inside.splitlines()[0] == "coop-init"
+    # What a process inside may hold is the bounding set coop-init left: the mode's set.
+    assert _mask(inside, "CapBnd") == caps.mask(caps.KEEP - {caps.CAP_NET_RAW}) or \
+        _mask(inside, "CapBnd") == caps.mask(caps.KEEP)
+    assert not _mask(inside, "CapBnd") & (1 << caps.CAP_SYS_ADMIN)
+
+
+def test_processes_inside_cannot_look_into_or_trace_pid_1(sandbox: Sandbox) -> None:
+    for probe in ("cat /proc/1/environ", "readlink /proc/1/fd/0", "cat /proc/1/fd/0",
+                  "readlink /proc/1/exe", "cat /proc/1/mem"):
+        code, out = run(sandbox, f"{probe} >/dev/null")
+        assert code != 0, (probe, out)
+    # The PID 1 of a sandbox is the sealed in-memory copy, never the installed file.
+    host_exe = os.readlink(f"/proc/{sandbox.init_pid}/exe")
+    assert host_exe.startswith("/memfd:coop-init"), host_exe
+
+
+def _record(body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + body
+
+
+def _replies(sock: object, count: int) -> list[dict[str, object]]:
+    """The next ``count`` replies (exits of other processes skipped)."""
+    assert hasattr(sock, "fileno")
+    got: list[dict[str, object]] = []
+    while len(got) < count:
+        assert select.select([sock], [], [], TIMEOUT)[0], got
+        received = initproto.recv(sock)  # type: ignore[arg-type]
+        assert received is not None, got
+        for fd in received.fds:
+            os.close(fd)
+        if received.message["op"] != "exited":
+            got.append(received.message)
+    return got
+
+
+@pytest.mark.parametrize(
+    ("body", "answer"),
+    [
+        (b"spawn\0id=5\0", (5, "a program")),
+        (b"spawn\0id=6\0argv=true\0cols=0\0", (6, "bad field 'cols'")),
+        (b"spawn\0id=7\0argv=true\0env=NOEQUALS\0", (7, "bad field 'env'")),
+        (b"spawn\0id=8\0argv=true\0stdio=3\0", (8, "0 descriptors sent, 3 declared")),
+        (b"spawn\0id=9\0argv=true\0cwd=relative\0", (9, "bad field 'cwd'")),
+        (b"frob\0id=10\0", (10, "unknown request op 'frob'")),
+        (b"signal\0id=11\0pid=1\0signo=9\0", (11, "cannot signal the init")),
+        (b"signal\0id=12\0pid=99999\0signo=0\0", (12, "kill 99999")),
+        (b"shutdown\0id=13\0grace=-1\0", (13, "bad field 'grace'")),
+        (b"ok\0", (None, "'id' is missing")),
+        (b"spawn\0id=x\0", (None, "'id' must be an integer")),
+        (b"spawn\0id=14\0argv=true", (None, "does not end its last item")),
+    ],
+)
+def test_a_bad_request_gets_an_error_and_the_init_serves_on(
+        sandbox: Sandbox, body: bytes, answer: tuple[int | None, str]) -> None:
+    sock = sandbox._sock  # the supervisor's end; nothing else reads it in this test
+    assert sock is not None
+    sock.send(_record(body))
+    [reply] = _replies(sock, 1)
+    assert reply["op"] == "error"
+    assert (reply["id"], answer[1] in str(reply["message"])) == (answer[0], True), reply
+    # The same init still serves, and ids keep matching their requests.
+    sock.send(initproto.encode({"op": "spawn", "id": 99, "argv": ["true"]}))
+    [spawned] = _replies(sock, 1)
+    assert (spawned["op"], spawned["id"]) == ("spawned", 99)
+
+
+def test_a_record_whose_length_lies_is_refused(sandbox: Sandbox) -> None:
+    sock = sandbox._sock
+    assert sock is not None
+    sock.send(struct.pack(">I", 100) + b"ok\0id=1\0")
+    [reply] = _replies(sock, 1)
+    assert reply["op"] == "error" and "not exactly one message" in str(reply["message"])
+    assert ok(sandbox, "echo still").strip() == "still"
+
+
+# --- the binary and its in-memory copy -----------------------------------------------
+
+
+def test_the_copy_is_sealed_and_made_once_per_process() -> None:
+    fd = initexe.exe_fd()
+    assert initexe.exe_fd() == fd
+    seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+    assert seals & fcntl.F_SEAL_WRITE and seals & fcntl.F_SEAL_SEAL
+    with pytest.raises(PermissionError):
+        os.write(fd, b"x")
+    assert os.get_inheritable(fd) is False
+
+
+def test_a_copy_whose_descriptor_was_closed_is_made_again() -> None:
+    fd = initexe.exe_fd()
+    os.close(fd)
+    r, w = os.pipe()  # likely takes the same number
+    try:
+        again = initexe.exe_fd()
+        assert os.readlink(f"/proc/self/fd/{again}").startswith("/memfd:coop-init")
+        assert again not in (r, w)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_a_missing_or_stale_binary_is_a_clear_error(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(initexe, "_loaded", None)
+    monkeypatch.setattr(initexe, "BINARY", tmp_path / "coop-init")
+    with pytest.raises(SandboxError, match=r"coop-init is missing .* reinstall coop-run"):
+        initexe.exe_fd()
+    binary = tmp_path / "coop-init"
+    binary.write_bytes(b"\x7fELF")
+    source = tmp_path / "coop-init.c"
+    source.write_text("/* newer */")
+    os.utime(binary, (1_000_000, 1_000_000))
+    monkeypatch.setattr(initexe, "SOURCE", source)
+    with pytest.raises(SandboxError, match=r"older than coop-init\.c: reinstall coop-run"):
+        initexe.exe_fd()
