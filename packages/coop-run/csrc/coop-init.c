@@ -1,29 +1,36 @@
 /*
- * coop-init: PID 1 of a coop sandbox once its root is built (SPEC 4.1).
+ * coop-init: PID 1 of a coop sandbox (SPEC 4.1), from its first moments to its end.
  *
- * The Python init (coop_run.sandbox_init) is a fork of the supervisor: it builds the
- * root, then execs this program from a sealed memfd (the host's filesystem is gone
- * after pivot_root). A forked Python init would keep a copy-on-write share of the
- * supervisor's heap for the sandbox's whole life; this keeps a few pages.
+ * The sandbox's init is cloned from a running Python process (never a new interpreter)
+ * into new namespaces; once its ids are mapped it execs this program from a sealed memfd.
+ * A forked Python init would keep a copy-on-write share of the supervisor's heap for the
+ * sandbox's whole life, and every line of Python it ran would copy more of it.
  *
- *     coop-init CONTROL_FD CHILD_CAPS_HEX DEFAULT_PATH
+ *     coop-init CONTROL_FD DEFAULT_PATH LOOPBACK(0|1)
  *
- * It reaps, forwards SIGTERM/SIGINT/SIGHUP sent from outside the PID namespace to every
- * process inside, and starts processes on request over CONTROL_FD, a SOCK_SEQPACKET
- * socket speaking coop_run.initproto's wire format: each record is a 4-byte big-endian
- * length, then "op\0" and "key=value\0" items (a repeated key is a list). The requests
- * and replies, and what they mean, are in initproto's docstring.
+ * CONTROL_FD is a SOCK_SEQPACKET socket speaking coop_run.initproto's wire format: each
+ * record is a 4-byte big-endian length, then "op\0" and "key=value\0" items (a repeated
+ * key is a list). What the records mean is in initproto's docstring. Two phases:
  *
- * Capabilities: processes started here may hold CHILD_CAPS at most (the bounding set);
- * the init itself keeps only what it uses: CAP_SYS_ADMIN (to stamp a reply with the
- * child's pid, which the kernel translates for the supervisor), CAP_KILL, and the
- * DAC overrides for a cwd or program the session's uid 0 could reach. It is not
- * dumpable, so processes inside, which hold less, can neither trace it nor read its
- * descriptors through /proc.
+ * - set-up: "setup" (hostname, what children may hold), then the mount plan of
+ *   coop_run.rootfs_mounts one record per operation, ending with "pivot". Every mount
+ *   point is resolved inside the new root exactly as coop_build.rootpath does (symlinks
+ *   followed within it), so a symlink in an image can never steer a mount onto the host.
+ *   Any failure is reported ("failed") and ends the init.
+ * - serving: "ready", then spawn / signal / shutdown on request; reaps; forwards
+ *   SIGTERM/SIGINT/SIGHUP sent from outside the PID namespace to every process inside.
+ *
+ * Capabilities: processes started here may hold the "setup" set at most (the bounding
+ * set); the init itself then keeps only CAP_SYS_ADMIN (to stamp a reply with the child's
+ * pid, which the kernel translates for the supervisor), CAP_KILL and the DAC overrides.
+ * It is not dumpable, so processes inside, which hold less, can neither trace it nor
+ * read its descriptors through /proc.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
 #include <linux/capability.h>
 #include <poll.h>
 #include <signal.h>
@@ -33,11 +40,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <net/if.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -50,6 +60,7 @@
 #define ORPHAN_GRACE_MS 2000   /* sandbox_init.ORPHAN_GRACE */
 #define EXIT_BUG 125           /* sandbox_init.SETUP_FAILED */
 #define TEXT_MAX 1024
+#define MAX_HOPS 40            /* coop_build.rootpath._MAX_HOPS */
 
 static int ctl = -1;            /* the control socket; -1 once the supervisor is gone */
 static int sigfd = -1;
@@ -552,7 +563,10 @@ static void handle(char *body, size_t len, const int *fds, int nfds)
 
 static char frame[4 + MAX_FRAME + 1];
 
-static void on_request(void)
+/* One record into ``frame`` (its body NUL-terminated), with the descriptors it carried.
+ * Returns the body's length; -1 at end of file or on a socket error (the supervisor is
+ * gone), -2 when there was nothing to read yet, -3 for a malformed record. */
+static ssize_t read_record(int flags, int *fds, int *nfds, const char **problem)
 {
     union {
         char buf[CMSG_SPACE(MAX_FDS * sizeof(int))];
@@ -561,43 +575,400 @@ static void on_request(void)
     struct iovec iov = {frame, sizeof frame - 1};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
                         .msg_controllen = sizeof control.buf};
-    int fds[MAX_FDS], nfds = 0;
-    ssize_t n = recvmsg(ctl, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    ssize_t n;
 
-    if (n < 0) {
-        if (errno != EINTR && errno != EAGAIN)
-            orphaned();
-        return;
-    }
+    *nfds = 0;
+    do
+        n = recvmsg(ctl, &mh, MSG_CMSG_CLOEXEC | flags);
+    while (n < 0 && errno == EINTR && !(flags & MSG_DONTWAIT));
+    if (n < 0)
+        return errno == EAGAIN || errno == EINTR ? -2 : -1;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
             continue;
         for (size_t k = 0; k < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); k++) {
             int fd;
             memcpy(&fd, CMSG_DATA(c) + k * sizeof(int), sizeof fd);
-            if (nfds < MAX_FDS)
-                fds[nfds++] = fd;
+            if (*nfds < MAX_FDS)
+                fds[(*nfds)++] = fd;
             else
                 close(fd);
         }
     }
-    if (n == 0 && nfds == 0) {
-        orphaned(); /* end of file: the supervisor died */
-        return;
-    }
+    if (n == 0 && *nfds == 0)
+        return -1; /* end of file: the supervisor is gone */
     if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
-        reply_error(-1, "message or its descriptors were truncated");
-    } else if (n < 4 || ((uint32_t)(unsigned char)frame[0] << 24
-                         | (uint32_t)(unsigned char)frame[1] << 16
-                         | (uint32_t)(unsigned char)frame[2] << 8
-                         | (uint32_t)(unsigned char)frame[3]) != (uint32_t)(n - 4)) {
-        reply_error(-1, "frame of %zd bytes is not exactly one message", n);
-    } else {
-        frame[n] = '\0';
-        handle(frame + 4, (size_t)(n - 4), fds, nfds);
+        *problem = "message or its descriptors were truncated";
+        return -3;
     }
+    if (n < 4 || ((uint32_t)(unsigned char)frame[0] << 24
+                  | (uint32_t)(unsigned char)frame[1] << 16
+                  | (uint32_t)(unsigned char)frame[2] << 8
+                  | (uint32_t)(unsigned char)frame[3]) != (uint32_t)(n - 4)) {
+        *problem = "frame is not exactly one message";
+        return -3;
+    }
+    frame[n] = '\0';
+    return n - 4;
+}
+
+static void on_request(void)
+{
+    int fds[MAX_FDS], nfds;
+    const char *problem = NULL;
+    ssize_t len = read_record(MSG_DONTWAIT, fds, &nfds, &problem);
+
+    if (len == -1)
+        orphaned();
+    else if (len == -3)
+        reply_error(-1, "%s", problem);
+    else if (len >= 0)
+        handle(frame + 4, (size_t)len, fds, nfds);
     for (int i = 0; i < nfds; i++)
         close(fds[i]);
+}
+
+/* --- set-up: the root ------------------------------------------------------------ */
+
+static char root[PATH_MAX];        /* host path the overlay is mounted on */
+static uint64_t child_caps;        /* what processes inside may hold */
+static int root_done;
+
+static _Noreturn void setup_failed(const char *fmt, ...)
+{
+    struct msg m;
+    char text[TEXT_MAX];
+    int n = snprintf(text, sizeof text, "sandbox setup failed: ");
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(text + n, sizeof text - (size_t)n, fmt, ap);
+    va_end(ap);
+    msg_start(&m, "failed", -1);
+    msg_item(&m, "message", text);
+    msg_send(&m, -1, 0);
+    _exit(EXIT_BUG);
+}
+
+static int is_symlink(const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) == 0 && S_ISLNK(st.st_mode);
+}
+
+static int is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int exists(const char *path, int follow)
+{
+    struct stat st;
+    return (follow ? stat(path, &st) : lstat(path, &st)) == 0;
+}
+
+/* coop_build.rootpath.resolve_in_root: ``path`` with every symlink followed *within*
+ * ``root`` (absolute links restart at it, ".." stops at it), relative to it; missing
+ * components are kept. 0, or an errno. */
+static int resolve_in_root(const char *path, char *out, size_t size)
+{
+    char pending[PATH_MAX], rest[PATH_MAX], candidate[PATH_MAX], link[PATH_MAX];
+    size_t len = 0;
+    int hops = 0;
+
+    if ((size_t)snprintf(pending, sizeof pending, "%s", path) >= sizeof pending)
+        return ENAMETOOLONG;
+    out[0] = '\0';
+    for (char *p = pending; *p;) {
+        char *slash = strchr(p, '/');
+        size_t plen = slash ? (size_t)(slash - p) : strlen(p);
+        char part[NAME_MAX + 1];
+        ssize_t n;
+
+        if (plen > NAME_MAX)
+            return ENAMETOOLONG;
+        memcpy(part, p, plen);
+        part[plen] = '\0';
+        p = slash ? slash + 1 : p + plen;
+        if (plen == 0 || strcmp(part, ".") == 0)
+            continue;
+        if (strcmp(part, "..") == 0) {
+            char *last = strrchr(out, '/');
+            len = last ? (size_t)(last - out) : 0;
+            out[len] = '\0';
+            continue;
+        }
+        if ((size_t)snprintf(candidate, sizeof candidate, "%s/%s%s%s", root, out,
+                             len ? "/" : "", part) >= sizeof candidate)
+            return ENAMETOOLONG;
+        if (is_symlink(candidate)) {
+            if (++hops > MAX_HOPS)
+                return ELOOP;
+            n = readlink(candidate, link, sizeof link - 1);
+            if (n < 0)
+                return errno;
+            link[n] = '\0';
+            if (link[0] == '/') {
+                len = 0;
+                out[0] = '\0';
+            }
+            /* the link's parts go before what is left */
+            if ((size_t)snprintf(rest, sizeof rest, "%s/%s", link, p) >= sizeof rest)
+                return ENAMETOOLONG;
+            memcpy(pending, rest, strlen(rest) + 1);
+            p = pending;
+            continue;
+        }
+        if (len + plen + 2 > size)
+            return ENAMETOOLONG;
+        if (len)
+            out[len++] = '/';
+        memcpy(out + len, part, plen + 1);
+        len += plen;
+    }
+    return 0;
+}
+
+/* rootfs_mounts.ensure_target: the host-side path of mount point ``path`` inside the
+ * root, created (in this session's upper) if missing. 0, or an errno. */
+static int ensure_target(const char *path, int is_file, char *full, size_t size)
+{
+    char rel[PATH_MAX];
+    int err = resolve_in_root(path, rel, sizeof rel);
+
+    if (err)
+        return err;
+    for (char *slash = strchr(rel, '/'); slash; slash = strchr(slash + 1, '/')) {
+        int n;
+        *slash = '\0';
+        n = snprintf(full, size, "%s/%s", root, rel);
+        *slash = '/';
+        if (n < 0 || (size_t)n >= size)
+            return ENAMETOOLONG;
+        if (!is_dir(full) && mkdir(full, 0755) < 0)
+            return errno;
+    }
+    if ((size_t)snprintf(full, size, "%s%s%s", root, rel[0] ? "/" : "", rel) >= size)
+        return ENAMETOOLONG;
+    if (!exists(full, 0)) {
+        if (!is_file) {
+            if (mkdir(full, 0755) < 0)
+                return errno;
+        } else {
+            int fd = open(full, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+            if (fd < 0)
+                return errno;
+            close(fd);
+        }
+    }
+    return 0;
+}
+
+/* coop_build.linux.bind_mount: read-only needs a remount that keeps the flags a user
+ * namespace locks (nosuid, nodev, noexec, atime). 0, or an errno. */
+static int bind_mount(const char *source, const char *target, int readonly, int recursive)
+{
+    static const struct { unsigned long st, ms; } kept[] = {
+        {ST_RDONLY, MS_RDONLY}, {ST_NOSUID, MS_NOSUID}, {ST_NODEV, MS_NODEV},
+        {ST_NOEXEC, MS_NOEXEC}, {ST_NOATIME, MS_NOATIME}, {ST_NODIRATIME, MS_NODIRATIME},
+        {ST_RELATIME, MS_RELATIME},
+    };
+    struct statvfs sv;
+    unsigned long flags = MS_BIND | MS_REMOUNT | MS_RDONLY;
+
+    if (mount(source, target, NULL, MS_BIND | (recursive ? MS_REC : 0), NULL) < 0)
+        return errno;
+    if (!readonly)
+        return 0;
+    if (statvfs(target, &sv) < 0)
+        return errno;
+    for (size_t i = 0; i < sizeof kept / sizeof kept[0]; i++)
+        if (sv.f_flag & kept[i].st)
+            flags |= kept[i].ms;
+    return mount(NULL, target, NULL, flags, NULL) < 0 ? errno : 0;
+}
+
+/* The fields of a set-up record, by name; NULL when absent. */
+struct fields {
+    const char *key[16], *value[16];
+    size_t count;
+};
+
+static const char *field(const struct fields *f, const char *key)
+{
+    for (size_t i = 0; i < f->count; i++)
+        if (strcmp(f->key[i], key) == 0)
+            return f->value[i];
+    return NULL;
+}
+
+static const char *required(const struct fields *f, const char *op, const char *key)
+{
+    const char *value = field(f, key);
+    if (!value)
+        setup_failed("%s: '%s' is missing", op, key);
+    return value;
+}
+
+static int flag(const struct fields *f, const char *key)
+{
+    const char *value = field(f, key);
+    return value && strcmp(value, "1") == 0;
+}
+
+static void setup_identity(const char *hostname, const char *caps_list)
+{
+    /* caps_list: the "child_caps" values, joined by ',' by setup_op */
+    long long cap;
+    char *save = NULL, *copy = strdup(caps_list);
+
+    if (!copy)
+        setup_failed("out of memory");
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (parse_int(t, 0, 63, &cap))
+            setup_failed("setup: bad capability '%s'", t);
+        child_caps |= 1ULL << cap;
+    }
+    free(copy);
+    if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+        setup_failed("cannot become uid 0 of the sandbox: %s", strerror(errno));
+    setgroups(0, NULL); /* refused after "deny" (a single mapping): nothing to drop then */
+    if (sethostname(hostname, strlen(hostname)) < 0)
+        setup_failed("sethostname: %s", strerror(errno));
+}
+
+/* One operation of the mount plan (rootfs_mounts.plan_records). */
+static void setup_op(const char *op, const struct fields *f, const char *caps_list)
+{
+    char full[PATH_MAX];
+    int err = 0;
+
+    if (strcmp(op, "setup") == 0) {
+        setup_identity(required(f, op, "hostname"), caps_list);
+    } else if (strcmp(op, "overlay") == 0) {
+        const char *base = required(f, op, "base");
+        if ((size_t)snprintf(root, sizeof root, "%s", required(f, op, "root")) >= sizeof root)
+            setup_failed("overlay: root path too long");
+        /* Relative layer paths (from base) keep the option string under a page. */
+        if (chdir(base) < 0 || mount("overlay", root, "overlay", 0,
+                                     required(f, op, "data")) < 0 || chdir("/") < 0)
+            setup_failed("overlay on %s: %s", root, strerror(errno));
+    } else if (!root[0]) {
+        setup_failed("%s before the overlay", op);
+    } else if (strcmp(op, "fresh") == 0) {
+        const char *type = required(f, op, "fstype"), *target = required(f, op, "target");
+        long long flags;
+        if (parse_int(required(f, op, "flags"), 0, 1LL << 32, &flags))
+            setup_failed("fresh: bad flags");
+        err = ensure_target(target, 0, full, sizeof full);
+        if (!err && mount(type, full, type, (unsigned long)flags, field(f, "data")) < 0)
+            err = errno;
+        if (err)
+            setup_failed("%s on %s: %s", type, target, strerror(err));
+    } else if (strcmp(op, "bind") == 0) {
+        const char *source = required(f, op, "source"), *target = required(f, op, "target");
+        int optional = flag(f, "optional");
+        if (optional && !exists(source, 1))
+            return;
+        err = ensure_target(target, flag(f, "file"), full, sizeof full);
+        if (err && optional)
+            return;
+        if (!err)
+            err = bind_mount(source, full, flag(f, "readonly"), flag(f, "recursive"));
+        if (err)
+            setup_failed("bind %s on %s: %s", source, target, strerror(err));
+    } else if (strcmp(op, "symlink") == 0) {
+        const char *target = required(f, op, "target"), *to = required(f, op, "points_to");
+        char dir[PATH_MAX], rel[PATH_MAX];
+        const char *name = strrchr(target, '/');
+        snprintf(dir, sizeof dir, "%.*s", name ? (int)(name - target) : 0, target);
+        name = name ? name + 1 : target;
+        err = resolve_in_root(dir, rel, sizeof rel);
+        if (!err && (size_t)snprintf(full, sizeof full, "%s/%s%s%s", root, rel,
+                                     rel[0] ? "/" : "", name) >= sizeof full)
+            err = ENAMETOOLONG;
+        if (!err && symlink(to, full) < 0)
+            err = errno;
+        if (err)
+            setup_failed("symlink %s: %s", target, strerror(err));
+    } else if (strcmp(op, "hostentry") == 0) {
+        /* image = "host": a top-level host entry; a symlink stays one, a dir is bound */
+        const char *name = required(f, op, "name");
+        char host[PATH_MAX], inside[PATH_MAX], link[PATH_MAX];
+        ssize_t n = snprintf(inside, sizeof inside, "%s/%s", root, name);
+        if (n < 0 || (size_t)n >= sizeof inside || strlen(name) >= sizeof host - 1)
+            setup_failed("host entry %s: %s", name, strerror(ENAMETOOLONG));
+        snprintf(host, sizeof host, "/%s", name);
+        if (is_symlink(host)) {
+            if (exists(inside, 0) && !is_symlink(inside))
+                return; /* the layers have a real directory there; leave it */
+            if ((n = readlink(host, link, sizeof link - 1)) < 0)
+                setup_failed("readlink %s: %s", host, strerror(errno));
+            link[n] = '\0';
+            if ((is_symlink(inside) && unlink(inside) < 0) || symlink(link, inside) < 0)
+                setup_failed("symlink %s: %s", inside, strerror(errno));
+        } else if (is_dir(host)) {
+            err = ensure_target(host, 0, full, sizeof full);
+            if (!err)
+                err = bind_mount(host, full, 1, 1);
+            if (err)
+                setup_failed("bind %s: %s", host, strerror(err));
+        }
+    } else if (strcmp(op, "pivot") == 0) {
+        if (chdir(root) < 0 || syscall(SYS_pivot_root, ".", ".") < 0
+            || umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
+            setup_failed("pivot_root: %s", strerror(errno));
+        root_done = 1;
+    } else {
+        setup_failed("unknown set-up op '%s'", op);
+    }
+}
+
+/* The set-up phase: records until "pivot". End of file first: a spare nobody needed. */
+static void build_root(void)
+{
+    while (!root_done) {
+        int fds[MAX_FDS], nfds;
+        const char *problem = NULL;
+        ssize_t len = read_record(0, fds, &nfds, &problem);
+        struct fields f = {.count = 0};
+        char caps_list[512] = "";
+        size_t caps_len = 0;
+        char *op;
+
+        for (int i = 0; i < nfds; i++)
+            close(fds[i]);
+        if (len == -1)
+            _exit(0);
+        if (len == -3)
+            setup_failed("%s", problem);
+        if (len < 0)
+            continue;
+        if (len == 0 || frame[4 + len - 1] != '\0')
+            setup_failed("a record does not end its last item");
+        op = frame + 4;
+        for (char *p = op + strlen(op) + 1, *next; p < frame + 4 + len; p = next) {
+            char *eq = strchr(p, '=');
+            next = p + strlen(p) + 1; /* before the '=' below is cut */
+            if (!eq)
+                setup_failed("%s: item without '='", op);
+            *eq = '\0';
+            if (strcmp(p, "child_caps") == 0) { /* the one list: joined for setup_identity */
+                int n = snprintf(caps_list + caps_len, sizeof caps_list - caps_len, "%s%s",
+                                 caps_len ? "," : "", eq + 1);
+                if (n < 0 || (size_t)n >= sizeof caps_list - caps_len)
+                    setup_failed("setup: too many capabilities");
+                caps_len += (size_t)n;
+                continue;
+            }
+            if (f.count == sizeof f.key / sizeof f.key[0])
+                setup_failed("%s: too many fields", op);
+            f.key[f.count] = p;
+            f.value[f.count++] = eq + 1;
+        }
+        setup_op(op, &f, caps_list);
+    }
 }
 
 /* --- start ----------------------------------------------------------------------- */
@@ -627,30 +998,34 @@ static void limit_capabilities(uint64_t children)
         die("capset");
 }
 
-int main(int argc, char **argv)
+/* Set IFF_UP on "lo" of our network namespace. */
+static void loopback_up(void)
+{
+    struct ifreq ifr;
+    int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+    memset(&ifr, 0, sizeof ifr);
+    strcpy(ifr.ifr_name, "lo");
+    if (sock < 0 || ioctl(sock, SIOCGIFFLAGS, &ifr) < 0)
+        setup_failed("loopback: %s", strerror(errno));
+    ifr.ifr_flags |= IFF_UP;
+    if (ioctl(sock, SIOCSIFFLAGS, &ifr) < 0)
+        setup_failed("loopback: %s", strerror(errno));
+    close(sock);
+}
+
+/* What needs no sandbox: own session, quiet stdio, signals by signalfd, loopback,
+ * private mount propagation. */
+static void base(int lo)
 {
     sigset_t handled;
-    struct msg m;
-    char *end;
-    unsigned long long children;
-    long long fd;
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
 
-    if (argc != 4 || parse_int(argv[1], 3, 1 << 20, &fd) != 0) {
-        fprintf(stderr, "usage: coop-init CONTROL_FD CHILD_CAPS_HEX DEFAULT_PATH\n");
-        return 2;
-    }
-    ctl = (int)fd;
-    prctl(PR_SET_NAME, "coop-init", 0, 0, 0);
-    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0 || fcntl(ctl, F_SETFD, FD_CLOEXEC) < 0)
-        die("prctl/fcntl");
-    errno = 0;
-    children = strtoull(argv[2], &end, 16);
-    if (errno || *end || !*argv[2]) {
-        errno = EINVAL;
-        die("child capabilities");
-    }
-    default_path = argv[3];
-    /* Dispositions the Python init had (it ignores SIGPIPE and SIGXFSZ) survive exec. */
+    setsid();
+    if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0)
+        setup_failed("/dev/null: %s", strerror(errno));
+    close(null);
+    /* Dispositions the Python side had (it ignores SIGPIPE and SIGXFSZ) survive exec. */
     for (int sig = 1; sig < NSIG; sig++)
         if (sig != SIGKILL && sig != SIGSTOP)
             signal(sig, SIG_DFL);
@@ -661,8 +1036,16 @@ int main(int argc, char **argv)
     sigaddset(&handled, SIGHUP);
     if (sigprocmask(SIG_BLOCK, &handled, NULL) < 0
         || (sigfd = signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK)) < 0)
-        die("signalfd");
-    limit_capabilities(children);
+        setup_failed("signalfd: %s", strerror(errno));
+    if (lo)
+        loopback_up();
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        setup_failed("private propagation: %s", strerror(errno));
+}
+
+static _Noreturn void serve(void)
+{
+    struct msg m;
 
     msg_start(&m, "ready", -1);
     msg_int(&m, "pid", getpid());
@@ -692,4 +1075,24 @@ int main(int argc, char **argv)
         if (ctl >= 0 && watch[1].revents)
             on_request();
     }
+}
+
+int main(int argc, char **argv)
+{
+    long long fd, lo;
+
+    if (argc != 4 || parse_int(argv[1], 3, 1 << 20, &fd) != 0
+        || parse_int(argv[3], 0, 1, &lo) != 0) {
+        fprintf(stderr, "usage: coop-init CONTROL_FD DEFAULT_PATH LOOPBACK\n");
+        return 2;
+    }
+    ctl = (int)fd;
+    default_path = argv[2];
+    prctl(PR_SET_NAME, "coop-init", 0, 0, 0);
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0 || fcntl(ctl, F_SETFD, FD_CLOEXEC) < 0)
+        setup_failed("prctl/fcntl: %s", strerror(errno));
+    base((int)lo);
+    build_root();
+    limit_capabilities(child_caps);
+    serve();
 }

@@ -45,9 +45,15 @@ def _full(message: dict[str, object]) -> dict[str, object]:
     {"op": "spawn", "id": 0, "argv": ["caf\u00e9", "\udcff raw byte", ""], "stdio": 3},
     {"op": "signal", "id": 2**53, "pid": 5, "signo": 15},
     {"op": "shutdown", "id": 1, "grace": 2.5},
-    {"op": "setup", "hostname": "h", "mount": {"root": "/r", "lowers": ["/a", "/b"]},
-     "late_sources": ["/x"], "child_caps": [0, 5, 13]},
-    {"op": "files"},
+    {"op": "mapped"},
+    {"op": "setup", "hostname": "h", "child_caps": [0, 5, 13]},
+    {"op": "overlay", "root": "/r", "base": "/b", "data": "lowerdir=l,upperdir=u"},
+    {"op": "fresh", "fstype": "tmpfs", "target": "/tmp", "flags": 6, "data": "mode=1777"},
+    {"op": "bind", "source": "/s", "target": "/t", "file": True, "readonly": True,
+     "recursive": False, "optional": False},
+    {"op": "symlink", "target": "/dev/fd", "points_to": "/proc/self/fd"},
+    {"op": "hostentry", "name": "usr"},
+    {"op": "pivot"},
     {"op": "ready", "pid": 1},
     {"op": "spawned", "id": 4, "pid": 12, "pts": "/dev/pts/0"},
     {"op": "ok", "id": 9},
@@ -83,7 +89,7 @@ def test_a_record_cut_anywhere_is_refused() -> None:
         (b"spawn\0id=1\0env=novalue\0", "not name=value"),
         (b"spawn\0id=1\0env==x\0", "not name=value"),
         (b"shutdown\0id=1\0grace=nan\0", "finite"),
-        (b"setup\0mount={\0", "mount"),
+        (b"bind\0file=2\0", "not 0 or 1"),
     ],
 )
 def test_decode_refuses_malformed_records(body: bytes, error: str) -> None:
@@ -185,3 +191,16 @@ def test_descriptors_and_credentials_travel_with_their_message() -> None:
         right.close()
         os.close(r)
         os.close(w)
+
+
+def test_a_peer_gone_with_our_record_unread_still_gives_its_last_words() -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        initproto.send(ours, {"op": "spawn", "id": 1, "argv": ["true"]})  # never read
+        initproto.send(theirs, {"op": "failed", "message": "why"})
+        theirs.close()  # the kernel reports ECONNRESET before the queued record
+        last = initproto.recv(ours)
+        assert last is not None and last.message == {"op": "failed", "message": "why"}
+        assert initproto.recv(ours) is None
+    finally:
+        ours.close()

@@ -1,15 +1,11 @@
-"""The mount plan of SPEC 4.2 (pure) and resolving mount points inside the root."""
+"""The mount plan of SPEC 4.2 and the set-up records that carry it to coop-init (pure)."""
 
 from __future__ import annotations
-
-import json
-from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
 from coop_build import linux
-from coop_run import caps
+from coop_run import caps, initproto
 from coop_run.rootfs_mounts import (
     Bind,
     FreshMount,
@@ -18,15 +14,11 @@ from coop_run.rootfs_mounts import (
     MountSpec,
     Overlay,
     PivotRoot,
-    SpecError,
     Symlink,
-    ensure_target,
     plan_mounts,
-    spec_from_json,
-    spec_to_json,
+    plan_records,
     split_plan,
 )
-from coop_run.sandbox_init import setup_message, setup_spec
 
 SPEC = MountSpec(
     root="/s/root", lowers=("/l/a", "/l/b"), upper="/s/upper", work="/s/work",
@@ -86,17 +78,6 @@ def test_plan_needs_a_lower() -> None:
         plan_mounts(MountSpec(root="/r", lowers=(), upper="/u", work="/w"))
 
 
-def test_ensure_target_creates_inside_the_root(tmp_path: Path) -> None:
-    root = tmp_path / "root"
-    root.mkdir()
-    (root / "ws").symlink_to("/etc")  # an image trying to steer the workspace onto /etc
-    target = ensure_target(str(root), "/ws/proj", "dir")
-    assert target == str(root / "etc" / "proj")
-    assert (root / "etc" / "proj").is_dir()
-    target = ensure_target(str(root), "/etc/hosts", "file")
-    assert Path(target).is_file() and Path(target).parent == root / "etc"
-
-
 def test_capability_masks() -> None:
     assert caps.mask(frozenset({0, 1, 33})) == 0b11 | (1 << 33)
     assert caps.CAP_SYS_ADMIN not in caps.KEEP
@@ -107,35 +88,36 @@ def test_capability_masks() -> None:
     assert caps.effective_mask("Name:\tx\nCapEff:\t00000000a80425fb\n") == 0xA80425FB
 
 
-# --- the spec as the supervisor sends it to a waiting init ------------------------------
+# --- the records coop-init executes ---------------------------------------------------
 
 
-def test_a_spec_survives_json() -> None:
-    spec = replace(SPEC, host_image=True, workspace=None)
-    wire = json.loads(json.dumps(spec_to_json(SPEC)))
-    assert spec_from_json(wire) == SPEC
-    assert spec_from_json(json.loads(json.dumps(spec_to_json(spec)))) == spec
+def test_the_records_carry_the_plan_in_order() -> None:
+    _, middle, late = split_plan(plan_mounts(SPEC), ["/s/etc/hosts"])
+    records = plan_records(middle) + plan_records(late)
+    for record in records:  # every one is valid on the wire
+        assert initproto.decode(initproto.encode(record))["op"] == record["op"]
+    assert records[0] == {
+        "op": "overlay", "root": "/s/root", "base": "/",
+        "data": "lowerdir=l/b:l/a,upperdir=s/upper,workdir=s/work,userxattr"}
+    assert [r["op"] for r in records[1:4]] == ["fresh", "fresh", "bind"]
+    assert records[1] == {"op": "fresh", "fstype": "proc", "target": "/proc",
+                          "flags": linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC,
+                          "data": None}
+    workspace = next(r for r in records if r.get("target") == "/work/proj")
+    assert workspace == {"op": "bind", "source": "/home/u/proj", "target": "/work/proj",
+                         "file": False, "readonly": False, "recursive": False,
+                         "optional": False}
+    # The late part starts at the first bind of a file the supervisor writes meanwhile.
+    assert plan_records(late) == [
+        {"op": "bind", "source": "/s/etc/hosts", "target": "/etc/hosts", "file": True,
+         "readonly": True, "recursive": False, "optional": False},
+        {"op": "pivot"}]
+    assert plan_records([MakePrivate()]) == []  # coop-init does it before any record
 
 
-@pytest.mark.parametrize(("key", "value"), [
-    ("root", 1), ("lowers", "a"), ("lowers", ["a", 2]), ("persist", [["a"]]),
-    ("etc_files", ["ab"]), ("host_image", "yes"), ("workspace", 3), ("host_dirs", None),
-])
-def test_a_malformed_spec_is_refused(key: str, value: object) -> None:
-    wire = spec_to_json(SPEC)
-    wire[key] = value
-    with pytest.raises(SpecError, match=key):
-        spec_from_json(wire)
-
-
-def test_the_setup_message_gives_the_init_its_plan() -> None:
-    message = json.loads(json.dumps(setup_message("box", SPEC, ["/s/etc/hosts"],
-                                                  frozenset({0, 5}))))
-    spec, hostname = setup_spec(message)
-    early, middle, late = split_plan(plan_mounts(SPEC), ["/s/etc/hosts"])
-    assert (spec.early, spec.middle, spec.late) == (early, middle, late)
-    assert (hostname, spec.root, spec.child_caps) == ("box", SPEC.root, frozenset({0, 5}))
-    for bad in ({**message, "op": "spawn"}, {**message, "child_caps": [True]},
-                {**message, "hostname": None}, {**message, "late_sources": "x"}):
-        with pytest.raises(SpecError):
-            setup_spec(bad)
+def test_host_entries_and_symlinks_become_records() -> None:
+    spec = MountSpec(root="/r", lowers=("/l",), upper="/u", work="/w", host_image=True,
+                     host_dirs=("usr", "lib64"))
+    records = plan_records(plan_mounts(spec))
+    assert {"op": "hostentry", "name": "lib64"} in records
+    assert {"op": "symlink", "target": "/dev/fd", "points_to": "/proc/self/fd"} in records

@@ -2,15 +2,22 @@
 
 The channel is a ``SOCK_SEQPACKET`` socketpair made before the sandbox forks, so each
 ``sendmsg`` is one record and descriptors passed with ``SCM_RIGHTS`` arrive with the
-message they belong to. Its far end is first the Python init (``sandbox_init``: "setup",
-"files", "failed"), then ``coop-init`` (C, ``csrc/coop-init.c``), which the Python init
-execs once the root is built. So the wire format is one C parses in a few lines:
+message they belong to. Its far end is ``coop-init`` (C, ``csrc/coop-init.c``), which the
+cloned child execs once its ids are mapped, so the wire format is one C parses in a few
+lines:
 
-    4-byte big-endian length of the rest, then "op\0" and "key=value\0" items
+    4-byte big-endian length of the rest, then "op\\0" and "key=value\\0" items
 
-A list is its key repeated (``argv=sh\0argv=-c\0``), a map is ``key=name=value`` items,
+A list is its key repeated (``argv=sh\\0argv=-c\\0``), a map is ``key=name=value`` items,
 and an absent key is None (an empty list or map). Each op has a fixed ``SCHEMAS`` entry,
 which is how ``decode`` gives back the types ``encode`` was given.
+
+Set-up, supervisor -> init (no ids; a failure ends the init with "failed")::
+
+    {"op": "mapped"}                          to the cloned child: ids mapped, exec coop-init
+    {"op": "setup", "hostname", "child_caps"} uid 0, hostname, what children may hold
+    the mount plan, one record per operation (``rootfs_mounts.plan_records``):
+    overlay, fresh, bind, symlink, hostentry, and last "pivot"
 
 Supervisor -> init requests (each carries an ``id`` echoed by the reply)::
 
@@ -30,14 +37,12 @@ Init -> supervisor::
 The supervisor learns host pids from ``SCM_CREDENTIALS``: the init stamps a ``spawned``
 reply with the child's pid, and the kernel translates it into the receiver's namespace.
 
-Everything above the "I/O" marker is pure; the Python init imports this module before
-``pivot_root``, so it may not import anything lazily.
+Everything above the "I/O" marker is pure.
 """
 
 from __future__ import annotations
 
 import array
-import json
 import math
 import os
 import socket
@@ -51,15 +56,21 @@ _HEADER = struct.Struct(">I")
 _UCRED = struct.Struct("iII")  # pid, uid, gid
 
 # The type of every field of every op. "text" is a human message (decoded leniently:
-# the C init may cut one inside a UTF-8 sequence); "json" is for Python to Python only.
+# the C init may cut one inside a UTF-8 sequence).
 SCHEMAS: dict[str, dict[str, str]] = {
     "spawn": {"id": "int", "argv": "strs", "env": "map", "cwd": "str", "pty": "bool",
               "cols": "int", "rows": "int", "stdio": "int"},
     "signal": {"id": "int", "pid": "int", "signo": "int"},
     "shutdown": {"id": "int", "grace": "float"},
-    "setup": {"hostname": "str", "mount": "json", "late_sources": "strs",
-              "child_caps": "ints"},
-    "files": {},
+    "mapped": {},
+    "setup": {"hostname": "str", "child_caps": "ints"},
+    "overlay": {"root": "str", "base": "str", "data": "str"},
+    "fresh": {"fstype": "str", "target": "str", "flags": "int", "data": "str"},
+    "bind": {"source": "str", "target": "str", "file": "bool", "readonly": "bool",
+             "recursive": "bool", "optional": "bool"},
+    "symlink": {"target": "str", "points_to": "str"},
+    "hostentry": {"name": "str"},
+    "pivot": {},
     "ready": {"pid": "int"},
     "spawned": {"id": "int", "pid": "int", "pts": "str"},
     "ok": {"id": "int"},
@@ -96,8 +107,6 @@ def _items(key: str, kind: str, value: Any) -> list[bytes]:
         return [prefix + repr(float(value)).encode()]
     if kind in ("str", "text") and isinstance(value, str):
         return [prefix + _bytes(value)]
-    if kind == "json":
-        return [prefix + _bytes(json.dumps(value, separators=(",", ":")))]
     if kind == "strs" and isinstance(value, list | tuple) and all(
             isinstance(v, str) for v in value):
         return [prefix + _bytes(v) for v in value]
@@ -147,8 +156,6 @@ def _value(kind: str, raw: bytes) -> Any:
     if kind == "text":
         return raw.decode("utf-8", "replace")
     text = raw.decode("utf-8", "surrogateescape")
-    if kind == "json":
-        return json.loads(text)
     if kind == "map":
         name, eq, value = text.partition("=")
         if not name or not eq:
@@ -309,7 +316,12 @@ class Received:
 def recv(sock: socket.socket) -> Received | None:
     """One message (None at end of stream). Descriptors received are the caller's to close."""
     space = socket.CMSG_SPACE(MAX_FDS * 4) + socket.CMSG_SPACE(_UCRED.size)
-    data, ancdata, flags, _ = sock.recvmsg(MAX_FRAME + _HEADER.size, space)
+    try:
+        data, ancdata, flags, _ = sock.recvmsg(MAX_FRAME + _HEADER.size, space)
+    except ConnectionResetError:
+        # The peer went with a record of ours unread: the kernel says so first, then
+        # gives what the peer sent before it went ("failed": why), then end of file.
+        data, ancdata, flags, _ = sock.recvmsg(MAX_FRAME + _HEADER.size, space)
     fds: list[int] = []
     cred_pid = None
     for level, kind, payload in ancdata:

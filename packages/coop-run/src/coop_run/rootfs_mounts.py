@@ -1,28 +1,27 @@
-"""The sandbox's filesystem (SPEC 4.2): a pure plan of mount operations, and its executor.
+"""The sandbox's filesystem (SPEC 4.2): a pure plan of mount operations, as records.
 
-``plan_mounts()`` turns a ``MountSpec`` into a list of operations; tests check the plan
-without namespaces. ``execute()`` runs it in the init (PID 1 of the sandbox, already in
-its own user and mount namespaces), ending with ``pivot_root`` and the old root detached.
+``plan_mounts()`` turns a ``MountSpec`` into a list of operations; ``plan_records()``
+turns those into the set-up records the sandbox's init (``coop-init``, already in its
+own user and mount namespaces) executes one by one, ending with ``pivot_root`` and the
+old root detached. Tests check the plan and the records without namespaces.
 
-Every target is a path *inside* the new root, resolved there with ``resolve_in_root`` so
-that a symlink in an image (``/workspace -> /etc``) can never steer a mount onto the
-host: before the pivot, an absolute symlink would otherwise resolve against the host's /.
-Missing mount points are created in the merged tree, so they land in this session's
-upper directory and vanish with it.
+Every target is a path *inside* the new root, resolved there by ``coop-init`` as
+``coop_build.rootpath.resolve_in_root`` does, so that a symlink in an image
+(``/workspace -> /etc``) can never steer a mount onto the host: before the pivot, an
+absolute symlink would otherwise resolve against the host's /. Missing mount points are
+created in the merged tree, so they land in this session's upper directory and vanish
+with it.
 """
-
-# Runs in a freshly forked process on str paths and raw syscalls, on purpose.
-# ruff: noqa: PTH102, PTH108, PTH110, PTH112, PTH114, PTH115, PTH118, PTH119, PTH120, PTH211
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from coop_build import linux
 from coop_build.rootlayout import DEV_LINKS, DEV_NODES, HOST_DIRS
-from coop_build.rootpath import resolve_in_root
 
 _UNSAFE_IN_OPTIONS = (",", ":", "\n", "\\")
 
@@ -43,62 +42,6 @@ class MountSpec:
     persist: tuple[tuple[str, str], ...] = ()   # (host dir, path inside), read-write
     etc_files: tuple[tuple[str, str], ...] = ()  # (host file, path inside), read-only
     host_dirs: tuple[str, ...] = field(default=HOST_DIRS)
-
-
-class SpecError(ValueError):
-    """A malformed spec on the supervisor -> init channel (never from a user)."""
-
-
-def spec_to_json(spec: MountSpec) -> dict[str, object]:
-    """The spec as the supervisor sends it to a waiting init (``spec_from_json``)."""
-    return {"root": spec.root, "lowers": list(spec.lowers), "upper": spec.upper,
-            "work": spec.work, "host_image": spec.host_image, "workspace": spec.workspace,
-            "workspace_inside": spec.workspace_inside,
-            "persist": [list(pair) for pair in spec.persist],
-            "etc_files": [list(pair) for pair in spec.etc_files],
-            "host_dirs": list(spec.host_dirs)}
-
-
-def _strs(value: object, what: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise SpecError(f"mount spec: {what} must be a list of strings")
-    return tuple(value)
-
-
-def _pairs(value: object, what: str) -> tuple[tuple[str, str], ...]:
-    if not isinstance(value, list):
-        raise SpecError(f"mount spec: {what} must be a list of pairs")
-    pairs = []
-    for pair in value:
-        items = _strs(pair, what)
-        if len(items) != 2:
-            raise SpecError(f"mount spec: {what} must be a list of pairs")
-        pairs.append((items[0], items[1]))
-    return tuple(pairs)
-
-
-def _str(table: dict[str, object], key: str) -> str:
-    value = table.get(key)
-    if not isinstance(value, str):
-        raise SpecError(f"mount spec: {key} must be a string")
-    return value
-
-
-def spec_from_json(table: dict[str, object]) -> MountSpec:
-    """``spec_to_json`` undone; ``SpecError`` for anything malformed."""
-    workspace = table.get("workspace")
-    if workspace is not None and not isinstance(workspace, str):
-        raise SpecError("mount spec: workspace must be a string")
-    host_image = table.get("host_image")
-    if not isinstance(host_image, bool):
-        raise SpecError("mount spec: host_image must be a boolean")
-    return MountSpec(root=_str(table, "root"), lowers=_strs(table.get("lowers"), "lowers"),
-                     upper=_str(table, "upper"), work=_str(table, "work"),
-                     host_image=host_image, workspace=workspace,
-                     workspace_inside=_str(table, "workspace_inside"),
-                     persist=_pairs(table.get("persist"), "persist"),
-                     etc_files=_pairs(table.get("etc_files"), "etc_files"),
-                     host_dirs=_strs(table.get("host_dirs"), "host_dirs"))
 
 
 @dataclass(frozen=True)
@@ -209,81 +152,37 @@ def split_plan(ops: Sequence[Op], late_sources: Iterable[str]) -> tuple[list[Op]
     return list(ops[:overlay]), list(ops[overlay:first_late]), list(ops[first_late:])
 
 
-# --- execution (in the init, before pivot_root) ---------------------------------------
+# --- records for coop-init -------------------------------------------------------------
 
 
-def ensure_target(root: str, path: str, kind: str) -> str:
-    """The host-side path of mount point ``path`` inside ``root``, created if missing."""
-    rel = resolve_in_root(root, path)
-    parts = rel.split("/") if rel else []
-    for depth in range(1, len(parts)):
-        sub = os.path.join(root, *parts[:depth])
-        if not os.path.isdir(sub):
-            os.mkdir(sub, 0o755)
-    target = os.path.join(root, rel) if rel else root
-    if not os.path.lexists(target):
-        if kind == "dir":
-            os.mkdir(target, 0o755)
-        else:
-            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-    return target
-
-
-def _overlay(op: Overlay) -> None:
-    # Relative layer paths keep the option string under a page however many layers.
+def _overlay_record(op: Overlay) -> dict[str, Any]:
+    # Relative layer paths (coop-init changes to ``base``) keep the option string under
+    # a page however many layers.
     base = os.path.commonpath([*op.lowers, op.upper, op.work])
-    os.chdir(base)
     lowers = ":".join(os.path.relpath(p, base) for p in reversed(op.lowers))
     data = (f"lowerdir={lowers},upperdir={os.path.relpath(op.upper, base)},"
             f"workdir={os.path.relpath(op.work, base)},userxattr")
-    linux.mount("overlay", op.target, "overlay", 0, data)
-    os.chdir("/")
+    return {"op": "overlay", "root": op.target, "base": base, "data": data}
 
 
-def _host_entry(root: str, name: str) -> None:
-    host = f"/{name}"
-    if os.path.islink(host):
-        inside = os.path.join(root, name)
-        if os.path.lexists(inside) and not os.path.islink(inside):
-            return  # the layers have a real directory there; leave it
-        if os.path.islink(inside):
-            os.unlink(inside)
-        os.symlink(os.readlink(host), inside)
-    elif os.path.isdir(host):
-        linux.bind_mount(host, ensure_target(root, host, "dir"), readonly=True, recursive=True)
-
-
-def _bind(root: str, op: Bind) -> None:
-    if op.optional and not os.path.exists(op.source):
-        return
-    try:
-        target = ensure_target(root, op.target, op.kind)
-    except OSError:
-        if op.optional:
-            return
-        raise
-    linux.bind_mount(op.source, target, readonly=op.readonly, recursive=op.recursive)
-
-
-def execute(ops: Sequence[Op], root: str) -> None:
-    """Run the plan; ``root`` is the host directory the overlay goes on."""
+def plan_records(ops: Sequence[Op]) -> list[dict[str, Any]]:
+    """The set-up records (``initproto``) for ``ops``, in order. ``MakePrivate`` has
+    none: ``coop-init`` makes propagation private before it reads any."""
+    records: list[dict[str, Any]] = []
     for op in ops:
-        if isinstance(op, MakePrivate):
-            linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
-        elif isinstance(op, Overlay):
-            _overlay(op)
+        if isinstance(op, Overlay):
+            records.append(_overlay_record(op))
         elif isinstance(op, FreshMount):
-            target = ensure_target(root, op.target, "dir")
-            linux.mount(op.fstype, target, op.fstype, op.flags, op.data)
+            records.append({"op": "fresh", "fstype": op.fstype, "target": op.target,
+                            "flags": op.flags, "data": op.data})
         elif isinstance(op, Bind):
-            _bind(root, op)
+            records.append({"op": "bind", "source": op.source, "target": op.target,
+                            "file": op.kind == "file", "readonly": op.readonly,
+                            "recursive": op.recursive, "optional": op.optional})
         elif isinstance(op, Symlink):
-            rel = resolve_in_root(root, os.path.dirname(op.target))
-            os.symlink(op.points_to, os.path.join(root, rel, os.path.basename(op.target)))
+            records.append({"op": "symlink", "target": op.target, "points_to": op.points_to})
         elif isinstance(op, HostSymlinkOrBind):
-            _host_entry(root, op.name)
-        else:
-            os.chdir(root)
-            linux.pivot_root(".", ".")
-            linux.umount2(".", linux.MNT_DETACH)
-            os.chdir("/")
+            records.append({"op": "hostentry", "name": op.name})
+        elif isinstance(op, PivotRoot):
+            records.append({"op": "pivot"})
+    return records

@@ -2,13 +2,13 @@
 
 Start-up (S = the calling process, e.g. the session supervisor)::
 
-    S --clone(NEWUSER|NEWNS|NEWPID|NEWUTS|NEWIPC[|NEWNET])--> I = PID 1 (sandbox_init)
-      I: signalfd, loopback up, private propagation   } in parallel   (prepare_init;
-      S: id maps                                      }                 may run ahead)
-      S: session dirs, network.attach(I), "setup" (the mount spec)
-      I: caps bounding set, uid 0, hostname, overlay, /proc, /dev, ...  } in parallel
-      S: persist dirs, /etc files, "files"                              }
-      I: persist and /etc binds, pivot_root, "ready"
+    S --clone(NEWUSER|NEWNS|NEWPID|NEWUTS|NEWIPC[|NEWNET])--> I = PID 1
+      S: id maps, "mapped"                                   (prepare_init; may run ahead)
+      I: exec coop-init: signalfd, loopback up, private propagation  } in parallel
+      S: session dirs, network.attach(I), "setup", the mount records  }
+      I: uid 0, hostname, overlay, /proc, /dev, ...                   } in parallel
+      S: persist dirs, /etc files, then their bind records            }
+      I: persist and /etc binds, "pivot": pivot_root, bounding set, "ready"
 
 ``start()`` clones the *current* process, never starting an interpreter (that is what
 keeps a start near the 5 ms floor, FIELD-NOTES); one clone with namespace flags replaces
@@ -49,9 +49,8 @@ from coop_build.rootlayout import DEFAULT_PATH
 from coop_run import caps, initproto, sessiondirs
 from coop_run.errors import BindPathError, CoopError, SandboxError
 from coop_run.procs import proc_start_time
-from coop_run.rootfs_mounts import MountSpec, plan_mounts
+from coop_run.rootfs_mounts import MountSpec, plan_mounts, plan_records, split_plan
 from coop_run.sandbox_clone import PreparedInit, prepare_init
-from coop_run.sandbox_init import setup_message
 
 logger = logging.getLogger(__name__)
 
@@ -385,19 +384,23 @@ class Sandbox:
         pid = prepared.pid
         spec, state = self._prepare()
         try:
-            plan_mounts(spec)  # the init plans again from the spec; refuse it here first
+            plan = plan_mounts(spec)
         except ValueError as exc:
             raise SandboxError(str(exc)) from exc
         self.env = base_env(self.config, self.workspace_real, self.created)
         late_sources = [source for source, _ in (*spec.persist, *spec.etc_files)]
-        # The init has its namespaces and ids. It builds the root once it has the spec,
-        # while we write what its last binds need ("files"); nothing runs inside before
-        # the network is attached. Closing the socket instead makes it exit.
+        _, middle, late = split_plan(plan, late_sources)
+        # The init has its namespaces and ids. It builds the root as the records come,
+        # while we write what its last binds need; nothing runs inside before the
+        # network is attached. Closing the socket instead makes it exit.
         self.network.attach(pid)
-        initproto.send(prepared.sock, setup_message(self.config.name, spec, late_sources,
-                                                    child_capabilities(self.network)))
+        setup = {"op": "setup", "hostname": self.config.name,
+                 "child_caps": sorted(child_capabilities(self.network))}
+        for record in (setup, *plan_records(middle)):
+            initproto.send(prepared.sock, record)
         self._finish_dirs(spec)
-        initproto.send(prepared.sock, {"op": "files"})
+        for record in plan_records(late):
+            initproto.send(prepared.sock, record)
         # While the init finishes its root: the record naming it, and other sessions'
         # leftovers (ours is recorded alive, so it is left alone).
         state["init"] = {"pid": pid, "start": proc_start_time(pid)}
@@ -509,6 +512,9 @@ class Sandbox:
             with self._send_lock:
                 initproto.send(sock, message, tuple(fds))
         except OSError as exc:
+            self._collect_failure()  # an init whose set-up failed said why before it went
+            if self.failure is not None:
+                raise SandboxError(self.failure) from exc
             raise SandboxError(f"sandbox {self.config.name} is gone: {exc.strerror}",
                                code="SANDBOX_STOPPED") from exc
         reply = self._await(lambda: self._replies.pop(rid, None), deadline,

@@ -1,11 +1,15 @@
 """Making a sandbox's init: one clone into new namespaces, its id maps, and the child's
-path until it is PID 1 (``sandbox_init``), ahead of its sandbox or not.
+path until it execs ``coop-init`` (``csrc/coop-init.c``), ahead of its sandbox or not.
 
 ``prepare_init`` clones the *current* process (never a new interpreter) into user,
-mount, PID, UTS, IPC and optionally network namespaces, and maps its ids; the child sets
-up what needs no sandbox (signals, loopback, private propagation) and waits for the
-"setup" message naming its root. ``Sandbox.start`` calls it, or takes one made earlier
-(a session starter's spare keeps one ready).
+mount, PID, UTS, IPC and optionally network namespaces, and maps its ids. The child
+closes what it inherited, waits for "mapped" and execs ``coop-init`` by descriptor
+(``initexe``): as uid 0 of its namespace, so the exec leaves it its capabilities there.
+``coop-init`` then sets up what needs no sandbox (signals, loopback, private propagation)
+and waits for the set-up records naming its root. ``Sandbox.start`` calls
+``prepare_init``, or takes an init made earlier (a session starter's spare keeps one
+ready). The exec, and the teardown of the copied address space it implies, overlap with
+the caller's own work on the session.
 """
 
 from __future__ import annotations
@@ -28,11 +32,15 @@ from typing import NoReturn
 from coop_build import linux
 from coop_build.errors import ToolError
 from coop_build.idmap import IdMap, write_idmap
+from coop_build.rootlayout import DEFAULT_PATH
 from coop_run import initexe, initproto
 from coop_run.errors import SandboxError
-from coop_run.sandbox_init import init_base, init_early, init_main, init_middle, setup_spec
 
 MAX_FD = 1 << 20
+# coop-init's signals: blocked from the clone on, so none sent before it runs is lost
+# (the init of a PID namespace would drop them: it has no handler for them yet).
+HANDLED = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+EXEC_FAILED = 125
 NS_FLAGS = (linux.CLONE_NEWUSER | linux.CLONE_NEWNS | linux.CLONE_NEWPID
             | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC)
 
@@ -118,6 +126,7 @@ def prepare_init(idmap: IdMap, *, unshare_net: bool) -> PreparedInit:
                             unshare_net=unshare_net)
     try:
         write_idmap_parallel(pid, idmap)
+        initproto.send(parent_sock, {"op": "mapped"})
     except BaseException:
         prepared.discard()
         raise
@@ -176,32 +185,24 @@ def _close_other_fds(keep: Iterable[int]) -> None:
 
 
 def _init_child(sock: socket.socket, exe: int, net_lo_up: bool) -> NoReturn:
-    """The cloned child until it execs ``coop-init``: base set-up, then its sandbox's spec."""
-    # Everything inherited from S goes to the permanent generation: garbage among it
-    # (say, a socket in a cycle) must never be finalised here, closing a descriptor
-    # number we reuse; and the collector then never touches (copies) those pages.
+    """The cloned child: wait for its id maps, then become ``coop-init``.
+
+    As little Python as possible runs here: every object it touches is a page copied
+    from the parent.
+    """
+    # Everything inherited goes to the permanent generation: garbage among it (say, a
+    # socket in a cycle) must never be finalised here, closing a descriptor we keep.
     gc.freeze()
     try:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
         _close_other_fds((sock.fileno(), exe))
-        init_base(net_lo_up)
-        received = initproto.recv(sock)  # the maps are written before "setup" is sent
-        if received is None:
-            os._exit(0)  # a spare's init nobody needed
-        spec, hostname = setup_spec(received.message)
-        init_early(spec)
-        os.setresgid(0, 0, 0)
-        os.setresuid(0, 0, 0)
-        with contextlib.suppress(OSError):  # refused after "deny" (single mapping)
-            os.setgroups([])
-        linux.sethostname(hostname)
-        init_middle(spec)
         received = initproto.recv(sock)
-        if received is None or received.message.get("op") != "files":
-            os._exit(1)
+        if received is None or received.message["op"] != "mapped":
+            os._exit(0)  # a spare's init nobody needed (or a confused parent: never exec)
+        os.set_inheritable(sock.fileno(), True)
+        argv = ["coop-init", str(sock.fileno()), DEFAULT_PATH, "1" if net_lo_up else "0"]
+        os.execve(exe, argv, {})  # noqa: S606 - exec by descriptor, no shell
     except BaseException as exc:
         with contextlib.suppress(OSError):
-            initproto.send(sock, {"op": "failed", "message": f"sandbox setup failed: {exc}"})
-        os._exit(1)
-    init_main(spec, sock, exe)
+            initproto.send(sock, {"op": "failed", "message": f"cannot start coop-init: {exc}"})
+        os._exit(EXEC_FAILED)
