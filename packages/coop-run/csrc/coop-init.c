@@ -57,8 +57,8 @@
 #define MAX_FRAME (128 * 1024) /* initproto.MAX_FRAME */
 #define MAX_ITEMS 16384
 #define MAX_FDS 3              /* initproto.MAX_FDS */
-#define ORPHAN_GRACE_MS 2000   /* sandbox_init.ORPHAN_GRACE */
-#define EXIT_BUG 125           /* sandbox_init.SETUP_FAILED */
+#define ORPHAN_GRACE_MS 2000   /* the supervisor died: end the sandbox after this */
+#define EXIT_BUG 125           /* sandbox_clone.EXEC_FAILED */
 #define TEXT_MAX 1024
 #define MAX_HOPS 40            /* coop_build.rootpath._MAX_HOPS */
 

@@ -1,11 +1,11 @@
-"""``coop-init``, the sandbox's PID 1 once its root is built: where the binary is, and
-a sealed in-memory copy of it that a Python init can exec after ``pivot_root``.
+"""``coop-init``, the sandbox's PID 1: where the binary is, and a sealed in-memory copy
+of it that the cloned child of ``sandbox_clone`` execs.
 
 The binary is compiled from ``csrc/coop-init.c`` when the package is built or installed
-(``hatch_build.py``). A sandbox's init execs it by descriptor because after the pivot
-no host path is reachable; the copy is a sealed memfd, so ``/proc/1/exe`` inside names
-that copy and nothing inside can ever write to the installed file through it. Every
-sandbox a process starts execs the same memfd, so its pages are shared by all of them.
+(``hatch_build.py``). The child execs it by descriptor; the copy is a sealed memfd, so
+``/proc/1/exe`` inside names that copy and nothing inside can ever write to the
+installed file through it. Every sandbox a process starts execs the same memfd, so its
+pages are shared by all of them.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ The caller should be single-threaded at the clone: as with any fork, locks other
 threads hold are copied held (the child only makes syscalls and never takes those locks,
 so spawns fired from other threads are safe in practice). I is S's child: S reaps it in
 ``stop()``. If S dies, I loses its control socket and ends the sandbox by itself
-(``ORPHAN_GRACE``); the next start's ``reap_stale`` removes the files.
+(2 s, ``coop-init``); the next start's ``reap_stale`` removes the files.
 
 Every process in the sandbox after "ready" is a child of I, started on request over the
 control socket, so no process can start on the host side: a spawn racing start-up waits
