@@ -3,11 +3,14 @@ a sandbox configuration on the static-busybox layer."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from coop_build.paths import CoopPaths
-from coop_run.sandbox import SandboxConfig
+from coop_run.errors import SandboxError
+from coop_run.sandbox import Sandbox, SandboxConfig
 from support.bench import CoopEnv
 
 
@@ -34,3 +37,15 @@ def busybox_config(env: CoopEnv, layer: Path, workspace: Path, name: str, /,
     }
     base.update(changes)
     return SandboxConfig(**base)
+
+
+@contextlib.contextmanager
+def running_sandbox(config: SandboxConfig) -> Iterator[Sandbox]:
+    """A started sandbox of ``config``, killed at the end (a fixture's body)."""
+    box = Sandbox(config)
+    box.start()
+    try:
+        yield box
+    finally:
+        with contextlib.suppress(SandboxError):
+            box.stop(force=True)

@@ -7,7 +7,6 @@ socket is driven directly, as the supervisor would, with records built by hand.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import select
@@ -16,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from busybox_sandbox import busybox_config, home_workspace
+from busybox_sandbox import busybox_config, home_workspace, running_sandbox
 from sandbox_helpers import ok, run
 
 from coop_run import caps, initexe, initproto
@@ -33,13 +32,9 @@ INIT_OWN = {caps.CAP_SYS_ADMIN, caps.CAP_KILL, caps.CAP_DAC_OVERRIDE, caps.CAP_D
 
 @pytest.fixture
 def sandbox(coop_env: CoopEnv, busybox_layer: Path) -> Iterator[Sandbox]:
-    box = Sandbox(busybox_config(coop_env, busybox_layer, home_workspace(coop_env), "proj"))
-    box.start()
-    try:
+    config = busybox_config(coop_env, busybox_layer, home_workspace(coop_env), "proj")
+    with running_sandbox(config) as box:
         yield box
-    finally:
-        with contextlib.suppress(SandboxError):
-            box.stop(force=True)
 
 
 def _mask(status: str, field: str) -> int:

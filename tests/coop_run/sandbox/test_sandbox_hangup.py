@@ -7,7 +7,6 @@ Real sandboxes on the static-busybox layer, as root and as the test user.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 import signal
@@ -16,10 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from busybox_sandbox import busybox_config, home_workspace, running_sandbox
 
-from coop_build.paths import CoopPaths
-from coop_run.errors import SandboxError
-from coop_run.sandbox import Sandbox, SandboxConfig
+from coop_run.sandbox import Sandbox
 from support.bench import CoopEnv
 from support.procs import pid_alive, wait_for
 from support.rootfs import busybox_available
@@ -33,17 +31,10 @@ GRACE = 1.0
 
 @pytest.fixture
 def sandbox(coop_env: CoopEnv, busybox_layer: Path) -> Iterator[Sandbox]:
-    workspace = coop_env.home / "proj"
-    workspace.mkdir(parents=True)
-    box = Sandbox(SandboxConfig(name="proj", layers=[busybox_layer],
-                                session_dir=CoopPaths(coop_env.coop_home).sessions / "proj",
-                                workspace=workspace, user_home=coop_env.home))
-    box.start()
-    try:
+    config = busybox_config(coop_env, busybox_layer, home_workspace(coop_env), "proj",
+                            persist=[])
+    with running_sandbox(config) as box:
         yield box
-    finally:
-        with contextlib.suppress(SandboxError):
-            box.stop(force=True)
 
 
 def _read_until(fd: int, needle: bytes) -> bytes:
