@@ -154,6 +154,32 @@ def processes_with_env(name: str, value: str) -> list[ProcInfo]:
     return found
 
 
+def with_descendants(pids: list[int]) -> list[int]:
+    """``pids`` and every live process below them (``/proc/PID/task/*/children``).
+
+    Finds what carries no marker of its own: a sandbox's init (``coop-init``) runs with
+    an empty environment, and is not dumpable, so its environ cannot be read anyway.
+    """
+    found: list[int] = []
+    todo = list(pids)
+    while todo:
+        pid = todo.pop()
+        if pid in found:
+            continue
+        found.append(pid)
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                kids = Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+            except OSError:
+                continue
+            todo += [int(kid) for kid in kids]
+    return sorted(found)
+
+
 def reap_zombies() -> None:
     """Collects exited children nobody waited for (only safe once no test is running)."""
     for info in children():

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from coop_cli import COOP, Result, coop_environ
 
-from support.procs import pid_alive, processes_with_env, stop_pid, wait_for
+from support.procs import pid_alive, processes_with_env, stop_pid, wait_for, with_descendants
 
 RUN_TIMEOUT = 60.0
 
@@ -30,7 +30,8 @@ def read_pid(coop_home: Path) -> int | None:
 def coop_pids(coop_home: Path) -> list[int]:
     """Live processes started with this ``COOP_HOME``: daemons, their session starters
     (zygote, spare, the spare's waiting init) and sessions."""
-    return [p.pid for p in processes_with_env("COOP_HOME", str(coop_home)) if p.alive]
+    return with_descendants([p.pid for p in processes_with_env("COOP_HOME", str(coop_home))
+                             if p.alive])
 
 
 def daemon_pids(coop_home: Path) -> list[int]:
@@ -40,9 +41,10 @@ def daemon_pids(coop_home: Path) -> list[int]:
 
 
 def zygote_pids(coop_home: Path) -> list[int]:
-    """The session starters among ``coop_pids``: zygotes and what they forked."""
-    return [p.pid for p in processes_with_env("COOP_HOME", str(coop_home))
-            if p.alive and "coop_run.zygote" in p.cmdline]
+    """The session starters among ``coop_pids``: zygotes and what they forked (the spare,
+    and the spare's waiting ``coop-init``)."""
+    return with_descendants([p.pid for p in processes_with_env("COOP_HOME", str(coop_home))
+                             if p.alive and "coop_run.zygote" in p.cmdline])
 
 
 @pytest.fixture(autouse=True)

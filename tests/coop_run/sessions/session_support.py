@@ -33,7 +33,7 @@ import pytest
 from coop_cli import COOP, Result, coop_environ
 
 from coop_run.framing import FrameDecoder, encode_message
-from support.procs import pid_alive, processes_with_env, stop_pid, wait_for
+from support.procs import pid_alive, processes_with_env, stop_pid, wait_for, with_descendants
 
 RUN_TIMEOUT = 60.0
 
@@ -57,8 +57,8 @@ def _recorded_pids(coop_home: Path) -> tuple[set[int], set[int]]:
 def stop_everything(coop_env: Any) -> Iterator[None]:
     yield
     supervisors, daemons = _recorded_pids(coop_env.coop_home)
-    started = {p.pid for p in processes_with_env("COOP_HOME", str(coop_env.coop_home))
-               if p.alive}
+    started = set(with_descendants([p.pid for p in processes_with_env(
+        "COOP_HOME", str(coop_env.coop_home)) if p.alive]))
     for pid in sorted(supervisors) + sorted(started - supervisors - daemons) + sorted(daemons):
         if pid_alive(pid):
             stop_pid(pid, timeout=10.0)
