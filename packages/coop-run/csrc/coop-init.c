@@ -172,18 +172,46 @@ static void msg_send(struct msg *m, int fd, pid_t cred_pid)
     }
 }
 
-static void reply_error(long long id, const char *fmt, ...)
+/* A message whose one field is a human text: "error" (with the request's id) or
+ * "failed". */
+static void send_textv(const char *op, long long id, const char *prefix, const char *fmt,
+                       va_list ap)
 {
     struct msg m;
     char text[TEXT_MAX];
-    va_list ap;
+    int n = snprintf(text, sizeof text, "%s", prefix);
 
-    va_start(ap, fmt);
-    vsnprintf(text, sizeof text, fmt, ap);
-    va_end(ap);
-    msg_start(&m, "error", id);
+    vsnprintf(text + n, sizeof text - (size_t)n, fmt, ap);
+    msg_start(&m, op, id);
     msg_item(&m, "message", text);
     msg_send(&m, -1, 0);
+}
+
+static void reply_error(long long id, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    send_textv("error", id, "", fmt, ap);
+    va_end(ap);
+}
+
+/* The root cannot be built: say why, and end (nothing runs inside yet). */
+static _Noreturn void setup_failed(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    send_textv("failed", -1, "sandbox setup failed: ", fmt, ap);
+    va_end(ap);
+    _exit(EXIT_BUG);
+}
+
+/* Reports ``fmt`` as "failed" with the given prefix (for ``die``). */
+static void send_failed(const char *prefix, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    send_textv("failed", -1, prefix, fmt, ap);
+    va_end(ap);
 }
 
 static void reply_ok(long long id)
@@ -196,13 +224,7 @@ static void reply_ok(long long id)
 /* A bug or a broken kernel promise: take the sandbox down rather than limp on. */
 static _Noreturn void die(const char *what)
 {
-    struct msg m;
-    char text[TEXT_MAX];
-
-    snprintf(text, sizeof text, "sandbox init failed: %s: %s", what, strerror(errno));
-    msg_start(&m, "failed", -1);
-    msg_item(&m, "message", text);
-    msg_send(&m, -1, 0);
+    send_failed("sandbox init failed: ", "%s: %s", what, strerror(errno));
     kill(-1, SIGKILL);
     _exit(EXIT_BUG);
 }
@@ -428,8 +450,46 @@ static void spawn(long long id, struct spawn_req *r, const int *fds, int nfds)
         close(master);
 }
 
-static char *items[MAX_ITEMS];
+/* A record split in place: its op, then its items in order (a repeated key is there as
+ * many times as it was sent); ``value`` is NULL for an item without '='. */
+struct record {
+    const char *op;
+    char *key[MAX_ITEMS], *value[MAX_ITEMS];
+    size_t count;
+};
+
+static struct record rec;
 static char *spawn_argv[MAX_ITEMS], *spawn_env[MAX_ITEMS];
+
+/* ``body`` (``len`` bytes, NUL-terminated by read_record) into ``r``: NULL, or what is
+ * wrong with it. */
+static const char *split_record(char *body, size_t len, struct record *r)
+{
+    if (len == 0 || body[len - 1] != '\0')
+        return "a record does not end its last item";
+    r->op = body;
+    r->count = 0;
+    for (char *p = body + strlen(body) + 1, *next; p < body + len; p = next) {
+        char *eq = strchr(p, '=');
+        next = p + strlen(p) + 1; /* before the '=' below is cut */
+        if (r->count == MAX_ITEMS)
+            return "too many items";
+        if (eq)
+            *eq = '\0';
+        r->key[r->count] = p;
+        r->value[r->count++] = eq ? eq + 1 : NULL;
+    }
+    return NULL;
+}
+
+/* The first value of ``key`` in ``r``; NULL when absent. */
+static const char *field(const struct record *r, const char *key)
+{
+    for (size_t i = 0; i < r->count; i++)
+        if (strcmp(r->key[i], key) == 0)
+            return r->value[i];
+    return NULL;
+}
 
 /* One "key=value" of a spawn request into ``r``; 0 if the key or value is bad. */
 static int spawn_field(struct spawn_req *r, const char *key, char *val)
@@ -465,33 +525,24 @@ static int spawn_field(struct spawn_req *r, const char *key, char *val)
     return 1;
 }
 
-/* One request: "op\0key=value\0..." (the frame's body, NUL-terminated by the caller). */
+/* One request: the body of a record (NUL-terminated by read_record). */
 static void handle(char *body, size_t len, const int *fds, int nfds)
 {
-    size_t count = 0;
+    const char *problem = split_record(body, len, &rec);
+    const char *op = rec.op, *id_text;
     long long id = -1;
-    const char *op;
     struct spawn_req r = {.argv = spawn_argv, .env = spawn_env, .cols = 80, .rows = 24};
     long long pid = -1, signo = -1;
     double grace = 5.0;
 
-    if (len == 0 || body[len - 1] != '\0') {
-        reply_error(-1, "frame does not end its last item");
+    if (problem) {
+        reply_error(-1, "%s", problem);
         return;
     }
-    for (char *p = body; p < body + len; p += strlen(p) + 1) {
-        if (count == MAX_ITEMS) {
-            reply_error(-1, "more than %d items", MAX_ITEMS);
-            return;
-        }
-        items[count++] = p;
-    }
-    op = items[0];
-    for (size_t i = 1; i < count; i++) { /* the id first, so every error can carry it */
-        if (strncmp(items[i], "id=", 3) == 0 && parse_int(items[i] + 3, 0, 1LL << 53, &id)) {
-            reply_error(-1, "%s: 'id' must be an integer in 0..%lld", op, 1LL << 53);
-            return;
-        }
+    id_text = field(&rec, "id"); /* the id first, so every error can carry it */
+    if (id_text && parse_int(id_text, 0, 1LL << 53, &id)) {
+        reply_error(-1, "%s: 'id' must be an integer in 0..%lld", op, 1LL << 53);
+        return;
     }
     if (id < 0) {
         reply_error(-1, "%s: 'id' is missing", op);
@@ -501,17 +552,15 @@ static void handle(char *body, size_t len, const int *fds, int nfds)
         reply_error(id, "unknown request op '%s'", op);
         return;
     }
-    for (size_t i = 1; i < count; i++) {
-        char *key = items[i], *eq = strchr(key, '=');
-        char *val;
+    for (size_t i = 0; i < rec.count; i++) {
+        const char *key = rec.key[i];
+        char *val = rec.value[i];
         int ok = 1;
 
-        if (!eq) {
+        if (!val) {
             reply_error(id, "%s: item without '='", op);
             return;
         }
-        *eq = '\0';
-        val = eq + 1;
         if (strcmp(key, "id") == 0)
             continue;
         if (strcmp(op, "spawn") == 0) {
@@ -633,22 +682,6 @@ static void on_request(void)
 static char root[PATH_MAX];        /* host path the overlay is mounted on */
 static uint64_t child_caps;        /* what processes inside may hold */
 static int root_done;
-
-static _Noreturn void setup_failed(const char *fmt, ...)
-{
-    struct msg m;
-    char text[TEXT_MAX];
-    int n = snprintf(text, sizeof text, "sandbox setup failed: ");
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(text + n, sizeof text - (size_t)n, fmt, ap);
-    va_end(ap);
-    msg_start(&m, "failed", -1);
-    msg_item(&m, "message", text);
-    msg_send(&m, -1, 0);
-    _exit(EXIT_BUG);
-}
 
 static int is_symlink(const char *path)
 {
@@ -789,48 +822,33 @@ static int bind_mount(const char *source, const char *target, int readonly, int 
     return mount(NULL, target, NULL, flags, NULL) < 0 ? errno : 0;
 }
 
-/* The fields of a set-up record, by name; NULL when absent. */
-struct fields {
-    const char *key[16], *value[16];
-    size_t count;
-};
-
-static const char *field(const struct fields *f, const char *key)
+static const char *required(const struct record *r, const char *key)
 {
-    for (size_t i = 0; i < f->count; i++)
-        if (strcmp(f->key[i], key) == 0)
-            return f->value[i];
-    return NULL;
-}
-
-static const char *required(const struct fields *f, const char *op, const char *key)
-{
-    const char *value = field(f, key);
+    const char *value = field(r, key);
     if (!value)
-        setup_failed("%s: '%s' is missing", op, key);
+        setup_failed("%s: '%s' is missing", r->op, key);
     return value;
 }
 
-static int flag(const struct fields *f, const char *key)
+static int flag(const struct record *r, const char *key)
 {
-    const char *value = field(f, key);
+    const char *value = field(r, key);
     return value && strcmp(value, "1") == 0;
 }
 
-static void setup_identity(const char *hostname, const char *caps_list)
+/* "setup": uid 0 of the sandbox, its hostname, what processes inside may hold. */
+static void setup_identity(const struct record *r)
 {
-    /* caps_list: the "child_caps" values, joined by ',' by setup_op */
+    const char *hostname = required(r, "hostname");
     long long cap;
-    char *save = NULL, *copy = strdup(caps_list);
 
-    if (!copy)
-        setup_failed("out of memory");
-    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        if (parse_int(t, 0, 63, &cap))
-            setup_failed("setup: bad capability '%s'", t);
+    for (size_t i = 0; i < r->count; i++) {
+        if (strcmp(r->key[i], "child_caps") != 0)
+            continue;
+        if (parse_int(r->value[i], 0, 63, &cap))
+            setup_failed("setup: bad capability '%s'", r->value[i]);
         child_caps |= 1ULL << cap;
     }
-    free(copy);
     if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
         setup_failed("cannot become uid 0 of the sandbox: %s", strerror(errno));
     setgroups(0, NULL); /* refused after "deny" (a single mapping): nothing to drop then */
@@ -839,47 +857,48 @@ static void setup_identity(const char *hostname, const char *caps_list)
 }
 
 /* One operation of the mount plan (rootfs_mounts.plan_records). */
-static void setup_op(const char *op, const struct fields *f, const char *caps_list)
+static void setup_op(const struct record *r)
 {
+    const char *op = r->op;
     char full[PATH_MAX];
     int err = 0;
 
     if (strcmp(op, "setup") == 0) {
-        setup_identity(required(f, op, "hostname"), caps_list);
+        setup_identity(r);
     } else if (strcmp(op, "overlay") == 0) {
-        const char *base = required(f, op, "base");
-        if ((size_t)snprintf(root, sizeof root, "%s", required(f, op, "root")) >= sizeof root)
+        const char *base = required(r, "base");
+        if ((size_t)snprintf(root, sizeof root, "%s", required(r, "root")) >= sizeof root)
             setup_failed("overlay: root path too long");
         /* Relative layer paths (from base) keep the option string under a page. */
         if (chdir(base) < 0 || mount("overlay", root, "overlay", 0,
-                                     required(f, op, "data")) < 0 || chdir("/") < 0)
+                                     required(r, "data")) < 0 || chdir("/") < 0)
             setup_failed("overlay on %s: %s", root, strerror(errno));
     } else if (!root[0]) {
         setup_failed("%s before the overlay", op);
     } else if (strcmp(op, "fresh") == 0) {
-        const char *type = required(f, op, "fstype"), *target = required(f, op, "target");
+        const char *type = required(r, "fstype"), *target = required(r, "target");
         long long flags;
-        if (parse_int(required(f, op, "flags"), 0, 1LL << 32, &flags))
+        if (parse_int(required(r, "flags"), 0, 1LL << 32, &flags))
             setup_failed("fresh: bad flags");
         err = ensure_target(target, 0, full, sizeof full);
-        if (!err && mount(type, full, type, (unsigned long)flags, field(f, "data")) < 0)
+        if (!err && mount(type, full, type, (unsigned long)flags, field(r, "data")) < 0)
             err = errno;
         if (err)
             setup_failed("%s on %s: %s", type, target, strerror(err));
     } else if (strcmp(op, "bind") == 0) {
-        const char *source = required(f, op, "source"), *target = required(f, op, "target");
-        int optional = flag(f, "optional");
+        const char *source = required(r, "source"), *target = required(r, "target");
+        int optional = flag(r, "optional");
         if (optional && !exists(source, 1))
             return;
-        err = ensure_target(target, flag(f, "file"), full, sizeof full);
+        err = ensure_target(target, flag(r, "file"), full, sizeof full);
         if (err && optional)
             return;
         if (!err)
-            err = bind_mount(source, full, flag(f, "readonly"), flag(f, "recursive"));
+            err = bind_mount(source, full, flag(r, "readonly"), flag(r, "recursive"));
         if (err)
             setup_failed("bind %s on %s: %s", source, target, strerror(err));
     } else if (strcmp(op, "symlink") == 0) {
-        const char *target = required(f, op, "target"), *to = required(f, op, "points_to");
+        const char *target = required(r, "target"), *to = required(r, "points_to");
         char dir[PATH_MAX], rel[PATH_MAX];
         const char *name = strrchr(target, '/');
         snprintf(dir, sizeof dir, "%.*s", name ? (int)(name - target) : 0, target);
@@ -894,7 +913,7 @@ static void setup_op(const char *op, const struct fields *f, const char *caps_li
             setup_failed("symlink %s: %s", target, strerror(err));
     } else if (strcmp(op, "hostentry") == 0) {
         /* image = "host": a top-level host entry; a symlink stays one, a dir is bound */
-        const char *name = required(f, op, "name");
+        const char *name = required(r, "name");
         char host[PATH_MAX], inside[PATH_MAX], link[PATH_MAX];
         ssize_t n = snprintf(inside, sizeof inside, "%s/%s", root, name);
         if (n < 0 || (size_t)n >= sizeof inside || strlen(name) >= sizeof host - 1)
@@ -932,42 +951,21 @@ static void build_root(void)
         int fds[MAX_FDS], nfds;
         const char *problem = NULL;
         ssize_t len = read_record(0, fds, &nfds, &problem);
-        struct fields f = {.count = 0};
-        char caps_list[512] = "";
-        size_t caps_len = 0;
-        char *op;
 
         for (int i = 0; i < nfds; i++)
             close(fds[i]);
         if (len == -1)
             _exit(0);
-        if (len == -3)
-            setup_failed("%s", problem);
-        if (len < 0)
+        if (len == -2)
             continue;
-        if (len == 0 || frame[4 + len - 1] != '\0')
-            setup_failed("a record does not end its last item");
-        op = frame + 4;
-        for (char *p = op + strlen(op) + 1, *next; p < frame + 4 + len; p = next) {
-            char *eq = strchr(p, '=');
-            next = p + strlen(p) + 1; /* before the '=' below is cut */
-            if (!eq)
-                setup_failed("%s: item without '='", op);
-            *eq = '\0';
-            if (strcmp(p, "child_caps") == 0) { /* the one list: joined for setup_identity */
-                int n = snprintf(caps_list + caps_len, sizeof caps_list - caps_len, "%s%s",
-                                 caps_len ? "," : "", eq + 1);
-                if (n < 0 || (size_t)n >= sizeof caps_list - caps_len)
-                    setup_failed("setup: too many capabilities");
-                caps_len += (size_t)n;
-                continue;
-            }
-            if (f.count == sizeof f.key / sizeof f.key[0])
-                setup_failed("%s: too many fields", op);
-            f.key[f.count] = p;
-            f.value[f.count++] = eq + 1;
-        }
-        setup_op(op, &f, caps_list);
+        if (len >= 0)
+            problem = split_record(frame + 4, (size_t)len, &rec);
+        if (problem)
+            setup_failed("%s", problem);
+        for (size_t i = 0; i < rec.count; i++)
+            if (!rec.value[i])
+                setup_failed("%s: item without '='", rec.op);
+        setup_op(&rec);
     }
 }
 
