@@ -10,7 +10,6 @@ from coop_run.rootfs_mounts import (
     Bind,
     FreshMount,
     HostSymlinkOrBind,
-    MakePrivate,
     MountSpec,
     Overlay,
     PivotRoot,
@@ -30,8 +29,8 @@ SPEC = MountSpec(
 
 def test_plan_order_and_content() -> None:
     ops = plan_mounts(SPEC)
-    assert isinstance(ops[0], MakePrivate)
-    assert ops[1] == Overlay("/s/root", ("/l/a", "/l/b"), "/s/upper", "/s/work")
+    # First the overlay (coop-init made propagation private before reading any).
+    assert ops[0] == Overlay("/s/root", ("/l/a", "/l/b"), "/s/upper", "/s/work")
     assert isinstance(ops[-1], PivotRoot)
     fresh = {op.target: op for op in ops if isinstance(op, FreshMount)}
     assert fresh["/proc"].fstype == "proc"
@@ -92,8 +91,8 @@ def test_capability_masks() -> None:
 
 
 def test_the_records_carry_the_plan_in_order() -> None:
-    _, middle, late = split_plan(plan_mounts(SPEC), ["/s/etc/hosts"])
-    records = plan_records(middle) + plan_records(late)
+    first, late = split_plan(plan_mounts(SPEC), ["/s/etc/hosts"])
+    records = plan_records(first) + plan_records(late)
     for record in records:  # every one is valid on the wire
         assert initproto.decode(initproto.encode(record))["op"] == record["op"]
     assert records[0] == {
@@ -112,7 +111,6 @@ def test_the_records_carry_the_plan_in_order() -> None:
         {"op": "bind", "source": "/s/etc/hosts", "target": "/etc/hosts", "file": True,
          "readonly": True, "recursive": False, "optional": False},
         {"op": "pivot"}]
-    assert plan_records([MakePrivate()]) == []  # coop-init does it before any record
 
 
 def test_host_entries_and_symlinks_become_records() -> None:

@@ -45,11 +45,6 @@ class MountSpec:
 
 
 @dataclass(frozen=True)
-class MakePrivate:
-    """Stop mount events propagating between the sandbox and the host."""
-
-
-@dataclass(frozen=True)
 class Overlay:
     target: str
     lowers: tuple[str, ...]
@@ -97,7 +92,7 @@ class PivotRoot:
     """Make the overlay the root and detach the old one."""
 
 
-Op = MakePrivate | Overlay | FreshMount | Bind | Symlink | HostSymlinkOrBind | PivotRoot
+Op = Overlay | FreshMount | Bind | Symlink | HostSymlinkOrBind | PivotRoot
 
 
 def check_layer_path(path: str) -> None:
@@ -107,13 +102,13 @@ def check_layer_path(path: str) -> None:
 
 
 def plan_mounts(spec: MountSpec) -> list[Op]:
-    """The operations of SPEC 4.2, in order."""
+    """The operations of SPEC 4.2, in order (``coop-init`` has already made mount
+    propagation private, before it reads any)."""
     for path in (*spec.lowers, spec.upper, spec.work):
         check_layer_path(path)
     if not spec.lowers:
         raise ValueError("an overlay root needs at least one lower directory")
     ops: list[Op] = [
-        MakePrivate(),
         Overlay(spec.root, spec.lowers, spec.upper, spec.work),
         FreshMount("proc", "/proc", NOSUID_NODEV | linux.MS_NOEXEC),
         FreshMount("tmpfs", "/dev", linux.MS_NOSUID | linux.MS_NOEXEC, "mode=0755"),
@@ -137,19 +132,14 @@ def plan_mounts(spec: MountSpec) -> list[Op]:
     return ops
 
 
-def split_plan(ops: Sequence[Op], late_sources: Iterable[str]) -> tuple[list[Op], ...]:
-    """The plan in three parts, so the init overlaps its work with the supervisor's:
-
-    - before the overlay: needs capabilities only, no mapped ids (overlayfs refuses a
-      mounter whose uid is not mapped yet: EACCES);
-    - from the overlay to the first bind of a ``late_sources`` path: needs the maps;
-    - the rest: needs those sources, which the supervisor creates meanwhile.
-    """
+def split_plan(ops: Sequence[Op], late_sources: Iterable[str]) -> tuple[list[Op], list[Op]]:
+    """The plan in two parts, so the init overlaps its work with the supervisor's: up to
+    the first bind of a ``late_sources`` path, and the rest, which needs those sources
+    (the supervisor creates them meanwhile)."""
     late = set(late_sources)
-    overlay = next((i for i, op in enumerate(ops) if isinstance(op, Overlay)), 0)
     first_late = next((i for i, op in enumerate(ops)
-                       if i > overlay and isinstance(op, Bind) and op.source in late), len(ops))
-    return list(ops[:overlay]), list(ops[overlay:first_late]), list(ops[first_late:])
+                       if isinstance(op, Bind) and op.source in late), len(ops))
+    return list(ops[:first_late]), list(ops[first_late:])
 
 
 # --- records for coop-init -------------------------------------------------------------
@@ -166,8 +156,7 @@ def _overlay_record(op: Overlay) -> dict[str, Any]:
 
 
 def plan_records(ops: Sequence[Op]) -> list[dict[str, Any]]:
-    """The set-up records (``initproto``) for ``ops``, in order. ``MakePrivate`` has
-    none: ``coop-init`` makes propagation private before it reads any."""
+    """The set-up records (``initproto``) for ``ops``, in order."""
     records: list[dict[str, Any]] = []
     for op in ops:
         if isinstance(op, Overlay):
@@ -183,6 +172,6 @@ def plan_records(ops: Sequence[Op]) -> list[dict[str, Any]]:
             records.append({"op": "symlink", "target": op.target, "points_to": op.points_to})
         elif isinstance(op, HostSymlinkOrBind):
             records.append({"op": "hostentry", "name": op.name})
-        elif isinstance(op, PivotRoot):
+        else:
             records.append({"op": "pivot"})
     return records

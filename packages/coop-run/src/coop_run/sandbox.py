@@ -389,14 +389,14 @@ class Sandbox:
             raise SandboxError(str(exc)) from exc
         self.env = base_env(self.config, self.workspace_real, self.created)
         late_sources = [source for source, _ in (*spec.persist, *spec.etc_files)]
-        _, middle, late = split_plan(plan, late_sources)
+        first, late = split_plan(plan, late_sources)
         # The init has its namespaces and ids. It builds the root as the records come,
         # while we write what its last binds need; nothing runs inside before the
         # network is attached. Closing the socket instead makes it exit.
         self.network.attach(pid)
         setup = {"op": "setup", "hostname": self.config.name,
                  "child_caps": sorted(child_capabilities(self.network))}
-        for record in (setup, *plan_records(middle)):
+        for record in (setup, *plan_records(first)):
             initproto.send(prepared.sock, record)
         self._finish_dirs(spec)
         for record in plan_records(late):

@@ -103,7 +103,7 @@ class PreparedInit:
 def prepare_init(idmap: IdMap, *, unshare_net: bool) -> PreparedInit:
     """Clone an init into new namespaces and write its id maps (see ``PreparedInit``)."""
     flags = NS_FLAGS | (linux.CLONE_NEWNET if unshare_net else 0)
-    exe = initexe.exe_fd()  # before the clone: the child execs it once its root is built
+    exe = initexe.exe_fd()  # before the clone: the child execs it once its ids are mapped
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     parent_sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     try:
