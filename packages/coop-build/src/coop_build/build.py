@@ -103,7 +103,7 @@ def step_environment(environ: Mapping[str, str], image_env: Iterable[str] = ()) 
     return env
 
 
-def image_env(config: Mapping[str, Any]) -> list[str]:
+def config_env(config: Mapping[str, Any]) -> list[str]:
     """The ``Env`` list of an image config (strings only; ``[]`` when absent)."""
     inner = config.get("config")
     env = inner.get("Env") if isinstance(inner, dict) else None
@@ -276,7 +276,7 @@ class Builder:
                 else:
                     log.write(f"==> [{index}/{total}] {step.description} (cached)\n")
                 if step.kind == "base":
-                    image_env = self._layerimage_env(layer_id)
+                    image_env = self._layer_image_env(layer_id)
                 layer_ids.append(layer_id)
                 progress(
                     StepFinished(index, total, step.description, time.monotonic() - started, cached)
@@ -285,7 +285,7 @@ class Builder:
         logger.info("built %s: %d of %d steps run", plan.build_key, steps_run, total)
         return record, steps_run, False
 
-    def _layerimage_env(self, layer_id: str) -> list[str]:
+    def _layer_image_env(self, layer_id: str) -> list[str]:
         meta = self.store.layer_meta(layer_id)
         if IMAGE_ENV_KEY not in meta:
             # A base layer imported from a prebuilt: its build record carries the env.
@@ -370,7 +370,7 @@ class Builder:
             environ=self._environ,
         )
         unpack_image(self.paths.cache_oci, pulled.umoci_tag, scratch.fs)
-        return image_env(pulled.config)
+        return config_env(pulled.config)
 
     def _run_command(
         self,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from coop_build.build import IMAGE_ENV_KEY, image_env
+from coop_build.build import IMAGE_ENV_KEY, config_env
 from coop_build.errors import (
     CoopBuildError,
     InvalidReferenceError,
@@ -388,7 +388,7 @@ def fetch_prebuilt(
             except BaseException:
                 store.discard(scratch)
                 raise
-        record = store.register_build(plan, layer_ids, env=image_env(pulled.config))
+        record = store.register_build(plan, layer_ids, env=config_env(pulled.config))
     logger.info("imported prebuilt build %s from %s", plan.build_key, ref)
     return record
 
@@ -411,5 +411,5 @@ def _layer_extra(
     builder, which reads it back when it reuses this layer for a local build."""
     extra: dict[str, Any] = {"prebuilt": str(ref), "blob": blob}
     if kind == "base":
-        extra[IMAGE_ENV_KEY] = image_env(config)
+        extra[IMAGE_ENV_KEY] = config_env(config)
     return extra
