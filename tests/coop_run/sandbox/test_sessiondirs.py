@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,15 +14,19 @@ from coop_build.paths import CoopPaths
 from coop_run.errors import BindPathError, SandboxError
 from coop_run.procs import proc_start_time
 from coop_run.sessiondirs import (
+    LOCK_FILE,
     SessionDir,
     check_bind_source,
     check_name,
     claimed,
+    clean_transient,
     persist_name_ok,
+    read_state,
     reap_stale,
     state_owner_alive,
     write_state,
 )
+from support.procs import wait_for
 
 
 @pytest.mark.parametrize("name", ["proj", "my-proj_2", "a.b", "x" * 63])
@@ -123,3 +128,48 @@ def test_reap_stale_leaves_a_session_being_started_to_its_starter(tmp_path: Path
     # Released (the start went away without claiming): now it is a dead session's.
     assert reap_stale(paths, network_reap=lambda _paths: None) == ["again"]
     assert not sdir.upper.exists()
+
+
+def _someone_waits_on(path: Path) -> bool:
+    """A blocked ``flock`` on ``path`` (``/proc/locks`` shows waiters with "->")."""
+    inode = f":{path.stat().st_ino} "
+    with open("/proc/locks") as locks:
+        return any("->" in line and inode in line for line in locks)
+
+
+def test_a_start_waiting_on_a_reaper_that_removes_the_directory_still_starts(
+        tmp_path: Path) -> None:
+    """The reaper removes the lock file and the emptied directory with the state; a
+    start that was waiting on that lock file must take the new one, in a directory made
+    again, and record its state there."""
+    pid, start = _dead_pid()
+    sdir = SessionDir(tmp_path / "sessions" / "again")
+    sdir.path.mkdir(parents=True)
+    write_state(sdir, {"init": {"pid": pid, "start": start}})
+    seen: list[object] = []
+
+    def starter() -> None:
+        with claimed(sdir) as ours:
+            seen.append(read_state(sdir))
+            write_state(sdir, {"name": "again"})
+            seen.append(ours)
+
+    with claimed(sdir, wait=False) as reaper:
+        assert reaper
+        thread = threading.Thread(target=starter)
+        thread.start()
+        wait_for(lambda: _someone_waits_on(sdir.path / LOCK_FILE), 10.0, "the start to wait")
+        clean_transient(sdir, None)
+        assert not sdir.path.exists()
+    thread.join(10.0)
+    assert not thread.is_alive()
+    assert seen == [None, True]
+    assert read_state(sdir) == {"name": "again"}
+
+
+def test_a_reaper_leaves_a_directory_with_no_state_alone(tmp_path: Path) -> None:
+    paths = CoopPaths(tmp_path / "coop")
+    kept = SessionDir(paths.sessions / "kept")
+    (kept.persist / ".cache").mkdir(parents=True)
+    assert reap_stale(paths, network_reap=lambda _paths: None) == []
+    assert sorted(p.name for p in kept.path.iterdir()) == ["persist"]  # no stray .lock

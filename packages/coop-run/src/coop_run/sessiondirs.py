@@ -12,11 +12,9 @@ belongs to sandboxes whose recorded process is gone.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
-import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from coop_build.namespace import force_rmtree, remove_tree
 from coop_build.paths import CoopPaths
 from coop_run.errors import BindPathError, SandboxError
 from coop_run.procs import alive
-from coop_run.statefiles import write_json_atomic
+from coop_run.statefiles import locked, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -153,8 +151,8 @@ def clean_transient(sdir: SessionDir, idmap: IdMap | None) -> None:
     """Remove everything of a session except ``persist/`` (and the dir if then empty)."""
     clean_leftovers(sdir, idmap)
     sdir.state.unlink(missing_ok=True)
-    # With no state left there is nothing to claim: a later start makes a new lock file,
-    # and whoever still holds this one finds no state and does nothing.
+    # With no state left there is nothing to claim: a start waiting on this lock file
+    # takes the new one (``statefiles.locked``), a reaper skips a directory with no state.
     (sdir.path / LOCK_FILE).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         sdir.path.rmdir()  # only when nothing (no persist/, no supervisor files) is left
@@ -182,22 +180,13 @@ def clean_leftovers(sdir: SessionDir, idmap: IdMap | None) -> None:
             raise SandboxError(f"cannot remove {path}: {exc.message}") from exc
 
 
-@contextlib.contextmanager
-def claimed(sdir: SessionDir, *, wait: bool = True) -> Iterator[bool]:
+def claimed(sdir: SessionDir, *, wait: bool = True) -> contextlib.AbstractContextManager[bool]:
     """Hold the session directory's lock (``flock`` on ``.lock``): a start holds it from
     reading the state to writing its own, a reaper from reading a dead state to cleaning,
-    so neither acts on what the other is changing. With ``wait=False`` it yields False
-    instead of waiting when somebody holds it."""
-    fd = os.open(sdir.path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)  # releases the lock
+    so neither acts on what the other is changing. A start waits (and makes the directory
+    again if the reaper it waited for removed it); a reaper (``wait=False``) gets False
+    instead of waiting."""
+    return locked(sdir.path / LOCK_FILE, wait=wait, make_dir=wait)
 
 
 def reap_stale_in(sessions: Path) -> list[str]:
@@ -211,6 +200,8 @@ def reap_stale_in(sessions: Path) -> list[str]:
         entries = []
     for entry in entries:
         sdir = SessionDir(entry)
+        if not sdir.state.exists():
+            continue  # nothing recorded (persist/ only): nothing to clean, nor to lock
         with claimed(sdir, wait=False) as ours:
             state = read_state(sdir) if ours else None
             if state is None or state_owner_alive(state):

@@ -11,7 +11,6 @@ deadline of 2.5 s; on failure the error carries the end of the daemon log. No as
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 from coop_build.paths import CoopPaths
 from coop_run.client import Client
 from coop_run.errors import DaemonStartError, DaemonUnavailableError
+from coop_run.statefiles import locked
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +49,14 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES, max_bytes: int = 65536) ->
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise DaemonStartError(
-            f"daemon failed to start: cannot open the lock {path}: {exc.strerror or exc}"
-        ) from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(locked(path))
+        except OSError as exc:
+            raise DaemonStartError(
+                f"daemon failed to start: cannot open the lock {path}: {exc.strerror or exc}"
+            ) from exc
         yield
-    finally:
-        os.close(fd)  # closing releases the lock
 
 
 def prepare_home(paths: CoopPaths) -> None:

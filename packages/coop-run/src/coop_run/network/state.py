@@ -8,7 +8,6 @@ them after the owner died without guessing.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from pathlib import Path
 from coop_build.paths import CoopPaths
 from coop_run.errors import NetworkError
 from coop_run.procs import proc_start_time
-from coop_run.statefiles import write_text_atomic
+from coop_run.statefiles import locked, write_text_atomic
 
 STATE_FILE = "network.json"
 LOCK_FILE = "network.lock"
@@ -120,10 +119,5 @@ def all_states(paths: CoopPaths) -> Iterator[tuple[Path, NetState | None]]:
 @contextlib.contextmanager
 def network_lock(paths: CoopPaths) -> Iterator[None]:
     """Serialises address allocation and reaping within one ``COOP_HOME``."""
-    paths.home.mkdir(parents=True, exist_ok=True)
-    fd = os.open(paths.home / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with locked(paths.home / LOCK_FILE, make_dir=True):
         yield
-    finally:
-        os.close(fd)
