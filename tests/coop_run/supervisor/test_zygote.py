@@ -19,7 +19,7 @@ from coop_run.network import NoNetwork
 from coop_run.supervisor import SupervisorConfig, SupervisorHandle
 from coop_run.zygote import ZygoteClient
 from support.bench import CoopEnv
-from support.procs import children, pid_alive, stop_pid, wait_for
+from support.procs import children, pid_alive, stop_pid, wait_for, with_descendants
 from support.rootfs import busybox_available
 
 TIMEOUT = 15.0
@@ -90,9 +90,10 @@ def zygote(coop_env: CoopEnv) -> Iterator[ZygoteClient]:
     client = ZygoteClient(coop_env.coop_home / "logs" / "daemon.log")
     (coop_env.coop_home / "logs").mkdir(parents=True, exist_ok=True)
     yield client
-    pid = client.pid
+    # The zygote, its spare and the spare's coop-init (which has no marker of its own).
+    family = with_descendants([client.pid]) if client.pid is not None else []
     client.close()
-    if pid is not None:
+    for pid in family:
         stop_pid(pid, timeout=5.0)
 
 
@@ -133,10 +134,12 @@ def test_the_zygote_forks_supervisors_that_outlive_it(
         pty = next(p for p in info(first.socket_path)["ptys"] if p["id"] == 0)
         assert (pty["cols"], pty["rows"]) == (100, 30)
         spare = _spare_of(zpid, supervisors)
-        # The daemon's end closes: zygote and spare go, the sessions stay.
+        starter = [zpid, *with_descendants([spare])]  # the spare's waiting init too
+        assert len(starter) == 3
+        # The daemon's end closes: zygote, spare and its init go, the sessions stay.
         zygote.close()
-        wait_for(lambda: not pid_alive(zpid) and not pid_alive(spare), TIMEOUT,
-                 "the zygote and its spare to exit")
+        wait_for(lambda: not any(pid_alive(p) for p in starter), TIMEOUT,
+                 "the zygote, its spare and the spare's init to exit")
         for handle in (first, second):
             assert info(handle.socket_path)["session"]["state"] == "running"
     finally:
@@ -180,6 +183,32 @@ def test_a_failed_start_is_reported_and_the_zygote_serves_on(
     try:
         assert zygote.pid == zpid
         assert info(handle.socket_path)["session"]["state"] == "running"
+    finally:
+        stop_supervisor(handle)
+
+
+@needs_busybox
+def test_a_launch_too_large_for_one_record_is_refused_and_the_zygote_serves_on(
+        zygote: ZygoteClient, config: SupervisorConfig, coop_env: CoopEnv) -> None:
+    """Larger than MAX_LAUNCH (yet far under the daemon's 1 MiB frames): refused with a
+    clear error, and the zygote that would have got it is the one that serves next."""
+    big = supervisor_config(coop_env, Path(config.sandbox.layers[0]),
+                            Path(config.sandbox.workspace), "zyg6",
+                            agent_env={"BIG": "x" * 150_000})
+    handle = _launch(zygote, config, coop_env)
+    zpid = zygote.pid
+    try:
+        with pytest.raises(SupervisorError, match="configuration is too large"):
+            _launch(zygote, big, coop_env)
+        assert zygote.pid == zpid and zpid is not None and pid_alive(zpid)
+        assert info(handle.socket_path)["session"]["state"] == "running"
+        big.agent_env = {"BIG": "x" * 100_000}  # under the limit: it goes through
+        other = _launch(zygote, big, coop_env)
+        try:
+            assert zygote.pid == zpid
+            assert info(other.socket_path)["session"]["state"] == "running"
+        finally:
+            stop_supervisor(other)
     finally:
         stop_supervisor(handle)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import gc
 import importlib
 import json
@@ -50,13 +51,14 @@ from coop_run.launch import decode_launch, encode_launch
 from coop_run.sandbox import network_mode
 from coop_run.sandbox_clone import PreparedInit, prepare_init
 from coop_run.supervisor import SupervisorConfig, SupervisorHandle, socket_path, state_path
-from coop_run.supervisor_process import drop_inherited, run_supervisor
+from coop_run.supervisor_process import START_TIMEOUT, drop_inherited, run_supervisor
 
 logger = logging.getLogger("coop_run.zygote")  # also under "python -m"
 
-MAX_LAUNCH = 1 << 20         # bytes of one launch message
+# Bytes of one launch message: a SOCK_SEQPACKET record must fit the socket's send buffer
+# (net.core.wmem_default, 208 KiB on Debian), else the send fails with EMSGSIZE.
+MAX_LAUNCH = 128 * 1024
 READY_TIMEOUT = 10.0         # the zygote's own start (an interpreter and its imports)
-START_TIMEOUT = 20.0         # a supervisor's start, as ``supervisor.START_TIMEOUT``
 SPARE_IDLE = 0.05            # seconds without requests before the next spare is forked
 STOP_TIMEOUT = 2.0
 _PRELOADED: frozenset[str] | None = None  # what _preload() imported (None: not the zygote)
@@ -122,8 +124,10 @@ class ZygoteClient:
                 socket.send_fds(sock, [payload], [theirs.fileno()])
             except BlockingIOError:  # many launches queued: it is alive, only behind
                 raise SupervisorError("the session starter is busy; try again") from None
-            except OSError as exc:  # a dead zygote; the next launch starts another
-                self._forget()
+            except OSError as exc:
+                if exc.errno == errno.EMSGSIZE:  # a smaller buffer than MAX_LAUNCH assumes
+                    raise SupervisorError("the session's configuration is too large") from None
+                self._forget()  # a dead zygote; the next launch starts another
                 raise SupervisorError(f"the session starter is gone: {exc}") from exc
             finally:
                 theirs.close()
