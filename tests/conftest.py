@@ -30,7 +30,15 @@ from support.bench import (
     start_registry_retrying,
 )
 from support.images import TestImages, build_and_push, push
-from support.procs import ProcInfo, children, processes_with_env, reap_zombies, stop_pid
+from support.procs import (
+    ProcInfo,
+    children,
+    proc_info,
+    processes_with_env,
+    reap_zombies,
+    stop_pid,
+    with_descendants,
+)
 from support.servers import BENCH_PIDS, PROXY_VARS, Registry
 
 # Anything that could point code under test at real registries, proxies or user state.
@@ -64,9 +72,13 @@ def _describe(procs: list[ProcInfo]) -> str:
 
 
 def _session_processes() -> dict[int, ProcInfo]:
-    """Children of pytest plus every process carrying this session's marker."""
+    """Children of pytest, every process carrying this session's marker, and what runs
+    below them (a sandbox's coop-init and its processes carry no marker)."""
     found = {p.pid: p for p in children()}
     found.update((p.pid, p) for p in processes_with_env(SESSION_MARKER, SESSION_ID))
+    for pid in with_descendants(list(found)):
+        if pid not in found and (info := proc_info(pid)) is not None:
+            found[pid] = info
     return found
 
 

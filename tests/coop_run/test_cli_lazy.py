@@ -23,7 +23,7 @@ from coop_run.cli import fast
 from coop_run.cli.app import App
 from coop_run.cli.group import COMMANDS, cli
 from coop_run.cli.main import run
-from support.procs import pid_alive, processes_with_env, stop_pid
+from support.procs import pid_alive, processes_with_env, stop_pid, with_descendants
 
 # Never on the path of ``coop ls``: the daemon's and the builder's stacks, and click.
 LS_FORBIDDEN = ("asyncio", "pydantic", "aiohttp", "aiortc", "requests", "oras", "urllib3",
@@ -51,8 +51,8 @@ def top_packages(modules: set[str], names: tuple[str, ...]) -> list[str]:
 def daemon_env(coop_env: Any) -> Iterator[dict[str, str]]:
     """The environment of the test's ``coop`` runs; every daemon they start is stopped."""
     yield coop_environ(coop_env)
-    pids = {p.pid for p in processes_with_env("COOP_HOME", str(coop_env.coop_home))
-            if p.alive}
+    pids = set(with_descendants([p.pid for p in processes_with_env(
+        "COOP_HOME", str(coop_env.coop_home)) if p.alive]))  # the spare's coop-init too
     with contextlib.suppress(OSError, ValueError):
         pids.add(int((coop_env.coop_home / "daemon.pid").read_text().strip()))
     for pid in sorted(pids):

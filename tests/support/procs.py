@@ -155,7 +155,8 @@ def processes_with_env(name: str, value: str) -> list[ProcInfo]:
 
 
 def with_descendants(pids: list[int]) -> list[int]:
-    """``pids`` and every live process below them (``/proc/PID/task/*/children``).
+    """``pids`` and every process below them (``/proc/PID/task/*/children``; a child
+    that has exited but is not yet reaped is listed too).
 
     Finds what carries no marker of its own: a sandbox's init (``coop-init``) runs with
     an empty environment, and is not dumpable, so its environ cannot be read anyway.

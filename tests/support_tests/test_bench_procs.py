@@ -19,6 +19,7 @@ from support.procs import (
     proc_info,
     stop_pid,
     wait_for,
+    with_descendants,
 )
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
@@ -102,6 +103,40 @@ def test_a_daemonised_orphan_is_caught_too(tmp_path: Path) -> None:
         def test_daemonises():
             script = "sleep 60 </dev/null >/dev/null 2>&1 & echo $! > {pidfile}"
             subprocess.run(["sh", "-c", script], check=True)
+    """)
+    assert result.returncode == 1, result.stdout
+    assert "test left processes running" in result.stdout
+    assert not pid_alive(int(pidfile.read_text()))
+
+
+def test_with_descendants_follows_children_and_grandchildren(tmp_path: Path) -> None:
+    pidfile = tmp_path / "grandchild"
+    script = f"sleep 60 & echo $! > {pidfile}; wait"
+    proc = subprocess.Popen(["sh", "-c", script])
+    try:
+        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 10.0,
+                 "the grandchild")
+        grandchild = int(pidfile.read_text())
+        assert with_descendants([proc.pid]) == sorted([proc.pid, grandchild])
+        assert with_descendants([grandchild]) == [grandchild]
+    finally:
+        stop_pid(proc.pid, timeout=2.0)
+        stop_pid(int(pidfile.read_text()), timeout=2.0)
+
+
+def test_a_grandchild_without_the_marker_is_caught_too(tmp_path: Path) -> None:
+    """As a sandbox's coop-init runs with an empty environment: found below its parent."""
+    pidfile = tmp_path / "pid"
+    result = _run_inner(tmp_path, f"""
+        import subprocess
+        from pathlib import Path
+        from support.procs import wait_for
+        def test_leaks_an_unmarked_grandchild():
+            pidfile = Path({str(pidfile)!r})
+            script = f"env -i sleep 60 & echo $! > {{pidfile}}; exec sleep 60"
+            subprocess.Popen(["sh", "-c", script])
+            wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 10.0,
+                     "the grandchild")
     """)
     assert result.returncode == 1, result.stdout
     assert "test left processes running" in result.stdout

@@ -13,7 +13,7 @@ import pytest
 from daemon_support import Coop, coop_pids, daemon_pids, read_pid, zygote_pids
 
 from coop_run.daemon import IDLE_SECONDS, Activity, idle_timeout, should_exit_idle
-from support.procs import pid_alive, wait_for
+from support.procs import pid_alive, proc_info, wait_for
 
 SEED_HEADER = "SESSION    WORKSPACE                STATE     PTYS   CLIENTS        AGE"
 
@@ -30,8 +30,7 @@ def test_ls_starts_a_daemon_and_prints_the_header(coop: Coop) -> None:
     assert _ppid(pid) != os.getpid()
     # Its session starter (zygote) is its child; the zygote's spare and that spare's
     # waiting init hang below it.
-    wait_for(lambda: len(zygote_pids(coop.coop_home)) == 3, 10.0, "zygote, spare and init")
-    assert [z for z in zygote_pids(coop.coop_home) if _ppid(z) == pid] != []
+    assert [z for z in _starter(coop) if _ppid(z) == pid] != []
     again = coop("ls", "--json")
     assert again.returncode == 0, again
     assert again.stdout.strip() == "[]"
@@ -97,16 +96,29 @@ def test_daemon_that_cannot_start_exits_4_with_the_log_end(coop: Coop, tmp_path:
     wait_for(lambda: coop_pids(coop.coop_home) == [], 5.0, "the failed daemon to be gone")
 
 
+def _starter(coop: Coop) -> list[int]:
+    """The daemon's zygote, its spare and the spare's coop-init, once all three run."""
+    def three() -> list[int] | None:
+        found = zygote_pids(coop.coop_home)
+        return found if len(found) == 3 else None
+
+    return wait_for(three, 10.0, "zygote, spare and init")
+
+
 def test_sigterm_removes_socket_and_pid_file(coop: Coop, daemon: int) -> None:
+    starter = _starter(coop)
     os.kill(daemon, signal.SIGTERM)
     wait_for(lambda: not pid_alive(daemon), 10.0, "daemon exit after SIGTERM")
     assert not coop.socket.exists()
     assert not coop.pid_file.exists()
     assert "shutting down: SIGTERM" in coop.log.read_text()
-    assert coop_pids(coop.coop_home) == []  # the zygote went with it, before it exited
+    # The zygote, its spare and that spare's init went with it, before it exited.
+    assert [p for p in starter if pid_alive(p)] == []
+    assert coop_pids(coop.coop_home) == []
 
 
 def test_shutdown_command(coop: Coop, daemon: int) -> None:
+    starter = _starter(coop)
     result = coop("shutdown")
     assert result.returncode == 0, result
     assert result.stdout == f"daemon stopped (PID {daemon})\n"
@@ -114,6 +126,7 @@ def test_shutdown_command(coop: Coop, daemon: int) -> None:
     assert not coop.socket.exists()
     assert not coop.pid_file.exists()
     wait_for(lambda: not pid_alive(daemon), 10.0, "daemon exit after shutdown")
+    assert [p for p in starter if pid_alive(p)] == []
     again = coop("shutdown")
     assert again.returncode == 0, again
     assert again.stdout == "no daemon running\n"
@@ -251,5 +264,6 @@ def test_unusable_coop_home_exits_4(coop: Coop, tmp_path: Path) -> None:
     assert len(result.stderr.splitlines()) == 1
 
 
-def _ppid(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()[1])
+def _ppid(pid: int) -> int | None:
+    info = proc_info(pid)
+    return None if info is None else info.ppid

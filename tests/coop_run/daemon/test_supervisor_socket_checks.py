@@ -30,7 +30,7 @@ class FakeSupervisor:
         self.listener.listen(4)
         self.listener.settimeout(0.2)
         self.stopping = threading.Event()
-        self.served = 0
+        self.accepted = 0
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -42,6 +42,7 @@ class FakeSupervisor:
                 continue
             except OSError:
                 return
+            self.accepted += 1
             with conn:
                 conn.settimeout(5.0)
                 decoder = FrameDecoder()
@@ -57,13 +58,12 @@ class FakeSupervisor:
                     if not messages:
                         break
                     conn.sendall(encode_message(reply))
-                self.served += 1
 
     def close(self) -> None:
         self.stopping.set()
         self.thread.join(5.0)
-        assert not self.thread.is_alive()
         self.listener.close()
+        assert not self.thread.is_alive()
 
 
 @pytest.fixture
@@ -74,10 +74,14 @@ def sessions(coop_env: CoopEnv) -> Path:
 
 
 @pytest.fixture
-def fake(tmp_path: Path) -> Iterator[FakeSupervisor]:
-    server = FakeSupervisor(tmp_path / "elsewhere.sock", "evil")
-    yield server
-    server.close()
+def elsewhere(tmp_path: Path) -> Iterator[socket.socket]:
+    """A listening socket nobody accepts on: a connection would wait in its backlog."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(tmp_path / "elsewhere.sock"))
+    listener.listen(4)
+    listener.setblocking(False)
+    yield listener
+    listener.close()
 
 
 def _session_dir(sessions: Path, name: str) -> Path:
@@ -94,15 +98,16 @@ def test_a_plain_socket_of_ours_is_rediscovered(sessions: Path, tmp_path: Path,
     try:
         registry = SessionRegistry(CoopPaths(coop_env.coop_home))
         assert registry.rediscover() == ["good"]  # positive control for the test below
-        assert server.served == 1
+        assert server.accepted == 1
     finally:
         server.close()
 
 
-def test_a_symlinked_supervisor_socket_is_refused(sessions: Path, fake: FakeSupervisor,
+def test_a_symlinked_supervisor_socket_is_refused(sessions: Path, elsewhere: socket.socket,
                                                  coop_env: CoopEnv) -> None:
     path = _session_dir(sessions, "evil")
-    (path / "supervisor.sock").symlink_to(fake.path)
+    (path / "supervisor.sock").symlink_to(elsewhere.getsockname())
     registry = SessionRegistry(CoopPaths(coop_env.coop_home))
     assert registry.rediscover() == []
-    assert fake.served == 0  # never even connected
+    with pytest.raises(BlockingIOError):  # never even connected: the backlog is empty
+        elsewhere.accept()

@@ -35,7 +35,7 @@ from coop_build.paths import CoopPaths
 from coop_run import caps
 from coop_run.errors import SandboxError
 from coop_run.network import network_for
-from coop_run.sandbox import NetworkMode, Sandbox, SandboxConfig, child_capabilities
+from coop_run.sandbox import NetworkMode, Sandbox, child_capabilities
 from support.bench import CoopEnv
 from support.procs import stop_pid, wait_for
 from support.rootfs import busybox_available, make_busybox_rootfs
@@ -123,8 +123,8 @@ def _service(addr: str) -> Iterator[int]:
     finally:
         stop.set()
         thread.join(TIMEOUT)
-        assert not thread.is_alive(), "a test thread did not stop"
         srv.close()
+    assert not thread.is_alive(), "a test thread did not stop"
 
 
 # --- running things inside ------------------------------------------------------------
@@ -579,10 +579,8 @@ def test_spawns_racing_start_and_stop_never_run_on_the_host(
     rounds = 0
     while rounds < RACE_ROUNDS and time.monotonic() - began < RACE_BUDGET:
         rounds += 1
-        sandbox = Sandbox(SandboxConfig(
-            name="racer", layers=[busybox_layer],
-            session_dir=CoopPaths(coop_env.coop_home).sessions / "racer",
-            workspace=workspace, user_home=coop_env.home))
+        sandbox = Sandbox(busybox_config(coop_env, busybox_layer, workspace, "racer",
+                                         persist=[]))
         done = threading.Event()
 
         def fire(box: Sandbox = sandbox, stop_flag: threading.Event = done) -> None:
@@ -605,9 +603,9 @@ def test_spawns_racing_start_and_stop_never_run_on_the_host(
             done.set()
             for thread in threads:
                 thread.join(TIMEOUT)
-                assert not thread.is_alive(), "a test thread did not stop"
             with contextlib.suppress(SandboxError):
                 sandbox.stop(force=True)
+        assert not any(t.is_alive() for t in threads), "a test thread did not stop"
     assert rounds >= 5
     print(f"{rounds} rounds, outcomes: "
           + ", ".join(f"{o}: {outcomes.count(o)}" for o in sorted(set(outcomes))))

@@ -19,7 +19,7 @@ from coop_run.network import NoNetwork
 from coop_run.supervisor import SupervisorConfig, SupervisorHandle
 from coop_run.zygote import ZygoteClient
 from support.bench import CoopEnv
-from support.procs import children, pid_alive, stop_pid, wait_for, with_descendants
+from support.procs import children, pid_alive, proc_info, stop_pid, wait_for, with_descendants
 from support.rootfs import busybox_available
 
 TIMEOUT = 15.0
@@ -128,7 +128,8 @@ def test_the_zygote_forks_supervisors_that_outlive_it(
         for handle in (first, second):
             # The zygote's child, in a session of its own; its agent runs on the PTY size.
             assert os.getsid(handle.pid) == handle.pid
-            assert int(Path(f"/proc/{handle.pid}/stat").read_text().split()[3]) == zpid
+            parent = proc_info(handle.pid)
+            assert parent is not None and parent.ppid == zpid
             detail = info(handle.socket_path)
             assert detail["session"]["state"] == "running"
         pty = next(p for p in info(first.socket_path)["ptys"] if p["id"] == 0)
