@@ -175,13 +175,14 @@ def clone_into_namespaces(flags: int) -> int:
     return pid
 
 
-def _close_other_fds(keep: Iterable[int]) -> None:
-    """Close every descriptor except ``keep`` and stdio: other sandboxes' control
-    sockets must not leak into this one (they would never see end-of-file)."""
+def close_other_fds(keep: Iterable[int]) -> None:
+    """Close every descriptor except ``keep`` and stdio (``close_range``: one syscall per
+    gap): after a fork, other sandboxes' control sockets must not leak into this one,
+    nor the daemon's into a spare (they would never see end of file)."""
     kept = sorted(set(keep) | {0, 1, 2})
     for low, high in itertools.pairwise([*kept, MAX_FD]):
         if high > low + 1:
-            os.closerange(low + 1, high)  # close_range(2): one syscall
+            os.closerange(low + 1, high)
 
 
 def _init_child(sock: socket.socket, exe: int, net_lo_up: bool) -> NoReturn:
@@ -195,7 +196,7 @@ def _init_child(sock: socket.socket, exe: int, net_lo_up: bool) -> NoReturn:
     gc.freeze()
     try:
         signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
-        _close_other_fds((sock.fileno(), exe))
+        close_other_fds((sock.fileno(), exe))
         received = initproto.recv(sock)
         if received is None or received.message["op"] != "mapped":
             os._exit(0)  # a spare's init nobody needed (or a confused parent: never exec)

@@ -24,7 +24,7 @@ from collections.abc import Collection
 from typing import Any, NoReturn
 
 from coop_run.errors import CoopError, SupervisorError
-from coop_run.sandbox_clone import PreparedInit
+from coop_run.sandbox_clone import PreparedInit, close_other_fds
 from coop_run.supervisor import (
     Supervisor,
     SupervisorConfig,
@@ -36,7 +36,6 @@ from coop_run.supervisor import (
 logger = logging.getLogger(__name__)
 
 START_TIMEOUT = 20.0
-_MAX_FD = 1 << 16
 
 
 def start_supervisor(config: SupervisorConfig, *,
@@ -89,18 +88,22 @@ def _read_reply(fd: int, timeout: float) -> dict[str, Any]:
     return reply
 
 
+_DETACHED_HANDLERS: list[logging.Handler] = []
+
+
 def drop_inherited(keep: Collection[int]) -> None:
     """Drop what a fork inherits from its starter: fds (but ``keep``), signal handlers,
     stdin. A zygote's spare does this before it knows its session."""
-    gc.freeze()  # objects of the parent may wrap fds closed below: never finalise them
+    gc.freeze()  # the parent's cyclic garbage may wrap fds closed below: never finalise it
+    # The parent's log handlers write to descriptors closed below, whose numbers the next
+    # socket takes: detach them (kept referenced: finalising one closes its number).
+    root = logging.getLogger()
+    _DETACHED_HANDLERS.extend(root.handlers)
+    root.handlers = []
     signal.set_wakeup_fd(-1)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(signum, signal.SIG_DFL)
-    low = 3
-    for fd in sorted(keep):
-        os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, _MAX_FD)
+    close_other_fds(keep)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
