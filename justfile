@@ -70,7 +70,13 @@ demo:
     echo "'coop kill quickstart' to end it."
 
 # Benchmarks against the plain tools, measured in the same run (prints a table of ratios).
+# Every bench runs even when one before it fails; the recipe fails if any did.
 bench *ARGS:
-    {{venv}}/python {{justfile_directory()}}/tests/bench/run.py {{ARGS}}
-    {{venv}}/python {{justfile_directory()}}/tests/bench/bench_sandbox.py 200
-    {{venv}}/python {{justfile_directory()}}/tests/bench/bench_sessions.py {{ARGS}}
+    #!/usr/bin/env bash
+    set -uo pipefail
+    cd {{justfile_directory()}}
+    rc=0
+    {{venv}}/python tests/bench/run.py {{ARGS}} || rc=1
+    {{venv}}/python tests/bench/bench_sandbox.py 200 || rc=1
+    {{venv}}/python tests/bench/bench_sessions.py {{ARGS}} || rc=1
+    exit "$rc"

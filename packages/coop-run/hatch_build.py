@@ -22,6 +22,8 @@ class CoopInitHook(BuildHookInterface):  # type: ignore[type-arg]
     PLUGIN_NAME = "custom"
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
+        if self.target_name != "wheel":  # an sdist ships the source, not a binary
+            return
         root = Path(self.root)
         source = root / "csrc" / "coop-init.c"
         target = root / "src" / "coop_run" / "_bin" / "coop-init"
