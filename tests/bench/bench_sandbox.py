@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from coop_run.sandbox import Sandbox, SandboxConfig
+from support.benchkit import memory_kib, run_on_pty, timed
 from support.rootfs import make_busybox_rootfs
 
 TARGET = 1.5  # issue 3: start + `true` on a PTY at most 1.5x bwrap --unshare-all
@@ -36,15 +36,6 @@ def drain(fd: int) -> None:
                 return
         except OSError:
             return
-
-
-def memory_kib(pid: int) -> tuple[int, int]:
-    """(RSS, PSS) in KiB from /proc/PID/smaps_rollup."""
-    values = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-        key, _, rest = line.partition(":")
-        values[key] = int(rest.split()[0])
-    return values["Rss"], values["Pss"]
 
 
 def bench_sandbox(base: Path, layer: Path, runs: int, between: Callable[[], None], *,
@@ -73,8 +64,8 @@ def bench_sandbox(base: Path, layer: Path, runs: int, between: Callable[[], None
         os.close(proc.master_fd)
         if i == 0 and not pipelined:
             assert sandbox.init_pid is not None
-            rss, pss = memory_kib(sandbox.init_pid)
-            own_rss, own_pss = memory_kib(os.getpid())
+            rss, pss, _ = memory_kib(sandbox.init_pid)
+            own_rss, own_pss, _ = memory_kib(os.getpid())
             print(f"memory: init RSS {rss} KiB, PSS {pss} KiB "
                   f"(the creating process: RSS {own_rss} KiB, PSS {own_pss} KiB)")
         t3 = time.perf_counter()
@@ -112,15 +103,9 @@ def bwrap_runner(base: Path) -> tuple[Callable[[], None], list[float]]:
     times: list[float] = []
 
     def once() -> None:
-        t0 = time.perf_counter()
-        master, slave = os.openpty()
-        proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave,
-                                start_new_session=True)
-        os.close(slave)
-        code = proc.wait()
-        times.append(time.perf_counter() - t0)
-        os.close(master)
-        assert code == 0, f"bwrap failed: {code}"
+        codes: list[int] = []
+        times.append(timed(lambda: codes.append(run_on_pty(argv))))
+        assert codes == [0], f"bwrap failed: {codes}"
 
     return once, times
 

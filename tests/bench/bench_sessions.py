@@ -41,14 +41,16 @@ import sys
 import tempfile
 import termios
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 
 from coop_build.namespace import force_rmtree  # noqa: E402
+from coop_build.rootlayout import HOST_DIRS  # noqa: E402
+from support.benchkit import memory_kib, run, run_on_pty, timed  # noqa: E402
+from support.procs import children, with_descendants  # noqa: E402
 from support.servers import clean_env  # noqa: E402
 
 COOP = Path(sys.executable).with_name("coop")
@@ -68,7 +70,6 @@ class Row:
     target: float | None  # None: the issue sets no target, the figure is for reference
     kind: str = "ratio"  # "ratio": ours/anchor; "diff": ours-anchor in ms; "abs": ours in MB
     note: str = ""
-    extra: list[str] = field(default_factory=list)
 
     @property
     def value(self) -> float:
@@ -86,21 +87,6 @@ class Row:
 
     def target_text(self, unit: str) -> str:
         return "-" if self.target is None else f"<={self.target:g}{unit}"
-
-
-def timed(action: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    action()
-    return time.perf_counter() - start
-
-
-def run(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> str:
-    proc = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, check=False,
-                          stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
-        raise SystemExit(f"bench: {' '.join(argv[:4])} failed ({proc.returncode}):\n"
-                         f"{proc.stdout}{proc.stderr}")
-    return proc.stdout
 
 
 # --- terminals ---------------------------------------------------------------------------
@@ -182,38 +168,6 @@ class Term:
         os.close(self.master)
 
 
-# --- memory ------------------------------------------------------------------------------
-
-
-def smaps(pid: int) -> dict[str, int]:
-    """/proc/PID/smaps_rollup in KiB."""
-    values = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-        key, _, rest = line.partition(":")
-        values[key] = int(rest.split()[0])
-    return values
-
-
-def memory_kib(pid: int) -> tuple[int, int]:
-    """(RSS, PSS) in KiB."""
-    values = smaps(pid)
-    return values["Rss"], values["Pss"]
-
-
-def uss_kib(pid: int) -> int:
-    """Memory only this process holds (private pages), in KiB."""
-    values = smaps(pid)
-    return values["Private_Clean"] + values["Private_Dirty"]
-
-
-def children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
-        found += [int(p) for p in text]
-    return found
-
-
 # --- the pieces --------------------------------------------------------------------------
 
 
@@ -271,24 +225,18 @@ class Bench:
     # 2
     def create(self, ws: Path) -> list[Row]:
         bwrap = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session",
-                 "--hostname", "bench", "--ro-bind", "/usr", "/usr"]
-        for name in ("bin", "sbin", "lib", "lib64", "lib32", "libx32"):
+                 "--hostname", "bench"]
+        for name in HOST_DIRS:  # what image = "host" gives a session, the same way
             host = Path("/") / name
             if host.is_symlink():
                 bwrap += ["--symlink", os.readlink(host), f"/{name}"]
             elif host.is_dir():
                 bwrap += ["--ro-bind", str(host), f"/{name}"]
-        bwrap += ["--ro-bind", "/etc", "/etc", "--proc", "/proc", "--dev", "/dev",
-                  "--tmpfs", "/tmp", "--bind", str(ws), "/workspace", "--chdir", "/workspace",
-                  "true"]
+        bwrap += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+                  "--bind", str(ws), "/workspace", "--chdir", "/workspace", "true"]
 
         def bwrap_on_pty() -> None:
-            master, slave = os.openpty()
-            proc = subprocess.Popen(bwrap, stdin=slave, stdout=slave, stderr=slave,
-                                    start_new_session=True)
-            os.close(slave)
-            code = proc.wait()
-            os.close(master)
+            code = run_on_pty(bwrap)
             if code != 0:
                 raise SystemExit(f"bench: bwrap failed ({code})")
 
@@ -404,40 +352,40 @@ class Bench:
         self.wait_gone(old)
         self.coop("ls")  # a fresh daemon
         daemon = self.daemon_pid()
-        rss0, pss0 = memory_kib(daemon)
+        rss0, pss0, _ = memory_kib(daemon)
         for i in range(SESSIONS):
             ws = self.workspaces[i] if i < len(self.workspaces) else self.workspace(i)
             self.coop("-q", "-d", "-w", str(ws))
-        rss, pss = memory_kib(daemon)
+        rss, pss, _ = memory_kib(daemon)
         per_session, agents, sup_pss, init_pss, uss = [], [], [], [], []
         supervisors = sorted(self.supervisor_pids())
         if len(supervisors) != SESSIONS:
             raise SystemExit(f"bench: found {len(supervisors)} supervisors, not {SESSIONS}")
         everything = float(pss)
         for sup in supervisors:
-            inits = children(sup)
-            sup_pss.append(memory_kib(sup)[1] / 1024)
-            init_pss.append(sum(memory_kib(p)[1] for p in inits) / 1024)
+            inits = [c.pid for c in children(sup)]
+            _, s_pss_kib, s_uss_kib = memory_kib(sup)
+            init_mem = [memory_kib(p) for p in inits]
+            sup_pss.append(s_pss_kib / 1024)
+            init_pss.append(sum(m[1] for m in init_mem) / 1024)
             per_session.append(sup_pss[-1] + init_pss[-1])
-            uss.append((uss_kib(sup) + sum(uss_kib(p) for p in inits)) / 1024)
-            agent_pss = sum(memory_kib(a)[1] for p in inits for a in children(p)) / 1024
+            uss.append((s_uss_kib + sum(m[2] for m in init_mem)) / 1024)
+            agent_pss = sum(memory_kib(a.pid)[1] for p in inits for a in children(p)) / 1024
             agents.append(agent_pss)
             everything += (per_session[-1] + agent_pss) * 1024
         added = (everything - pss0) / 1024 / SESSIONS
         # The session starter: zygote, its spare and the spare's waiting init (fixed cost).
-        starter = [z for z in children(daemon)
-                   if "coop_run.zygote" in Path(f"/proc/{z}/cmdline").read_text()]
-        for _ in range(2):
-            starter += [c for p in list(starter) for c in children(p)
-                        if c not in supervisors and c not in starter]
+        zygotes = [z.pid for z in children(daemon) if "coop_run.zygote" in z.cmdline]
+        sessions = set(with_descendants(supervisors))
+        starter = [p for p in with_descendants(zygotes) if p not in sessions]
         s_rss = sum(memory_kib(p)[0] for p in starter) / 1024
         s_pss = sum(memory_kib(p)[1] for p in starter) / 1024
         # tmux's server with 21 sessions, as the issue quotes
         for i in range(SESSIONS + 1):
             run([*self.tmux, "new", "-d", "-s", f"m{i}", "/bin/sh"], self.env)
         tmux_pid = int(run([*self.tmux, "display", "-p", "#{pid}"], self.env))
-        t_rss, t_pss = memory_kib(tmux_pid)
-        shells = [memory_kib(p)[1] for p in children(tmux_pid)]
+        t_rss, t_pss, _ = memory_kib(tmux_pid)
+        shells = [memory_kib(p.pid)[1] for p in children(tmux_pid)]
         tmux_note = (f"tmux server with {SESSIONS + 1} sessions: RSS {t_rss / 1024:.1f} MB, "
                      f"PSS {t_pss / 1024:.1f} MB (+ {statistics.median(shells) / 1024:.2f} MB "
                      f"PSS per shell)")
@@ -494,7 +442,7 @@ class Bench:
                        check=False)
 
 
-def print_table(rows: list[Row], reps: int) -> None:
+def print_table(rows: list[Row]) -> None:
     header = f"{'benchmark':<56} {'ours':>10} {'anchor':>10} {'value':>8} {'target':>8}  N"
     print(header)
     print("-" * len(header))
@@ -556,7 +504,7 @@ def main() -> int:
         force_rmtree(scratch)
     who = "root" if os.geteuid() == 0 else f"uid {os.geteuid()}"
     print(f"coop sessions bench as {who}, {time.monotonic() - started:.0f} s; medians of N")
-    print_table(rows, args.reps)
+    print_table(rows)
     return 1 if args.strict and any(row.missed for row in rows) else 0
 
 

@@ -22,11 +22,9 @@ import argparse
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +37,7 @@ from coop_build.pull import pull_image  # noqa: E402
 from coop_build.reference import parse_reference  # noqa: E402
 from coop_build.unpack import unpack_image  # noqa: E402
 from support.bench import BenchUnavailable, push_debian, start_registry_retrying  # noqa: E402
+from support.benchkit import run, timed  # noqa: E402
 from support.images import build_and_push  # noqa: E402
 from support.servers import Registry, clean_env  # noqa: E402
 
@@ -58,20 +57,6 @@ class Row:
     @property
     def ratio(self) -> float:
         return statistics.median(self.ours) / statistics.median(self.anchor)
-
-
-def timed(action: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    action()
-    return time.perf_counter() - start
-
-
-def run(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> str:
-    proc = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"bench: {' '.join(argv[:4])} failed ({proc.returncode}):\n"
-                         f"{proc.stdout}{proc.stderr}")
-    return proc.stdout
 
 
 def bench_pull_unpack(registry: Registry, scratch: Path, reps: int) -> Row:
