@@ -189,6 +189,26 @@ def test_a_failed_start_is_reported_and_the_zygote_serves_on(
 
 
 @needs_busybox
+def test_a_start_that_fails_before_the_sandbox_is_reported_too(
+        zygote: ZygoteClient, config: SupervisorConfig, coop_env: CoopEnv,
+        tmp_path: Path) -> None:
+    """The session's log cannot be opened (a file where its directory must be): the
+    reply says so, rather than the daemon seeing only an exit."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    bad = supervisor_config(coop_env, Path(config.sandbox.layers[0]),
+                            Path(config.sandbox.workspace), "zyg7",
+                            log_file=blocker / "zyg7.log")
+    with pytest.raises(SupervisorError, match=r"FileExistsError|NotADirectoryError"):
+        _launch(zygote, bad, coop_env)
+    handle = _launch(zygote, config, coop_env)
+    try:
+        assert info(handle.socket_path)["session"]["state"] == "running"
+    finally:
+        stop_supervisor(handle)
+
+
+@needs_busybox
 def test_a_launch_too_large_for_one_record_is_refused_and_the_zygote_serves_on(
         zygote: ZygoteClient, config: SupervisorConfig, coop_env: CoopEnv) -> None:
     """Larger than MAX_LAUNCH (yet far under the daemon's 1 MiB frames): refused with a

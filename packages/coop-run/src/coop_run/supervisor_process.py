@@ -129,6 +129,27 @@ def _log_to(config: SupervisorConfig) -> None:
         root.setLevel(logging.INFO)
 
 
+def _start(config: SupervisorConfig, prepared: PreparedInit | None,
+           reply_fd: int) -> Supervisor | None:
+    """Start the session and reply on ``reply_fd``: its pid, or (returning None) the
+    one-line error that any step of the start failed with."""
+    supervisor: Supervisor | None = None
+    try:
+        _log_to(config)
+        supervisor = Supervisor(config, prepared=prepared)
+        supervisor.prepare()
+    except BaseException as exc:
+        message = exc.message if isinstance(exc, CoopError) else f"{type(exc).__name__}: {exc}"
+        logger.error("supervisor start failed: %s", message)
+        if supervisor is not None:
+            supervisor.cleanup()
+        os.write(reply_fd, json.dumps({"error": message}).encode() + b"\n")
+        return None
+    os.write(reply_fd, json.dumps({"pid": os.getpid()}).encode() + b"\n")
+    os.close(reply_fd)
+    return supervisor
+
+
 def run_supervisor(config: SupervisorConfig, reply_fd: int, *, inherited_dropped: bool = False,
                    prepared: PreparedInit | None = None,
                    preloaded: frozenset[str] | None = None) -> NoReturn:
@@ -143,20 +164,10 @@ def run_supervisor(config: SupervisorConfig, reply_fd: int, *, inherited_dropped
     try:
         if not inherited_dropped:
             drop_inherited((reply_fd,))
-        _log_to(config)
-        supervisor = Supervisor(config, prepared=prepared)
-        try:
-            supervisor.prepare()
-        except BaseException as exc:
-            message = exc.message if isinstance(exc, CoopError) else f"{type(exc).__name__}: {exc}"
-            logger.error("supervisor start failed: %s", message)
-            supervisor.cleanup()
-            os.write(reply_fd, json.dumps({"error": message}).encode() + b"\n")
-            raise
-        os.write(reply_fd, json.dumps({"pid": os.getpid()}).encode() + b"\n")
-        os.close(reply_fd)
-        asyncio.run(supervisor.serve())
-        code = 0
+        supervisor = _start(config, prepared, reply_fd)
+        if supervisor is not None:
+            asyncio.run(supervisor.serve())
+            code = 0
     except BaseException:
         logger.exception("supervisor failed")
     finally:
