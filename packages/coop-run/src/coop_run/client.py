@@ -39,11 +39,12 @@ def remote_error(response: Message) -> RemoteError:
 
 
 class Client:
-    """One connection to the daemon, past the handshake."""
+    """One connection to the daemon (or a supervisor: ``what``), past the handshake."""
 
-    def __init__(self, sock: socket.socket, path: Path) -> None:
+    def __init__(self, sock: socket.socket, path: Path, what: str = "daemon") -> None:
         self._sock = sock
         self.path = path
+        self.what = what
         self._decoder = FrameDecoder()
         self._pending: list[Message | DecodeError] = []
 
@@ -56,7 +57,7 @@ class Client:
         handshake (the daemon probing sessions at start-up).
         """
         sock = connect_unix(path, timeout, what=what)
-        client = cls(sock, path)
+        client = cls(sock, path, what)
         try:
             sock.settimeout(timeout)
             client.send(protocol.hello())
@@ -65,7 +66,7 @@ class Client:
         except DaemonError as exc:
             # Hung up before answering: a daemon on its way out (idle exit, shutdown).
             client.close()
-            raise DaemonUnavailableError(f"the daemon on {path} hung up: {exc}") from exc
+            raise DaemonUnavailableError(f"the {what} on {path} hung up: {exc}") from exc
         except BaseException:
             client.close()
             raise
@@ -75,23 +76,24 @@ class Client:
         try:
             self._sock.sendall(encode_message(message))
         except OSError as exc:
-            raise DaemonError(f"lost the connection to the daemon: {exc}") from exc
+            raise DaemonError(f"lost the connection to the {self.what}: {exc}") from exc
 
     def receive(self) -> Message:
-        """The next message from the daemon; ``DaemonError`` if it hangs up."""
+        """The next message; ``DaemonError`` if the peer hangs up."""
         while not self._pending:
             try:
                 data = self._sock.recv(_RECV_SIZE)
             except TimeoutError as exc:
-                raise DaemonError("the daemon did not answer in time") from exc
+                raise DaemonError(f"the {self.what} did not answer in time") from exc
             except OSError as exc:
-                raise DaemonError(f"lost the connection to the daemon: {exc}") from exc
+                raise DaemonError(f"lost the connection to the {self.what}: {exc}") from exc
             if not data:
-                raise DaemonError("the daemon closed the connection")
+                raise DaemonError(f"the {self.what} closed the connection")
             self._pending.extend(self._decoder.feed(data))
         item = self._pending.pop(0)
         if isinstance(item, ProtocolError):
-            raise ProtocolError(f"bad answer from the daemon: {item.message}", code=item.code)
+            raise ProtocolError(f"bad answer from the {self.what}: {item.message}",
+                                code=item.code)
         return item
 
     def request(self, command: Message) -> Message:

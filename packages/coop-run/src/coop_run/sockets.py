@@ -192,10 +192,12 @@ def connect_unix(path: Path, timeout: float | None = None, *,
 def recv_exact(sock: socket.socket, size: int) -> bytes:
     """Exactly ``size`` bytes from a blocking stream socket; ``ConnectionError`` if the
     peer closes first."""
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
+    data = bytearray(size)
+    view = memoryview(data)
+    got = 0
+    while got < size:
+        n = sock.recv_into(view[got:])
+        if n == 0:
             raise ConnectionError("peer closed")
-        data += chunk
-    return data
+        got += n
+    return bytes(data)

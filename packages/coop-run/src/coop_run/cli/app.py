@@ -41,10 +41,6 @@ class App:
         self.out: TextIO = sys.stdout if out is None else out
         self.err: TextIO = sys.stderr if err is None else err
 
-    def __repr__(self) -> str:
-        return (f"App(config={self.config!r}, socket={self.socket!r}, "
-                f"verbose={self.verbose!r}, quiet={self.quiet!r})")
-
     @property
     def paths(self) -> CoopPaths:
         return CoopPaths(coop_home(dict(self.environ)))
