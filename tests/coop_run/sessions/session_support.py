@@ -19,7 +19,6 @@ import pty
 import re
 import select
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -31,8 +30,8 @@ from typing import Any
 
 import pytest
 from coop_cli import COOP, Result, coop_environ
+from supervisor_client import info
 
-from coop_run.framing import FrameDecoder, encode_message
 from support.procs import pid_alive, processes_with_env, stop_pid, wait_for, with_descendants
 
 RUN_TIMEOUT = 60.0
@@ -107,22 +106,9 @@ def host_workspace(coop: Coop) -> Path:
     return workspace
 
 
-def supervisor_info(coop: Coop, name: str = "proj", timeout: float = 20.0) -> dict[str, Any]:
+def supervisor_info(coop: Coop, name: str = "proj") -> dict[str, Any]:
     """``info`` straight from the session's supervisor socket (not through the daemon)."""
-    path = coop.coop_home / "sessions" / name / "supervisor.sock"
-    decoder = FrameDecoder()
-    replies: list[Any] = []
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(os.fsencode(path))
-        sock.sendall(encode_message({"version": 1}) + encode_message({"cmd": "info"}))
-        while len(replies) < 2:
-            data = sock.recv(65536)
-            assert data, "supervisor hung up"
-            replies.extend(decoder.feed(data))
-    assert replies[1]["ok"] is True, replies
-    info: dict[str, Any] = replies[1]
-    return info
+    return info(coop.coop_home / "sessions" / name / "supervisor.sock")
 
 
 def ls_json(coop: Coop, cwd: Path) -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ the autouse fixture of conftest.py stops whatever a test leaves running.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import time
@@ -16,11 +15,12 @@ from typing import Any
 import pytest
 from coop_cli import COOP
 from session_support import Coop, ls_json, supervisor_info
+from supervisor_client import Stream
 
 from coop_run import protocol
 from coop_run.client import Client
 from coop_run.errors import RemoteError
-from coop_run.framing import FrameDecoder, encode_data, encode_message
+from coop_run.framing import encode_data
 from support.procs import children, pid_alive, wait_for
 
 pytestmark = pytest.mark.asuser
@@ -33,19 +33,7 @@ def _open_shell(coop: Coop, name: str = "proj") -> socket.socket:
     """An interactive shell PTY (no command) held open by a client straight on the
     supervisor socket; returned past the ``shell`` answer."""
     path = coop.coop_home / "sessions" / name / "supervisor.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(TIMEOUT)
-    sock.connect(os.fsencode(path))
-    sock.sendall(encode_message(protocol.hello())
-                 + encode_message({"cmd": "shell", "cols": 80, "rows": 24}))
-    decoder = FrameDecoder()
-    replies: list[Any] = []
-    while len(replies) < 2:
-        data = sock.recv(65536)
-        assert data, "the supervisor hung up"
-        replies.extend(decoder.feed(data))
-    assert replies[1].get("ok") is True, replies
-    return sock
+    return Stream.open(path, "shell", cols=80, rows=24).sock
 
 
 def _child_named(pid: int, name: str) -> int | None:

@@ -8,14 +8,9 @@ Every process is stopped by PID (here and by the autouse fixture of conftest.py)
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
-import struct
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from session_support import (
@@ -26,14 +21,8 @@ from session_support import (
     supervisor_info,
     terminal,
 )
+from supervisor_client import Stream
 
-from coop_run.framing import (
-    Control,
-    Data,
-    StreamDecoder,
-    encode_data,
-    encode_message,
-)
 from support.procs import pid_alive, wait_for
 
 pytestmark = pytest.mark.asuser
@@ -209,33 +198,13 @@ def test_daemon_shutdown_detaches_clients_and_keeps_sessions(coop: Coop, host_wo
         detach(again)
 
 
-def _recv_message(sock: socket.socket) -> dict[str, Any]:
-    """One length-prefixed JSON message, read byte-exactly (stream frames follow it)."""
-    def exact(size: int) -> bytes:
-        data = b""
-        while len(data) < size:
-            chunk = sock.recv(size - len(data))
-            assert chunk, "supervisor hung up"
-            data += chunk
-        return data
-
-    (size,) = struct.unpack(">I", exact(4))
-    message: dict[str, Any] = json.loads(exact(size))
-    return message
-
-
 def test_shutdown_leaves_direct_supervisor_clients_alone(coop: Coop,
                                                         host_workspace: Path) -> None:
     """Only the clients the daemon handed over are detached (a web server's stay)."""
     start_detached(coop, host_workspace)
     path = coop.coop_home / "sessions" / "proj" / "supervisor.sock"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as direct:
-        direct.settimeout(TIMEOUT)
-        direct.connect(os.fsencode(path))
-        direct.sendall(encode_message({"version": 1})
-                       + encode_message({"cmd": "attach", "kind": "web"}))
-        assert _recv_message(direct)["ok"] is True
-        assert _recv_message(direct)["ok"] is True
+    direct = Stream.open(path, "attach", kind="web")
+    with direct.sock:
         with terminal(coop, ["attach"], host_workspace, wrapped=True) as term:
             wait_for(lambda: local_clients(coop) == 1, TIMEOUT, "the local client")
             assert coop("shutdown", cwd=host_workspace).returncode == 0
@@ -244,19 +213,9 @@ def test_shutdown_leaves_direct_supervisor_clients_alone(coop: Coop,
         info = supervisor_info(coop)["session"]
         assert (info["local_clients"], info["web_clients"]) == (0, 1)
         # The direct client still works and was never told it was detached.
-        direct.sendall(encode_data(b"echo web-$((40+2))\r"))
-        decoder = StreamDecoder()
-        screen = b""
-        deadline = time.monotonic() + TIMEOUT
-        while b"web-42" not in screen:
-            direct.settimeout(max(deadline - time.monotonic(), 0.001))
-            data = direct.recv(65536)
-            assert data, "the direct client was hung up on"
-            for item in decoder.feed(data):
-                if isinstance(item, Control):
-                    assert item.message.get("event") != "detached", item
-                elif isinstance(item, Data):
-                    screen += item.data
+        direct.type(b"echo web-$((40+2))\r")
+        direct.wait_output(b"web-42", TIMEOUT)
+        assert not any(e.get("event") == "detached" for e in direct.events), direct.events
 
 
 def test_idle_exit_waits_for_the_last_session(coop: Coop, host_workspace: Path) -> None:
