@@ -74,7 +74,7 @@ def test_none_reaches_nothing(sandbox: FakeSandbox, coop_env: CoopEnv,
     TIMINGS.setdefault("none attach", []).append(time.perf_counter() - start)
     # attach() adds nothing; loopback is the init's (test_sandbox checks it is up there).
     assert "lo" not in sandbox.run("ip", "-o", "link", "show", "up")
-    sandbox.run("ip", "link", "set", "lo", "up", drop_caps=False)
+    assert sandbox.run("ip", "link", "set", "lo", "up", drop_caps=False) == ""
     assert len(sandbox.run("ip", "-o", "link").splitlines()) == 1
     for addr in (topo.INET_ADDR, topo.LAN_ADDR, topo.LINKLOCAL_ADDR):
         assert sandbox.probe("tcp", addr, "80") == "err:ENETUNREACH"

@@ -31,7 +31,7 @@ from coop_run.sandbox import Sandbox, SandboxConfig, network_mode
 from coop_run.sandbox_clone import prepare_init
 from coop_run.sessiondirs import SessionDir, reap_stale_in
 from support.bench import CoopEnv
-from support.procs import stop_pid, wait_for
+from support.procs import children, stop_pid, wait_for
 from support.rootfs import busybox_available, make_busybox_rootfs
 
 pytestmark = pytest.mark.skipif(not busybox_available(), reason="needs busybox-static")
@@ -571,12 +571,12 @@ def test_a_prepared_init_for_other_namespaces_is_discarded(
 
 
 def test_an_unused_prepared_init_ends_without_a_trace(coop_env: CoopEnv) -> None:
-    before = set(os.listdir("/proc"))
+    before = {c.pid for c in children()}
     prepared = prepare_init(choose_idmap(), unshare_net=True)
     assert Path(f"/proc/{prepared.pid}").exists()
     prepared.discard()
     assert not Path(f"/proc/{prepared.pid}").exists()
-    assert str(prepared.pid) not in set(os.listdir("/proc")) - before
+    assert {c.pid for c in children()} <= before  # nothing else of it either
 
 
 def test_an_init_given_a_bad_setup_reports_it_and_exits(coop_env: CoopEnv) -> None:

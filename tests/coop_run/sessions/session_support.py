@@ -211,8 +211,8 @@ class Terminal:
         return status[0]
 
     def stop(self) -> None:
-        with contextlib.suppress(OSError):
-            os.kill(self.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):  # its group: a wrapper's coop attach too
+            os.killpg(self.pid, signal.SIGKILL)
         with contextlib.suppress(OSError):
             os.waitpid(self.pid, 0)
         with contextlib.suppress(OSError):

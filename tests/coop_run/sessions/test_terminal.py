@@ -23,7 +23,7 @@ from session_support import (
 )
 from supervisor_client import Stream
 
-from support.procs import pid_alive, wait_for
+from support.procs import WaitTimeout, pid_alive, wait_for
 
 pytestmark = pytest.mark.asuser
 
@@ -225,7 +225,7 @@ def test_idle_exit_waits_for_the_last_session(coop: Coop, host_workspace: Path) 
     daemon = coop.daemon_pid()
     assert daemon is not None
     # A session exists: the daemon must outlive several idle periods.
-    with pytest.raises(AssertionError):
+    with pytest.raises(WaitTimeout):
         wait_for(lambda: not pid_alive(daemon), 4 * idle, "the daemon to exit")
     assert coop.daemon_pid() == daemon
     assert coop("kill", cwd=host_workspace).returncode == 0
