@@ -58,6 +58,7 @@ DEFAULT_TERM = "xterm-256color"
 START_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 10.0
 KILL_WAIT = 5.0
+CHANNEL_WAIT = 5.0  # for a reader to give the channel up; at once when the init is gone
 
 T = TypeVar("T")
 
@@ -416,17 +417,43 @@ class Sandbox:
     # --- the control channel ------------------------------------------------------------
 
     def _collect_failure(self) -> None:
-        """After a failed start: the init's own account of why, if it sent one."""
-        sock = self._sock
-        if sock is None or self.failure is not None:
+        """After a failed start or send: the init's own account of why, if it sent one."""
+        if self.failure is not None:
             return
-        with contextlib.suppress(OSError, initproto.ProtocolError):
-            while select.select([sock], [], [], 0)[0]:
+        sock = self._take_channel(CHANNEL_WAIT)
+        if sock is not None:
+            try:
+                self._read_pending(sock)
+            finally:
+                self._release_channel()
+
+    def _take_channel(self, wait: float) -> socket.socket | None:
+        """Become the channel's one reader, waiting up to ``wait`` seconds for the
+        current one. Two readers could each take a message, and the one holding a
+        reply might dispatch it after the other has announced the end of file."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: not self._reading, wait) or self._sock is None:
+                return None
+            self._reading = True
+            return self._sock
+
+    def _release_channel(self) -> None:
+        with self._cond:
+            self._reading = False
+            self._cond.notify_all()
+
+    def _read_pending(self, sock: socket.socket) -> None:
+        """Dispatch every message already waiting, without blocking."""
+        while select.select([sock], [], [], 0)[0]:
+            try:
                 received = initproto.recv(sock)
-                with self._cond:
-                    self._dispatch(received)
-                if received is None:
-                    break
+            except (OSError, initproto.ProtocolError) as exc:
+                logger.warning("sandbox %s control channel: %s", self.config.name, exc)
+                received = None
+            with self._cond:
+                self._dispatch(received)
+            if received is None:
+                break
 
     _ready = False
 
@@ -577,26 +604,13 @@ class Sandbox:
     def pump(self) -> None:
         """Read every message already waiting, without blocking (``on_exit`` fires for
         exits). A no-op while another thread is reading."""
-        with self._cond:
-            if self._reading or self._sock is None:
-                return
-            self._reading = True
-            sock = self._sock
+        sock = self._take_channel(0)
+        if sock is None:
+            return
         try:
-            while select.select([sock], [], [], 0)[0]:
-                try:
-                    received = initproto.recv(sock)
-                except (OSError, initproto.ProtocolError) as exc:
-                    logger.warning("sandbox %s control channel: %s", self.config.name, exc)
-                    received = None
-                with self._cond:
-                    self._dispatch(received)
-                if received is None:
-                    break
+            self._read_pending(sock)
         finally:
-            with self._cond:
-                self._reading = False
-                self._cond.notify_all()
+            self._release_channel()
 
     def poll_exit(self, pid: int) -> ExitStatus | None:
         """The exit status of ``pid`` if its ``exited`` event has been read."""
@@ -631,10 +645,8 @@ class Sandbox:
             try:
                 self.network.close()
             finally:
+                self._drain_and_close()
                 with self._cond:
-                    if self._sock is not None:
-                        self._sock.close()
-                        self._sock = None
                     if self._pidfd is not None:
                         os.close(self._pidfd)
                         self._pidfd = None
@@ -642,6 +654,26 @@ class Sandbox:
                     self._cond.notify_all()
                 if self._owns_dir:
                     sessiondirs.clean_transient(self.sdir, self.idmap)
+
+    def _drain_and_close(self) -> None:
+        """Read what the init said before it ended, then close the channel.
+
+        A spawn racing the stop may have been carried out: its reply sits in the socket
+        behind us. Dispatching it first means a caller told "stopped" can rely on its
+        process never having started."""
+        sock = self._take_channel(CHANNEL_WAIT)
+        try:
+            if sock is not None and not self.alive:
+                self._read_pending(sock)
+        finally:
+            # (If another reader kept the channel, it gets EBADF and ends.)
+            with self._cond, self._send_lock:
+                if self._sock is not None:
+                    self._sock.close()
+                    self._sock = None
+                if sock is not None:
+                    self._reading = False
+                self._cond.notify_all()
 
     def _end_init(self, *, force: bool, grace: float) -> None:
         pidfd = self._pidfd
