@@ -113,6 +113,12 @@ def _spare_of(zygote_pid: int, known: set[int]) -> int:
     return found[0]
 
 
+def _with_init(zygote_pid: int, spare: int) -> list[int] | None:
+    """Zygote, spare and the spare's init, once the init is there."""
+    family = with_descendants([spare])
+    return [zygote_pid, *family] if len(family) == 2 else None
+
+
 @needs_busybox
 def test_the_zygote_forks_supervisors_that_outlive_it(
         zygote: ZygoteClient, config: SupervisorConfig, coop_env: CoopEnv) -> None:
@@ -135,8 +141,8 @@ def test_the_zygote_forks_supervisors_that_outlive_it(
         pty = next(p for p in info(first.socket_path)["ptys"] if p["id"] == 0)
         assert (pty["cols"], pty["rows"]) == (100, 30)
         spare = _spare_of(zpid, supervisors)
-        starter = [zpid, *with_descendants([spare])]  # the spare's waiting init too
-        assert len(starter) == 3
+        # The spare clones its waiting init after it is forked: wait for both.
+        starter = wait_for(lambda: _with_init(zpid, spare), TIMEOUT, "the spare's init")
         # The daemon's end closes: zygote, spare and its init go, the sessions stay.
         zygote.close()
         wait_for(lambda: not any(pid_alive(p) for p in starter), TIMEOUT,
