@@ -27,7 +27,8 @@ from coop_build.idmap import choose_idmap
 from coop_build.paths import CoopPaths
 from coop_run import caps, initproto
 from coop_run.errors import BindPathError, SandboxError
-from coop_run.sandbox import Sandbox, SandboxConfig, network_mode
+from coop_run.network import network_for
+from coop_run.sandbox import Sandbox, SandboxConfig
 from coop_run.sandbox_clone import prepare_init
 from coop_run.sessiondirs import SessionDir, reap_stale_in
 from support.bench import CoopEnv
@@ -336,11 +337,11 @@ def test_image_host_runs_host_binaries(start: Callable[..., Sandbox]) -> None:
     assert out.splitlines() == ["COOP_SESSION=hosty", "hosty", "ro"]
 
 
-@pytest.mark.parametrize("source", ["builtin", "network_for"])
+@pytest.mark.parametrize("source", ["default", "network_for"])
 def test_network_mode_none_has_only_loopback(start: Callable[..., Sandbox],
                                              coop_env: CoopEnv, source: str) -> None:
-    net = (None if source == "builtin"
-           else network_mode("none", session="netless", paths=CoopPaths(coop_env.coop_home)))
+    net = (None if source == "default"
+           else network_for("none", session="netless", paths=CoopPaths(coop_env.coop_home)))
     sandbox = start("netless", network=net)
     out = ok(sandbox, "cat /proc/net/dev")
     interfaces = {line.split(":")[0].strip() for line in out.splitlines()[2:]}
@@ -350,7 +351,7 @@ def test_network_mode_none_has_only_loopback(start: Callable[..., Sandbox],
 
 def test_network_mode_host_shares_the_host_stack(start: Callable[..., Sandbox],
                                                  coop_env: CoopEnv) -> None:
-    net = network_mode("host", session="hostnet", paths=CoopPaths(coop_env.coop_home))
+    net = network_for("host", session="hostnet", paths=CoopPaths(coop_env.coop_home))
     sandbox = start("hostnet", network=net)
     out = ok(sandbox, "cat /proc/net/dev")
     inside = {line.split(":")[0].strip() for line in out.splitlines()[2:]}
@@ -570,7 +571,7 @@ def test_a_prepared_init_becomes_the_sandbox(make_config: MakeConfig,
 
 def test_a_prepared_init_for_other_namespaces_is_discarded(
         make_config: MakeConfig, sandboxes: list[Sandbox], coop_env: CoopEnv) -> None:
-    net = network_mode("host", session="hostly", paths=CoopPaths(coop_env.coop_home))
+    net = network_for("host", session="hostly", paths=CoopPaths(coop_env.coop_home))
     prepared = prepare_init(choose_idmap(), unshare_net=True)
     sandbox = Sandbox(make_config("hostly", network=net), prepared=prepared)
     sandboxes.append(sandbox)

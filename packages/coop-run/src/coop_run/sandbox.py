@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from coop_build.errors import CoopBuildError
 from coop_build.idmap import IdMap, choose_idmap
@@ -48,6 +48,8 @@ from coop_build.paths import CoopPaths
 from coop_build.rootlayout import DEFAULT_PATH
 from coop_run import caps, initproto, sessiondirs
 from coop_run.errors import BindPathError, CoopError, SandboxError
+from coop_run.network.base import NetworkMode
+from coop_run.network.none import NoNetwork
 from coop_run.procs import proc_start_time
 from coop_run.rootfs_mounts import MountSpec, plan_mounts, plan_records, split_plan
 from coop_run.sandbox_clone import PreparedInit, prepare_init
@@ -63,60 +65,6 @@ CHANNEL_WAIT = 5.0  # for a reader to give the channel up; at once when the init
 T = TypeVar("T")
 
 
-class NetworkMode(Protocol):
-    """What a network mode gives the sandbox (docs/architecture.md)."""
-
-    unshare_net: bool
-
-    def resolv_conf(self) -> str: ...
-
-    def attach(self, ns_pid: int) -> None: ...
-
-    def close(self) -> None: ...
-
-
-@dataclass
-class _LocalNetwork:
-    """Fallback for "none" and "host" while ``coop_run.network`` is not there."""
-
-    unshare_net: bool
-    resolv: str
-    net_raw_safe = True  # none: nothing to reach; host: the host's netns is not ours
-
-    def resolv_conf(self) -> str:
-        return self.resolv
-
-    def attach(self, ns_pid: int) -> None:
-        """Nothing to do: the init brings loopback up itself."""
-
-    def close(self) -> None:
-        """Nothing was made."""
-
-
-def _host_resolv_conf() -> str:
-    try:
-        return Path("/etc/resolv.conf").resolve().read_text()
-    except OSError:
-        return ""
-
-
-def network_mode(mode: str, *, session: str, paths: CoopPaths) -> NetworkMode:
-    """The network mode object: ``coop_run.network.network_for`` when that package
-    exists, else the built-in "none" / "host"."""
-    try:
-        from coop_run import network  # integrated later; may be absent
-    except ImportError:
-        pass
-    else:
-        result: NetworkMode = network.network_for(mode, session=session, paths=paths)
-        return result
-    if mode == "none":
-        return _LocalNetwork(unshare_net=True, resolv="# network mode none: no resolver\n")
-    if mode == "host":
-        return _LocalNetwork(unshare_net=False, resolv=_host_resolv_conf())
-    raise SandboxError(f"network mode {mode!r} is not available", code="NETWORK_UNAVAILABLE")
-
-
 @dataclass
 class SandboxConfig:
     """Everything a sandbox is made of. ``env`` is already ``$VAR``-expanded."""
@@ -130,7 +78,7 @@ class SandboxConfig:
     persist: Sequence[str] = ()                # dirs under $HOME kept across sessions
     home: str = "/root"                        # $HOME inside
     env: Mapping[str, str] = field(default_factory=dict)
-    network: NetworkMode | None = None         # None: built-in "none"
+    network: NetworkMode | None = None         # None: "none"
     idmap: IdMap | None = None                 # None: choose_idmap()
     user_home: Path | None = None              # for bind checks; None: $HOME
     created: int | None = None                 # COOP_CREATED; None: now
@@ -209,8 +157,7 @@ class Sandbox:
         self._prepared = prepared
         self.sdir = sessiondirs.SessionDir(config.session_dir)
         self.idmap = config.idmap or choose_idmap()
-        self.network: NetworkMode = config.network or _LocalNetwork(
-            unshare_net=True, resolv="# network mode none: no resolver\n")
+        self.network: NetworkMode = config.network or NoNetwork()
         self.created = config.created if config.created is not None else int(time.time())
         self.workspace_real = config.workspace
         self.env: dict[str, str] = {}

@@ -48,7 +48,7 @@ from coop_build.paths import CoopPaths
 from coop_run import initexe
 from coop_run.errors import CoopError, SandboxError, SupervisorError
 from coop_run.launch import decode_launch, encode_launch
-from coop_run.sandbox import network_mode
+from coop_run.network import network_for
 from coop_run.sandbox_clone import PreparedInit, prepare_init
 from coop_run.supervisor import SupervisorConfig, SupervisorHandle, socket_path, state_path
 from coop_run.supervisor_process import START_TIMEOUT, drop_inherited, run_supervisor
@@ -351,8 +351,8 @@ def _spare_main(channel: socket.socket, zygote: int, idmap: IdMap | None) -> NoR
         reply_fd = fds[0]
         try:
             config, mode, home = decode_launch(data)
-            config.sandbox.network = network_mode(mode, session=config.sandbox.name,
-                                                  paths=CoopPaths(home))
+            config.sandbox.network = network_for(mode, session=config.sandbox.name,
+                                                 paths=CoopPaths(home))
             config.sandbox.idmap = idmap
         except Exception as exc:
             message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
