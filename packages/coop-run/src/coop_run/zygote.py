@@ -162,8 +162,9 @@ class ZygoteClient:
             raise
         return sock
 
-    def _forget(self) -> None:
-        """Drop a zygote that failed: close our end (it exits) and reap it."""
+    def _forget(self, *, grace: float = 0.0) -> None:
+        """Drop the zygote: close our end (it exits), give it ``grace`` seconds, kill it
+        and reap it. A failed one gets no grace: the daemon's loop must not wait on it."""
         if self._ready is not None and not self._ready.done():
             self._ready.cancel()
         self._ready = None
@@ -172,19 +173,15 @@ class ZygoteClient:
             self._sock = None
         proc, self._proc = self._proc, None
         if proc is not None:
-            _stop(proc)
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     def close(self) -> None:
         """The daemon ends: the zygote and its spare exit; supervisors stay."""
-        self._forget()
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        proc.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        self._forget(grace=STOP_TIMEOUT)
 
 
 async def _read_reply(sock: socket.socket, timeout: float) -> dict[str, Any]:
