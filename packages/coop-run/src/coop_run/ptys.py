@@ -358,8 +358,10 @@ class StreamClient:
         if not data:
             self.close()
             return
+        if self._closing:  # it was told to go: its keys and sizes no longer count
+            return
         for item in self._decoder.feed(data):
-            if self.closed or self.pty is None:
+            if self.closed or self._closing or self.pty is None:
                 return
             if isinstance(item, Data):
                 self.pty.write_input(item.data)
