@@ -30,11 +30,16 @@ from sup_helpers import (
     supervisor_config,
 )
 
-from coop_run.errors import ProtocolError
+from coop_run.errors import ProtocolError, SupervisorError
 from coop_run.framing import encode_message
 from coop_run.ptys import CRASH_LOOP_AFTER, Backoff, exit_notice, restart_notice
 from coop_run.supervisor import SupervisorConfig, SupervisorHandle, check_request, read_state
-from coop_run.supervisor_process import start_supervisor
+from coop_run.supervisor_process import (
+    failed_reply,
+    parse_reply,
+    start_supervisor,
+    started_reply,
+)
 from support.bench import CoopEnv
 from support.procs import pid_alive, wait_for
 from support.rootfs import busybox_available
@@ -114,6 +119,15 @@ def test_requests_are_checked() -> None:
 
 
 # --- with a real session ------------------------------------------------------------------
+
+
+def test_start_up_replies_round_trip_and_bad_ones_are_refused() -> None:
+    assert parse_reply(started_reply(4321)) == 4321
+    with pytest.raises(SupervisorError, match=r"^no rootfs$"):
+        parse_reply(failed_reply("no rootfs"))
+    for bad in (b"", b"{", b"[]\n", b'{"pid": true}\n', b'{"pid": "7"}\n', b"{}\n"):
+        with pytest.raises(SupervisorError, match="malformed start-up reply"):
+            parse_reply(bad)
 
 
 def test_two_clients_type_and_see_the_same_output(start: Start) -> None:

@@ -21,7 +21,7 @@ import signal
 import sys
 import time
 from collections.abc import Collection
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from coop_run.errors import CoopError, SupervisorError
 from coop_run.sandbox_clone import PreparedInit, close_other_fds
@@ -65,13 +65,11 @@ def start_supervisor(config: SupervisorConfig, *,
         reply = _read_reply(read_fd, timeout)
     finally:
         os.close(read_fd)
-    if "error" in reply:
-        raise SupervisorError(str(reply["error"]))
-    return SupervisorHandle(pid=int(reply["pid"]), socket_path=socket_path(session_dir),
+    return SupervisorHandle(pid=parse_reply(reply), socket_path=socket_path(session_dir),
                             state_path=state_path(session_dir))
 
 
-def _read_reply(fd: int, timeout: float) -> dict[str, Any]:
+def _read_reply(fd: int, timeout: float) -> bytes:
     deadline = time.monotonic() + timeout
     data = b""
     while not data.endswith(b"\n"):
@@ -82,10 +80,30 @@ def _read_reply(fd: int, timeout: float) -> dict[str, Any]:
         if not chunk:
             raise SupervisorError("the supervisor exited while starting")
         data += chunk
-    reply = json.loads(data)
-    if not isinstance(reply, dict):
+    return data
+
+
+def started_reply(pid: int) -> bytes:
+    return json.dumps({"pid": pid}).encode() + b"\n"
+
+
+def failed_reply(message: str) -> bytes:
+    return json.dumps({"error": message}).encode() + b"\n"
+
+
+def parse_reply(data: bytes) -> int:
+    """The supervisor's pid from its start-up reply; ``SupervisorError`` with its own
+    message when it failed."""
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        reply = None
+    if isinstance(reply, dict) and "error" in reply:
+        raise SupervisorError(str(reply["error"]))
+    pid = reply.get("pid") if isinstance(reply, dict) else None
+    if not isinstance(pid, int) or isinstance(pid, bool):
         raise SupervisorError("the supervisor sent a malformed start-up reply")
-    return reply
+    return pid
 
 
 _DETACHED_HANDLERS: list[logging.Handler] = []
@@ -143,9 +161,9 @@ def _start(config: SupervisorConfig, prepared: PreparedInit | None,
         logger.error("supervisor start failed: %s", message)
         if supervisor is not None:
             supervisor.cleanup()
-        os.write(reply_fd, json.dumps({"error": message}).encode() + b"\n")
+        os.write(reply_fd, failed_reply(message))
         return None
-    os.write(reply_fd, json.dumps({"pid": os.getpid()}).encode() + b"\n")
+    os.write(reply_fd, started_reply(os.getpid()))
     os.close(reply_fd)
     return supervisor
 

@@ -28,7 +28,6 @@ import contextlib
 import errno
 import gc
 import importlib
-import json
 import logging
 import os
 import select
@@ -39,7 +38,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from coop_build import linux
 from coop_build.errors import CoopBuildError
@@ -51,7 +50,13 @@ from coop_run.launch import decode_launch, encode_launch
 from coop_run.network import network_for
 from coop_run.sandbox_clone import PreparedInit, prepare_init
 from coop_run.supervisor import SupervisorConfig, SupervisorHandle, socket_path, state_path
-from coop_run.supervisor_process import START_TIMEOUT, drop_inherited, run_supervisor
+from coop_run.supervisor_process import (
+    START_TIMEOUT,
+    drop_inherited,
+    failed_reply,
+    parse_reply,
+    run_supervisor,
+)
 
 logger = logging.getLogger("coop_run.zygote")  # also under "python -m"
 
@@ -132,14 +137,9 @@ class ZygoteClient:
             finally:
                 theirs.close()
             ours.setblocking(False)
-            reply = await _read_reply(ours, timeout)
+            pid = parse_reply(await _read_reply(ours, timeout))
         finally:
             ours.close()
-        if "error" in reply:
-            raise SupervisorError(str(reply["error"]))
-        pid = reply.get("pid")
-        if not isinstance(pid, int) or isinstance(pid, bool):
-            raise SupervisorError("the supervisor sent a malformed start-up reply")
         session_dir = config.session_dir
         return SupervisorHandle(pid=pid, socket_path=socket_path(session_dir),
                                 state_path=state_path(session_dir))
@@ -184,8 +184,8 @@ class ZygoteClient:
         self._forget(grace=STOP_TIMEOUT)
 
 
-async def _read_reply(sock: socket.socket, timeout: float) -> dict[str, Any]:
-    """The supervisor's one-line start-up reply (``supervisor_process.run_supervisor``)."""
+async def _read_reply(sock: socket.socket, timeout: float) -> bytes:
+    """The supervisor's one-line start-up reply (``supervisor_process.parse_reply``)."""
     loop = asyncio.get_running_loop()
     data = b""
     try:
@@ -197,13 +197,7 @@ async def _read_reply(sock: socket.socket, timeout: float) -> dict[str, Any]:
                 data += chunk
     except TimeoutError:
         raise SupervisorError(f"the supervisor did not start within {timeout:g}s") from None
-    try:
-        reply = json.loads(data)
-    except ValueError:
-        reply = None
-    if not isinstance(reply, dict):
-        raise SupervisorError("the supervisor sent a malformed start-up reply")
-    return reply
+    return data
 
 
 # --- the zygote process -----------------------------------------------------------------
@@ -308,7 +302,7 @@ class _Zygote:
 
 def _reply_error(fd: int, message: str) -> None:
     with contextlib.suppress(OSError):
-        os.write(fd, json.dumps({"error": message}).encode() + b"\n")
+        os.write(fd, failed_reply(message))
 
 
 def _spare_main(channel: socket.socket, zygote: int, idmap: IdMap | None) -> NoReturn:
