@@ -464,7 +464,7 @@ def print_table(rows: list[Row]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", "--reps", type=int, default=5, help="repetitions (median)")
+    parser.add_argument("-n", "--reps", type=int, default=9, help="repetitions (median)")
     parser.add_argument("--only", default="1,2,3,4,5,6",
                         help="comma-separated figures 1-6 (run.py's a, b, c are ignored, so "
                              "`just bench --only ...` can pick from both)")
