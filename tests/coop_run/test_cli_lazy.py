@@ -6,6 +6,7 @@ cheap (which modules a run imports) and that the shortcuts print what click prin
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import io
 import os
@@ -109,6 +110,21 @@ def test_importing_the_entry_point_imports_no_command_nor_click() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, timeout=60)
     assert proc.stdout.strip() == str(sorted(["coop_run.cli.app", "coop_run.cli.main"]))
+
+
+def test_the_daemon_imports_no_session_stack_until_a_create() -> None:
+    """A cold command waits for the daemon's imports: the supervisor, sandbox and
+    network code (about 45 ms) comes with the first create, the session starter runs it."""
+    code = ("import sys, coop_run.daemon, coop_run.sessions; "
+            "print(sorted(m for m in sys.modules if m.startswith(('coop_', 'pydantic'))))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=60)
+    modules = set(ast.literal_eval(proc.stdout.strip()))
+    assert {"coop_run.daemon", "coop_run.sessions", "coop_run.zygote_client"} <= modules
+    heavy = ("coop_run.supervisor", "coop_run.sandbox", "coop_run.network", "coop_run.zygote",
+             "coop_run.initproto", "coop_run.ptys", "coop_build.layers", "pydantic")
+    below = tuple(f"{name}." for name in heavy)
+    assert sorted(m for m in modules if m in heavy or m.startswith(below)) == []
 
 
 def test_help_lists_every_command_as_an_eager_group_would(

@@ -10,7 +10,8 @@ from typing import Any
 from busybox_sandbox import busybox_config
 from supervisor_client import TIMEOUT, Stream, connect, info, recv_exact, recv_message, request
 
-from coop_run.supervisor import SupervisorConfig, SupervisorHandle, read_state
+from coop_run.launch import SupervisorHandle, read_state
+from coop_run.supervisor import SupervisorConfig
 from support.bench import CoopEnv
 from support.procs import pid_alive, stop_pid, wait_for
 

@@ -32,14 +32,10 @@ from sup_helpers import (
 
 from coop_run.errors import ProtocolError, SupervisorError
 from coop_run.framing import encode_message
+from coop_run.launch import SupervisorHandle, failed_reply, parse_reply, read_state, started_reply
 from coop_run.ptys import CRASH_LOOP_AFTER, Backoff, exit_notice, restart_notice
-from coop_run.supervisor import SupervisorConfig, SupervisorHandle, check_request, read_state
-from coop_run.supervisor_process import (
-    failed_reply,
-    parse_reply,
-    start_supervisor,
-    started_reply,
-)
+from coop_run.supervisor import SupervisorConfig, check_request
+from coop_run.supervisor_process import start_supervisor
 from support.bench import CoopEnv
 from support.procs import pid_alive, wait_for
 from support.rootfs import busybox_available
@@ -418,7 +414,7 @@ def test_the_supervisor_outlives_its_starter(
         with os.fdopen(read_fd) as reply:
             line = reply.readline()
         assert line, "the helper failed to start the supervisor"
-        from coop_run.supervisor import socket_path, state_path
+        from coop_run.launch import socket_path, state_path
         session_dir = config.session_dir
         handle = SupervisorHandle(int(line), socket_path(session_dir), state_path(session_dir))
         agent = pty_detail(handle)["host_pid"]

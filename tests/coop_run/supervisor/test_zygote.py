@@ -14,10 +14,10 @@ import pytest
 from sup_helpers import info, stop_supervisor, supervisor_config
 
 from coop_run.errors import SupervisorError
-from coop_run.launch import decode_launch, encode_launch
+from coop_run.launch import SupervisorHandle, decode_launch, encode_launch
 from coop_run.network import NoNetwork
-from coop_run.supervisor import SupervisorConfig, SupervisorHandle
-from coop_run.zygote import ZygoteClient
+from coop_run.supervisor import SupervisorConfig
+from coop_run.zygote_client import ZygoteClient
 from support.bench import CoopEnv
 from support.procs import children, pid_alive, proc_info, stop_pid, wait_for, with_descendants
 from support.rootfs import busybox_available

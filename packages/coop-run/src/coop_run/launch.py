@@ -1,21 +1,36 @@
-"""The session starter's launch request: a supervisor's configuration as JSON (pure).
+"""The session starter's launch request and its reply (pure).
 
-The daemon sends it to the zygote (``coop_run.zygote``), which hands it to a spare; the
-network mode travels by name and its object is made in the supervisor, the id map is
-the spare's own. Checked field by field on the way in: ``SupervisorError`` if malformed.
+The request is a supervisor's configuration as JSON. The daemon sends it to the zygote
+(``coop_run.zygote``), which hands it to a spare; the network mode travels by name and
+its object is made in the supervisor, the id map is the spare's own. Checked field by
+field on the way in: ``SupervisorError`` if malformed. The reply, from the supervisor to
+whoever started it, is one line of JSON: ``{"pid": N}`` once the agent runs, or
+``{"error": "..."}``.
+
+Also where a started supervisor is found: its socket and its state record.
+
+The daemon imports this module: the configuration types are imported only for decoding.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coop_run.errors import SupervisorError
-from coop_run.sandbox import SandboxConfig
-from coop_run.supervisor import SupervisorConfig
 
+if TYPE_CHECKING:
+    from coop_run.supervisor import SupervisorConfig
+
+# Bytes of one launch message: a SOCK_SEQPACKET record must fit the socket's send buffer
+# (net.core.wmem_default, 208 KiB on Debian), else the send fails with EMSGSIZE.
+MAX_LAUNCH = 128 * 1024
+START_TIMEOUT = 20.0  # from a launch to the supervisor's reply (its agent running)
+SOCKET_NAME = "supervisor.sock"
+STATE_NAME = "supervisor.json"
 _SANDBOX_PATHS = ("session_dir", "workspace", "user_home")
 
 
@@ -71,6 +86,9 @@ def _string_map(table: Mapping[str, Any], key: str) -> dict[str, str]:
 
 def decode_launch(data: bytes) -> tuple[SupervisorConfig, str, Path]:
     """(configuration without network, network mode, COOP_HOME); ``SupervisorError``."""
+    from coop_run.sandbox import SandboxConfig
+    from coop_run.supervisor import SupervisorConfig
+
     try:
         message = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -111,3 +129,55 @@ def decode_launch(data: bytes) -> tuple[SupervisorConfig, str, Path]:
     if not config.agent:
         raise SupervisorError("malformed launch request: empty agent command")
     return config, _typed(message, "network", str), Path(_typed(message, "coop_home", str))
+
+
+def started_reply(pid: int) -> bytes:
+    return json.dumps({"pid": pid}).encode() + b"\n"
+
+
+def failed_reply(message: str) -> bytes:
+    return json.dumps({"error": message}).encode() + b"\n"
+
+
+def parse_reply(data: bytes) -> int:
+    """The supervisor's pid from its start-up reply; ``SupervisorError`` with its own
+    message when it failed."""
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        reply = None
+    if isinstance(reply, dict) and "error" in reply:
+        raise SupervisorError(str(reply["error"]))
+    pid = reply.get("pid") if isinstance(reply, dict) else None
+    if not isinstance(pid, int) or isinstance(pid, bool):
+        raise SupervisorError("the supervisor sent a malformed start-up reply")
+    return pid
+
+
+# --- where a started supervisor is found ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SupervisorHandle:
+    """What the starter learns: the supervisor's pid and where it listens."""
+
+    pid: int
+    socket_path: Path
+    state_path: Path
+
+
+def socket_path(session_dir: Path) -> Path:
+    return session_dir / SOCKET_NAME
+
+
+def state_path(session_dir: Path) -> Path:
+    return session_dir / STATE_NAME
+
+
+def read_state(session_dir: Path) -> dict[str, Any] | None:
+    """``supervisor.json`` if present and sound (a daemon rediscovering sessions)."""
+    try:
+        value = json.loads(state_path(session_dir).read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None

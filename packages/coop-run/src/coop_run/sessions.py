@@ -30,7 +30,8 @@ from coop_run import protocol, sockets
 from coop_run.client import Client
 from coop_run.errors import CoopError, ProtocolError
 from coop_run.framing import FrameDecoder, Message, encode_message
-from coop_run.zygote import ZygoteClient
+from coop_run.launch import read_state, socket_path
+from coop_run.zygote_client import ZygoteClient
 
 logger = logging.getLogger(__name__)
 
@@ -418,8 +419,6 @@ def _proc_sessions() -> list[str]:
 
 def _probe(session_dir: Path) -> Session | None:
     """A live supervisor in ``session_dir`` that answers ``info`` (blocking, short)."""
-    from coop_run.supervisor import read_state, socket_path
-
     sock_path = socket_path(session_dir)
     state = read_state(session_dir) or {}
     try:

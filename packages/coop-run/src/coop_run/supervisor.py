@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -50,6 +49,7 @@ from coop_run.framing import (
     Message,
     encode_message,
 )
+from coop_run.launch import socket_path, state_path
 from coop_run.procs import proc_start_time
 from coop_run.ptys import (
     CLIENT_KINDS,
@@ -68,8 +68,6 @@ from coop_run.statefiles import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
-SOCKET_NAME = "supervisor.sock"
-STATE_NAME = "supervisor.json"
 HANDSHAKE_TIMEOUT = 10.0
 FLUSH_TIMEOUT = 1.0  # how long a kill waits for clients to take their "detached"
 RESTART_KILL_AFTER = 2.0
@@ -108,32 +106,6 @@ class SupervisorConfig:
     @property
     def session_dir(self) -> Path:
         return Path(self.sandbox.session_dir)
-
-
-@dataclass(frozen=True)
-class SupervisorHandle:
-    """What the starter learns: the supervisor's pid and where it listens."""
-
-    pid: int
-    socket_path: Path
-    state_path: Path
-
-
-def socket_path(session_dir: Path) -> Path:
-    return session_dir / SOCKET_NAME
-
-
-def state_path(session_dir: Path) -> Path:
-    return session_dir / STATE_NAME
-
-
-def read_state(session_dir: Path) -> dict[str, Any] | None:
-    """``supervisor.json`` if present and sound (a daemon rediscovering sessions)."""
-    try:
-        value = json.loads(state_path(session_dir).read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def check_request(message: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:

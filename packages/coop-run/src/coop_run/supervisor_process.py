@@ -4,8 +4,8 @@ session's file, replying once its agent runs, then serving until the session end
 
 ``start_supervisor`` forks twice, with ``setsid()`` between, so nobody has to reap it and
 a dead starter leaves it running (tests and tools use it; the daemon goes through
-``coop_run.zygote``). Either way the reply on the pipe or socket is one line of JSON:
-``{"pid": N}`` once the agent runs, or ``{"error": "..."}``.
+``coop_run.zygote``). Either way the reply on the pipe or socket is ``coop_run.launch``'s
+one line of JSON.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import logging
 import os
 import select
@@ -24,18 +23,20 @@ from collections.abc import Collection
 from typing import NoReturn
 
 from coop_run.errors import CoopError, SupervisorError
-from coop_run.sandbox_clone import PreparedInit, close_other_fds
-from coop_run.supervisor import (
-    Supervisor,
-    SupervisorConfig,
+from coop_run.launch import (
+    START_TIMEOUT,
     SupervisorHandle,
+    failed_reply,
+    parse_reply,
     socket_path,
+    started_reply,
     state_path,
 )
+from coop_run.sandbox_clone import PreparedInit, close_other_fds
+from coop_run.supervisor import Supervisor, SupervisorConfig
 
 logger = logging.getLogger(__name__)
 
-START_TIMEOUT = 20.0
 
 
 def start_supervisor(config: SupervisorConfig, *,
@@ -81,29 +82,6 @@ def _read_reply(fd: int, timeout: float) -> bytes:
             raise SupervisorError("the supervisor exited while starting")
         data += chunk
     return data
-
-
-def started_reply(pid: int) -> bytes:
-    return json.dumps({"pid": pid}).encode() + b"\n"
-
-
-def failed_reply(message: str) -> bytes:
-    return json.dumps({"error": message}).encode() + b"\n"
-
-
-def parse_reply(data: bytes) -> int:
-    """The supervisor's pid from its start-up reply; ``SupervisorError`` with its own
-    message when it failed."""
-    try:
-        reply = json.loads(data)
-    except ValueError:
-        reply = None
-    if isinstance(reply, dict) and "error" in reply:
-        raise SupervisorError(str(reply["error"]))
-    pid = reply.get("pid") if isinstance(reply, dict) else None
-    if not isinstance(pid, int) or isinstance(pid, bool):
-        raise SupervisorError("the supervisor sent a malformed start-up reply")
-    return pid
 
 
 _DETACHED_HANDLERS: list[logging.Handler] = []

@@ -23,9 +23,7 @@ The request's wire format is ``coop_run.launch`` (pure, tested without processes
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import errno
 import gc
 import importlib
 import logging
@@ -33,10 +31,9 @@ import os
 import select
 import signal
 import socket
-import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -45,159 +42,20 @@ from coop_build.errors import CoopBuildError
 from coop_build.idmap import IdMap, choose_idmap
 from coop_build.paths import CoopPaths
 from coop_run import initexe
-from coop_run.errors import CoopError, SandboxError, SupervisorError
-from coop_run.launch import decode_launch, encode_launch
+from coop_run.errors import CoopError, SandboxError
+from coop_run.launch import MAX_LAUNCH, decode_launch, failed_reply
 from coop_run.network import network_for
 from coop_run.sandbox_clone import PreparedInit, prepare_init
-from coop_run.supervisor import SupervisorConfig, SupervisorHandle, socket_path, state_path
-from coop_run.supervisor_process import (
-    START_TIMEOUT,
-    drop_inherited,
-    failed_reply,
-    parse_reply,
-    run_supervisor,
-)
+from coop_run.supervisor_process import drop_inherited, run_supervisor
 
 logger = logging.getLogger("coop_run.zygote")  # also under "python -m"
 
-# Bytes of one launch message: a SOCK_SEQPACKET record must fit the socket's send buffer
-# (net.core.wmem_default, 208 KiB on Debian), else the send fails with EMSGSIZE.
-MAX_LAUNCH = 128 * 1024
-READY_TIMEOUT = 10.0         # the zygote's own start (an interpreter and its imports)
 SPARE_IDLE = 0.05            # seconds without requests before the next spare is forked
-STOP_TIMEOUT = 2.0
+STOP_TIMEOUT = 2.0           # for an unused spare to end
 _PRELOADED: frozenset[str] | None = None  # what _preload() imported (None: not the zygote)
 
 
 # --- the daemon's side ------------------------------------------------------------------
-
-
-class ZygoteClient:
-    """The daemon's handle on its zygote: started at once, restarted if it dies."""
-
-    def __init__(self, log_file: Path, environ: Mapping[str, str] | None = None) -> None:
-        self.log_file = log_file
-        self.environ = dict(os.environ if environ is None else environ)
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._sock: socket.socket | None = None
-        self._ready: asyncio.Future[None] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._proc is None else self._proc.pid
-
-    def start(self) -> None:
-        """Run the zygote (its imports proceed while the daemon serves)."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            argv = [sys.executable, "-m", "coop_run.zygote", "--fd", str(theirs.fileno()),
-                    "--parent", str(os.getpid()), "--log", str(self.log_file)]
-            self._proc = subprocess.Popen(
-                argv, pass_fds=(theirs.fileno(),), env=self.environ, start_new_session=True,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        except OSError as exc:
-            ours.close()
-            raise SupervisorError(f"cannot run the session starter: {exc}") from exc
-        finally:
-            theirs.close()
-        ours.setblocking(False)
-        self._sock = ours
-        self._ready = None
-        logger.info("session starter (zygote) started, pid %d", self._proc.pid)
-
-    async def _wait_ready(self, sock: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(READY_TIMEOUT):
-                data = await loop.sock_recv(sock, 4096)
-        except TimeoutError:
-            raise SupervisorError(
-                f"the session starter was not ready within {READY_TIMEOUT:g}s") from None
-        if data != b'{"ready":true}':
-            raise SupervisorError("the session starter exited while starting (see daemon.log)")
-
-    async def launch(self, config: SupervisorConfig, *, network: str, coop_home: Path,
-                     timeout: float = START_TIMEOUT) -> SupervisorHandle:
-        """Start one session's supervisor; returns once its agent runs."""
-        payload = encode_launch(config, network=network, coop_home=coop_home)
-        if len(payload) > MAX_LAUNCH:
-            raise SupervisorError("the session's configuration is too large")
-        sock = await self._connected()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            try:
-                socket.send_fds(sock, [payload], [theirs.fileno()])
-            except BlockingIOError:  # many launches queued: it is alive, only behind
-                raise SupervisorError("the session starter is busy; try again") from None
-            except OSError as exc:
-                if exc.errno == errno.EMSGSIZE:  # a smaller buffer than MAX_LAUNCH assumes
-                    raise SupervisorError("the session's configuration is too large") from None
-                self._forget()  # a dead zygote; the next launch starts another
-                raise SupervisorError(f"the session starter is gone: {exc}") from exc
-            finally:
-                theirs.close()
-            ours.setblocking(False)
-            pid = parse_reply(await _read_reply(ours, timeout))
-        finally:
-            ours.close()
-        session_dir = config.session_dir
-        return SupervisorHandle(pid=pid, socket_path=socket_path(session_dir),
-                                state_path=state_path(session_dir))
-
-    async def _connected(self) -> socket.socket:
-        if self._proc is not None and self._proc.poll() is not None:
-            logger.warning("the session starter exited (%s); starting another",
-                           self._proc.returncode)
-            self._forget()
-        if self._sock is None:
-            self.start()
-        sock = self._sock
-        assert sock is not None
-        if self._ready is None:
-            self._ready = asyncio.ensure_future(self._wait_ready(sock))
-        try:
-            await asyncio.shield(self._ready)
-        except SupervisorError:
-            self._forget()
-            raise
-        return sock
-
-    def _forget(self, *, grace: float = 0.0) -> None:
-        """Drop the zygote: close our end (it exits), give it ``grace`` seconds, kill it
-        and reap it. A failed one gets no grace: the daemon's loop must not wait on it."""
-        if self._ready is not None and not self._ready.done():
-            self._ready.cancel()
-        self._ready = None
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            try:
-                proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    def close(self) -> None:
-        """The daemon ends: the zygote and its spare exit; supervisors stay."""
-        self._forget(grace=STOP_TIMEOUT)
-
-
-async def _read_reply(sock: socket.socket, timeout: float) -> bytes:
-    """The supervisor's one-line start-up reply (``supervisor_process.parse_reply``)."""
-    loop = asyncio.get_running_loop()
-    data = b""
-    try:
-        async with asyncio.timeout(timeout):
-            while not data.endswith(b"\n"):
-                chunk = await loop.sock_recv(sock, 4096)
-                if not chunk:
-                    raise SupervisorError("the supervisor exited while starting")
-                data += chunk
-    except TimeoutError:
-        raise SupervisorError(f"the supervisor did not start within {timeout:g}s") from None
-    return data
 
 
 # --- the zygote process -----------------------------------------------------------------
