@@ -38,7 +38,6 @@ from coop_run.supervisor import Supervisor, SupervisorConfig
 logger = logging.getLogger(__name__)
 
 
-
 def start_supervisor(config: SupervisorConfig, *,
                      timeout: float = START_TIMEOUT) -> SupervisorHandle:
     """Fork the supervisor and return once its socket is ready and the agent runs.

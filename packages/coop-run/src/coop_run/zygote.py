@@ -17,7 +17,8 @@ The zygote is the supervisors' parent and reaps them; they are each in their own
 with the daemon: end of file on its socket, or ``PR_SET_PDEATHSIG`` when the daemon is
 killed; an unused spare goes with the zygote the same way.
 
-The request's wire format is ``coop_run.launch`` (pure, tested without processes).
+The request's wire format is ``coop_run.launch`` (pure, tested without processes); the
+daemon's side is ``coop_run.zygote_client``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import importlib
 import logging
 import os
 import select
@@ -53,9 +53,6 @@ logger = logging.getLogger("coop_run.zygote")  # also under "python -m"
 SPARE_IDLE = 0.05            # seconds without requests before the next spare is forked
 STOP_TIMEOUT = 2.0           # for an unused spare to end
 _PRELOADED: frozenset[str] | None = None  # what _preload() imported (None: not the zygote)
-
-
-# --- the daemon's side ------------------------------------------------------------------
 
 
 # --- the zygote process -----------------------------------------------------------------
@@ -216,9 +213,9 @@ def _spare_main(channel: socket.socket, zygote: int, idmap: IdMap | None) -> NoR
 
 
 def _preload() -> None:
-    """Import every network mode too (supervisors need them), then freeze that heap."""
+    """Freeze the heap of what supervisors need (imported above, every network mode
+    included): the spares share it."""
     global _PRELOADED  # noqa: PLW0603 - set once, before any spare is forked
-    importlib.import_module("coop_run.network")
     _PRELOADED = frozenset(sys.modules)
     gc.collect()
     gc.freeze()
