@@ -432,6 +432,9 @@ def test_init_setup_failure_is_reported(make_config: MakeConfig, sandboxes: list
 # --- races with start-up and teardown ------------------------------------------------
 
 
+ROUNDS = 8
+
+
 def test_spawns_racing_start_and_stop_never_run_outside(make_config: MakeConfig,
                                                         sandboxes: list[Sandbox],
                                                         workspace: Path) -> None:
@@ -439,9 +442,6 @@ def test_spawns_racing_start_and_stop_never_run_outside(make_config: MakeConfig,
     reply lost at teardown showed up in about one round in fifty."""
     for _ in range(ROUNDS):
         race_spawns_with_start_and_stop(make_config, sandboxes, workspace)
-
-
-ROUNDS = 8
 
 
 def race_spawns_with_start_and_stop(make_config: MakeConfig, sandboxes: list[Sandbox],
