@@ -832,8 +832,41 @@ static const char *required(const struct record *r, const char *key)
 
 static int flag(const struct record *r, const char *key)
 {
-    const char *value = field(r, key);
-    return value && strcmp(value, "1") == 0;
+    const char *value = required(r, key);
+    if (strcmp(value, "0") != 0 && strcmp(value, "1") != 0)
+        setup_failed("%s: '%s' must be 0 or 1", r->op, key);
+    return value[0] == '1';
+}
+
+/* The fields of every set-up op (initproto.SCHEMAS): a record with another is refused,
+ * so a field renamed on one side fails the start instead of reading as absent. */
+static const struct {
+    const char *op, *keys;
+} setup_fields[] = {
+    {"setup", " hostname child_caps "},
+    {"overlay", " root base data "},
+    {"fresh", " fstype target flags data "},
+    {"bind", " source target file readonly recursive optional "},
+    {"symlink", " target points_to "},
+    {"hostentry", " name "},
+    {"pivot", " "},
+};
+
+static void check_fields(const struct record *r)
+{
+    const char *keys = NULL;
+    char padded[64];
+
+    for (size_t i = 0; i < sizeof setup_fields / sizeof setup_fields[0]; i++)
+        if (strcmp(r->op, setup_fields[i].op) == 0)
+            keys = setup_fields[i].keys;
+    if (!keys)
+        setup_failed("unknown set-up op '%s'", r->op);
+    for (size_t i = 0; i < r->count; i++) {
+        int n = snprintf(padded, sizeof padded, " %s ", r->key[i]);
+        if (n < 0 || (size_t)n >= sizeof padded || !strstr(keys, padded))
+            setup_failed("%s: unknown field '%s'", r->op, r->key[i]);
+    }
 }
 
 /* "setup": uid 0 of the sandbox, its hostname, what processes inside may hold. */
@@ -863,6 +896,7 @@ static void setup_op(const struct record *r)
     char full[PATH_MAX];
     int err = 0;
 
+    check_fields(r);
     if (strcmp(op, "setup") == 0) {
         setup_identity(r);
     } else if (strcmp(op, "overlay") == 0) {
@@ -939,8 +973,6 @@ static void setup_op(const struct record *r)
             || umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
             setup_failed("pivot_root: %s", strerror(errno));
         root_done = 1;
-    } else {
-        setup_failed("unknown set-up op '%s'", op);
     }
 }
 
@@ -956,9 +988,7 @@ static void build_root(void)
             close(fds[i]);
         if (len == -1)
             _exit(0);
-        if (len == -2)
-            continue;
-        if (len >= 0)
+        if (len >= 0) /* blocking: -2 (nothing yet) cannot come back */
             problem = split_record(frame + 4, (size_t)len, &rec);
         if (problem)
             setup_failed("%s", problem);

@@ -19,9 +19,11 @@ import pytest
 from busybox_sandbox import busybox_config, home_workspace, running_sandbox
 from sandbox_helpers import ok, run
 
+from coop_build.idmap import choose_idmap
 from coop_run import caps, initexe, initproto
 from coop_run.errors import SandboxError
 from coop_run.sandbox import Sandbox
+from coop_run.sandbox_clone import prepare_init
 from support.bench import CoopEnv
 from support.rootfs import busybox_available
 
@@ -38,23 +40,18 @@ def sandbox(coop_env: CoopEnv, busybox_layer: Path) -> Iterator[Sandbox]:
         yield box
 
 
-def _mask(status: str, field: str) -> int:
-    line = next(x for x in status.splitlines() if x.startswith(f"{field}:"))
-    return int(line.split()[1], 16)
-
-
 def test_pid_1_is_coop_init_holding_only_what_it_uses(sandbox: Sandbox) -> None:
     assert sandbox.init_pid is not None
     host_status = Path(f"/proc/{sandbox.init_pid}/status").read_text()
     assert "Name:\tcoop-init" in host_status
-    assert _mask(host_status, "CapEff") == caps.mask(frozenset(INIT_OWN))
-    assert _mask(host_status, "CapInh") == 0
+    assert caps.status_mask(host_status, "CapEff") == caps.mask(frozenset(INIT_OWN))
+    assert caps.status_mask(host_status, "CapInh") == 0
     inside = ok(sandbox, "cat /proc/1/comm; cat /proc/self/status")
     assert inside.splitlines()[0] == "coop-init"
     # What a process inside may hold is the bounding set coop-init left: the mode's set.
-    assert _mask(inside, "CapBnd") == caps.mask(caps.KEEP - {caps.CAP_NET_RAW}) or \
-        _mask(inside, "CapBnd") == caps.mask(caps.KEEP)
-    assert not _mask(inside, "CapBnd") & (1 << caps.CAP_SYS_ADMIN)
+    assert caps.status_mask(inside, "CapBnd") == caps.mask(caps.KEEP - {caps.CAP_NET_RAW}) or \
+        caps.status_mask(inside, "CapBnd") == caps.mask(caps.KEEP)
+    assert not caps.status_mask(inside, "CapBnd") & (1 << caps.CAP_SYS_ADMIN)
 
 
 def test_processes_inside_cannot_look_into_or_trace_pid_1(sandbox: Sandbox) -> None:
@@ -124,6 +121,26 @@ def test_a_record_whose_length_lies_is_refused(sandbox: Sandbox) -> None:
     [reply] = _replies(sock, 1)
     assert reply["op"] == "error" and "not exactly one message" in str(reply["message"])
     assert ok(sandbox, "echo still").strip() == "still"
+
+
+@pytest.mark.parametrize(("body", "complaint"), [
+    (b"setup\0hostname=x\0colour=red\0", "setup: unknown field 'colour'"),
+    (b"pivot\0now=1\0", "pivot: unknown field 'now'"),
+    (b"mount\0target=/\0", "unknown set-up op 'mount'"),
+])
+def test_a_set_up_record_the_init_does_not_know_fails_its_start(
+        body: bytes, complaint: str) -> None:
+    """A field renamed on one side must fail the start, never read as absent."""
+    prepared = prepare_init(choose_idmap(), unshare_net=True)
+    try:
+        prepared.sock.send(_record(body))
+        assert select.select([prepared.sock], [], [], TIMEOUT)[0]
+        received = initproto.recv(prepared.sock)
+        assert received is not None
+        assert received.message["op"] == "failed", received.message
+        assert complaint in str(received.message["message"])
+    finally:
+        prepared.discard()
 
 
 # --- the binary and its in-memory copy -----------------------------------------------

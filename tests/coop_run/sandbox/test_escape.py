@@ -166,7 +166,7 @@ def probe_tcp(sandbox: Sandbox, targets: dict[str, tuple[str, int]]) -> dict[str
 
 
 def cap_eff(sandbox: Sandbox) -> int:
-    return caps.effective_mask(ok(sandbox, "cat /proc/self/status"))
+    return caps.status_mask(ok(sandbox, "cat /proc/self/status"))
 
 
 # --- 1. files ---------------------------------------------------------------------------
@@ -502,7 +502,7 @@ def test_setuid_binary_gains_nothing_on_the_host(start: Start) -> None:
         assert all(_mapped(g, sandbox.idmap.gid_map) for g in gids), gids
         if not IS_ROOT:
             assert 0 not in uids and 0 not in gids, (uids, gids)
-        effective = caps.effective_mask(Path(f"/proc/{proc.host_pid}/status").read_text())
+        effective = caps.status_mask(Path(f"/proc/{proc.host_pid}/status").read_text())
         assert not effective & (1 << caps.CAP_SYS_ADMIN)
     finally:
         sandbox.signal(proc.pid, signal.SIGKILL)

@@ -84,7 +84,7 @@ def test_capability_masks() -> None:
     assert caps.CAP_SYS_PTRACE not in caps.KEEP
     assert caps.CAP_SYS_MODULE not in caps.KEEP
     assert {caps.CAP_CHOWN, caps.CAP_SETUID, caps.CAP_DAC_OVERRIDE} <= caps.KEEP
-    assert caps.effective_mask("Name:\tx\nCapEff:\t00000000a80425fb\n") == 0xA80425FB
+    assert caps.status_mask("Name:\tx\nCapEff:\t00000000a80425fb\n") == 0xA80425FB
 
 
 # --- the records coop-init executes ---------------------------------------------------

@@ -58,9 +58,10 @@ def mask(caps: frozenset[int]) -> int:
     return value
 
 
-def effective_mask(status_text: str) -> int:
-    """``CapEff`` from a ``/proc/PID/status`` text (for tests and diagnostics)."""
+def status_mask(status_text: str, field: str = "CapEff") -> int:
+    """A capability mask (``CapEff``, ``CapBnd``, ...) from a ``/proc/PID/status`` text,
+    for tests and diagnostics."""
     for line in status_text.splitlines():
-        if line.startswith("CapEff:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1], 16)
-    raise ValueError("no CapEff line in status text")
+    raise ValueError(f"no {field} line in status text")
