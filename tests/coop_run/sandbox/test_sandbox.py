@@ -395,6 +395,16 @@ def test_start_failures_are_clean(start: Callable[..., Sandbox], make_config: Ma
         missing.spawn(["true"])
 
 
+def test_a_request_that_cannot_be_sent_is_refused_and_the_sandbox_serves_on(
+        start: Callable[..., Sandbox]) -> None:
+    sandbox = start("sender")
+    not_open = 1 << 20  # above any descriptor this process has: sendmsg says EBADF
+    with pytest.raises(SandboxError, match="cannot send spawn to sandbox sender") as failure:
+        sandbox.spawn(["true"], stdio=(not_open, not_open, not_open))
+    assert failure.value.code != "SANDBOX_STOPPED"
+    assert ok(sandbox, "echo on").strip() == "on"
+
+
 def test_pipelined_start_runs_the_first_spawn_when_ready(make_config: MakeConfig,
                                                          sandboxes: list[Sandbox]) -> None:
     sandbox = Sandbox(make_config("piped"))

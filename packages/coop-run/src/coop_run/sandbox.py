@@ -29,6 +29,7 @@ for "ready" (or fails), one racing teardown gets ``SandboxError``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import logging
 import os
@@ -61,6 +62,7 @@ START_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 10.0
 KILL_WAIT = 5.0
 CHANNEL_WAIT = 5.0  # for a reader to give the channel up; at once when the init is gone
+_PEER_GONE = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN})
 
 T = TypeVar("T")
 
@@ -391,16 +393,22 @@ class Sandbox:
 
     def _read_pending(self, sock: socket.socket) -> None:
         """Dispatch every message already waiting, without blocking."""
-        while select.select([sock], [], [], 0)[0]:
-            try:
-                received = initproto.recv(sock)
-            except (OSError, initproto.ProtocolError) as exc:
-                logger.warning("sandbox %s control channel: %s", self.config.name, exc)
-                received = None
-            with self._cond:
-                self._dispatch(received)
-            if received is None:
-                break
+        while self._read_one(sock, 0):
+            pass
+
+    def _read_one(self, sock: socket.socket, timeout: float) -> bool:
+        """Read and dispatch the next message if one comes within ``timeout`` (the caller
+        is the reader); False when none did or the channel ended."""
+        try:
+            if not select.select([sock], [], [], timeout)[0]:
+                return False
+            received = initproto.recv(sock)
+        except (OSError, ValueError) as exc:  # ValueError: ProtocolError, or closed under us
+            logger.warning("sandbox %s control channel: %s", self.config.name, exc)
+            received = None
+        with self._cond:
+            self._dispatch(received)
+        return received is not None
 
     _ready = False
 
@@ -450,21 +458,10 @@ class Sandbox:
                     continue
                 self._reading = True
                 sock = self._sock
-            received: initproto.Received | None = None
-            got = False
             try:
-                if select.select([sock], [], [], remaining)[0]:
-                    received = initproto.recv(sock)
-                    got = True
-            except (OSError, initproto.ProtocolError) as exc:
-                logger.warning("sandbox %s control channel: %s", self.config.name, exc)
-                got = True
+                self._read_one(sock, remaining)
             finally:
-                with self._cond:
-                    self._reading = False
-                    if got:
-                        self._dispatch(received)
-                    self._cond.notify_all()
+                self._release_channel()
 
     def _request(self, message: dict[str, Any], fds: Sequence[int] = (),
                  timeout: float = REQUEST_TIMEOUT) -> initproto.Received:
@@ -486,6 +483,10 @@ class Sandbox:
             with self._send_lock:
                 initproto.send(sock, message, tuple(fds))
         except OSError as exc:
+            if exc.errno not in _PEER_GONE and sock.fileno() >= 0:  # (not closed by a stop)
+                # The init is there: this message could not go (its size, descriptors).
+                raise SandboxError(f"cannot send {message['op']} to sandbox "
+                                   f"{self.config.name}: {exc.strerror}") from exc
             self._collect_failure()  # an init whose set-up failed said why before it went
             if self.failure is not None:
                 raise SandboxError(self.failure) from exc
@@ -613,7 +614,7 @@ class Sandbox:
             if sock is not None and not self.alive:
                 self._read_pending(sock)
         finally:
-            # (If another reader kept the channel, it gets EBADF and ends.)
+            # (A reader that kept the channel finds it closed on its next read and ends.)
             with self._cond, self._send_lock:
                 if self._sock is not None:
                     self._sock.close()
