@@ -15,7 +15,9 @@ from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-FLAGS = ["-static", "-Os", "-s", "-Wall", "-Wextra", "-Werror", "-std=gnu11"]
+# Warnings are shown, not fatal: a newer compiler must not break an install. `just lint`
+# compiles with -Werror.
+FLAGS = ["-static", "-Os", "-s", "-Wall", "-Wextra", "-std=gnu11"]
 
 
 class CoopInitHook(BuildHookInterface):  # type: ignore[type-arg]
