@@ -297,6 +297,19 @@ def test_a_symlink_in_the_image_cannot_steer_a_mount_onto_the_host(
     assert (workspace / "new").read_text() == "inside\n"
 
 
+def test_a_symlink_loop_under_a_mount_point_fails_the_start(
+        make_config: MakeConfig, sandboxes: list[Sandbox], busybox_layer: Path,
+        tmp_path: Path) -> None:
+    top = tmp_path / "top-layer"
+    top.mkdir()
+    (top / "loop").symlink_to("loop")
+    sandbox = Sandbox(make_config("loopy", layers=[busybox_layer, top],
+                                  workspace_inside="/loop/proj"))
+    sandboxes.append(sandbox)
+    with pytest.raises(SandboxError, match="Too many levels of symbolic links"):
+        sandbox.start()
+
+
 def test_host_processes_are_invisible_and_unsignalable(start: Callable[..., Sandbox]) -> None:
     helper = subprocess.Popen(["sleep", "1000"])
     try:

@@ -2,8 +2,9 @@
 
 Mount targets named by a Coopfile or an image (``/etc/resolv.conf``, ``/workspace``) must
 be resolved as the process inside will see them: a symlink in the image that points to
-``/run/...`` means ``<root>/run/...``, never the host's ``/run``. Both the build runner
-and the session sandbox resolve their mount points with this.
+``/run/...`` means ``<root>/run/...``, never the host's ``/run``. The build runner resolves
+its mount points with this; the session sandbox's init (coop_run's ``csrc/coop-init.c``)
+has the same rules in C.
 """
 
 # Plain string paths: this runs in namespace setup, before pivot_root.
