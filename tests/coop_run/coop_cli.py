@@ -1,13 +1,17 @@
-"""Helpers to run the real ``coop`` console script with a test's isolated environment."""
+"""Helpers to run the real ``coop`` console script with a test's isolated environment,
+and to stop everything those runs started."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from support.procs import pid_alive, processes_with_env, stop_pid, with_descendants
 
 COOP = Path(sys.executable).with_name("coop")
 RUN_TIMEOUT = 240.0
@@ -48,3 +52,37 @@ def write_coopfile(workspace: Path, image: str, setup: list[str] | None = None) 
     path = workspace / "coop.toml"
     path.write_text("\n".join(lines))
     return path
+
+
+def read_pid(coop_home: Path) -> int | None:
+    """The daemon's pid file, if it holds a number."""
+    try:
+        return int((coop_home / "daemon.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def coop_pids(coop_home: Path) -> list[int]:
+    """Live processes started with this ``COOP_HOME``: daemons, their session starters
+    (zygote, spare, the spare's waiting init, which has no marker) and sessions."""
+    return with_descendants([p.pid for p in processes_with_env("COOP_HOME", str(coop_home))
+                             if p.alive])
+
+
+def stop_started(coop_home: Path, timeout: float = 10.0) -> None:
+    """Stop by pid what the test's ``coop`` runs started (and only that): supervisors
+    first (named by their state records), then the rest, the daemon last."""
+    started = set(coop_pids(coop_home))
+    supervisors: set[int] = set()
+    for state in coop_home.glob("sessions/*/supervisor.json"):
+        try:
+            pid = json.loads(state.read_text()).get("pid")
+        except (OSError, ValueError):
+            continue
+        if isinstance(pid, int) and pid in started:  # a record may name anyone
+            supervisors.add(pid)
+    daemon = read_pid(coop_home)
+    daemons = {daemon} if daemon in started else set()
+    for pid in sorted(supervisors) + sorted(started - supervisors - daemons) + sorted(daemons):
+        if pid_alive(pid):
+            stop_pid(pid, timeout=timeout)

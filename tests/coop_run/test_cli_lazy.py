@@ -7,7 +7,6 @@ cheap (which modules a run imports) and that the shortcuts print what click prin
 from __future__ import annotations
 
 import ast
-import contextlib
 import io
 import os
 import subprocess
@@ -18,13 +17,12 @@ from typing import Any
 
 import click
 import pytest
-from coop_cli import COOP, coop_environ
+from coop_cli import COOP, coop_environ, stop_started
 
 from coop_run.cli import fast
 from coop_run.cli.app import App
 from coop_run.cli.group import COMMANDS, cli
 from coop_run.cli.main import run
-from support.procs import pid_alive, processes_with_env, stop_pid, with_descendants
 
 # Never on the path of ``coop ls``: the daemon's and the builder's stacks, and click.
 LS_FORBIDDEN = ("asyncio", "pydantic", "aiohttp", "aiortc", "requests", "oras", "urllib3",
@@ -52,13 +50,7 @@ def top_packages(modules: set[str], names: tuple[str, ...]) -> list[str]:
 def daemon_env(coop_env: Any) -> Iterator[dict[str, str]]:
     """The environment of the test's ``coop`` runs; every daemon they start is stopped."""
     yield coop_environ(coop_env)
-    pids = set(with_descendants([p.pid for p in processes_with_env(
-        "COOP_HOME", str(coop_env.coop_home)) if p.alive]))  # the spare's coop-init too
-    with contextlib.suppress(OSError, ValueError):
-        pids.add(int((coop_env.coop_home / "daemon.pid").read_text().strip()))
-    for pid in sorted(pids):
-        if pid_alive(pid):
-            stop_pid(pid, timeout=5.0)
+    stop_started(coop_env.coop_home, timeout=5.0)
 
 
 def test_ls_runs_without_click_or_the_heavy_stacks(daemon_env: dict[str, str],

@@ -13,25 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from coop_cli import COOP, Result, coop_environ
+from coop_cli import COOP, Result, coop_environ, read_pid, stop_started
 
-from support.procs import pid_alive, processes_with_env, stop_pid, wait_for, with_descendants
+from support.procs import pid_alive, processes_with_env, wait_for, with_descendants
 
 RUN_TIMEOUT = 60.0
-
-
-def read_pid(coop_home: Path) -> int | None:
-    try:
-        return int((coop_home / "daemon.pid").read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def coop_pids(coop_home: Path) -> list[int]:
-    """Live processes started with this ``COOP_HOME``: daemons, their session starters
-    (zygote, spare, the spare's waiting init) and sessions."""
-    return with_descendants([p.pid for p in processes_with_env("COOP_HOME", str(coop_home))
-                             if p.alive])
 
 
 def daemon_pids(coop_home: Path) -> list[int]:
@@ -50,12 +36,7 @@ def zygote_pids(coop_home: Path) -> list[int]:
 @pytest.fixture(autouse=True)
 def stop_daemons(coop_env: Any) -> Iterator[None]:
     yield
-    pids = set(coop_pids(coop_env.coop_home))
-    pid = read_pid(coop_env.coop_home)
-    if pid is not None and pid_alive(pid):
-        pids.add(pid)
-    for pid in sorted(pids):
-        stop_pid(pid, timeout=5.0)
+    stop_started(coop_env.coop_home, timeout=5.0)
 
 
 class Coop:

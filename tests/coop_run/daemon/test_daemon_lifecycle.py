@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon_support import Coop, coop_pids, daemon_pids, read_pid, zygote_pids
+from coop_cli import coop_pids, read_pid
+from daemon_support import Coop, daemon_pids, zygote_pids
 
 from coop_run.daemon import IDLE_SECONDS, Activity, idle_timeout, should_exit_idle
 from support.procs import pid_alive, proc_info, wait_for

@@ -29,38 +29,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from coop_cli import COOP, Result, coop_environ
+from coop_cli import COOP, Result, coop_environ, stop_started
 from supervisor_client import info
 
-from support.procs import pid_alive, processes_with_env, stop_pid, wait_for, with_descendants
+from support.procs import wait_for
 
 RUN_TIMEOUT = 60.0
-
-
-def _recorded_pids(coop_home: Path) -> tuple[set[int], set[int]]:
-    supervisors: set[int] = set()
-    for state in coop_home.glob("sessions/*/supervisor.json"):
-        try:
-            pid = json.loads(state.read_text()).get("pid")
-        except (OSError, ValueError):
-            continue
-        if isinstance(pid, int):
-            supervisors.add(pid)
-    daemons: set[int] = set()
-    with contextlib.suppress(OSError, ValueError):
-        daemons.add(int((coop_home / "daemon.pid").read_text().strip()))
-    return supervisors, daemons
 
 
 @pytest.fixture(autouse=True)
 def stop_everything(coop_env: Any) -> Iterator[None]:
     yield
-    supervisors, daemons = _recorded_pids(coop_env.coop_home)
-    started = set(with_descendants([p.pid for p in processes_with_env(
-        "COOP_HOME", str(coop_env.coop_home)) if p.alive]))
-    for pid in sorted(supervisors) + sorted(started - supervisors - daemons) + sorted(daemons):
-        if pid_alive(pid):
-            stop_pid(pid, timeout=10.0)
+    stop_started(coop_env.coop_home)
 
 
 class Coop:
