@@ -113,6 +113,7 @@ def test_with_descendants_follows_children_and_grandchildren(tmp_path: Path) -> 
     pidfile = tmp_path / "grandchild"
     script = f"sleep 60 & echo $! > {pidfile}; wait"
     proc = subprocess.Popen(["sh", "-c", script])
+    grandchild: int | None = None
     try:
         wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 10.0,
                  "the grandchild")
@@ -121,7 +122,9 @@ def test_with_descendants_follows_children_and_grandchildren(tmp_path: Path) -> 
         assert with_descendants([grandchild]) == [grandchild]
     finally:
         stop_pid(proc.pid, timeout=2.0)
-        stop_pid(int(pidfile.read_text()), timeout=2.0)
+        proc.wait()
+        if grandchild is not None:
+            stop_pid(grandchild, timeout=2.0)
 
 
 def test_a_grandchild_without_the_marker_is_caught_too(tmp_path: Path) -> None:

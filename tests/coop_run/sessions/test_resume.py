@@ -25,14 +25,14 @@ def test_a_reconnecting_client_gets_exactly_what_it_missed(coop: Coop,
     first.type(b"echo one-$((1+1))\r")
     first.wait_output(b"one-2", TIMEOUT)
     left_at = first.offset
-    first.sock.close()  # the phone went to sleep
+    first.close()  # the phone went to sleep
 
     other = attach(sock)
     other.type(b"echo two-$((2+1))\r")
     other.wait_output(b"two-3", TIMEOUT)
     assert other.start <= left_at
     seen = bytes(other.output[left_at - other.start:])
-    other.sock.close()
+    other.close()
     assert b"two-3" in seen and b"one-2" not in seen
 
     back = attach(sock, offset=left_at)
@@ -41,4 +41,4 @@ def test_a_reconnecting_client_gets_exactly_what_it_missed(coop: Coop,
         back.wait_output(b"two-3", TIMEOUT)
         assert bytes(back.output[:len(seen)]) == seen  # the same bytes, none twice
     finally:
-        back.sock.close()
+        back.close()

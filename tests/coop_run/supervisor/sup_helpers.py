@@ -1,5 +1,5 @@
-"""The test sessions' configuration, stopping a supervisor by PID, and (re-exported) the
-socket client of ``supervisor_client``."""
+"""The test sessions' configuration, and stopping a supervisor by PID (the socket client
+is ``supervisor_client``)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from busybox_sandbox import busybox_config
-from supervisor_client import TIMEOUT, Stream, connect, info, recv_exact, recv_message, request
+from supervisor_client import request
 
 from coop_run.launch import SupervisorHandle, read_state
 from coop_run.supervisor import SupervisorConfig
 from support.bench import CoopEnv
 from support.procs import pid_alive, stop_pid, wait_for
-
-__all__ = ["TIMEOUT", "Stream", "connect", "info", "recv_exact", "recv_message", "request",
-           "stop_supervisor", "supervisor_config"]
 
 
 def supervisor_config(env: CoopEnv, layer: Path, workspace: Path, name: str = "proj",

@@ -20,15 +20,8 @@ from typing import Any
 import pytest
 from busybox_sandbox import home_workspace
 from other_uid import as_other_user, cooptest_user
-from sup_helpers import (
-    Stream,
-    connect,
-    info,
-    recv_message,
-    request,
-    stop_supervisor,
-    supervisor_config,
-)
+from sup_helpers import stop_supervisor, supervisor_config
+from supervisor_client import Stream, connect, info, recv_message, request
 
 from coop_run.errors import ProtocolError, SupervisorError
 from coop_run.framing import encode_message

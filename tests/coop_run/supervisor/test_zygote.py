@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sup_helpers import info, stop_supervisor, supervisor_config
+from sup_helpers import stop_supervisor, supervisor_config
+from supervisor_client import info
 
 from coop_run.errors import SupervisorError
 from coop_run.launch import SupervisorHandle, decode_launch, encode_launch
