@@ -93,6 +93,8 @@ def _replies(sock: socket.socket, count: int) -> list[dict[str, object]]:
         (b"frob\0id=10\0", (10, "unknown request op 'frob'")),
         (b"signal\0id=11\0pid=1\0signo=9\0", (11, "cannot signal the init")),
         (b"signal\0id=12\0pid=99999\0signo=0\0", (12, "kill 99999")),
+        (b"signal\0id=15\0pid=0\0signo=15\0", (15, "bad field 'pid'")),
+        (b"signal\0id=16\0pid=4\0signo=99\0", (16, "bad field 'signo'")),
         (b"shutdown\0id=13\0grace=-1\0", (13, "bad field 'grace'")),
         (b"ok\0", (None, "'id' is missing")),
         (b"spawn\0id=x\0", (None, "'id' must be an integer")),

@@ -205,90 +205,43 @@ def decode(record: bytes) -> dict[str, Any]:
     return message
 
 
-# --- requests, checked -----------------------------------------------------------------
+# --- spawn requests, checked -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SpawnRequest:
-    id: int
-    argv: tuple[str, ...]
-    env: dict[str, str]
-    cwd: str | None
-    pty: bool
-    cols: int
-    rows: int
-    stdio: int
-
-
-@dataclass(frozen=True)
-class SignalRequest:
-    id: int
-    pid: int
-    signo: int
-
-
-@dataclass(frozen=True)
-class ShutdownRequest:
-    id: int
-    grace: float
-
-
-Request = SpawnRequest | SignalRequest | ShutdownRequest
-
-
-def _int(message: dict[str, Any], key: str, low: int, high: int) -> int:
+def _int(message: dict[str, Any], key: str, low: int, high: int) -> None:
     value = message.get(key)
+    if value is None:
+        return
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ProtocolError(f"{message.get('op')}: {key!r} must be an integer in {low}..{high}")
-    return value
 
 
-def _given(message: dict[str, Any], key: str) -> bool:
-    return message.get(key) is not None
-
-
-def parse_request(message: dict[str, Any]) -> Request:
-    """A request, checked field by field (absent and None fields take their defaults).
-
-    The supervisor checks each request before sending it; ``coop-init`` checks again."""
-    op = message.get("op")
-    rid = _int(message, "id", 0, 2**53)
-    if op == "spawn":
-        argv = message.get("argv")
-        if (not isinstance(argv, list) or not argv
-                or not all(isinstance(a, str) and "\0" not in a for a in argv)):
-            raise ProtocolError("spawn: 'argv' must be a non-empty list of strings")
-        env = message["env"] if _given(message, "env") else {}
-        if not isinstance(env, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) and k and "=" not in k
-            and "\0" not in k + v for k, v in env.items()
-        ):
-            raise ProtocolError("spawn: 'env' must map names (no '=') to strings")
-        cwd = message.get("cwd")
-        if cwd is not None and (not isinstance(cwd, str) or not cwd.startswith("/")):
-            raise ProtocolError("spawn: 'cwd' must be an absolute path or null")
-        pty = message["pty"] if _given(message, "pty") else False
-        if not isinstance(pty, bool):
-            raise ProtocolError("spawn: 'pty' must be a boolean")
-        stdio = _int(message, "stdio", 0, MAX_FDS) if _given(message, "stdio") else 0
-        if stdio not in (0, MAX_FDS) or (pty and stdio):
-            raise ProtocolError("spawn: 'stdio' is 0 or 3, and 0 with a PTY")
-        return SpawnRequest(
-            id=rid, argv=tuple(argv), env=dict(env), cwd=cwd, pty=pty,
-            cols=_int(message, "cols", 1, 65535) if _given(message, "cols") else 80,
-            rows=_int(message, "rows", 1, 65535) if _given(message, "rows") else 24,
-            stdio=stdio,
-        )
-    if op == "signal":
-        return SignalRequest(id=rid, pid=_int(message, "pid", 1, 2**22),
-                             signo=_int(message, "signo", 0, 64))
-    if op == "shutdown":
-        grace = message["grace"] if _given(message, "grace") else 5.0
-        if isinstance(grace, bool) or not isinstance(grace, int | float) or not (
-                0 <= grace <= 3600):
-            raise ProtocolError("shutdown: 'grace' must be a number of seconds in 0..3600")
-        return ShutdownRequest(id=rid, grace=float(grace))
-    raise ProtocolError(f"unknown request op {op!r}")
+def check_spawn(message: dict[str, Any]) -> None:
+    """``ProtocolError`` unless ``message`` is a spawn ``coop-init`` will take (absent and
+    None fields take its defaults). The supervisor checks before sending, so a bad spawn
+    fails with its reason here; ``coop-init`` checks again."""
+    _int(message, "id", 0, 2**53)
+    argv = message.get("argv")
+    if (not isinstance(argv, list) or not argv
+            or not all(isinstance(a, str) and "\0" not in a for a in argv)):
+        raise ProtocolError("spawn: 'argv' must be a non-empty list of strings")
+    env = message.get("env") or {}
+    if not isinstance(env, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and k and "=" not in k
+        and "\0" not in k + v for k, v in env.items()
+    ):
+        raise ProtocolError("spawn: 'env' must map names (no '=') to strings")
+    cwd = message.get("cwd")
+    if cwd is not None and (not isinstance(cwd, str) or not cwd.startswith("/")):
+        raise ProtocolError("spawn: 'cwd' must be an absolute path or null")
+    pty = message.get("pty") or False
+    if not isinstance(pty, bool):
+        raise ProtocolError("spawn: 'pty' must be a boolean")
+    _int(message, "stdio", 0, MAX_FDS)
+    if message.get("stdio") not in (None, 0, MAX_FDS) or (pty and message.get("stdio")):
+        raise ProtocolError("spawn: 'stdio' is 0 or 3, and 0 with a PTY")
+    _int(message, "cols", 1, 65535)
+    _int(message, "rows", 1, 65535)
 
 
 # --- I/O -------------------------------------------------------------------------------

@@ -520,7 +520,7 @@ class Sandbox:
             "rows": rows, "stdio": 3 if stdio is not None else 0,
         }
         try:
-            initproto.parse_request({**message, "id": 0})
+            initproto.check_spawn(message)
         except initproto.ProtocolError as exc:
             raise SandboxError(str(exc)) from exc
         reply = self._request(message, stdio or (), timeout)
