@@ -8,7 +8,9 @@ socket is driven directly, as the supervisor would, with records built by hand.
 from __future__ import annotations
 
 import fcntl
+import math
 import os
+import re
 import select
 import socket
 import struct
@@ -19,8 +21,9 @@ import pytest
 from busybox_sandbox import busybox_config, home_workspace, running_sandbox
 from sandbox_helpers import ok, run
 
+from coop_build import rootpath
 from coop_build.idmap import choose_idmap
-from coop_run import caps, initexe, initproto
+from coop_run import caps, initexe, initproto, sandbox_clone
 from coop_run.errors import SandboxError
 from coop_run.sandbox import Sandbox
 from coop_run.sandbox_clone import prepare_init
@@ -30,6 +33,7 @@ from support.rootfs import busybox_available
 pytestmark = pytest.mark.skipif(not busybox_available(), reason="needs busybox-static")
 
 TIMEOUT = 10.0
+REPO = Path(__file__).resolve().parents[3]
 INIT_OWN = {caps.CAP_SYS_ADMIN, caps.CAP_KILL, caps.CAP_DAC_OVERRIDE, caps.CAP_DAC_READ_SEARCH}
 
 
@@ -146,6 +150,16 @@ def test_a_set_up_record_the_init_does_not_know_fails_its_start(
 
 
 # --- the binary and its in-memory copy -----------------------------------------------
+
+
+def test_the_constants_copied_into_the_c_source_match_their_python_originals() -> None:
+    source = (REPO / "packages" / "coop-run" / "csrc" / "coop-init.c").read_text()
+    defined = {m[1]: math.prod(int(factor) for factor in m[2].split("*"))
+               for m in re.finditer(r"^#define (\w+) \(?([0-9* ]+)\)?", source, re.M)}
+    assert defined["MAX_FRAME"] == initproto.MAX_FRAME
+    assert defined["MAX_FDS"] == initproto.MAX_FDS
+    assert defined["EXIT_BUG"] == sandbox_clone.EXEC_FAILED
+    assert defined["MAX_HOPS"] == rootpath._MAX_HOPS
 
 
 def test_the_copy_is_sealed_and_made_once_per_process() -> None:
