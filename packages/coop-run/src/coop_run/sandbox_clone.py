@@ -37,8 +37,9 @@ from coop_run import initexe, initproto
 from coop_run.errors import SandboxError
 
 MAX_FD = 1 << 20
-# coop-init's signals: blocked from the clone on, so none sent before it runs is lost
-# (the init of a PID namespace would drop them: it has no handler for them yet).
+# coop-init's signals: blocked by the cloned child first thing (after gc.freeze), so none
+# sent before coop-init runs is lost (the init of a PID namespace would drop them: it has
+# no handler for them yet).
 HANDLED = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 EXEC_FAILED = 125
 NS_FLAGS = (linux.CLONE_NEWUSER | linux.CLONE_NEWNS | linux.CLONE_NEWPID
