@@ -17,11 +17,12 @@ setup:
     uv sync --compile-bytecode
     {{venv}}/python -m compileall -q packages/coop-build/src packages/coop-run/src
 
-# Static checks: ruff, mypy (strict), coop-init without a warning. No formatter run: we do
-# not want format churn.
+# Static checks: ruff, mypy (strict), the import layers (docs/architecture.md), coop-init
+# without a warning. No formatter run: we do not want format churn.
 lint:
     {{venv}}/ruff check
     {{venv}}/mypy
+    {{venv}}/python scripts/check-layers
     ${CC:-cc} -fsyntax-only -Wall -Wextra -Werror -std=gnu11 packages/coop-run/csrc/coop-init.c
 
 # Lint, prepare the cached test images, then the whole suite as root and as the test user.

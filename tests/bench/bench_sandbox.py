@@ -22,7 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from coop_run.sandbox import Sandbox, SandboxConfig
+from coop_run.sandbox.config import SandboxConfig
+from coop_run.sandbox.host import Sandbox
 from support.benchkit import memory_kib, run_on_pty
 from support.rootfs import make_busybox_rootfs
 

@@ -10,7 +10,8 @@ from typing import Any
 
 from coop_build.paths import CoopPaths
 from coop_run.errors import SandboxError
-from coop_run.sandbox import Sandbox, SandboxConfig
+from coop_run.sandbox.config import SandboxConfig
+from coop_run.sandbox.host import Sandbox
 from support.bench import CoopEnv
 
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from coop_run.framing import (
+from coop_run.ipc.framing import (
     Control,
     Data,
     StreamDecoder,

@@ -60,11 +60,12 @@ def test_ls_runs_without_click_or_the_heavy_stacks(daemon_env: dict[str, str],
     assert first.returncode == 0, first.stderr  # this one started the daemon
     for args in (["ls"], ["ls", "--json"]):
         modules, _ = imported_by(args, daemon_env, tmp_path)
-        assert "coop_run.client" in modules, args  # it did talk to the daemon
+        assert "coop_run.ipc.client" in modules, args  # it did talk to the daemon
         assert top_packages(modules, LS_FORBIDDEN) == [], args
         assert not any(m.startswith("coop_run.cli.") and m not in (
             "coop_run.cli.main", "coop_run.cli.app", "coop_run.cli.options",
-            "coop_run.cli.fast", "coop_run.cli.errors") for m in modules), sorted(modules)
+            "coop_run.cli.fast", "coop_run.cli.errors", "coop_run.cli.formatting")
+            for m in modules), sorted(modules)
 
 
 def test_ls_prints_what_the_click_command_prints(daemon_env: dict[str, str],
@@ -106,17 +107,24 @@ def test_importing_the_entry_point_imports_no_command_nor_click() -> None:
 
 def test_the_daemon_imports_no_session_stack_until_a_create() -> None:
     """A cold command waits for the daemon's imports: the supervisor, sandbox and
-    network code (about 45 ms) comes with the first create, the session starter runs it."""
-    code = ("import sys, coop_run.daemon, coop_run.sessions; "
+    network code (about 45 ms) comes with the first create, the session starter runs it.
+    Of the sandbox and session packages the daemon holds only what crosses the process
+    line: the two configurations, the launch protocol and what they name."""
+    code = ("import sys, coop_run.daemon.server, coop_run.daemon.registry; "
             "print(sorted(m for m in sys.modules if m.startswith(('coop_', 'pydantic'))))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, timeout=60)
     modules = set(ast.literal_eval(proc.stdout.strip()))
-    assert {"coop_run.daemon", "coop_run.sessions", "coop_run.zygote_client"} <= modules
-    heavy = ("coop_run.supervisor", "coop_run.sandbox", "coop_run.network", "coop_run.zygote",
-             "coop_run.initproto", "coop_run.ptys", "coop_build.layers", "pydantic")
-    below = tuple(f"{name}." for name in heavy)
-    assert sorted(m for m in modules if m in heavy or m.startswith(below)) == []
+    assert {"coop_run.daemon.server", "coop_run.daemon.registry",
+            "coop_run.daemon.zygote_client"} <= modules
+    crossing = {"coop_run.sandbox", "coop_run.sandbox.config", "coop_run.sandbox.network",
+                "coop_run.sandbox.network.base", "coop_run.session", "coop_run.session.config",
+                "coop_run.session.launch", "coop_run.session.fanout",
+                "coop_run.session.scrollback"}
+    stack = {m for m in modules if m.startswith(("coop_run.sandbox", "coop_run.session"))}
+    assert stack == crossing
+    assert sorted(m for m in modules if m == "pydantic" or m.startswith(
+        ("pydantic.", "coop_build.layers", "coop_build.store"))) == []
 
 
 def test_help_lists_every_command_as_an_eager_group_would(

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from coop_run.fanout import Batch, FanOut, Item
-from coop_run.scrollback import Scrollback
+from coop_run.session.fanout import Batch, FanOut, Item
+from coop_run.session.scrollback import Scrollback
 
 
 def lagged(n: int) -> dict[str, object]:

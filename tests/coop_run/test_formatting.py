@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from coop_run.formatting import (
+from coop_run.cli.formatting import (
     format_clients,
     format_elapsed,
     format_ls,

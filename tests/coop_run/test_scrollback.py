@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from coop_run.scrollback import DEFAULT_CAPACITY, Scrollback
+from coop_run.session.scrollback import DEFAULT_CAPACITY, Scrollback
 
 
 class Reference:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from coop_run import protocol
-from coop_run.framing import encode_data
-from coop_run.ptys import Pty, StreamClient
+from coop_run.ipc import protocol
+from coop_run.ipc.framing import encode_data
+from coop_run.session.ptys import Pty, StreamClient
 
 TIMEOUT = 10.0
 

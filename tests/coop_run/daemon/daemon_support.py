@@ -21,16 +21,16 @@ RUN_TIMEOUT = 60.0
 
 
 def daemon_pids(coop_home: Path) -> list[int]:
-    """The daemons among ``coop_pids`` (``python -m coop_run.daemon``)."""
+    """The daemons among ``coop_pids`` (``python -m coop_run.daemon.server``)."""
     return [p.pid for p in processes_with_env("COOP_HOME", str(coop_home))
-            if p.alive and "coop_run.daemon" in p.cmdline]
+            if p.alive and "coop_run.daemon.server" in p.cmdline]
 
 
 def zygote_pids(coop_home: Path) -> list[int]:
     """The session starters among ``coop_pids``: zygotes and what they forked (the spare,
     and the spare's waiting ``coop-init``)."""
     return with_descendants([p.pid for p in processes_with_env("COOP_HOME", str(coop_home))
-                             if p.alive and "coop_run.zygote" in p.cmdline])
+                             if p.alive and "coop_run.session.zygote" in p.cmdline])
 
 
 @pytest.fixture(autouse=True)

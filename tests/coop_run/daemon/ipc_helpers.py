@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from coop_run.framing import FrameDecoder, encode_message
+from coop_run.ipc.framing import FrameDecoder, encode_message
 
 READ_TIMEOUT = 10.0
 

@@ -12,7 +12,7 @@ from daemon_support import Coop
 from ipc_helpers import RawClient, header
 from other_uid import as_other_user, cooptest_user
 
-from coop_run.framing import MAX_FRAME_SIZE
+from coop_run.ipc.framing import MAX_FRAME_SIZE
 from support.procs import pid_alive, wait_for
 
 
@@ -106,7 +106,7 @@ def test_unknown_or_invalid_commands(coop: Coop, daemon: int, message: dict[str,
 
 
 def test_many_frames_in_one_write(coop: Coop, daemon: int) -> None:
-    from coop_run.framing import encode_message
+    from coop_run.ipc.framing import encode_message
 
     with RawClient(coop.socket) as client:
         client.hello()

@@ -13,7 +13,7 @@ import pytest
 from coop_cli import coop_pids, read_pid
 from daemon_support import Coop, daemon_pids, zygote_pids
 
-from coop_run.daemon import IDLE_SECONDS, Activity, idle_timeout, should_exit_idle
+from coop_run.daemon.server import IDLE_SECONDS, Activity, idle_timeout, should_exit_idle
 from support.procs import pid_alive, proc_info, wait_for
 
 SEED_HEADER = "SESSION    WORKSPACE                STATE     PTYS   CLIENTS        AGE"

@@ -14,11 +14,11 @@ import pytest
 from ipc_helpers import RawClient
 
 from coop_build.paths import CoopPaths
-from coop_run import protocol
-from coop_run.daemon import Connection, Daemon
+from coop_run.daemon.server import Connection, Daemon
 from coop_run.errors import DaemonError, SocketPathError
-from coop_run.framing import Control, StreamDecoder
-from coop_run.sockets import bind_unix_socket, check_socket_path, peer_uid
+from coop_run.ipc import protocol
+from coop_run.ipc.framing import Control, StreamDecoder
+from coop_run.ipc.sockets import bind_unix_socket, check_socket_path, peer_uid
 
 
 def test_bound_socket_is_0600_even_with_a_lax_umask(tmp_path: Path) -> None:
@@ -157,7 +157,7 @@ def test_shutdown_sends_detached_to_attached_clients(tmp_path: Path) -> None:
 def test_exiting_daemon_never_removes_a_live_socket(tmp_path: Path) -> None:
     """Inode numbers get reused: an old daemon on its way out must not delete the socket
     a new daemon has bound in its place, even if the inode number matches."""
-    from coop_run.daemon import _file_id
+    from coop_run.daemon.server import _file_id
 
     paths = CoopPaths(tmp_path / "dhome")
     paths.home.mkdir()

@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from coop_run.framing import (
+from coop_run.ipc.framing import (
     MAX_FRAME_SIZE,
     Control,
     Data,

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from coop_run import protocol
 from coop_run.errors import ProtocolError
+from coop_run.ipc import protocol
 
 # message builder -> (example call, exact keys)
 CONTRACT: dict[str, tuple[dict[str, Any], set[str]]] = {

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from coop_build.paths import CoopPaths
-from coop_run import protocol
-from coop_run.framing import FrameDecoder, encode_message
-from coop_run.sessions import SessionRegistry
+from coop_run.daemon.registry import SessionRegistry
+from coop_run.ipc import protocol
+from coop_run.ipc.framing import FrameDecoder, encode_message
 from support.bench import CoopEnv
 
 

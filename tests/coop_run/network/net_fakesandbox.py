@@ -11,7 +11,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from coop_run.network._tools import tool_path
+from coop_run.sandbox.network._tools import tool_path
 from support.procs import stop_pid, wait_for
 
 HERE = Path(__file__).resolve().parent

@@ -10,7 +10,7 @@ run makes it itself (fixture), the unprivileged run needs ``scripts/prepare-test
 run as root first (and ``down`` afterwards). ``up`` also makes /dev/net/tun 0666 (Debian's
 udev default; this machine has 0600), which rootless pasta needs; ``down`` restores it.
 
-    python3 tests/coop_run/network/net_topology.py up|down|check
+    python3 tests/coop_run/sandbox/network/net_topology.py up|down|check
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ import pytest
 from net_fakesandbox import FakeSandbox
 
 from coop_build.paths import CoopPaths
-from coop_run.network import network_for, reap_stale
-from coop_run.network.state import state_path
+from coop_run.sandbox.network.modes import network_for, reap_stale
+from coop_run.sandbox.network.state import state_path
 from support.bench import CoopEnv
 from support.procs import wait_for
 

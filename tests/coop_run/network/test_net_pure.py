@@ -15,13 +15,14 @@ import pytest
 
 from coop_build.paths import CoopPaths
 from coop_run.errors import NetworkError
-from coop_run.network import network_for, rules
-from coop_run.network._tools import tool_path
-from coop_run.network.dns import DnsForwarder, is_query, parse_nameservers
-from coop_run.network.pasta import pasta_argv
-from coop_run.network.state import NetState
-from coop_run.network.veth_root import choose_slot, link_slot, slot_addresses
 from coop_run.procs import alive, proc_start_time
+from coop_run.sandbox.network import rules
+from coop_run.sandbox.network._tools import tool_path
+from coop_run.sandbox.network.dns import DnsForwarder, is_query, parse_nameservers
+from coop_run.sandbox.network.modes import network_for
+from coop_run.sandbox.network.pasta import pasta_argv
+from coop_run.sandbox.network.state import NetState
+from coop_run.sandbox.network.veth_root import choose_slot, link_slot, slot_addresses
 
 N = ipaddress.IPv4Network
 

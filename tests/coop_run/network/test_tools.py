@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from coop_run.network._tools import in_netns, tool_path
+from coop_run.sandbox.network._tools import in_netns, tool_path
 
 
 def test_tools_in_sbin_are_found_without_sbin_on_path(monkeypatch: pytest.MonkeyPatch) -> None:

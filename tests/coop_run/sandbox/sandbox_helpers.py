@@ -8,7 +8,7 @@ import select
 import time
 from collections.abc import Sequence
 
-from coop_run.sandbox import Sandbox
+from coop_run.sandbox.host import Sandbox
 
 TIMEOUT = 10.0
 SH = ("sh",)

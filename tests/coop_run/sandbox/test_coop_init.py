@@ -23,10 +23,11 @@ from sandbox_helpers import ok, run
 
 from coop_build import rootpath
 from coop_build.idmap import choose_idmap
-from coop_run import caps, initexe, initproto, sandbox_clone
 from coop_run.errors import SandboxError
-from coop_run.sandbox import Sandbox
-from coop_run.sandbox_clone import prepare_init
+from coop_run.sandbox import caps, initexe, initproto
+from coop_run.sandbox import clone as sandbox_clone
+from coop_run.sandbox.clone import prepare_init
+from coop_run.sandbox.host import Sandbox
 from support.bench import CoopEnv
 from support.rootfs import busybox_available
 

@@ -4,7 +4,7 @@ Real ``Sandbox`` on Debian's static busybox (no Python inside), real network mod
 root (single mapping, ``veth`` = veth pair + NAT) and as the test user (subuid range,
 ``veth`` = pasta). Every command runs as the agent does: a child of the sandbox init,
 without the capabilities it drops. Every address contacted is on loopback or in a network
-namespace made by the test bench (tests/coop_run/network/net_topology.py).
+namespace made by the test bench (tests/coop_run/sandbox/network/net_topology.py).
 """
 
 from __future__ import annotations
@@ -32,10 +32,11 @@ from sandbox_helpers import ok as sandbox_ok
 from sandbox_helpers import run as sandbox_run
 
 from coop_build.paths import CoopPaths
-from coop_run import caps
 from coop_run.errors import SandboxError
-from coop_run.network import network_for
-from coop_run.sandbox import NetworkMode, Sandbox, child_capabilities
+from coop_run.sandbox import caps
+from coop_run.sandbox.host import Sandbox, child_capabilities
+from coop_run.sandbox.network.base import NetworkMode
+from coop_run.sandbox.network.modes import network_for
 from support.bench import CoopEnv
 from support.procs import stop_pid, wait_for
 from support.rootfs import busybox_available, make_busybox_rootfs

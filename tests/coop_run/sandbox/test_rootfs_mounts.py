@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from coop_build import linux
-from coop_run import caps, initproto
-from coop_run.rootfs_mounts import (
+from coop_run.sandbox import caps, initproto
+from coop_run.sandbox.mounts import (
     Bind,
     FreshMount,
     HostSymlinkOrBind,

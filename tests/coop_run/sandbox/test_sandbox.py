@@ -25,12 +25,14 @@ from sandbox_helpers import ok, read_until_eof, run
 
 from coop_build.idmap import choose_idmap
 from coop_build.paths import CoopPaths
-from coop_run import caps, initproto
 from coop_run.errors import BindPathError, SandboxError
-from coop_run.network import network_for
-from coop_run.sandbox import Sandbox, SandboxConfig
-from coop_run.sandbox_clone import prepare_init
-from coop_run.sessiondirs import SessionDir, reap_stale_in
+from coop_run.layout import SessionDir
+from coop_run.sandbox import caps, initproto
+from coop_run.sandbox.clone import prepare_init
+from coop_run.sandbox.config import SandboxConfig
+from coop_run.sandbox.host import Sandbox
+from coop_run.sandbox.network.modes import network_for
+from coop_run.sandbox.sessiondirs import reap_stale_in
 from support.bench import CoopEnv
 from support.procs import children, stop_pid, wait_for
 from support.rootfs import busybox_available, make_busybox_rootfs
@@ -246,7 +248,7 @@ def test_persist_survives_stop_and_start_upper_does_not(start: Callable[..., San
     assert (sdir.upper / "root" / "scratch").exists()
     sandbox.stop()
     assert not sdir.upper.exists() and not sdir.work.exists() and not sdir.root.exists()
-    assert not sdir.state.exists()
+    assert not sdir.sandbox_state.exists()
     assert (sdir.persist / ".cache" / "note").read_text() == "kept\n"
     again = start()
     assert ok(again, "cat /root/.cache/note; test -e /root/scratch || echo fresh") == (
@@ -538,7 +540,8 @@ def test_spawn_before_start_waits_for_ready(make_config: MakeConfig,
 CREATOR = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from coop_run.sandbox import Sandbox, SandboxConfig
+    from coop_run.sandbox.config import SandboxConfig
+    from coop_run.sandbox.host import Sandbox
     layer, session_dir, workspace, home = (Path(a) for a in sys.argv[1:5])
     sandbox = Sandbox.create(SandboxConfig(name="orphan", layers=[layer],
                              session_dir=session_dir, workspace=workspace, user_home=home))
@@ -569,7 +572,7 @@ def test_stale_sandbox_is_reaped_after_its_creator_is_killed(
         assert sdir.upper.is_dir()  # nothing cleaned it yet
         assert reap_stale_in(session_dir.parent) == ["orphan"]
         assert not sdir.upper.exists() and not sdir.work.exists()
-        assert not sdir.state.exists()
+        assert not sdir.sandbox_state.exists()
     finally:
         if creator.poll() is None:
             stop_pid(creator.pid, timeout=5.0)

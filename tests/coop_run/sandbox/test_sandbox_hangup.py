@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from busybox_sandbox import busybox_config, home_workspace, running_sandbox
 
-from coop_run.sandbox import Sandbox
+from coop_run.sandbox.host import Sandbox
 from support.bench import CoopEnv
 from support.procs import pid_alive, wait_for
 from support.rootfs import busybox_available

@@ -12,12 +12,10 @@ import pytest
 from coop_build.idmap import IdMap
 from coop_build.paths import CoopPaths
 from coop_run.errors import BindPathError, SandboxError
+from coop_run.layout import SessionDir, check_session_name
 from coop_run.procs import proc_start_time
-from coop_run.sessiondirs import (
-    LOCK_FILE,
-    SessionDir,
+from coop_run.sandbox.sessiondirs import (
     check_bind_source,
-    check_name,
     claimed,
     clean_transient,
     persist_name_ok,
@@ -31,13 +29,13 @@ from support.procs import wait_for
 
 @pytest.mark.parametrize("name", ["proj", "my-proj_2", "a.b", "x" * 63])
 def test_good_names(name: str) -> None:
-    check_name(name)
+    check_session_name(name)
 
 
 @pytest.mark.parametrize("name", ["", ".", "..", "a/b", "-x", "x" * 64, "ü", "a b"])
 def test_bad_names(name: str) -> None:
     with pytest.raises(SandboxError, match="invalid session name"):
-        check_name(name)
+        check_session_name(name)
 
 
 def test_persist_names() -> None:
@@ -106,9 +104,9 @@ def test_reap_stale_removes_only_dead_sessions(tmp_path: Path) -> None:
     called: list[CoopPaths] = []
     assert reap_stale(paths, network_reap=called.append) == ["dead"]
     assert called == [paths]
-    assert not dead.upper.exists() and not dead.work.exists() and not dead.state.exists()
+    assert not dead.upper.exists() and not dead.work.exists() and not dead.sandbox_state.exists()
     assert (dead.persist / ".cache").is_dir()
-    assert live.upper.exists() and live.state.exists()
+    assert live.upper.exists() and live.sandbox_state.exists()
 
 
 def test_reap_stale_leaves_a_session_being_started_to_its_starter(tmp_path: Path) -> None:
@@ -124,7 +122,7 @@ def test_reap_stale_leaves_a_session_being_started_to_its_starter(tmp_path: Path
         with claimed(sdir, wait=False) as second:
             assert not second  # the lock really excludes
         assert reap_stale(paths, network_reap=lambda _paths: None) == []
-        assert sdir.upper.exists() and sdir.state.exists()
+        assert sdir.upper.exists() and sdir.sandbox_state.exists()
     # Released (the start went away without claiming): now it is a dead session's.
     assert reap_stale(paths, network_reap=lambda _paths: None) == ["again"]
     assert not sdir.upper.exists()
@@ -158,7 +156,7 @@ def test_a_start_waiting_on_a_reaper_that_removes_the_directory_still_starts(
         assert reaper
         thread = threading.Thread(target=starter)
         thread.start()
-        wait_for(lambda: _someone_waits_on(sdir.path / LOCK_FILE), 10.0, "the start to wait")
+        wait_for(lambda: _someone_waits_on(sdir.lock), 10.0, "the start to wait")
         clean_transient(sdir, None)
         assert not sdir.path.exists()
     thread.join(10.0)

@@ -17,10 +17,10 @@ from coop_cli import COOP
 from session_support import Coop, ls_json, supervisor_info
 from supervisor_client import Stream
 
-from coop_run import protocol
-from coop_run.client import Client
 from coop_run.errors import RemoteError
-from coop_run.framing import encode_data
+from coop_run.ipc import protocol
+from coop_run.ipc.client import Client
+from coop_run.ipc.framing import encode_data
 from support.procs import children, pid_alive, wait_for
 
 pytestmark = pytest.mark.asuser

@@ -10,8 +10,9 @@ from typing import Any
 from busybox_sandbox import busybox_config
 from supervisor_client import request
 
-from coop_run.launch import SupervisorHandle, read_state
-from coop_run.supervisor import SupervisorConfig
+from coop_run.session.config import SupervisorConfig
+from coop_run.session.launch import SupervisorHandle
+from coop_run.statefiles import read_json
 from support.bench import CoopEnv
 from support.procs import pid_alive, stop_pid, wait_for
 
@@ -32,7 +33,7 @@ def stop_supervisor(handle: SupervisorHandle) -> None:
     with contextlib.suppress(OSError, AssertionError):
         request(handle.socket_path, {"cmd": "kill", "force": True})
     pids = {handle.pid}
-    state = read_state(handle.state_path.parent)
+    state = read_json(handle.state_path)
     if state is not None and isinstance(state.get("pid"), int):
         pids.add(state["pid"])
     for pid in pids:

@@ -24,11 +24,19 @@ from sup_helpers import stop_supervisor, supervisor_config
 from supervisor_client import Stream, connect, info, recv_message, request
 
 from coop_run.errors import ProtocolError, SupervisorError
-from coop_run.framing import encode_message
-from coop_run.launch import SupervisorHandle, failed_reply, parse_reply, read_state, started_reply
-from coop_run.ptys import CRASH_LOOP_AFTER, Backoff, exit_notice, restart_notice
-from coop_run.supervisor import SupervisorConfig, check_request
-from coop_run.supervisor_process import start_supervisor
+from coop_run.ipc.framing import encode_message
+from coop_run.layout import SessionDir
+from coop_run.session.config import SupervisorConfig
+from coop_run.session.launch import (
+    SupervisorHandle,
+    failed_reply,
+    parse_reply,
+    started_reply,
+)
+from coop_run.session.process import start_supervisor
+from coop_run.session.ptys import CRASH_LOOP_AFTER, Backoff, exit_notice, restart_notice
+from coop_run.session.supervisor import check_request
+from coop_run.statefiles import read_json
 from support.bench import CoopEnv
 from support.procs import pid_alive, wait_for
 from support.rootfs import busybox_available
@@ -291,7 +299,7 @@ def test_kill_stops_everything_and_keeps_persist(start: Start) -> None:
     agent = pty_detail(handle)["host_pid"]
     assert (session_dir / "persist" / ".cache").is_dir()
     assert (session_dir / "upper").exists()
-    assert read_state(session_dir) is not None
+    assert read_json(SessionDir(session_dir).supervisor_state) is not None
     a = Stream.open(handle.socket_path, cols=80, rows=24)
     idle = connect(handle.socket_path)  # an idle command connection must not hold the exit
     idle.settimeout(TIMEOUT)
@@ -407,9 +415,8 @@ def test_the_supervisor_outlives_its_starter(
         with os.fdopen(read_fd) as reply:
             line = reply.readline()
         assert line, "the helper failed to start the supervisor"
-        from coop_run.launch import socket_path, state_path
-        session_dir = config.session_dir
-        handle = SupervisorHandle(int(line), socket_path(session_dir), state_path(session_dir))
+        sdir = SessionDir(config.session_dir)
+        handle = SupervisorHandle(int(line), sdir.supervisor_socket, sdir.supervisor_state)
         agent = pty_detail(handle)["host_pid"]
         os.kill(helper, signal.SIGKILL)
         os.waitpid(helper, 0)

@@ -1,4 +1,4 @@
-"""The session starter (``coop_run.zygote``): its wire format, and for real the process
+"""The session starter (``coop_run.session.zygote``): its wire format, and for real the process
 that forks supervisors, its spare, and how both end while sessions carry on."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import pytest
 from sup_helpers import stop_supervisor, supervisor_config
 from supervisor_client import info
 
+from coop_run.daemon.zygote_client import ZygoteClient
 from coop_run.errors import SupervisorError
-from coop_run.launch import SupervisorHandle, decode_launch, encode_launch
-from coop_run.network import NoNetwork
-from coop_run.supervisor import SupervisorConfig
-from coop_run.zygote_client import ZygoteClient
+from coop_run.sandbox.network.none import NoNetwork
+from coop_run.session.config import SupervisorConfig
+from coop_run.session.launch import SupervisorHandle, decode_launch, encode_launch
 from support.bench import CoopEnv
 from support.procs import children, pid_alive, proc_info, stop_pid, wait_for, with_descendants
 from support.rootfs import busybox_available

@@ -33,6 +33,16 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A record written by ``write_json_atomic``: None if absent, unreadable or not an
+    object (a record is replaced whole, so a reader sees the old one or the new one)."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Replace ``path`` with ``data`` as JSON (see ``write_text_atomic``)."""
     write_text_atomic(path, json.dumps(data))

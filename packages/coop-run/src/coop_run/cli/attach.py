@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from coop_run.client import Client, remote_error
 from coop_run.errors import DaemonError, ProtocolError
-from coop_run.framing import (
+from coop_run.ipc.client import Client, remote_error
+from coop_run.ipc.framing import (
     Control,
     Data,
     StreamDecoder,
@@ -36,7 +36,7 @@ from coop_run.framing import (
     encode_message,
     parse_json_object,
 )
-from coop_run.sockets import recv_exact
+from coop_run.ipc.sockets import recv_exact
 
 DETACH_KEY = b"\x1d"  # Ctrl+]
 EXIT_NOTICE_PREFIX = b"\r\n\x1b[2m[process exited"

@@ -26,7 +26,7 @@ FOLLOW_INTERVAL = 0.25
 @click.pass_obj
 def shutdown_command(app: App) -> None:
     """Gracefully shut down the daemon. Sessions are detached, not killed."""
-    from coop_run.spawn import connect
+    from coop_run.daemon.autospawn import connect
 
     client = connect(app.socket_path)
     if client is None:

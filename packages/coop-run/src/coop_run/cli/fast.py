@@ -26,8 +26,8 @@ _ANSI = r"\033\[[;?0-9]*[a-zA-Z]"
 
 def list_sessions(app: App, *, as_json: bool) -> str:
     """The text of ``coop ls [--json]``, starting the daemon if none runs (SPEC 5)."""
-    from coop_run.formatting import format_ls, format_ls_json
-    from coop_run.spawn import ensure_daemon
+    from coop_run.cli.formatting import format_ls, format_ls_json
+    from coop_run.daemon.autospawn import ensure_daemon
 
     with ensure_daemon(app.paths, app.socket_path) as client:
         sessions = client.request({"cmd": "ls"}).get("sessions")

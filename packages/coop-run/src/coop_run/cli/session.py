@@ -83,7 +83,7 @@ def _stream(app: App, client: Any, request: dict[str, Any], name: str, *,
 def default_session(app: App, *, detach: bool, workspace: Path | None,
                     name: str | None) -> int:
     """``coop [-d] [-w DIR] [-n NAME]``: attach to the workspace's session, creating it."""
-    from coop_run.spawn import ensure_daemon
+    from coop_run.daemon.autospawn import ensure_daemon
 
     ws = Path(os.path.realpath(workspace if workspace is not None else app.workspace))
     if not ws.is_dir():
@@ -120,7 +120,7 @@ def default_session(app: App, *, detach: bool, workspace: Path | None,
 @click.pass_obj
 def attach_command(app: App, session: str | None) -> int:
     """Attach to an existing session's agent PTY (Ctrl+] detaches)."""
-    from coop_run.spawn import ensure_daemon
+    from coop_run.daemon.autospawn import ensure_daemon
 
     key = session_key(session, app.workspace)
     with ensure_daemon(app.paths, app.socket_path) as client:
@@ -135,7 +135,7 @@ def attach_command(app: App, session: str | None) -> int:
 @click.pass_obj
 def shell_command(app: App, session: str | None, command: str | None) -> int:
     """Spawn a new shell PTY inside an existing session and attach to it."""
-    from coop_run.spawn import ensure_daemon
+    from coop_run.daemon.autospawn import ensure_daemon
 
     key = session_key(session, app.workspace)
     request: dict[str, Any] = {"cmd": "shell", "session": key, **_size()}
@@ -153,7 +153,7 @@ def shell_command(app: App, session: str | None, command: str | None) -> int:
 @click.pass_obj
 def kill_command(app: App, session: str | None, kill_all: bool, force: bool) -> None:
     """Kill a session and all its processes."""
-    from coop_run.spawn import ensure_daemon
+    from coop_run.daemon.autospawn import ensure_daemon
 
     request: dict[str, Any] = {"cmd": "kill", "force": force}
     if kill_all:
@@ -175,7 +175,7 @@ def kill_command(app: App, session: str | None, kill_all: bool, force: bool) -> 
 @click.pass_obj
 def restart_command(app: App, session: str | None) -> None:
     """Restart a session's agent (its shells keep running)."""
-    from coop_run.spawn import ensure_daemon
+    from coop_run.daemon.autospawn import ensure_daemon
 
     with ensure_daemon(app.paths, app.socket_path) as client:
         reply = client.request({"cmd": "restart",

@@ -54,7 +54,7 @@ def daemon_state(pid_file: Path) -> str:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return "not running"
-    if b"coop_run.daemon" not in cmdline:
+    if b"coop_run.daemon.server" not in cmdline:
         return "not running"  # a stale pid file (daemon killed), the pid reused since
     return f"not responding (PID {pid})"
 
@@ -65,9 +65,9 @@ def ask_daemon(socket_path: Path, pid_file: Path) -> tuple[str, str | None]:
     Asks the running daemon over its socket and never starts one: ``coop status``
     reports the state, it does not change it.
     """
+    from coop_run.cli.formatting import format_sessions_summary
+    from coop_run.daemon.autospawn import connect
     from coop_run.errors import CoopError
-    from coop_run.formatting import format_sessions_summary
-    from coop_run.spawn import connect
 
     try:
         client = connect(socket_path)

@@ -34,24 +34,25 @@ import os
 import signal
 import socket
 from collections import deque
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
-from coop_run import protocol
 from coop_run.errors import CoopError, ProtocolError, SupervisorError
-from coop_run.fanout import DEFAULT_MAX_BACKLOG
-from coop_run.framing import (
+from coop_run.ipc import protocol
+from coop_run.ipc.framing import (
     FrameDecoder,
     FrameTooLargeError,
     MalformedFrameError,
     Message,
     encode_message,
 )
-from coop_run.launch import socket_path, state_path
+from coop_run.ipc.sockets import bind_unix_socket, peer_uid
+from coop_run.layout import SessionDir
 from coop_run.procs import proc_start_time
-from coop_run.ptys import (
+from coop_run.sandbox.clone import PreparedInit
+from coop_run.sandbox.host import ExitStatus, Sandbox
+from coop_run.session.config import SupervisorConfig
+from coop_run.session.ptys import (
     CLIENT_KINDS,
     QUICK_EXIT,
     Backoff,
@@ -60,10 +61,6 @@ from coop_run.ptys import (
     exit_notice,
     restart_notice,
 )
-from coop_run.sandbox import ExitStatus, Sandbox, SandboxConfig
-from coop_run.sandbox_clone import PreparedInit
-from coop_run.scrollback import DEFAULT_CAPACITY
-from coop_run.sockets import bind_unix_socket, peer_uid
 from coop_run.statefiles import write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -85,27 +82,6 @@ _SPECS: Mapping[str, Mapping[str, tuple[type, ...]]] = {
 }
 
 
-@dataclass
-class SupervisorConfig:
-    """One session's supervisor: its sandbox, its agent and the PTY settings."""
-
-    sandbox: SandboxConfig
-    agent: Sequence[str]                       # argv of PTY 0
-    agent_env: Mapping[str, str] = field(default_factory=dict)
-    shell: Sequence[str] = ("sh",)             # argv of a shell without a command
-    auto_restart: bool = True
-    restart_delay_ms: int = 1000
-    restart_max_delay_ms: int = 30000
-    cols: int = 80                             # PTY size while no client is attached
-    rows: int = 24
-    scrollback: int = DEFAULT_CAPACITY
-    max_backlog: int = DEFAULT_MAX_BACKLOG
-    stop_grace: float = 5.0                    # kill: SIGTERM, this long, then SIGKILL
-    log_file: Path | None = None               # stdout/stderr and logging; None: /dev/null
-
-    @property
-    def session_dir(self) -> Path:
-        return Path(self.sandbox.session_dir)
 
 
 def check_request(message: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -143,6 +119,7 @@ class Supervisor:
                  prepared: PreparedInit | None = None) -> None:
         self.config = config
         self.session_dir = config.session_dir
+        self.layout = SessionDir(config.session_dir)
         self.sandbox = Sandbox(config.sandbox, prepared=prepared)
         self.listener: socket.socket | None = None
         self.ptys: dict[int, Pty] = {}
@@ -161,7 +138,7 @@ class Supervisor:
 
     def prepare(self) -> None:
         self.session_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.listener = bind_unix_socket(socket_path(self.session_dir))
+        self.listener = bind_unix_socket(self.layout.supervisor_socket)
         self.sandbox.on_exit = self._on_exit
         # The agent's spawn goes out while the init still builds the root (pipelined);
         # a failure of that set-up surfaces from the spawn.
@@ -182,16 +159,16 @@ class Supervisor:
         state = {"pid": pid, "start": proc_start_time(pid),
                  "name": self.config.sandbox.name,
                  "workspace": str(self.sandbox.workspace_real),
-                 "created": self.sandbox.created, "socket": str(socket_path(self.session_dir))}
-        write_json_atomic(state_path(self.session_dir), state)
+                 "created": self.sandbox.created, "socket": str(self.layout.supervisor_socket)}
+        write_json_atomic(self.layout.supervisor_state, state)
 
     def cleanup(self) -> None:
         """Remove the socket and the state file (the sandbox is stopped by then)."""
         if self.listener is not None:
             self.listener.close()
             self.listener = None
-            socket_path(self.session_dir).unlink(missing_ok=True)
-        state_path(self.session_dir).unlink(missing_ok=True)
+            self.layout.supervisor_socket.unlink(missing_ok=True)
+        self.layout.supervisor_state.unlink(missing_ok=True)
 
     def _on_exit(self, pid: int, status: ExitStatus) -> None:
         """Called by whichever code read the sandbox channel: hand over to the loop."""
@@ -223,7 +200,7 @@ class Supervisor:
         self._early_exits.clear()
         self.listener.setblocking(False)
         logger.info("session %s serving on %s", self.config.sandbox.name,
-                    socket_path(self.session_dir))
+                    self.layout.supervisor_socket)
         async with asyncio.TaskGroup() as group:
             accept = group.create_task(self._accept_loop(group))
             await self._done.wait()

@@ -2,7 +2,7 @@
 
 The daemon carries pydantic, coop_build and every session's bookkeeping: a supervisor
 forked from it starts slower (page tables and copy-on-write faults of a large heap) and
-keeps more private memory. So the daemon runs ``python -m coop_run.zygote`` once, at its
+keeps more private memory. So the daemon runs ``python -m coop_run.session.zygote`` once, at its
 own start; the zygote imports only what a supervisor and its sandbox need, freezes that
 heap (``gc.freeze``: the children's collections never touch it) and keeps one *spare*
 child forked in advance. A ``launch`` hands the session's configuration to the spare,
@@ -17,8 +17,8 @@ The zygote is the supervisors' parent and reaps them; they are each in their own
 with the daemon: end of file on its socket, or ``PR_SET_PDEATHSIG`` when the daemon is
 killed; an unused spare goes with the zygote the same way.
 
-The request's wire format is ``coop_run.launch`` (pure, tested without processes); the
-daemon's side is ``coop_run.zygote_client``.
+The request's wire format is ``coop_run.session.launch`` (pure, tested without processes); the
+daemon's side is ``coop_run.daemon.zygote_client``.
 """
 
 from __future__ import annotations
@@ -41,14 +41,14 @@ from coop_build import linux
 from coop_build.errors import CoopBuildError
 from coop_build.idmap import IdMap, choose_idmap
 from coop_build.paths import CoopPaths
-from coop_run import initexe
 from coop_run.errors import CoopError, SandboxError
-from coop_run.launch import MAX_LAUNCH, decode_launch, failed_reply
-from coop_run.network import network_for
-from coop_run.sandbox_clone import PreparedInit, prepare_init
-from coop_run.supervisor_process import drop_inherited, run_supervisor
+from coop_run.sandbox import initexe
+from coop_run.sandbox.clone import PreparedInit, prepare_init
+from coop_run.sandbox.network.modes import network_for
+from coop_run.session.launch import MAX_LAUNCH, decode_launch, failed_reply
+from coop_run.session.process import drop_inherited, run_supervisor
 
-logger = logging.getLogger("coop_run.zygote")  # also under "python -m"
+logger = logging.getLogger("coop_run.session.zygote")  # also under "python -m"
 
 SPARE_IDLE = 0.05            # seconds without requests before the next spare is forked
 STOP_TIMEOUT = 2.0           # for an unused spare to end
@@ -222,7 +222,7 @@ def _preload() -> None:
 
 
 def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m coop_run.zygote",
+    parser = argparse.ArgumentParser(prog="python -m coop_run.session.zygote",
                                      description="coop's session starter (run by the daemon).")
     parser.add_argument("--fd", type=int, required=True, help="the daemon's SEQPACKET socket")
     parser.add_argument("--parent", type=int, required=True, help="the daemon's pid")

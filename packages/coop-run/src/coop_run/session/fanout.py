@@ -31,7 +31,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from coop_run.scrollback import Scrollback
+from coop_run.session.scrollback import Scrollback
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The daemon's session table (SPEC 5): create, find, rediscover, and talk to supervisors.
 
-A session is a supervisor process (``coop_run.supervisor``) that outlives the daemon; the
+A session is a supervisor process (``coop_run.session.supervisor``) that outlives the daemon; the
 daemon only remembers where each one listens. The table is rebuilt at daemon start from
 ``sessions/*/supervisor.json`` plus a ``/proc/*/environ`` scan for ``COOP_SESSION``, and a
 watcher per session (an idle connection to its socket) notices when one ends. Attached
@@ -26,12 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from coop_build.paths import CoopPaths
-from coop_run import protocol, sockets
-from coop_run.client import Client
+from coop_run.daemon.zygote_client import ZygoteClient
 from coop_run.errors import CoopError, ProtocolError
-from coop_run.framing import FrameDecoder, Message, encode_message
-from coop_run.launch import read_state, socket_path
-from coop_run.zygote_client import ZygoteClient
+from coop_run.ipc import protocol, sockets
+from coop_run.ipc.client import Client
+from coop_run.ipc.framing import FrameDecoder, Message, encode_message
+from coop_run.layout import SessionDir, check_session_name
+from coop_run.sandbox.config import SandboxConfig
+from coop_run.session.config import SupervisorConfig
+from coop_run.statefiles import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -419,8 +422,8 @@ def _proc_sessions() -> list[str]:
 
 def _probe(session_dir: Path) -> Session | None:
     """A live supervisor in ``session_dir`` that answers ``info`` (blocking, short)."""
-    sock_path = socket_path(session_dir)
-    state = read_state(session_dir) or {}
+    sock_path = SessionDir(session_dir).supervisor_socket
+    state = read_json(SessionDir(session_dir).supervisor_state) or {}
     try:
         with Client.connect(sock_path, timeout=2.0, request_timeout=2.0,
                             what="supervisor") as client:
@@ -455,7 +458,7 @@ class SessionCommands:
     """``create``, ``attach``, ``shell``, ``kill``, ``restart`` and ``ls`` for a ``Daemon``.
 
     ``create`` runs the Coopfile work here (pydantic stays off the CLI) and has the
-    zygote (``coop_run.zygote``) fork the supervisor. ``attach``/``shell`` mark the
+    zygote (``coop_run.session.zygote``) fork the supervisor. ``attach``/``shell`` mark the
     connection handed over: the daemon then closes its copy without answering, since the
     supervisor has answered the client itself.
     """
@@ -497,10 +500,8 @@ class SessionCommands:
         wanted = command.get("name")
         taken = self.registry.taken()
         if wanted is not None:
-            from coop_run.sessiondirs import check_name
-
             try:
-                check_name(wanted)
+                check_session_name(wanted)
             except CoopError as exc:
                 raise CoopError(protocol.INVALID_COMMAND, exc.message) from exc
             if wanted in taken:
@@ -544,8 +545,6 @@ class SessionCommands:
         from coop_build.layers import expand_env, load_coopfile
         from coop_build.paths import global_config_path
         from coop_build.store import Store
-        from coop_run.sandbox import SandboxConfig
-        from coop_run.supervisor import SupervisorConfig
 
         # The Coopfile sees the client's variables (only those it references) over ours.
         environ = {**self.environ, **client_env}

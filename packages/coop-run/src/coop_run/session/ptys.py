@@ -24,10 +24,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from coop_run import protocol
 from coop_run.errors import ProtocolError
-from coop_run.fanout import DEFAULT_MAX_BACKLOG, FanOut
-from coop_run.framing import (
+from coop_run.ipc import protocol
+from coop_run.ipc.framing import (
     Control,
     Data,
     StreamDecoder,
@@ -35,7 +34,8 @@ from coop_run.framing import (
     encode_data,
     encode_message,
 )
-from coop_run.scrollback import DEFAULT_CAPACITY, Scrollback
+from coop_run.session.fanout import DEFAULT_MAX_BACKLOG, FanOut
+from coop_run.session.scrollback import DEFAULT_CAPACITY, Scrollback
 
 logger = logging.getLogger(__name__)
 

@@ -23,12 +23,13 @@ from pathlib import Path
 
 from coop_build.paths import CoopPaths
 from coop_run.errors import NetworkError
+from coop_run.layout import RunLayout
 from coop_run.procs import alive, proc_start_time
 
 from . import ip, nft, pasta, rules
 from .dns import DnsForwarder, Upstream, upstreams_from
 from .host import HOST_RESOLV
-from .state import NetState, remove_state, state_path, write_state
+from .state import NetState, remove_state, write_state
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class VethUserNetwork:
         state = NetState.for_current_process(MODE, self.session)
         write_state(self.paths, state)
         self.state = state
-        pid_file = state_path(self.paths, self.session).with_name("pasta.pid")
+        pid_file = RunLayout(self.paths).session(self.session).pasta_pid
         try:
             self.forwarder = DnsForwarder("127.0.0.1", self._resolvers(), port=0)
             self.forwarder.start()

@@ -1,6 +1,6 @@
 """The coop daemon (SPEC 5, 6): one per user, on ``~/.coop/sock``, started on demand.
 
-``python -m coop_run.daemon --detach`` is what ``spawn.ensure_daemon`` runs. The daemon
+``python -m coop_run.daemon.server --detach`` is what ``spawn.ensure_daemon`` runs. The daemon
 binds the socket safely, writes ``daemon.pid``, then serves each connection in its own
 task: uid check, handshake, commands. A broken client (garbage, oversize, unknown command,
 wrong version) gets its error code and, where the stream cannot be trusted, is hung up on;
@@ -8,7 +8,7 @@ nobody else notices. It exits on ``SIGTERM``, on ``shutdown``, or after ``IDLE_S
 with no session, client, web server or tunnel. Every task belongs to one TaskGroup.
 
 Sessions plug in through the ``Sessions`` protocol and ``Daemon.register()``: ``main()``
-rediscovers running sessions (``coop_run.sessions``) before binding, then serves their
+rediscovers running sessions (``coop_run.daemon.registry``) before binding, then serves their
 commands.
 """
 
@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from coop_build.paths import CoopPaths, coop_home
-from coop_run import protocol
 from coop_run.errors import CoopError, ProtocolError
-from coop_run.framing import (
+from coop_run.ipc import protocol
+from coop_run.ipc.framing import (
     DecodeError,
     FrameDecoder,
     FrameTooLargeError,
@@ -39,11 +39,12 @@ from coop_run.framing import (
     encode_control,
     encode_message,
 )
-from coop_run.sockets import bind_unix_socket, is_listening, peer_credentials
+from coop_run.ipc.sockets import bind_unix_socket, is_listening, peer_credentials
+from coop_run.layout import RunLayout
 from coop_run.statefiles import write_text_atomic
 
 # Named explicitly: under ``python -m`` __name__ is "__main__".
-log = logging.getLogger("coop_run.daemon")
+log = logging.getLogger("coop_run.daemon.server")
 
 IDLE_SECONDS = 30.0
 # Tests shorten the idle exit with this variable (seconds, a positive number).
@@ -415,7 +416,7 @@ def _configure_logging(log_file: Path) -> None:
 
 
 def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m coop_run.daemon",
+    parser = argparse.ArgumentParser(prog="python -m coop_run.daemon.server",
                                      description="The coop daemon (normally started by coop).")
     parser.add_argument("--socket", type=Path, help="socket path (default: $COOP_HOME/sock)")
     parser.add_argument("--detach", action="store_true",
@@ -432,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os._exit(0)  # the first child: the spawner reaps it, the daemon is orphaned
     os.umask(0o077)
     paths = CoopPaths(coop_home())
-    socket_path: Path = args.socket if args.socket is not None else paths.home / "sock"
+    socket_path: Path = args.socket if args.socket is not None else RunLayout(paths).socket
     _configure_logging(paths.logs / "daemon.log")
     ready_fd: int = args.ready_fd
 
@@ -446,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     daemon_ = None
     try:
-        from coop_run.sessions import SessionCommands, SessionRegistry
+        from coop_run.daemon.registry import SessionCommands, SessionRegistry
 
         registry = SessionRegistry(paths)
         registry.rediscover()

@@ -33,8 +33,8 @@ from coop_build import linux
 from coop_build.errors import ToolError
 from coop_build.idmap import IdMap, write_idmap
 from coop_build.rootlayout import DEFAULT_PATH
-from coop_run import initexe, initproto
 from coop_run.errors import SandboxError
+from coop_run.sandbox import initexe, initproto
 
 MAX_FD = 1 << 20
 # coop-init's signals: blocked by the cloned child first thing (after gc.freeze), so none

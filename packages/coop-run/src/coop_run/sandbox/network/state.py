@@ -16,11 +16,10 @@ from pathlib import Path
 
 from coop_build.paths import CoopPaths
 from coop_run.errors import NetworkError
+from coop_run.layout import NETWORK_STATE, RunLayout
 from coop_run.procs import proc_start_time
 from coop_run.statefiles import locked, write_text_atomic
 
-STATE_FILE = "network.json"
-LOCK_FILE = "network.lock"
 STATE_VERSION = 1
 
 
@@ -88,7 +87,7 @@ class NetState:
 
 
 def state_path(paths: CoopPaths, session: str) -> Path:
-    return paths.sessions / session / STATE_FILE
+    return RunLayout(paths).session(session).network_state
 
 
 def write_state(paths: CoopPaths, state: NetState) -> None:
@@ -106,7 +105,7 @@ def remove_state(paths: CoopPaths, session: str) -> None:
 def all_states(paths: CoopPaths) -> Iterator[tuple[Path, NetState | None]]:
     """Every record under ``sessions/``; None for an unreadable one."""
     try:
-        files = sorted(paths.sessions.glob(f"*/{STATE_FILE}"))
+        files = sorted(paths.sessions.glob(f"*/{NETWORK_STATE}"))
     except OSError:
         return
     for path in files:
@@ -119,5 +118,5 @@ def all_states(paths: CoopPaths) -> Iterator[tuple[Path, NetState | None]]:
 @contextlib.contextmanager
 def network_lock(paths: CoopPaths) -> Iterator[None]:
     """Serialises address allocation and reaping within one ``COOP_HOME``."""
-    with locked(paths.home / LOCK_FILE, make_dir=True):
+    with locked(RunLayout(paths).network_lock, make_dir=True):
         yield

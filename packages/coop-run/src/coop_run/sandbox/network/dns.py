@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coop_run.errors import NetworkError
-from coop_run.sockets import recv_exact
+from coop_run.ipc.sockets import recv_exact
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from coop_run.errors import SandboxError
 
-BINARY = Path(__file__).parent / "_bin" / "coop-init"
-SOURCE = Path(__file__).parents[2] / "csrc" / "coop-init.c"  # present in a checkout
+BINARY = Path(__file__).parents[1] / "_bin" / "coop-init"  # coop_run/_bin (hatch_build.py)
+SOURCE = Path(__file__).parents[3] / "csrc" / "coop-init.c"  # present in a checkout
 _MFD_EXEC = 0x10  # Linux 6.3+: executable even where vm.memfd_noexec says otherwise
 _SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 _REINSTALL = "reinstall coop-run (uv sync --reinstall-package coop-run; it needs gcc and libc6-dev)"

@@ -4,8 +4,8 @@ session's file, replying once its agent runs, then serving until the session end
 
 ``start_supervisor`` forks twice, with ``setsid()`` between, so nobody has to reap it and
 a dead starter leaves it running (tests and tools use it; the daemon goes through
-``coop_run.zygote``). Either way the reply on the pipe or socket is ``coop_run.launch``'s
-one line of JSON.
+``coop_run.session.zygote``). Either way the reply on the pipe or socket is
+``coop_run.session.launch``'s one line of JSON.
 """
 
 from __future__ import annotations
@@ -23,17 +23,17 @@ from collections.abc import Collection
 from typing import NoReturn
 
 from coop_run.errors import CoopError, SupervisorError
-from coop_run.launch import (
+from coop_run.layout import SessionDir
+from coop_run.sandbox.clone import PreparedInit, close_other_fds
+from coop_run.session.config import SupervisorConfig
+from coop_run.session.launch import (
     START_TIMEOUT,
     SupervisorHandle,
     failed_reply,
     parse_reply,
-    socket_path,
     started_reply,
-    state_path,
 )
-from coop_run.sandbox_clone import PreparedInit, close_other_fds
-from coop_run.supervisor import Supervisor, SupervisorConfig
+from coop_run.session.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +65,9 @@ def start_supervisor(config: SupervisorConfig, *,
         reply = _read_reply(read_fd, timeout)
     finally:
         os.close(read_fd)
-    return SupervisorHandle(pid=parse_reply(reply), socket_path=socket_path(session_dir),
-                            state_path=state_path(session_dir))
+    return SupervisorHandle(pid=parse_reply(reply),
+                            socket_path=SessionDir(session_dir).supervisor_socket,
+                            state_path=SessionDir(session_dir).supervisor_state)
 
 
 def _read_reply(fd: int, timeout: float) -> bytes:

@@ -1,7 +1,7 @@
 """The session starter's launch request and its reply (pure).
 
 The request is a supervisor's configuration as JSON. The daemon sends it to the zygote
-(``coop_run.zygote``), which hands it to a spare; the network mode travels by name and
+(``coop_run.session.zygote``), which hands it to a spare; the network mode travels by name and
 its object is made in the supervisor, the id map is the spare's own. Checked field by
 field on the way in: ``SupervisorError`` if malformed. The reply, from the supervisor to
 whoever started it, is one line of JSON: ``{"pid": N}`` once the agent runs, or
@@ -9,7 +9,7 @@ whoever started it, is one line of JSON: ``{"pid": N}`` once the agent runs, or
 
 Also where a started supervisor is found: its socket and its state record.
 
-The daemon imports this module: the configuration types are imported only for decoding.
+The daemon imports this module and the two pure configuration modules it decodes into.
 """
 
 from __future__ import annotations
@@ -18,19 +18,16 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from coop_run.errors import SupervisorError
-
-if TYPE_CHECKING:
-    from coop_run.supervisor import SupervisorConfig
+from coop_run.sandbox.config import SandboxConfig
+from coop_run.session.config import SupervisorConfig
 
 # Bytes of one launch message: a SOCK_SEQPACKET record must fit the socket's send buffer
 # (net.core.wmem_default, 208 KiB on Debian), else the send fails with EMSGSIZE.
 MAX_LAUNCH = 128 * 1024
 START_TIMEOUT = 20.0  # from a launch to the supervisor's reply (its agent running)
-SOCKET_NAME = "supervisor.sock"
-STATE_NAME = "supervisor.json"
 _SANDBOX_PATHS = ("session_dir", "workspace", "user_home")
 
 
@@ -86,9 +83,6 @@ def _string_map(table: Mapping[str, Any], key: str) -> dict[str, str]:
 
 def decode_launch(data: bytes) -> tuple[SupervisorConfig, str, Path]:
     """(configuration without network, network mode, COOP_HOME); ``SupervisorError``."""
-    from coop_run.sandbox import SandboxConfig
-    from coop_run.supervisor import SupervisorConfig
-
     try:
         message = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -165,19 +159,3 @@ class SupervisorHandle:
     socket_path: Path
     state_path: Path
 
-
-def socket_path(session_dir: Path) -> Path:
-    return session_dir / SOCKET_NAME
-
-
-def state_path(session_dir: Path) -> Path:
-    return session_dir / STATE_NAME
-
-
-def read_state(session_dir: Path) -> dict[str, Any] | None:
-    """``supervisor.json`` if present and sound (a daemon rediscovering sessions)."""
-    try:
-        value = json.loads(state_path(session_dir).read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None

@@ -11,7 +11,6 @@ import socket
 from pathlib import Path
 from types import TracebackType
 
-from coop_run import protocol
 from coop_run.errors import (
     DaemonError,
     DaemonUnavailableError,
@@ -19,8 +18,9 @@ from coop_run.errors import (
     RemoteError,
     SessionNotFoundError,
 )
-from coop_run.framing import DecodeError, FrameDecoder, Message, encode_message
-from coop_run.sockets import connect_unix
+from coop_run.ipc import protocol
+from coop_run.ipc.framing import DecodeError, FrameDecoder, Message, encode_message
+from coop_run.ipc.sockets import connect_unix
 
 CONNECT_TIMEOUT = 2.0
 REQUEST_TIMEOUT = 60.0

@@ -1,9 +1,9 @@
-"""The daemon's side of the session starter (``coop_run.zygote``): run it, hand it
+"""The daemon's side of the session starter (``coop_run.session.zygote``): run it, hand it
 launches, read each supervisor's start-up reply.
 
 Kept apart from the zygote so that the daemon, which starts one at once, does not import
 the supervisor and sandbox stack: a cold ``coop`` command waits for the daemon's
-imports. The configuration types are imported when a session is created.
+imports. It imports the pure configuration and launch modules only.
 """
 
 from __future__ import annotations
@@ -17,23 +17,19 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from coop_run.errors import SupervisorError
-from coop_run.launch import (
+from coop_run.layout import SessionDir
+from coop_run.session.config import SupervisorConfig
+from coop_run.session.launch import (
     MAX_LAUNCH,
     START_TIMEOUT,
     SupervisorHandle,
     encode_launch,
     parse_reply,
-    socket_path,
-    state_path,
 )
 
-if TYPE_CHECKING:
-    from coop_run.supervisor import SupervisorConfig
-
-logger = logging.getLogger("coop_run.zygote")  # its events read as the zygote's
+logger = logging.getLogger("coop_run.session.zygote")  # its events read as the zygote's
 
 READY_TIMEOUT = 10.0  # the zygote's own start (an interpreter and its imports)
 STOP_TIMEOUT = 2.0    # for the zygote to end when the daemon does
@@ -57,7 +53,7 @@ class ZygoteClient:
         """Run the zygote (its imports proceed while the daemon serves)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            argv = [sys.executable, "-m", "coop_run.zygote", "--fd", str(theirs.fileno()),
+            argv = [sys.executable, "-m", "coop_run.session.zygote", "--fd", str(theirs.fileno()),
                     "--parent", str(os.getpid()), "--log", str(self.log_file)]
             self._proc = subprocess.Popen(
                 argv, pass_fds=(theirs.fileno(),), env=self.environ, start_new_session=True,
@@ -108,8 +104,8 @@ class ZygoteClient:
         finally:
             ours.close()
         session_dir = config.session_dir
-        return SupervisorHandle(pid=pid, socket_path=socket_path(session_dir),
-                                state_path=state_path(session_dir))
+        return SupervisorHandle(pid=pid, socket_path=SessionDir(session_dir).supervisor_socket,
+                                state_path=SessionDir(session_dir).supervisor_state)
 
     async def _connected(self) -> socket.socket:
         if self._proc is not None and self._proc.poll() is not None:

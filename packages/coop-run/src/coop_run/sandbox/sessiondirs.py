@@ -12,10 +12,8 @@ belongs to sandboxes whose recorded process is gone.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,59 +22,20 @@ from coop_build.idmap import IdMap
 from coop_build.namespace import force_rmtree, remove_tree
 from coop_build.paths import CoopPaths
 from coop_run.errors import BindPathError, SandboxError
+from coop_run.layout import TRANSIENT, RunLayout, SessionDir, check_session_name
 from coop_run.procs import alive
-from coop_run.statefiles import locked, write_json_atomic
+from coop_run.sandbox.network.modes import reap_stale as reap_network
+from coop_run.statefiles import locked, read_json, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "sandbox.json"
-TRANSIENT = ("upper", "work", "root", "etc", "lower")
-LOCK_FILE = ".lock"
-
-
-@dataclass(frozen=True)
-class SessionDir:
-    """The layout of one session's directory."""
-
-    path: Path
-
-    @property
-    def upper(self) -> Path:
-        return self.path / "upper"
-
-    @property
-    def work(self) -> Path:
-        return self.path / "work"
-
-    @property
-    def root(self) -> Path:
-        return self.path / "root"
-
-    @property
-    def etc(self) -> Path:
-        return self.path / "etc"
-
-    @property
-    def persist(self) -> Path:
-        return self.path / "persist"
-
-    @property
-    def state(self) -> Path:
-        return self.path / STATE_FILE
 
 
 def session_dir(paths: CoopPaths, name: str) -> SessionDir:
     """``sessions/<name>`` under ``COOP_HOME``; ``name`` must be a plain, safe name."""
-    check_name(name)
-    return SessionDir(paths.sessions / name)
+    check_session_name(name)
+    return RunLayout(paths).session(name)
 
-
-def check_name(name: str) -> None:
-    """Session names are hostnames and directory names: letters, digits, '-', '_', '.'."""
-    ok = (0 < len(name) <= 63 and name not in (".", "..") and not name.startswith("-")
-          and all(c.isascii() and (c.isalnum() or c in "-_.") for c in name))
-    if not ok:
-        raise SandboxError(f"invalid session name {name!r} (1-63 of a-z, 0-9, '-', '_', '.')")
 
 
 def check_bind_source(path: Path, *, home: Path, workspace: Path,
@@ -108,16 +67,12 @@ def check_bind_source(path: Path, *, home: Path, workspace: Path,
 
 def write_state(sdir: SessionDir, state: dict[str, Any]) -> None:
     """Write ``sandbox.json`` atomically (temp + rename)."""
-    write_json_atomic(sdir.state, state)
+    write_json_atomic(sdir.sandbox_state, state)
 
 
 def read_state(sdir: SessionDir) -> dict[str, Any] | None:
     """The state file, or None if absent or unreadable (a crash mid-write)."""
-    try:
-        data = json.loads(sdir.state.read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return read_json(sdir.sandbox_state)
 
 
 def state_owner_alive(state: dict[str, Any]) -> bool:
@@ -150,10 +105,10 @@ def idmap_to_state(idmap: IdMap) -> dict[str, Any]:
 def clean_transient(sdir: SessionDir, idmap: IdMap | None) -> None:
     """Remove everything of a session except ``persist/`` (and the dir if then empty)."""
     clean_leftovers(sdir, idmap)
-    sdir.state.unlink(missing_ok=True)
+    sdir.sandbox_state.unlink(missing_ok=True)
     # With no state left there is nothing to claim: a start waiting on this lock file
     # takes the new one (``statefiles.locked``), a reaper skips a directory with no state.
-    (sdir.path / LOCK_FILE).unlink(missing_ok=True)
+    sdir.lock.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         sdir.path.rmdir()  # only when nothing (no persist/, no supervisor files) is left
 
@@ -186,7 +141,7 @@ def claimed(sdir: SessionDir, *, wait: bool = True) -> contextlib.AbstractContex
     so neither acts on what the other is changing. A start waits (and makes the directory
     again if the reaper it waited for removed it); a reaper (``wait=False``) gets False
     instead of waiting."""
-    return locked(sdir.path / LOCK_FILE, wait=wait, make_dir=wait)
+    return locked(sdir.lock, wait=wait, make_dir=wait)
 
 
 def reap_stale_in(sessions: Path) -> list[str]:
@@ -200,7 +155,7 @@ def reap_stale_in(sessions: Path) -> list[str]:
         entries = []
     for entry in entries:
         sdir = SessionDir(entry)
-        if not sdir.state.exists():
+        if not sdir.sandbox_state.exists():
             continue  # nothing recorded (persist/ only): nothing to clean, nor to lock
         with claimed(sdir, wait=False) as ours:
             state = read_state(sdir) if ours else None
@@ -217,24 +172,12 @@ def reap_stale_in(sessions: Path) -> list[str]:
 
 
 def reap_stale(paths: CoopPaths,
-               network_reap: Callable[[CoopPaths], None] | None = None) -> list[str]:
-    """``reap_stale_in(paths.sessions)``, then the network package's ``reap_stale``
-    (``network_reap``, or looked up when that package exists)."""
+               network_reap: Callable[[CoopPaths], None] = reap_network) -> list[str]:
+    """``reap_stale_in(paths.sessions)``, then what dead sessions' network modes left
+    (``network_reap``: tests pass their own)."""
     cleaned = reap_stale_in(paths.sessions)
-    if network_reap is None:
-        network_reap = _network_reap()
-    if network_reap is not None:
-        network_reap(paths)
+    network_reap(paths)
     return cleaned
-
-
-def _network_reap() -> Callable[[CoopPaths], None] | None:
-    try:
-        from coop_run import network  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
-    reap = getattr(network, "reap_stale", None)
-    return reap if callable(reap) else None
 
 
 def persist_name_ok(name: str) -> bool:

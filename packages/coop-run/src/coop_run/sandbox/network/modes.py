@@ -1,8 +1,5 @@
-"""Network modes for the sandbox (SPEC 4.3): ``none``, ``host`` and ``veth``.
+"""Choosing a session's network mode by name, and reaping what dead sessions left."""
 
-``veth`` is a real veth pair with NAT when we are root (veth_root) and pasta user-mode
-networking otherwise (veth_user); both refuse the host's LAN, link-local and loopback.
-"""
 
 from __future__ import annotations
 
@@ -14,13 +11,12 @@ from pathlib import Path
 from coop_build.paths import CoopPaths
 from coop_run.errors import NetworkError
 from coop_run.procs import alive
-
-from . import veth_root, veth_user
-from .base import NetworkMode
-from .dns import Upstream
-from .host import HOST_RESOLV, HostNetwork
-from .none import NoNetwork
-from .state import all_states, network_lock
+from coop_run.sandbox.network import veth_root, veth_user
+from coop_run.sandbox.network.base import NetworkMode
+from coop_run.sandbox.network.dns import Upstream
+from coop_run.sandbox.network.host import HOST_RESOLV, HostNetwork
+from coop_run.sandbox.network.none import NoNetwork
+from coop_run.sandbox.network.state import all_states, network_lock
 
 logger = logging.getLogger(__name__)
 

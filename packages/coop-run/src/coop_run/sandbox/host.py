@@ -39,21 +39,23 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from coop_build.errors import CoopBuildError
-from coop_build.idmap import IdMap, choose_idmap
+from coop_build.idmap import choose_idmap
 from coop_build.paths import CoopPaths
 from coop_build.rootlayout import DEFAULT_PATH
-from coop_run import caps, initproto, sessiondirs
 from coop_run.errors import BindPathError, CoopError, SandboxError
-from coop_run.network.base import NetworkMode
-from coop_run.network.none import NoNetwork
+from coop_run.layout import SessionDir, check_session_name
 from coop_run.procs import proc_start_time
-from coop_run.rootfs_mounts import MountSpec, plan_mounts, plan_records, split_plan
-from coop_run.sandbox_clone import PreparedInit, prepare_init
+from coop_run.sandbox import caps, initproto, sessiondirs
+from coop_run.sandbox.clone import PreparedInit, prepare_init
+from coop_run.sandbox.config import SandboxConfig
+from coop_run.sandbox.mounts import MountSpec, plan_mounts, plan_records, split_plan
+from coop_run.sandbox.network.base import NetworkMode
+from coop_run.sandbox.network.none import NoNetwork
 
 logger = logging.getLogger(__name__)
 
@@ -67,23 +69,6 @@ _PEER_GONE = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN})
 T = TypeVar("T")
 
 
-@dataclass
-class SandboxConfig:
-    """Everything a sandbox is made of. ``env`` is already ``$VAR``-expanded."""
-
-    name: str                                  # session name = hostname
-    layers: Sequence[Path]                     # build layer dirs, bottom first
-    session_dir: Path                          # ~/.coop/sessions/<name>
-    workspace: Path                            # host path, bound read-write
-    workspace_inside: str = "/workspace"
-    host_image: bool = False                   # image = "host"
-    persist: Sequence[str] = ()                # dirs under $HOME kept across sessions
-    home: str = "/root"                        # $HOME inside
-    env: Mapping[str, str] = field(default_factory=dict)
-    network: NetworkMode | None = None         # None: "none"
-    idmap: IdMap | None = None                 # None: choose_idmap()
-    user_home: Path | None = None              # for bind checks; None: $HOME
-    created: int | None = None                 # COOP_CREATED; None: now
 
 
 @dataclass(frozen=True)
@@ -154,10 +139,10 @@ class Sandbox:
     def __init__(self, config: SandboxConfig, *, prepared: PreparedInit | None = None) -> None:
         """``prepared``: an init cloned ahead by this process (``prepare_init``); used if
         it has the namespaces and id maps this sandbox needs, else discarded."""
-        sessiondirs.check_name(config.name)
+        check_session_name(config.name)
         self.config = config
         self._prepared = prepared
-        self.sdir = sessiondirs.SessionDir(config.session_dir)
+        self.sdir = SessionDir(config.session_dir)
         self.idmap = config.idmap or choose_idmap()
         self.network: NetworkMode = config.network or NoNetwork()
         self.created = config.created if config.created is not None else int(time.time())
@@ -235,7 +220,7 @@ class Sandbox:
             state, persist, layers = self._claim(sdir)
         except BaseException:
             if made:  # a refused start leaves no directory behind
-                (sdir.path / sessiondirs.LOCK_FILE).unlink(missing_ok=True)
+                sdir.lock.unlink(missing_ok=True)
                 with contextlib.suppress(OSError):
                     sdir.path.rmdir()
             raise
@@ -261,7 +246,7 @@ class Sandbox:
         )
         return spec, state
 
-    def _claim(self, sdir: sessiondirs.SessionDir
+    def _claim(self, sdir: SessionDir
                ) -> tuple[dict[str, Any], list[str], list[Path]]:
         """Check the start and record it as ours: (state, persist names, layer dirs).
 

@@ -1,0 +1,35 @@
+"""One session's supervisor configuration (pure): built by the daemon, carried in the
+launch request (``coop_run.session.launch``), run by ``coop_run.session.supervisor``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coop_run.sandbox.config import SandboxConfig
+from coop_run.session.fanout import DEFAULT_MAX_BACKLOG
+from coop_run.session.scrollback import DEFAULT_CAPACITY
+
+
+@dataclass
+class SupervisorConfig:
+    """One session's supervisor: its sandbox, its agent and the PTY settings."""
+
+    sandbox: SandboxConfig
+    agent: Sequence[str]                       # argv of PTY 0
+    agent_env: Mapping[str, str] = field(default_factory=dict)
+    shell: Sequence[str] = ("sh",)             # argv of a shell without a command
+    auto_restart: bool = True
+    restart_delay_ms: int = 1000
+    restart_max_delay_ms: int = 30000
+    cols: int = 80                             # PTY size while no client is attached
+    rows: int = 24
+    scrollback: int = DEFAULT_CAPACITY
+    max_backlog: int = DEFAULT_MAX_BACKLOG
+    stop_grace: float = 5.0                    # kill: SIGTERM, this long, then SIGKILL
+    log_file: Path | None = None               # stdout/stderr and logging; None: /dev/null
+
+    @property
+    def session_dir(self) -> Path:
+        return Path(self.sandbox.session_dir)
