@@ -110,12 +110,12 @@ def test_the_daemon_imports_no_session_stack_until_a_create() -> None:
     network code (about 45 ms) comes with the first create, the session starter runs it.
     Of the sandbox and session packages the daemon holds only what crosses the process
     line: the two configurations, the launch protocol and what they name."""
-    code = ("import sys, coop_run.daemon.server, coop_run.daemon.registry; "
+    code = ("import sys, coop_run.daemon.main; "
             "print(sorted(m for m in sys.modules if m.startswith(('coop_', 'pydantic'))))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, timeout=60)
     modules = set(ast.literal_eval(proc.stdout.strip()))
-    assert {"coop_run.daemon.server", "coop_run.daemon.registry",
+    assert {"coop_run.daemon.main", "coop_run.daemon.server", "coop_run.daemon.registry",
             "coop_run.daemon.zygote_client"} <= modules
     crossing = {"coop_run.sandbox", "coop_run.sandbox.config", "coop_run.sandbox.network",
                 "coop_run.sandbox.network.base", "coop_run.session", "coop_run.session.config",

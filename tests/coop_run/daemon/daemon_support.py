@@ -21,9 +21,9 @@ RUN_TIMEOUT = 60.0
 
 
 def daemon_pids(coop_home: Path) -> list[int]:
-    """The daemons among ``coop_pids`` (``python -m coop_run.daemon.server``)."""
+    """The daemons among ``coop_pids`` (``python -m coop_run.daemon.main``)."""
     return [p.pid for p in processes_with_env("COOP_HOME", str(coop_home))
-            if p.alive and "coop_run.daemon.server" in p.cmdline]
+            if p.alive and "coop_run.daemon.main" in p.cmdline]
 
 
 def zygote_pids(coop_home: Path) -> list[int]:

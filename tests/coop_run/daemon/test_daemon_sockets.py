@@ -14,10 +14,8 @@ import pytest
 from ipc_helpers import RawClient
 
 from coop_build.paths import CoopPaths
-from coop_run.daemon.server import Connection, Daemon
+from coop_run.daemon.server import Daemon
 from coop_run.errors import DaemonError, SocketPathError
-from coop_run.ipc import protocol
-from coop_run.ipc.framing import Control, StreamDecoder
 from coop_run.ipc.sockets import bind_unix_socket, check_socket_path, peer_uid
 
 
@@ -97,22 +95,16 @@ def test_refuses_a_directory_owned_by_another_user(tmp_path: Path) -> None:
         bind_unix_socket(directory / "s")
 
 
-# --- shutdown with an attached (stream-mode) client, in-process ---------------------------
+# --- shutdown with a connected client, in-process -------------------------------------
 
-def test_shutdown_sends_detached_to_attached_clients(tmp_path: Path) -> None:
-    """A stand-in ``attach`` handler puts the connection in stream mode; ``shutdown`` from
-    another client must reach it as a ``detached`` control frame, then end the daemon."""
+def test_shutdown_runs_the_closers_and_hangs_up_on_every_client(tmp_path: Path) -> None:
+    """``shutdown`` from one client runs the shutdown closers (web server, tunnels), hangs
+    up on the other clients (attached terminals live in the supervisors, which send their
+    ``detached``) and removes the socket and pid file."""
     paths = CoopPaths(tmp_path / "dhome")
     paths.home.mkdir()
     sock_path = paths.home / "sock"
     daemon = Daemon(paths, sock_path, idle_seconds=60)
-
-    async def attach(conn: Connection, _command: protocol.Command) -> dict[str, Any]:
-        conn.stream = True
-        daemon.streams.add(conn)
-        return protocol.ok(pty="agent")
-
-    daemon.register("attach", attach)
     closed: list[str] = []
 
     async def close_web_server() -> None:
@@ -125,17 +117,12 @@ def test_shutdown_sends_detached_to_attached_clients(tmp_path: Path) -> None:
     def client_side() -> None:
         try:
             ready.wait(10)
-            with RawClient(sock_path) as attached, RawClient(sock_path) as admin:
-                attached.hello()
-                assert attached.request({"cmd": "attach"})["ok"] is True
+            with RawClient(sock_path) as idle, RawClient(sock_path) as admin:
+                idle.hello()
                 admin.hello()
                 results["shutdown"] = admin.request({"cmd": "shutdown"})
-                decoder = StreamDecoder()
-                items: list[Any] = []
-                attached.sock.settimeout(10)
-                while data := attached.sock.recv(65536):
-                    items.extend(decoder.feed(data))
-                results["attached"] = items
+                idle.sock.settimeout(10)
+                results["idle"] = idle.sock.recv(65536)
         except BaseException as exc:
             results["error"] = exc
 
@@ -148,7 +135,7 @@ def test_shutdown_sends_detached_to_attached_clients(tmp_path: Path) -> None:
         thread.join(20)
     assert "error" not in results, results
     assert results["shutdown"] == {"ok": True, "pid": os.getpid()}
-    assert results["attached"] == [Control({"event": "detached"})]
+    assert results["idle"] == b""  # hung up on, nothing sent
     assert closed == ["web"]
     assert not sock_path.exists()
     assert not (paths.home / "daemon.pid").exists()

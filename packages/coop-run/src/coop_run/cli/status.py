@@ -54,7 +54,7 @@ def daemon_state(pid_file: Path) -> str:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return "not running"
-    if b"coop_run.daemon.server" not in cmdline:
+    if b"coop_run.daemon.main" not in cmdline:
         return "not running"  # a stale pid file (daemon killed), the pid reused since
     return f"not responding (PID {pid})"
 

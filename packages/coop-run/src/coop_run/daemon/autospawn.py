@@ -2,7 +2,7 @@
 
 Concurrent commands serialise on ``~/.coop/daemon.lock`` and re-check the socket once they
 hold it, so twenty ``coop ls`` at once start one daemon. The daemon is started as
-``python -m coop_run.daemon.server --detach``: it forks again and its first child exits (double
+``python -m coop_run.daemon.main --detach``: it forks again and its first child exits (double
 fork), so it is nobody's child and outlives the command. A pipe tells the spawner the
 moment the daemon is bound (a byte) or has died (end of file), and the wait for that is a
 deadline of 2.5 s; on failure the error carries the end of the daemon log. No asyncio here.
@@ -71,7 +71,7 @@ def prepare_home(paths: CoopPaths) -> None:
 
 
 def daemon_argv(socket_path: Path, ready_fd: int) -> list[str]:
-    return [sys.executable, "-m", "coop_run.daemon.server", "--detach",
+    return [sys.executable, "-m", "coop_run.daemon.main", "--detach",
             "--socket", str(socket_path), "--ready-fd", str(ready_fd)]
 
 

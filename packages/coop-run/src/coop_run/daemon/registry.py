@@ -26,11 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from coop_build.paths import CoopPaths
+from coop_run.daemon.server import Connection, Daemon
 from coop_run.daemon.zygote_client import ZygoteClient
-from coop_run.errors import CoopError, ProtocolError
-from coop_run.ipc import protocol, sockets
+from coop_run.errors import CoopError
+from coop_run.ipc import protocol
 from coop_run.ipc.client import Client
-from coop_run.ipc.framing import FrameDecoder, Message, encode_message
+from coop_run.ipc.connection import FramedConnection, request
+from coop_run.ipc.framing import Message
 from coop_run.layout import SessionDir, check_session_name
 from coop_run.sandbox.config import SandboxConfig
 from coop_run.session.config import SupervisorConfig
@@ -101,75 +103,10 @@ class Session:
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
-class _SupervisorConn:
-    """One message-mode connection to a supervisor socket, past the handshake."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self._decoder = FrameDecoder()
-        self._pending: list[Any] = []
-
-    @classmethod
-    async def open(cls, path: Path) -> _SupervisorConn:
-        loop = asyncio.get_running_loop()
-        # Clients' sockets are handed to whatever answers here: ours only.
-        sockets.check_connect_path(path, what="supervisor")
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        try:
-            await loop.sock_connect(sock, os.fsencode(path))
-            sockets.check_peer(sock, path, what="supervisor")
-            conn = cls(sock)
-            await conn.send(protocol.hello())
-            protocol.check_handshake_reply(await conn.receive())
-        except BaseException:
-            sock.close()
-            raise
-        return conn
-
-    async def send(self, message: Message, fds: list[int] | None = None) -> None:
-        data = encode_message(message)
-        if fds:
-            # A fresh connection's buffer takes a small frame whole: no partial send.
-            sent = socket.send_fds(self.sock, [data], fds)
-            if sent != len(data):
-                await asyncio.get_running_loop().sock_sendall(self.sock, data[sent:])
-            return
-        await asyncio.get_running_loop().sock_sendall(self.sock, data)
-
-    async def receive(self) -> Message:
-        loop = asyncio.get_running_loop()
-        while not self._pending:
-            data = await loop.sock_recv(self.sock, 65536)
-            if not data:
-                raise ConnectionError("the supervisor closed the connection")
-            self._pending.extend(self._decoder.feed(data))
-        item = self._pending.pop(0)
-        if isinstance(item, ProtocolError):
-            raise item
-        result: Message = item
-        return result
-
-    async def wait_closed(self) -> None:
-        loop = asyncio.get_running_loop()
-        with contextlib.suppress(OSError):
-            while await loop.sock_recv(self.sock, 65536):
-                pass
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 async def supervisor_request(path: Path, message: Message, *, timeout: float = SUPERVISOR_TIMEOUT,
                              fds: list[int] | None = None) -> Message:
     """One command to a supervisor and its answer; ``OSError``/``TimeoutError`` if gone."""
-    async with asyncio.timeout(timeout):
-        conn = await _SupervisorConn.open(path)
-        try:
-            await conn.send(message, fds)
-            return await conn.receive()
-        finally:
-            conn.close()
+    return await request(path, message, what="supervisor", timeout=timeout, fds=fds or ())
 
 
 def _unavailable(name: str, exc: BaseException) -> CoopError:
@@ -268,8 +205,9 @@ class SessionRegistry:
     async def _watcher(self, session: Session) -> None:
         """Hold an idle connection to the supervisor; its end means the session ended."""
         try:
-            conn = await asyncio.wait_for(_SupervisorConn.open(session.socket_path),
-                                          SUPERVISOR_TIMEOUT)
+            conn = await asyncio.wait_for(
+                FramedConnection.connect(session.socket_path, what="supervisor"),
+                SUPERVISOR_TIMEOUT)
         except (OSError, TimeoutError, CoopError):
             conn = None
         if conn is not None:
@@ -463,7 +401,7 @@ class SessionCommands:
     supervisor has answered the client itself.
     """
 
-    def __init__(self, daemon: Any, registry: SessionRegistry,
+    def __init__(self, daemon: Daemon, registry: SessionRegistry,
                  environ: Mapping[str, str] | None = None) -> None:
         self.daemon = daemon
         self.registry = registry
@@ -482,10 +420,10 @@ class SessionCommands:
         """The daemon ends: its session starter goes too (sessions stay)."""
         self.zygote.close()
 
-    async def ls(self, _conn: Any, _command: protocol.Command) -> Message:
+    async def ls(self, _conn: Connection, _command: protocol.Command) -> Message:
         return protocol.ls_response(await self.registry.refresh())
 
-    async def create(self, _conn: Any, command: protocol.Command) -> Message:
+    async def create(self, _conn: Connection, command: protocol.Command) -> Message:
         started = time.monotonic()  # the log line's time: request to agent running
         given = Path(str(command.get("workspace")))
         workspace = os.path.realpath(given)
@@ -601,7 +539,7 @@ class SessionCommands:
                             f"create: config {shown!r} is not an absolute path")
         return Path(value)
 
-    async def attach(self, conn: Any, command: protocol.Command) -> Message:
+    async def attach(self, conn: Connection, command: protocol.Command) -> Message:
         session = self.registry.find(command.get("session"))
         request: dict[str, Any] = {"cmd": "attach"}
         pty = command.get("pty")
@@ -614,7 +552,7 @@ class SessionCommands:
                 request[key] = command.get(key)
         return await self._hand_over(conn, session, request)
 
-    async def shell(self, conn: Any, command: protocol.Command) -> Message:
+    async def shell(self, conn: Connection, command: protocol.Command) -> Message:
         session = self.registry.find(command.get("session"))
         request: dict[str, Any] = {"cmd": "shell"}
         for key in ("command", "cols", "rows"):
@@ -622,21 +560,16 @@ class SessionCommands:
                 request[key] = command.get(key)
         return await self._hand_over(conn, session, request)
 
-    async def _hand_over(self, conn: Any, session: Session, request: Message) -> Message:
-        transport = conn.writer.transport
-        transport.pause_reading()  # from here on the client's bytes are the supervisor's
-        sock = transport.get_extra_info("socket")
-        try:
-            await self.registry.adopt(session, sock, request)
-        except BaseException:
-            transport.resume_reading()
-            raise
+    async def _hand_over(self, conn: Connection, session: Session,
+                         request: Message) -> Message:
+        # From here on the client's bytes are the supervisor's: nothing reads them here.
+        await self.registry.adopt(session, conn.sock, request)
         conn.handed_over = True
         logger.info("pid %d: %s of session %s handed to its supervisor", conn.peer_pid,
                     request["cmd"], session.name)
         return protocol.ok()
 
-    async def kill(self, _conn: Any, command: protocol.Command) -> Message:
+    async def kill(self, _conn: Connection, command: protocol.Command) -> Message:
         force = bool(command.get("force", False))
         if command.get("all"):
             targets = list(self.registry)
@@ -647,7 +580,7 @@ class SessionCommands:
             logger.info("session %s killed%s", session.name, " (forced)" if force else "")
         return protocol.ok(killed=[s.name for s in targets])
 
-    async def restart(self, _conn: Any, command: protocol.Command) -> Message:
+    async def restart(self, _conn: Connection, command: protocol.Command) -> Message:
         session = self.registry.find(command.get("session"))
         await self.registry.command(session, {"cmd": "restart"})
         return protocol.ok(name=session.name)

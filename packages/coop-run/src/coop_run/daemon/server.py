@@ -1,46 +1,37 @@
 """The coop daemon (SPEC 5, 6): one per user, on ``~/.coop/sock``, started on demand.
 
-``python -m coop_run.daemon.server --detach`` is what ``spawn.ensure_daemon`` runs. The daemon
+``python -m coop_run.daemon.main --detach`` is what ``autospawn.ensure_daemon`` runs. The daemon
 binds the socket safely, writes ``daemon.pid``, then serves each connection in its own
 task: uid check, handshake, commands. A broken client (garbage, oversize, unknown command,
 wrong version) gets its error code and, where the stream cannot be trusted, is hung up on;
 nobody else notices. It exits on ``SIGTERM``, on ``shutdown``, or after ``IDLE_SECONDS``
 with no session, client, web server or tunnel. Every task belongs to one TaskGroup.
 
-Sessions plug in through the ``Sessions`` protocol and ``Daemon.register()``: ``main()``
+Sessions plug in through the ``Sessions`` protocol and ``Daemon.register()``: ``main``
 rediscovers running sessions (``coop_run.daemon.registry``) before binding, then serves their
 commands.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
 import os
 import signal
 import socket
-import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from coop_build.paths import CoopPaths, coop_home
+from coop_build.paths import CoopPaths
 from coop_run.errors import CoopError, ProtocolError
 from coop_run.ipc import protocol
-from coop_run.ipc.framing import (
-    DecodeError,
-    FrameDecoder,
-    FrameTooLargeError,
-    Message,
-    encode_control,
-    encode_message,
-)
+from coop_run.ipc.connection import FramedConnection
+from coop_run.ipc.framing import FrameTooLargeError, Message
 from coop_run.ipc.sockets import bind_unix_socket, is_listening, peer_credentials
-from coop_run.layout import RunLayout
 from coop_run.statefiles import write_text_atomic
 
 # Named explicitly: under ``python -m`` __name__ is "__main__".
@@ -50,7 +41,6 @@ IDLE_SECONDS = 30.0
 # Tests shorten the idle exit with this variable (seconds, a positive number).
 IDLE_ENV = "COOP_DAEMON_IDLE_SECONDS"
 HANDSHAKE_TIMEOUT = 10.0
-_RECV_SIZE = 65536
 
 
 class Sessions(Protocol):
@@ -109,31 +99,14 @@ def should_exit_idle(activity: Activity, idle_since: float | None, now: float,
     return activity.idle and idle_since is not None and now - idle_since >= timeout
 
 
-class Connection:
-    """One client connection: its streams, its peer, and whether it is in stream mode."""
+class Connection(FramedConnection):
+    """One client of the daemon: a framed connection that a handler may hand over."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 peer_pid: int) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.peer_pid = peer_pid
-        self.stream = False
+    def __init__(self, sock: socket.socket, peer_pid: int) -> None:
+        super().__init__(sock, peer_pid=peer_pid)
         # Set by a handler that passed the socket on (attach/shell go to the supervisor):
         # the daemon then sends nothing more and closes its copy.
         self.handed_over = False
-
-    async def send(self, message: Message) -> None:
-        self.writer.write(encode_message(message))
-        await self.writer.drain()
-
-    async def send_control(self, message: Message) -> None:
-        """A stream-mode control frame (tag 0x01): events such as ``detached``."""
-        self.writer.write(encode_control(message))
-        await self.writer.drain()
-
-    def close(self) -> None:
-        if not self.writer.is_closing():
-            self.writer.close()
 
 
 Handler = Callable[[Connection, protocol.Command], Awaitable[Message]]
@@ -153,7 +126,6 @@ class Daemon:
         self.tunnels = 0
         self.started = time.monotonic()
         self.connections: set[Connection] = set()
-        self.streams: set[Connection] = set()
         self._handlers: dict[str, Handler] = {
             "ls": self._ls, "status": self._status, "shutdown": self._shutdown,
         }
@@ -245,11 +217,7 @@ class Daemon:
                 log.exception("error while closing %r at shutdown", closer)
 
     async def _detach_all(self) -> None:
-        """Tell attached clients they are detached, then hang up on everyone."""
-        for conn in list(self.streams):
-            with contextlib.suppress(OSError, ConnectionError):
-                async with asyncio.timeout(1.0):
-                    await conn.send_control(protocol.detached())
+        """Hang up on every client (attached ones talk to their supervisor, not to us)."""
         for conn in list(self.connections):
             conn.close()
         for task in list(self._tasks):
@@ -301,14 +269,7 @@ class Daemon:
     # --- one connection -----------------------------------------------------------------
 
     async def _serve(self, sock: socket.socket, peer_pid: int) -> None:
-        sock.setblocking(False)
-        try:
-            reader, writer = await asyncio.open_unix_connection(sock=sock)
-        except OSError as exc:
-            log.warning("could not set up a connection from pid %d: %s", peer_pid, exc)
-            sock.close()
-            return
-        conn = Connection(reader, writer, peer_pid)
+        conn = Connection(sock, peer_pid)
         self.connections.add(conn)
         self._changed.set()
         try:
@@ -319,49 +280,30 @@ class Daemon:
             log.exception("internal error serving pid %d", peer_pid)
         finally:
             self.connections.discard(conn)
-            self.streams.discard(conn)
             conn.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
             self._changed.set()
 
     async def _converse(self, conn: Connection) -> None:
-        decoder = FrameDecoder()
-        pending: list[Message | DecodeError] = []
-        greeted = False
+        try:
+            greeted = await conn.greet(HANDSHAKE_TIMEOUT)
+        except ProtocolError as exc:
+            await conn.send(protocol.error_from(exc))
+            return
+        if not greeted:
+            log.info("pid %d: no valid handshake; closing", conn.peer_pid)
+            return
         while True:
-            if not pending:
-                try:
-                    async with asyncio.timeout(None if greeted else HANDSHAKE_TIMEOUT):
-                        data = await conn.reader.read(_RECV_SIZE)
-                except TimeoutError:
-                    log.info("pid %d sent no handshake in time; closing", conn.peer_pid)
-                    return
-                if not data:
-                    return
-                pending.extend(decoder.feed(data))
+            try:
+                message = await conn.receive()
+            except ProtocolError as exc:
+                log.warning("pid %d: %s", conn.peer_pid, exc.message)
+                await conn.send(protocol.error_from(exc))
+                if isinstance(exc, FrameTooLargeError):
+                    return  # out of step: hang up
                 continue
-            item = pending.pop(0)
-            if isinstance(item, ProtocolError):
-                log.warning("pid %d: %s", conn.peer_pid, item.message)
-                await conn.send(protocol.error_from(item))
-                if isinstance(item, FrameTooLargeError) or not greeted:
-                    return  # out of step (or never in step): hang up
-                continue
-            if not greeted:
-                try:
-                    protocol.check_hello(item)
-                except ProtocolError as exc:
-                    log.warning("pid %d: handshake refused: %s", conn.peer_pid, exc.message)
-                    await conn.send(protocol.error_from(exc))
-                    return
-                await conn.send(protocol.handshake_ok())
-                greeted = True
-                continue
-            if conn.stream:
-                # Stream-mode frames belong to the PTY code (issue 4), not to this loop.
-                continue
-            response = await self._dispatch(conn, item)
+            if message is None:
+                return
+            response = await self._dispatch(conn, message)
             if conn.handed_over:
                 return
             await conn.send(response)
@@ -402,87 +344,3 @@ def _file_id(path: Path) -> tuple[int, int]:
 
 
 # --- process entry ----------------------------------------------------------------------
-
-def _configure_logging(log_file: Path) -> None:
-    log_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    os.close(fd)
-    handler = logging.FileHandler(log_file, encoding="utf-8")
-    handler.setFormatter(logging.Formatter(
-        "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-
-
-def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m coop_run.daemon.server",
-                                     description="The coop daemon (normally started by coop).")
-    parser.add_argument("--socket", type=Path, help="socket path (default: $COOP_HOME/sock)")
-    parser.add_argument("--detach", action="store_true",
-                        help="fork once more and let the parent exit (double fork)")
-    parser.add_argument("--ready-fd", type=int, default=-1,
-                        help="write '1' to this descriptor once bound, then close it")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the daemon in this process (after a second fork with ``--detach``)."""
-    args = _parse_args(sys.argv[1:] if argv is None else argv)
-    if args.detach and os.fork() > 0:
-        os._exit(0)  # the first child: the spawner reaps it, the daemon is orphaned
-    os.umask(0o077)
-    paths = CoopPaths(coop_home())
-    socket_path: Path = args.socket if args.socket is not None else RunLayout(paths).socket
-    _configure_logging(paths.logs / "daemon.log")
-    ready_fd: int = args.ready_fd
-
-    def ready() -> None:
-        nonlocal ready_fd
-        if ready_fd >= 0:
-            with contextlib.suppress(OSError):
-                os.write(ready_fd, b"1")
-            os.close(ready_fd)
-            ready_fd = -1
-
-    daemon_ = None
-    try:
-        from coop_run.daemon.registry import SessionCommands, SessionRegistry
-
-        registry = SessionRegistry(paths)
-        registry.rediscover()
-        daemon_ = Daemon(paths, socket_path, sessions=registry,
-                         idle_seconds=idle_timeout(os.environ))
-        commands = SessionCommands(daemon_, registry)
-        commands.register()
-
-        async def stop_watchers() -> None:
-            # SPEC 5: attached clients live in the supervisors; they get ``detached``
-            # there, and every session keeps running.
-            detached = await registry.detach_clients()
-            if detached:
-                log.info("detached %d client(s) of sessions", detached)
-            registry.stop_watchers()
-            commands.close()
-
-        daemon_.on_shutdown(stop_watchers)
-
-        async def serve(daemon: Daemon) -> None:
-            registry.start_watchers()
-            await daemon.run(ready)
-
-        asyncio.run(serve(daemon_))
-    except CoopError as exc:
-        log.error("daemon cannot start: %s", exc.message)
-        return 4
-    except Exception:
-        log.exception("daemon crashed")
-        return 1
-    finally:
-        if ready_fd >= 0:
-            os.close(ready_fd)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -33,19 +33,13 @@ import logging
 import os
 import signal
 import socket
-from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
 from coop_run.errors import CoopError, ProtocolError, SupervisorError
 from coop_run.ipc import protocol
-from coop_run.ipc.framing import (
-    FrameDecoder,
-    FrameTooLargeError,
-    MalformedFrameError,
-    Message,
-    encode_message,
-)
+from coop_run.ipc.connection import FramedConnection
+from coop_run.ipc.framing import FrameTooLargeError, Message
 from coop_run.ipc.sockets import bind_unix_socket, peer_uid
 from coop_run.layout import SessionDir
 from coop_run.procs import proc_start_time
@@ -339,18 +333,10 @@ class Supervisor:
     # -- connections ----------------------------------------------------------------------
 
     async def _serve_conn(self, sock: socket.socket) -> None:
-        conn = _Conn(sock)
-        handed_over = False
+        conn = FramedConnection(sock)
         try:
-            hello = await asyncio.wait_for(conn.receive(), HANDSHAKE_TIMEOUT)
-            if hello is None:
+            if not await conn.greet(HANDSHAKE_TIMEOUT):
                 return
-            try:
-                protocol.check_hello(hello)
-            except ProtocolError as exc:
-                await conn.send(protocol.error_from(exc))
-                return
-            await conn.send(protocol.handshake_ok())
             while not self.stopping:
                 message = await conn.receive()
                 if message is None:
@@ -358,8 +344,8 @@ class Supervisor:
                 try:
                     name, fields = check_request(message)
                     if name in ("attach", "shell"):
-                        self._stream(sock, name, fields)
-                        handed_over = True
+                        self._stream(conn.sock, name, fields)
+                        conn.detach()
                         return
                     if name == "adopt":
                         await self._adopt(conn, fields)
@@ -376,9 +362,7 @@ class Supervisor:
                 with contextlib.suppress(OSError):
                     await conn.send(protocol.error_from(exc))
         finally:
-            conn.close_fds()
-            if not handed_over:
-                sock.close()
+            conn.close()
 
     def _command(self, name: str) -> Message:
         if name == "detach_clients":
@@ -390,7 +374,7 @@ class Supervisor:
             return protocol.ok(pty=0)
         raise ProtocolError(f"unknown command {name!r}", code=protocol.INVALID_COMMAND)
 
-    async def _adopt(self, conn: _Conn, fields: dict[str, Any]) -> None:
+    async def _adopt(self, conn: FramedConnection, fields: dict[str, Any]) -> None:
         fds = conn.take_fds()
         if len(fds) != 1:
             for fd in fds:
@@ -498,7 +482,7 @@ class Supervisor:
             if self._done is not None:
                 self._done.set()
 
-    async def _kill(self, force: bool, conn: _Conn | None) -> None:
+    async def _kill(self, force: bool, conn: FramedConnection | None) -> None:
         """Stop the sandbox, detach every client, remove the socket and state, exit."""
         if self.stopping:
             if conn is not None:
@@ -576,60 +560,3 @@ def _adopted_request(client: socket.socket,
         raise ProtocolError("adopt: the descriptor is not a unix stream socket",
                             code=protocol.INVALID_COMMAND)
     return name, fields
-
-
-class _Conn:
-    """A message-mode connection, read with ``recvmsg`` so passed descriptors arrive."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        sock.setblocking(False)
-        self.sock = sock
-        self._decoder = FrameDecoder()
-        self._pending: deque[Message | MalformedFrameError | FrameTooLargeError] = deque()
-        self._fds: list[int] = []
-
-    async def receive(self) -> Message | None:
-        """The next message, ``None`` at end of stream; raises on a broken frame."""
-        loop = asyncio.get_running_loop()
-        while not self._pending:
-            try:
-                data, fds, _flags, _addr = socket.recv_fds(self.sock, 65536, 4)
-            except BlockingIOError:
-                await _readable(loop, self.sock.fileno())
-                continue
-            self._fds.extend(fds)
-            if not data:
-                return None
-            self._pending.extend(self._decoder.feed(data))
-        item = self._pending.popleft()
-        if isinstance(item, FrameTooLargeError):
-            raise item
-        if isinstance(item, MalformedFrameError):
-            raise item
-        return item
-
-    async def send(self, message: Message) -> None:
-        await asyncio.get_running_loop().sock_sendall(self.sock, encode_message(message))
-
-    def take_fds(self) -> list[int]:
-        fds, self._fds = self._fds, []
-        return fds
-
-    def close_fds(self) -> None:
-        for fd in self.take_fds():
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
-    future: asyncio.Future[None] = loop.create_future()
-
-    def ready() -> None:
-        if not future.done():
-            future.set_result(None)
-
-    loop.add_reader(fd, ready)
-    try:
-        await future
-    finally:
-        loop.remove_reader(fd)
