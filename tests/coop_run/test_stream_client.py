@@ -16,6 +16,7 @@ import pytest
 
 from coop_run.ipc import protocol
 from coop_run.ipc.framing import encode_data
+from coop_run.ipc.schema import encode
 from coop_run.session.ptys import Pty, StreamClient
 
 TIMEOUT = 10.0
@@ -66,7 +67,7 @@ def rig() -> Iterator[Rig]:
     pty.attach_master(master, pid=2, host_pid=None)
     closed: list[StreamClient] = []
     client = StreamClient(loop, served, "local", closed.append)
-    client.start(pty, pty.add_client(client, 80, 24, None))
+    client.start(pty, encode(pty.add_client(client, 80, 24, None, "s")))
     try:
         yield Rig(loop, pty, client, served, peer, slave, closed)
     finally:
@@ -90,7 +91,7 @@ def test_an_attached_client_types_into_the_pty(rig: Rig) -> None:
 
 def test_a_client_told_to_go_cannot_type_while_its_output_drains(rig: Rig) -> None:
     rig.pty.publish(b"x" * 256 * 1024)  # far more than the socket takes at once
-    rig.client.send_and_close(protocol.detached())
+    rig.client.send_and_close(encode(protocol.Detached()))
     assert not rig.closed, "the output should still be draining"
     rig.peer.sendall(encode_data(b"typed") + encode_data(b"more"))
     rig.run_until(lambda: rig.unread() == 0, "the supervisor to read the keys")

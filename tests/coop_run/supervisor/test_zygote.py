@@ -44,7 +44,7 @@ def test_a_launch_survives_the_wire(config: SupervisorConfig, coop_env: CoopEnv)
     assert list(decoded.agent) == ["sh"] and decoded.agent_env == {"X": "1"}
     assert (decoded.cols, decoded.rows, decoded.stop_grace) == (100, 30, 1.0)
     assert decoded.sandbox.session_dir == config.sandbox.session_dir
-    assert decoded.sandbox.layers == [Path(p) for p in config.sandbox.layers]
+    assert decoded.sandbox.layers == tuple(Path(p) for p in config.sandbox.layers)
     assert (decoded.sandbox.created, decoded.sandbox.env) == (1234, {"PS1": "$ "})
     assert decoded.log_file == config.log_file
 

@@ -91,9 +91,8 @@ def logs_command(app: App, follow: bool, lines: int) -> None:
         tail = []
     except OSError as exc:
         raise CoopError(
-            "LOG_UNREADABLE",
             f"cannot read {display_path(path, app.environ)}: {os.strerror(exc.errno or 0)}",
-        ) from exc
+            code="LOG_UNREADABLE") from exc
     for line in tail:
         click.echo(line, file=app.out)
     if follow:

@@ -33,6 +33,7 @@ from coop_run.ipc import protocol
 from coop_run.ipc.client import Client
 from coop_run.ipc.connection import FramedConnection, request
 from coop_run.ipc.framing import Message
+from coop_run.ipc.schema import encode
 from coop_run.layout import SessionDir, check_session_name
 from coop_run.sandbox.config import SandboxConfig
 from coop_run.session.config import SupervisorConfig
@@ -109,10 +110,15 @@ async def supervisor_request(path: Path, message: Message, *, timeout: float = S
     return await request(path, message, what="supervisor", timeout=timeout, fds=fds or ())
 
 
+def _refused(reply: Message, default: str) -> CoopError:
+    """A supervisor's ``{"ok": false, ...}`` as the error the daemon answers with."""
+    return CoopError(str(reply.get("message", default)),
+                     code=str(reply.get("error", protocol.INTERNAL_ERROR)))
+
+
 def _unavailable(name: str, exc: BaseException) -> CoopError:
-    return CoopError(protocol.SESSION_NOT_FOUND,
-                     f"session {name!r} is not answering ({type(exc).__name__}); "
-                     "it may have just ended")
+    return CoopError(f"session {name!r} is not answering ({type(exc).__name__}); "
+                     "it may have just ended", code=protocol.SESSION_NOT_FOUND)
 
 
 # --- the registry -----------------------------------------------------------------------
@@ -152,16 +158,16 @@ class SessionRegistry:
             if session is None and key.startswith("/"):
                 session = self.by_workspace(key)
             if session is None:
-                raise CoopError(protocol.SESSION_NOT_FOUND,
-                                f"no session {key!r} (see coop ls)")
+                raise CoopError(f"no session {key!r} (see coop ls)",
+                                code=protocol.SESSION_NOT_FOUND)
             return session
         if default_workspace:
             session = self.by_workspace(default_workspace)
             if session is not None:
                 return session
-            raise CoopError(protocol.SESSION_NOT_FOUND,
-                            f"no session for {default_workspace} (run coop to start one)")
-        raise CoopError(protocol.SESSION_NOT_FOUND, "no session given")
+            raise CoopError(f"no session for {default_workspace} (run coop to start one)",
+                            code=protocol.SESSION_NOT_FOUND)
+        raise CoopError("no session given", code=protocol.SESSION_NOT_FOUND)
 
     def taken(self) -> dict[str, str]:
         return {s.name: s.workspace for s in self._sessions.values()}
@@ -241,7 +247,8 @@ class SessionRegistry:
 
     async def _info(self, session: Session) -> dict[str, Any] | None:
         try:
-            reply = await supervisor_request(session.socket_path, {"cmd": "info"})
+            reply = await supervisor_request(session.socket_path,
+                                             encode(protocol.SupervisorInfo()))
         except (OSError, TimeoutError, CoopError) as exc:
             logger.info("session %s: info failed: %s", session.name, exc)
             return None
@@ -255,21 +262,20 @@ class SessionRegistry:
         except (OSError, TimeoutError) as exc:
             raise _unavailable(session.name, exc) from exc
         if reply.get("ok") is not True:
-            raise CoopError(str(reply.get("error", protocol.INTERNAL_ERROR)),
-                            str(reply.get("message", "the supervisor refused")))
+            raise _refused(reply, "the supervisor refused")
         return reply
 
-    async def adopt(self, session: Session, client: socket.socket, request: Message) -> None:
+    async def adopt(self, session: Session, client: socket.socket,
+                    request: protocol.SupervisorAttach | protocol.SupervisorShell) -> None:
         """Hand ``client`` (past its handshake) to the supervisor with ``request``."""
         try:
             reply = await supervisor_request(
-                session.socket_path, {"cmd": "adopt", "request": dict(request)},
+                session.socket_path, encode(protocol.Adopt(request=encode(request))),
                 fds=[client.fileno()])
         except (OSError, TimeoutError) as exc:
             raise _unavailable(session.name, exc) from exc
         if reply.get("ok") is not True:
-            raise CoopError(str(reply.get("error", protocol.INTERNAL_ERROR)),
-                            str(reply.get("message", "the supervisor refused the client")))
+            raise _refused(reply, "the supervisor refused the client")
 
     async def detach_clients(self) -> int:
         """Daemon shutdown: each supervisor detaches the clients this daemon handed it.
@@ -280,7 +286,7 @@ class SessionRegistry:
         async def one(session: Session) -> int:
             try:
                 reply = await supervisor_request(session.socket_path,
-                                                 {"cmd": "detach_clients"}, timeout=2.0)
+                                                 encode(protocol.DetachClients()), timeout=2.0)
             except (OSError, TimeoutError, CoopError) as exc:
                 logger.info("session %s: detach_clients failed: %s", session.name, exc)
                 return 0
@@ -291,7 +297,7 @@ class SessionRegistry:
 
     async def kill(self, session: Session, *, force: bool, grace: float) -> None:
         with contextlib.suppress(CoopError):
-            await self.command(session, {"cmd": "kill", "force": force},
+            await self.command(session, encode(protocol.SupervisorKill(force=force)),
                                timeout=grace + KILL_EXTRA)
         deadline = time.monotonic() + 5.0
         while _alive(session.pid, session.start) and time.monotonic() < deadline:
@@ -420,43 +426,39 @@ class SessionCommands:
         """The daemon ends: its session starter goes too (sessions stay)."""
         self.zygote.close()
 
-    async def ls(self, _conn: Connection, _command: protocol.Command) -> Message:
-        return protocol.ls_response(await self.registry.refresh())
+    async def ls(self, _conn: Connection, _command: protocol.Ls) -> Message:
+        return encode(protocol.LsReply(await self.registry.refresh()))
 
-    async def create(self, _conn: Connection, command: protocol.Command) -> Message:
+    async def create(self, _conn: Connection, command: protocol.Create) -> Message:
         started = time.monotonic()  # the log line's time: request to agent running
-        given = Path(str(command.get("workspace")))
+        given = Path(command.workspace)
         workspace = os.path.realpath(given)
         if not given.is_absolute() or not Path(workspace).is_dir():
-            raise CoopError(protocol.INVALID_COMMAND,
-                            f"workspace {command.get('workspace')!r} is not an absolute "
-                            "path to a directory")
-        global_path = self._global_path(command.get("config"))
+            raise CoopError(f"workspace {command.workspace!r} is not an absolute "
+                            "path to a directory", code=protocol.INVALID_COMMAND)
+        global_path = self._global_path(command.config)
         existing = self.registry.by_workspace(workspace)
         if existing is not None:
-            return protocol.ok(name=existing.name, created=False, warnings=[])
-        wanted = command.get("name")
+            return encode(protocol.CreateReply(name=existing.name, created=False, warnings=[]))
+        wanted = command.name
         taken = self.registry.taken()
         if wanted is not None:
             try:
                 check_session_name(wanted)
             except CoopError as exc:
-                raise CoopError(protocol.INVALID_COMMAND, exc.message) from exc
+                raise CoopError(exc.message, code=protocol.INVALID_COMMAND) from exc
             if wanted in taken:
-                raise CoopError(protocol.SESSION_EXISTS,
-                                f"session {wanted!r} already exists for {taken[wanted]}")
+                raise CoopError(f"session {wanted!r} already exists for {taken[wanted]}",
+                                code=protocol.SESSION_EXISTS)
             name = wanted
         else:
             name = pick_name(safe_name(Path(workspace).name), taken, workspace)
-        client_env = command.get("env") or {}
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in client_env.items()):
-            raise CoopError(protocol.INVALID_COMMAND, "create: env must map strings to strings")
-        cols = command.get("cols", 80)
-        rows = command.get("rows", 24)
-        if not (1 <= cols <= 65535 and 1 <= rows <= 65535):
-            raise CoopError(protocol.INVALID_COMMAND, "cols and rows must be from 1 to 65535")
+        client_env = command.env or {}
+        cols = 80 if command.cols is None else command.cols
+        rows = 24 if command.rows is None else command.rows
+        protocol.check_window(cols, rows)
         config, network, warnings = self._config(name, Path(workspace), client_env,
-                                                 command.get("overrides"), (cols, rows),
+                                                 command.overrides, (cols, rows),
                                                  global_path=global_path)
         handle = await self.zygote.launch(config, network=network, coop_home=self.paths.home)
         from coop_run.procs import proc_start_time
@@ -467,7 +469,7 @@ class SessionCommands:
         self.registry.add(session)
         logger.info("session %s created for %s in %.1f ms (supervisor %d)", name, workspace,
                     (time.monotonic() - started) * 1000, handle.pid)
-        return protocol.ok(name=name, created=True, warnings=warnings)
+        return encode(protocol.CreateReply(name=name, created=True, warnings=warnings))
 
     def _config(self, name: str, workspace: Path, client_env: Mapping[str, str],
                 overrides: Mapping[str, Any] | None, size: tuple[int, int], *,
@@ -494,8 +496,8 @@ class SessionCommands:
             store = Store(self.paths)
             record = store.workspace_build(workspace)
             if record is None:
-                raise CoopError(protocol.ROOTFS_NOT_BUILT,
-                                f"no rootfs built for {workspace}: run coop init there first")
+                raise CoopError(f"no rootfs built for {workspace}: run coop init there first",
+                                code=protocol.ROOTFS_NOT_BUILT)
             warnings: builtins.list[str] = []
             current = quickcheck.check(self.paths, workspace, global_path=global_path,
                                        overrides=overrides, environ=environ)
@@ -504,7 +506,7 @@ class SessionCommands:
                                 "run coop init to rebuild (using the old rootfs)")
             layers = store.lower_dirs(record)
         except CoopBuildError as exc:
-            raise CoopError(exc.code, exc.message) from exc
+            raise CoopError(exc.message, code=exc.code) from exc
         coopfile = loaded.coopfile
         env = image_env(record.env)
         env.update(expand_env(coopfile.env, environ))  # secrets: never logged
@@ -535,52 +537,40 @@ class SessionCommands:
             return None
         if "\0" in value or not value.startswith("/"):
             shown = value if len(value) <= 60 else value[:60] + "..."
-            raise CoopError(protocol.INVALID_COMMAND,
-                            f"create: config {shown!r} is not an absolute path")
+            raise CoopError(f"create: config {shown!r} is not an absolute path",
+                            code=protocol.INVALID_COMMAND)
         return Path(value)
 
-    async def attach(self, conn: Connection, command: protocol.Command) -> Message:
-        session = self.registry.find(command.get("session"))
-        request: dict[str, Any] = {"cmd": "attach"}
-        pty = command.get("pty")
-        if pty is not None:
-            if not pty.isdigit():
-                raise CoopError(protocol.PTY_NOT_FOUND, f"no PTY {pty!r}")
-            request["pty"] = int(pty)
-        for key in ("cols", "rows", "offset"):
-            if command.get(key) is not None:
-                request[key] = command.get(key)
-        return await self._hand_over(conn, session, request)
+    async def attach(self, conn: Connection, command: protocol.Attach) -> Message:
+        session = self.registry.find(command.session)
+        return await self._hand_over(conn, session, protocol.SupervisorAttach(
+            pty=0 if command.pty is None else command.pty, cols=command.cols,
+            rows=command.rows, offset=command.offset))
 
-    async def shell(self, conn: Connection, command: protocol.Command) -> Message:
-        session = self.registry.find(command.get("session"))
-        request: dict[str, Any] = {"cmd": "shell"}
-        for key in ("command", "cols", "rows"):
-            if command.get(key) is not None:
-                request[key] = command.get(key)
-        return await self._hand_over(conn, session, request)
+    async def shell(self, conn: Connection, command: protocol.Shell) -> Message:
+        session = self.registry.find(command.session)
+        return await self._hand_over(conn, session, protocol.SupervisorShell(
+            command=command.command, cols=command.cols, rows=command.rows))
 
     async def _hand_over(self, conn: Connection, session: Session,
-                         request: Message) -> Message:
+                         request: protocol.SupervisorAttach | protocol.SupervisorShell,
+                         ) -> Message:
         # From here on the client's bytes are the supervisor's: nothing reads them here.
         await self.registry.adopt(session, conn.sock, request)
         conn.handed_over = True
         logger.info("pid %d: %s of session %s handed to its supervisor", conn.peer_pid,
-                    request["cmd"], session.name)
+                    request.TAG, session.name)
         return protocol.ok()
 
-    async def kill(self, _conn: Connection, command: protocol.Command) -> Message:
-        force = bool(command.get("force", False))
-        if command.get("all"):
-            targets = list(self.registry)
-        else:
-            targets = [self.registry.find(command.get("session"))]
+    async def kill(self, _conn: Connection, command: protocol.Kill) -> Message:
+        force = bool(command.force)
+        targets = list(self.registry) if command.all else [self.registry.find(command.session)]
         await asyncio.gather(*(self.registry.kill(s, force=force, grace=5.0) for s in targets))
         for session in targets:
             logger.info("session %s killed%s", session.name, " (forced)" if force else "")
-        return protocol.ok(killed=[s.name for s in targets])
+        return encode(protocol.KillReply(killed=[s.name for s in targets]))
 
-    async def restart(self, _conn: Connection, command: protocol.Command) -> Message:
-        session = self.registry.find(command.get("session"))
-        await self.registry.command(session, {"cmd": "restart"})
-        return protocol.ok(name=session.name)
+    async def restart(self, _conn: Connection, command: protocol.Restart) -> Message:
+        session = self.registry.find(command.session)
+        await self.registry.command(session, encode(protocol.SupervisorRestart()))
+        return encode(protocol.RestartReply(name=session.name))

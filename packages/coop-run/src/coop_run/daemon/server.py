@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from coop_build.paths import CoopPaths
-from coop_run.errors import CoopError, ProtocolError
+from coop_run.errors import CoopError, FrameTooLargeError, ProtocolError
 from coop_run.ipc import protocol
 from coop_run.ipc.connection import FramedConnection
-from coop_run.ipc.framing import FrameTooLargeError, Message
+from coop_run.ipc.framing import Message
+from coop_run.ipc.schema import encode
 from coop_run.ipc.sockets import bind_unix_socket, is_listening, peer_credentials
 from coop_run.statefiles import write_text_atomic
 
@@ -109,7 +110,8 @@ class Connection(FramedConnection):
         self.handed_over = False
 
 
-Handler = Callable[[Connection, protocol.Command], Awaitable[Message]]
+# A handler takes the request of its command (``protocol.COMMANDS[name]``).
+Handler = Callable[[Connection, Any], Awaitable[Message]]
 
 
 class Daemon:
@@ -314,11 +316,11 @@ class Daemon:
         except ProtocolError as exc:
             log.info("pid %d: refused command: %s", conn.peer_pid, exc.message)
             return protocol.error_from(exc)
-        handler = self._handlers.get(command.name)
+        handler = self._handlers.get(command.TAG or "")
         if handler is None:
             return protocol.error(protocol.NOT_SUPPORTED,
-                                  f"command {command.name!r} is not available in this daemon")
-        log.debug("pid %d: %s", conn.peer_pid, command.name)
+                                  f"command {command.TAG!r} is not available in this daemon")
+        log.debug("pid %d: %s", conn.peer_pid, command.TAG)
         try:
             return await handler(conn, command)
         except CoopError as exc:
@@ -326,16 +328,18 @@ class Daemon:
 
     # --- built-in commands ----------------------------------------------------------------
 
-    async def _ls(self, _conn: Connection, _command: protocol.Command) -> Message:
-        return protocol.ls_response(self.sessions.list())
+    async def _ls(self, _conn: Connection, _command: protocol.Ls) -> Message:
+        return encode(protocol.LsReply(self.sessions.list()))
 
-    async def _status(self, _conn: Connection, _command: protocol.Command) -> Message:
-        return protocol.status_response(os.getpid(), time.monotonic() - self.started,
-                                        len(self.sessions), len(self.connections))
+    async def _status(self, _conn: Connection, _command: protocol.Status) -> Message:
+        return encode(protocol.StatusReply(
+            pid=os.getpid(), version=protocol.VERSION,
+            uptime=round(time.monotonic() - self.started, 3), sessions=len(self.sessions),
+            clients=len(self.connections)))
 
-    async def _shutdown(self, conn: Connection, _command: protocol.Command) -> Message:
+    async def _shutdown(self, conn: Connection, _command: protocol.Shutdown) -> Message:
         self.request_shutdown(f"shutdown command from pid {conn.peer_pid}")
-        return protocol.shutdown_response(os.getpid())
+        return encode(protocol.ShutdownReply(os.getpid()))
 
 
 def _file_id(path: Path) -> tuple[int, int]:

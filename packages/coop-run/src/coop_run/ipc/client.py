@@ -35,7 +35,7 @@ def remote_error(response: Message) -> RemoteError:
     text = message if isinstance(message, str) and message else code
     if code == protocol.SESSION_NOT_FOUND:
         return SessionNotFoundError(text)
-    return RemoteError(code, text)
+    return RemoteError(text, code=code)
 
 
 class Client:

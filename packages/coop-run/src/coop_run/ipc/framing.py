@@ -14,7 +14,7 @@ import json
 import struct
 from typing import Any, NamedTuple
 
-from coop_run.errors import ProtocolError
+from coop_run.errors import FrameTooLargeError, MalformedFrameError
 
 MAX_FRAME_SIZE = 1 << 20  # 1 MiB of payload
 HEADER_SIZE = 4
@@ -24,27 +24,6 @@ TAG_CONTROL = 0x01
 _HEADER = struct.Struct(">I")
 
 Message = dict[str, Any]
-
-
-class FrameTooLargeError(ProtocolError):
-    """A frame declared a payload over the limit; the stream cannot be trusted after it."""
-
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(
-            f"message of {size} bytes is over the {limit}-byte limit", code="MESSAGE_TOO_LARGE"
-        )
-        self.size = size
-
-
-class MalformedFrameError(ProtocolError):
-    """One frame's payload was not what the mode expects (JSON object, known tag).
-
-    The framing itself stays in step, so a decoder returns this in place of the message
-    and carries on with the next frame.
-    """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, code="MALFORMED_MESSAGE")
 
 
 class Data(NamedTuple):
@@ -71,7 +50,7 @@ def _dump(message: Message) -> bytes:
 
 def _header(size: int, limit: int) -> bytes:
     if size > limit:
-        raise FrameTooLargeError(size, limit)
+        raise FrameTooLargeError.over(size, limit)
     return _HEADER.pack(size)
 
 
@@ -129,7 +108,7 @@ class _PayloadSplitter:
             if size > self.max_size:
                 # Refused on the header alone: nothing of the payload is kept, and the
                 # stream is out of step for good.
-                self._failed = FrameTooLargeError(size, self.max_size)
+                self._failed = FrameTooLargeError.over(size, self.max_size)
                 self._buffer = bytearray()
                 payloads.append(self._failed)
                 return payloads

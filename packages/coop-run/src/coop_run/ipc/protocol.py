@@ -1,17 +1,21 @@
-"""The messages of the daemon socket (SPEC 6): version, commands, responses, events; pure.
+"""The messages of the daemon and supervisor sockets (SPEC 6): version, error codes, and
+every request, reply, stream control and event, each declared once as a typed message
+(``ipc.schema``); pure.
 
-Everything that crosses the socket is built or checked here, so the daemon, the CLI and
-the tests share one definition, and a contract test pins the exact keys of each message.
-Validation turns a decoded JSON object into a ``Command`` or raises ``ProtocolError`` with
-a one-line message the daemon sends back as it is.
+The daemon, the supervisors, the CLI and the tests share these declarations, and the
+contract test (``tests/coop_run/daemon/test_ipc_protocol.py``) pins each one's fields.
+``parse_command`` and ``parse_supervisor_command`` turn a decoded JSON object into its
+message or raise ``ProtocolError`` with a one-line message the server sends back as it is.
+PTYs are named by their integer id everywhere (``ls``, ``attach``, ``logs``, events).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final, NamedTuple
+from typing import Any, ClassVar, Final, TypeVar
 
 from coop_run.errors import ProtocolError
+from coop_run.ipc.schema import WireMessage, decode, encode, table
 
 VERSION: Final = 1
 
@@ -35,121 +39,366 @@ ERROR_CODES: Final = frozenset({
 })
 
 
-class Field(NamedTuple):
-    """One command field: its JSON type(s) and whether it must be present."""
+class Request(WireMessage):
+    """A command to the daemon or a supervisor: ``{"cmd": NAME, ...}``."""
 
-    types: tuple[type, ...]
-    required: bool = False
-
-    def describe(self) -> str:
-        return " or ".join(_TYPE_NAMES[t] for t in self.types)
+    TAG_KEY: ClassVar[str | None] = "cmd"
+    OMIT_UNSET: ClassVar[bool] = True
 
 
-_TYPE_NAMES: Final[Mapping[type, str]] = {
-    str: "a string", int: "an integer", bool: "a boolean", dict: "an object", list: "a list",
-}
+class Reply(WireMessage):
+    """A successful answer: ``{"ok": true, ...}``."""
 
-_STR = Field((str,))
-_INT = Field((int,))
-_BOOL = Field((bool,))
-
-# Every command and its fields (besides "cmd"). Unknown fields are refused so a typo in a
-# client fails loudly instead of being ignored.
-COMMANDS: Final[Mapping[str, Mapping[str, Field]]] = {
-    "create": {
-        "name": _STR, "workspace": Field((str,), required=True), "overrides": Field((dict,)),
-        "detach": _BOOL, "cols": _INT, "rows": _INT, "env": Field((dict,)),
-        "config": _STR,  # absolute path of the global Coopfile layer (--config)
-    },
-    "attach": {"session": _STR, "pty": _STR, "cols": _INT, "rows": _INT, "offset": _INT},
-    "shell": {"session": _STR, "command": _STR, "cols": _INT, "rows": _INT},
-    "ls": {},
-    "kill": {"session": _STR, "force": _BOOL, "all": _BOOL},
-    "serve": {"port": _INT, "host": _STR, "token": _STR, "stop": _BOOL},
-    "tunnel": {"stun": _STR, "no_stun": _BOOL, "stop": _BOOL, "answer": _STR},
-    "shutdown": {},
-    "status": {},
-    "logs": {"session": _STR, "pty": _STR, "lines": _INT},
-    "restart": {"session": _STR},
-}
-
-# Stream-mode control messages a client may send, and their fields.
-CLIENT_CONTROLS: Final[Mapping[str, Mapping[str, Field]]] = {
-    "resize": {"cols": Field((int,), required=True), "rows": Field((int,), required=True)},
-    "detach": {},
-}
-
-EVENTS: Final = frozenset({"pty_exited", "pty_restarting", "detached", "lagged"})
+    OK: ClassVar[bool | None] = True
 
 
-class Command(NamedTuple):
-    """A validated command: its name and its fields (without ``cmd``)."""
+class Event(WireMessage):
+    """A stream-mode control frame from the server: ``{"event": NAME, ...}``."""
 
+    TAG_KEY: ClassVar[str | None] = "event"
+
+
+class Control(WireMessage):
+    """A stream-mode control frame from a client: ``{"type": NAME, ...}``."""
+
+    TAG_KEY: ClassVar[str | None] = "type"
+
+
+# --- the daemon's commands --------------------------------------------------------------
+
+class Create(Request):
+    TAG = "create"
+    workspace: str
+    name: str | None = None
+    overrides: dict[str, Any] | None = None
+    detach: bool | None = None
+    cols: int | None = None
+    rows: int | None = None
+    env: dict[str, str] | None = None
+    config: str | None = None  # absolute path of the global Coopfile layer (--config)
+
+
+class Attach(Request):
+    TAG = "attach"
+    session: str | None = None
+    pty: int | None = None
+    cols: int | None = None
+    rows: int | None = None
+    offset: int | None = None
+
+
+class Shell(Request):
+    TAG = "shell"
+    session: str | None = None
+    command: str | None = None
+    cols: int | None = None
+    rows: int | None = None
+
+
+class Ls(Request):
+    TAG = "ls"
+
+
+class Kill(Request):
+    TAG = "kill"
+    session: str | None = None
+    force: bool | None = None
+    all: bool | None = None
+
+
+class Serve(Request):
+    TAG = "serve"
+    port: int | None = None
+    host: str | None = None
+    token: str | None = None
+    stop: bool | None = None
+
+
+class Tunnel(Request):
+    TAG = "tunnel"
+    stun: str | None = None
+    no_stun: bool | None = None
+    stop: bool | None = None
+    answer: str | None = None
+
+
+class Shutdown(Request):
+    TAG = "shutdown"
+
+
+class Status(Request):
+    TAG = "status"
+
+
+class Logs(Request):
+    TAG = "logs"
+    session: str | None = None
+    pty: int | None = None
+    lines: int | None = None
+
+
+class Restart(Request):
+    TAG = "restart"
+    session: str | None = None
+
+
+COMMANDS: Final[Mapping[str, type[Request]]] = table(
+    Create, Attach, Shell, Ls, Kill, Serve, Tunnel, Shutdown, Status, Logs, Restart)
+
+
+# --- a supervisor's commands (the daemon's, or a client's that came straight) ------------
+
+class SupervisorInfo(Request):
+    TAG = "info"
+    session: str | None = None  # every supervisor command may name it (ignored)
+
+
+class SupervisorAttach(Request):
+    TAG = "attach"
+    session: str | None = None
+    pty: int = 0
+    cols: int | None = None
+    rows: int | None = None
+    resume_from: int | None = None
+    offset: int | None = None  # the daemon's name for resume_from
+    kind: str = "local"
+
+
+class SupervisorShell(Request):
+    TAG = "shell"
+    session: str | None = None
+    command: str | None = None
+    cols: int | None = None
+    rows: int | None = None
+    kind: str = "local"
+
+
+class SupervisorRestart(Request):
+    TAG = "restart"
+    session: str | None = None
+
+
+class SupervisorKill(Request):
+    TAG = "kill"
+    session: str | None = None
+    force: bool = False
+
+
+class Adopt(Request):
+    """Sent with one descriptor (SCM_RIGHTS): a client's socket, and its request."""
+
+    TAG = "adopt"
+    request: dict[str, Any]
+    session: str | None = None
+
+
+class DetachClients(Request):
+    TAG = "detach_clients"
+    session: str | None = None
+
+
+SUPERVISOR_COMMANDS: Final[Mapping[str, type[Request]]] = table(
+    SupervisorInfo, SupervisorAttach, SupervisorShell, SupervisorRestart, SupervisorKill,
+    Adopt, DetachClients)
+
+CLIENT_KINDS: Final = ("local", "web", "tunnel")
+MAX_WINDOW: Final = 65535  # struct winsize fields are unsigned short
+
+
+def check_window(cols: int, rows: int) -> None:
+    """The one window-size rule of every wire: 1 to 65535 columns and rows."""
+    for name, value in (("cols", cols), ("rows", rows)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ProtocolError(f"{name} must be an integer", code=INVALID_COMMAND)
+        if not 1 <= value <= MAX_WINDOW:
+            raise ProtocolError(f"cols and rows must be from 1 to {MAX_WINDOW}",
+                                code=INVALID_COMMAND)
+
+
+# --- replies ----------------------------------------------------------------------------
+
+class Ok(Reply):
+    pass
+
+
+class ErrorReply(WireMessage):
+    """``{"ok": false, "error": CODE, "message": one line}``."""
+
+    OK: ClassVar[bool | None] = False
+
+    error: str
+    message: str
+
+
+class LsReply(Reply):
+    sessions: list[dict[str, Any]]
+
+
+class StatusReply(Reply):
+    pid: int
+    version: int
+    uptime: float
+    sessions: int
+    clients: int
+
+
+class ShutdownReply(Reply):
+    pid: int
+
+
+class CreateReply(Reply):
     name: str
-    fields: Mapping[str, Any]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.fields.get(key, default)
+    created: bool
+    warnings: list[str]
 
 
-def _matches(value: Any, types: tuple[type, ...]) -> bool:
-    # JSON true/false are Python bools, which are ints too: never accept one for the other.
-    if isinstance(value, bool):
-        return bool in types
-    return isinstance(value, types)
+class KillReply(Reply):
+    killed: list[str]
 
 
-def _check_fields(kind: str, message: Mapping[str, Any], spec: Mapping[str, Field],
-                  skip: str) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    for key, value in message.items():
-        if key == skip:
-            continue
-        field = spec.get(key)
-        if field is None:
-            raise ProtocolError(f"{kind}: unknown field {key!r}", code=INVALID_COMMAND)
-        if not _matches(value, field.types):
-            raise ProtocolError(
-                f"{kind}: field {key!r} must be {field.describe()}", code=INVALID_COMMAND
-            )
-        fields[key] = value
-    for key, field in spec.items():
-        if field.required and key not in fields:
-            raise ProtocolError(f"{kind}: missing field {key!r}", code=INVALID_COMMAND)
-    return fields
+class RestartReply(Reply):
+    name: str
 
 
-def parse_command(message: Mapping[str, Any]) -> Command:
-    """Check a decoded request against ``COMMANDS``; raises ``ProtocolError``."""
-    name = message.get("cmd")
+class AttachReply(Reply):
+    """The answer to ``attach``/``shell`` before stream mode begins."""
+
+    pty: int
+    offset: int
+    cols: int
+    rows: int
+    session: str
+
+
+class InfoReply(Reply):
+    session: dict[str, Any]  # the session's ``ls`` entry (SPEC 6)
+    ptys: list[dict[str, Any]]
+
+
+class PtyReply(Reply):
+    pty: int
+
+
+class DetachedReply(Reply):
+    detached: int
+
+
+# --- stream mode ------------------------------------------------------------------------
+
+class Resize(Control):
+    TAG = "resize"
+    cols: int
+    rows: int
+
+
+class Detach(Control):
+    TAG = "detach"
+
+
+CLIENT_CONTROLS: Final[Mapping[str, type[Control]]] = table(Resize, Detach)
+
+
+class PtyExited(Event):
+    """The PTY's process ended with exit ``code`` (or was killed by ``signal``)."""
+
+    TAG = "pty_exited"
+    pty: int
+    code: int | None
+    signal: int | None = None
+
+
+class PtyRestarting(Event):
+    TAG = "pty_restarting"
+    pty: int
+    delay: float
+    attempt: int
+
+
+class Detached(Event):
+    """Sent when the supervisor lets go of a client (daemon shutdown, kill)."""
+
+    TAG = "detached"
+
+
+class Lagged(Event):
+    """The client fell behind and ``bytes`` of output were not sent to it."""
+
+    TAG = "lagged"
+    pty: int
+    bytes: int
+
+
+class StreamError(Event):
+    """A client's broken stream frame: sent before the client is hung up on."""
+
+    TAG = "error"
+    error: str
+    message: str
+
+
+EVENTS: Final[Mapping[str, type[Event]]] = table(
+    PtyExited, PtyRestarting, Detached, Lagged, StreamError)
+
+R = TypeVar("R", bound=Request)
+
+
+def _parse(message: Mapping[str, Any], key: str, known: Mapping[str, type[R]],
+           what: str) -> R:
+    name = message.get(key)
     if name is None:
-        raise ProtocolError("missing field 'cmd'", code=INVALID_COMMAND)
+        raise ProtocolError(f"missing field {key!r}", code=INVALID_COMMAND)
     if not isinstance(name, str):
-        raise ProtocolError("field 'cmd' must be a string", code=INVALID_COMMAND)
-    spec = COMMANDS.get(name)
-    if spec is None:
+        raise ProtocolError(f"field {key!r} must be a string", code=INVALID_COMMAND)
+    cls = known.get(name)
+    if cls is None:
         shown = name if len(name) <= 40 else name[:40] + "..."
-        raise ProtocolError(f"unknown command {shown!r}", code=INVALID_COMMAND)
-    return Command(name, _check_fields(name, message, spec, "cmd"))
+        raise ProtocolError(f"unknown {what} {shown!r}", code=INVALID_COMMAND)
+    return decode(cls, message)
 
 
-def parse_control(message: Mapping[str, Any]) -> Command:
-    """Check a client's stream-mode control message (``resize``, ``detach``)."""
+def parse_command(message: Mapping[str, Any]) -> Request:
+    """A daemon request checked against its declaration; raises ``ProtocolError``."""
+    return _parse(message, "cmd", COMMANDS, "command")
+
+
+def parse_supervisor_command(message: Mapping[str, Any]) -> Request:
+    """A supervisor request checked against its declaration (``kind`` must be one of
+    ``CLIENT_KINDS``); raises ``ProtocolError``."""
+    request = _parse(message, "cmd", SUPERVISOR_COMMANDS, "command")
+    kind = getattr(request, "kind", "local")
+    if kind not in CLIENT_KINDS:
+        raise ProtocolError(f"{request.TAG}: kind must be local, web or tunnel",
+                            code=INVALID_COMMAND)
+    return request
+
+
+def parse_control(message: Mapping[str, Any]) -> Control:
+    """A client's stream-mode control message (``resize``, ``detach``)."""
     name = message.get("type")
-    if not isinstance(name, str) or name not in CLIENT_CONTROLS:
+    cls = CLIENT_CONTROLS.get(name) if isinstance(name, str) else None
+    if cls is None:
         raise ProtocolError("unknown control message", code=INVALID_COMMAND)
-    return Command(name, _check_fields(name, message, CLIENT_CONTROLS[name], "type"))
+    return decode(cls, message)
 
 
 # --- handshake -------------------------------------------------------------------------
 
-def hello() -> dict[str, Any]:
+class Hello(WireMessage):
     """The client's first frame."""
-    return {"version": VERSION}
+
+    version: int
+
+
+class HandshakeOk(Reply):
+    version: int
+
+
+def hello() -> dict[str, Any]:
+    return encode(Hello(VERSION))
 
 
 def handshake_ok() -> dict[str, Any]:
-    return {"version": VERSION, "ok": True}
+    return encode(HandshakeOk(VERSION))
 
 
 def check_hello(message: Mapping[str, Any]) -> None:
@@ -179,52 +428,18 @@ def check_handshake_reply(message: Mapping[str, Any]) -> None:
     )
 
 
-# --- responses -------------------------------------------------------------------------
+# --- building replies -------------------------------------------------------------------
 
-def ok(**fields: Any) -> dict[str, Any]:
-    """``{"ok": true, ...fields}``."""
-    return {"ok": True, **fields}
+def ok() -> dict[str, Any]:
+    """``{"ok": true}``."""
+    return encode(Ok())
 
 
 def error(code: str, message: str) -> dict[str, Any]:
     """``{"ok": false, "error": CODE, "message": ...}``; ``message`` is one line."""
     line = message.splitlines()[0] if message else code
-    return {"ok": False, "error": code, "message": line}
+    return encode(ErrorReply(code, line))
 
 
 def error_from(exc: ProtocolError) -> dict[str, Any]:
     return error(exc.code, exc.message)
-
-
-def ls_response(sessions: list[dict[str, Any]]) -> dict[str, Any]:
-    return ok(sessions=sessions)
-
-
-def status_response(pid: int, uptime: float, sessions: int, clients: int) -> dict[str, Any]:
-    return ok(pid=pid, version=VERSION, uptime=round(uptime, 3), sessions=sessions,
-              clients=clients)
-
-
-def shutdown_response(pid: int) -> dict[str, Any]:
-    return ok(pid=pid)
-
-
-# --- events (stream mode, tag 0x01) -------------------------------------------------------
-
-def pty_exited(pty: str, code: int | None, signal: int | None = None) -> dict[str, Any]:
-    """The PTY's process ended with exit ``code`` (or was killed by ``signal``)."""
-    return {"event": "pty_exited", "pty": pty, "code": code, "signal": signal}
-
-
-def pty_restarting(pty: str, delay: float, attempt: int) -> dict[str, Any]:
-    return {"event": "pty_restarting", "pty": pty, "delay": delay, "attempt": attempt}
-
-
-def detached() -> dict[str, Any]:
-    """Sent when the daemon lets go of an attached client (shutdown, kill)."""
-    return {"event": "detached"}
-
-
-def lagged(pty: str, dropped: int) -> dict[str, Any]:
-    """The client fell behind and ``dropped`` bytes of output were not sent to it."""
-    return {"event": "lagged", "pty": pty, "bytes": dropped}

@@ -31,6 +31,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from coop_run.ipc.protocol import check_window
 from coop_run.session.scrollback import Scrollback
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_BACKLOG = 1024 * 1024
 DEFAULT_TAKE = 256 * 1024  # well under the 1 MiB frame limit of SPEC 6
 _ALIGN_WINDOW = 4096  # how far into a truncated replay to look for a line start
-MAX_WINDOW = 65535  # struct winsize fields are unsigned short
 
 Item = bytes | dict[str, Any]
 """One frame for the client: raw terminal bytes (tag 0x00) or a JSON control event (0x01)."""
@@ -84,12 +84,6 @@ class _Client:
     lags: int = 0
 
 
-def _check_window(cols: int, rows: int) -> None:
-    for name, value in (("cols", cols), ("rows", rows)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"window {name} must be an integer, not {value!r}")
-        if not 1 <= value <= MAX_WINDOW:
-            raise ValueError(f"window {name} must be from 1 to {MAX_WINDOW}, not {value}")
 
 
 def _line_start(start: int, data: bytes) -> tuple[int, bytes]:
@@ -163,12 +157,12 @@ class FanOut:
         left). A reconnecting one gets the bytes from ``resume_from`` on; if they are
         gone it gets a ``lagged`` event for the gap instead, and its first ``take`` asks
         for a redraw. Raises
-        ``ValueError`` for a duplicate id, a window size out of range or an offset past
+        ``ValueError`` for a duplicate id or an offset past
         the end, ``TypeError`` for a non-integer size or offset.
         """
         if client_id in self._clients:
             raise ValueError(f"client {client_id!r} is already attached")
-        _check_window(cols, rows)
+        check_window(cols, rows)
         before = self.size()
         redraw = False
         if resume_from is None:
@@ -217,7 +211,7 @@ class FanOut:
 
     def resize(self, client_id: Hashable, cols: int, rows: int) -> tuple[int, int] | None:
         """A client's window changed; returns the PTY's new size if that changed."""
-        _check_window(cols, rows)
+        check_window(cols, rows)
         client = self._client(client_id)
         before = self.size()
         client.cols, client.rows = cols, rows

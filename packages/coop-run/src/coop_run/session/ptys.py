@@ -34,6 +34,7 @@ from coop_run.ipc.framing import (
     encode_data,
     encode_message,
 )
+from coop_run.ipc.schema import encode
 from coop_run.session.fanout import DEFAULT_MAX_BACKLOG, FanOut
 from coop_run.session.scrollback import DEFAULT_CAPACITY, Scrollback
 
@@ -42,7 +43,7 @@ logger = logging.getLogger(__name__)
 READ_SIZE = 65536
 QUICK_EXIT = 2.0  # an agent that ran less than this counts as a quick exit
 CRASH_LOOP_AFTER = 5  # quick exits in a row before the PTY is shown as crash-looping
-CLIENT_KINDS = ("local", "web", "tunnel")
+CLIENT_KINDS = protocol.CLIENT_KINDS
 
 _client_ids = itertools.count(1)
 
@@ -243,15 +244,16 @@ class Pty:
     # -- clients ---------------------------------------------------------------------------
 
     def add_client(self, client: StreamClient, cols: int, rows: int,
-                   resume_from: int | None) -> dict[str, Any]:
-        """Attach ``client``; returns the attach response (``ValueError`` for bad values)."""
+                   resume_from: int | None, session: str) -> protocol.AttachReply:
+        """Attach ``client``; returns the attach response (``ValueError`` or
+        ``ProtocolError`` for bad values). ``session`` names it for "detached from NAME"."""
         attached = self.fanout.add_client(client.id, cols, rows, resume_from=resume_from)
         self.clients[client.id] = client
         self.resized(attached.size)
         if attached.redraw:
             self.wiggle()
-        return protocol.ok(pty=self.id, offset=attached.start, cols=self.size[0],
-                           rows=self.size[1])
+        return protocol.AttachReply(pty=self.id, offset=attached.start, cols=self.size[0],
+                                    rows=self.size[1], session=session)
 
     def remove_client(self, client: StreamClient) -> None:
         if self.clients.pop(client.id, None) is not None:
@@ -327,7 +329,8 @@ class StreamClient:
             if isinstance(item, bytes):
                 self._out += encode_data(item)
             elif item.get("event") == "lagged":
-                self._out += encode_control(protocol.lagged(self.pty.name, int(item["bytes"])))
+                lagged = protocol.Lagged(pty=self.pty.id, bytes=int(item["bytes"]))
+                self._out += encode_control(encode(lagged))
             else:
                 self._out += encode_control(item)
         if batch.redraw:
@@ -369,8 +372,8 @@ class StreamClient:
                 self._control(item.message)
             else:
                 logger.info("client %s: %s", self.id, item)
-                self._out += encode_control({"event": "error", "error": item.code,
-                                             "message": item.message})
+                self._out += encode_control(encode(protocol.StreamError(item.code,
+                                                                        item.message)))
                 self._closing = True
                 self.kick()
                 return
@@ -382,13 +385,12 @@ class StreamClient:
         except ProtocolError as exc:
             logger.info("client %s: %s", self.id, exc)
             return
-        if command.name == "detach":
+        if not isinstance(command, protocol.Resize):  # detach
             self.close()
             return
         try:
-            size = self.pty.fanout.resize(self.id, command.fields["cols"],
-                                          command.fields["rows"])
-        except ValueError as exc:
+            size = self.pty.fanout.resize(self.id, command.cols, command.rows)
+        except (ValueError, ProtocolError) as exc:
             logger.info("client %s: %s", self.id, exc)
             return
         self.pty.resized(size)

@@ -36,10 +36,11 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-from coop_run.errors import CoopError, ProtocolError, SupervisorError
+from coop_run.errors import CoopError, FrameTooLargeError, ProtocolError, SupervisorError
 from coop_run.ipc import protocol
 from coop_run.ipc.connection import FramedConnection
-from coop_run.ipc.framing import FrameTooLargeError, Message
+from coop_run.ipc.framing import Message
+from coop_run.ipc.schema import encode
 from coop_run.ipc.sockets import bind_unix_socket, peer_uid
 from coop_run.layout import SessionDir
 from coop_run.procs import proc_start_time
@@ -62,46 +63,6 @@ logger = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT = 10.0
 FLUSH_TIMEOUT = 1.0  # how long a kill waits for clients to take their "detached"
 RESTART_KILL_AFTER = 2.0
-
-_ANY_PTY = (int, str)
-_SPECS: Mapping[str, Mapping[str, tuple[type, ...]]] = {
-    "info": {},
-    "attach": {"pty": _ANY_PTY, "cols": (int,), "rows": (int,), "resume_from": (int,),
-               "offset": (int,), "kind": (str,)},
-    "shell": {"command": (str,), "cols": (int,), "rows": (int,), "kind": (str,)},
-    "restart": {},
-    "kill": {"force": (bool,)},
-    "adopt": {"request": (dict,)},
-    "detach_clients": {},
-}
-
-
-
-
-def check_request(message: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """A supervisor command checked field by field; raises ``ProtocolError``."""
-    name = message.get("cmd")
-    if not isinstance(name, str) or name not in _SPECS:
-        shown = repr(name)[:40]
-        raise ProtocolError(f"unknown command {shown}", code=protocol.INVALID_COMMAND)
-    spec = _SPECS[name]
-    fields: dict[str, Any] = {}
-    for key, value in message.items():
-        if key in ("cmd", "session"):
-            continue
-        types = spec.get(key)
-        if types is None:
-            raise ProtocolError(f"{name}: unknown field {key!r}", code=protocol.INVALID_COMMAND)
-        if isinstance(value, bool) != (bool in types) or not isinstance(value, types):
-            raise ProtocolError(f"{name}: field {key!r} has the wrong type",
-                                code=protocol.INVALID_COMMAND)
-        fields[key] = value
-    kind = fields.get("kind", "local")
-    if kind not in CLIENT_KINDS:
-        raise ProtocolError(f"{name}: kind must be local, web or tunnel",
-                            code=protocol.INVALID_COMMAND)
-    return name, fields
-
 
 # --- the supervisor ---------------------------------------------------------------------
 
@@ -243,7 +204,7 @@ class Supervisor:
         pty.detach_master()
         pty.pid = None
         pty.publish(exit_notice(status.code, status.signal))
-        pty.publish_event(protocol.pty_exited(pty.name, status.code, status.signal))
+        pty.publish_event(encode(protocol.PtyExited(pty.id, status.code, status.signal)))
         logger.info("pty %d (%s) exited: code %s signal %s", pty.id, pty.role, status.code,
                     status.signal)
         if pty.role != "agent" or self.stopping:
@@ -261,7 +222,8 @@ class Supervisor:
             delay = self.backoff.next_delay(self._loop.time() - pty.started)
         pty.state = "crash-looping" if self.backoff.crash_looping else "restarting"
         pty.publish(restart_notice(delay))
-        pty.publish_event(protocol.pty_restarting(pty.name, delay / 1000, self.backoff.streak))
+        pty.publish_event(encode(protocol.PtyRestarting(pty.id, delay / 1000,
+                                                         self.backoff.streak)))
         assert self._loop is not None
         self._restart_timer = self._loop.call_later(delay / 1000, self._respawn_agent)
 
@@ -342,18 +304,18 @@ class Supervisor:
                 if message is None:
                     return
                 try:
-                    name, fields = check_request(message)
-                    if name in ("attach", "shell"):
-                        self._stream(conn.sock, name, fields)
+                    request = protocol.parse_supervisor_command(message)
+                    if isinstance(request, protocol.SupervisorAttach | protocol.SupervisorShell):
+                        self._stream(conn.sock, request)
                         conn.detach()
                         return
-                    if name == "adopt":
-                        await self._adopt(conn, fields)
+                    if isinstance(request, protocol.Adopt):
+                        await self._adopt(conn, request)
                         continue
-                    if name == "kill":
-                        await self._kill(bool(fields.get("force", False)), conn)
+                    if isinstance(request, protocol.SupervisorKill):
+                        await self._kill(request.force, conn)
                         return
-                    await conn.send(self._command(name))
+                    await conn.send(self._command(request))
                 except ProtocolError as exc:
                     await conn.send(protocol.error_from(exc))
         except (ProtocolError, OSError, TimeoutError) as exc:
@@ -364,17 +326,18 @@ class Supervisor:
         finally:
             conn.close()
 
-    def _command(self, name: str) -> Message:
-        if name == "detach_clients":
-            return protocol.ok(detached=self.detach_adopted())
-        if name == "info":
-            return protocol.ok(session=self.info(), ptys=self.pty_details())
-        if name == "restart":
+    def _command(self, request: protocol.Request) -> Message:
+        if isinstance(request, protocol.DetachClients):
+            return encode(protocol.DetachedReply(self.detach_adopted()))
+        if isinstance(request, protocol.SupervisorInfo):
+            return encode(protocol.InfoReply(session=self.info(), ptys=self.pty_details()))
+        if isinstance(request, protocol.SupervisorRestart):
             self._restart_agent()
-            return protocol.ok(pty=0)
-        raise ProtocolError(f"unknown command {name!r}", code=protocol.INVALID_COMMAND)
+            return encode(protocol.PtyReply(0))
+        raise ProtocolError(f"unexpected command {request.TAG!r}",
+                            code=protocol.INVALID_COMMAND)
 
-    async def _adopt(self, conn: FramedConnection, fields: dict[str, Any]) -> None:
+    async def _adopt(self, conn: FramedConnection, adopt: protocol.Adopt) -> None:
         fds = conn.take_fds()
         if len(fds) != 1:
             for fd in fds:
@@ -383,56 +346,52 @@ class Supervisor:
                                 code=protocol.INVALID_COMMAND)
         client = socket.socket(fileno=fds[0])
         try:
-            name, request = _adopted_request(client, fields["request"])
-            self._stream(client, name, request, adopted=True)
+            self._stream(client, _adopted_request(client, adopt.request), adopted=True)
         except BaseException:
             client.close()
             raise
         await conn.send(protocol.ok())
 
-    def _stream(self, sock: socket.socket, name: str, fields: dict[str, Any], *,
+    def _stream(self, sock: socket.socket,
+                request: protocol.SupervisorAttach | protocol.SupervisorShell, *,
                 adopted: bool = False) -> None:
         """Attach ``sock`` to a PTY (a new shell for ``shell``): stream mode from here on."""
         if self.stopping:
             raise ProtocolError("the session is stopping", code=protocol.SESSION_NOT_FOUND)
         agent = self.ptys[0]
-        cols = fields.get("cols", agent.size[0])
-        rows = fields.get("rows", agent.size[1])
-        for value in (cols, rows):
-            if not 1 <= value <= 65535:
-                raise ProtocolError("cols and rows must be from 1 to 65535",
-                                    code=protocol.INVALID_COMMAND)
-        resume = fields.get("resume_from", fields.get("offset"))
-        if name == "shell":
+        cols = agent.size[0] if request.cols is None else request.cols
+        rows = agent.size[1] if request.rows is None else request.rows
+        protocol.check_window(cols, rows)
+        resume: int | None = None
+        if isinstance(request, protocol.SupervisorShell):
             try:
-                pty = self._spawn_shell(fields.get("command"), cols, rows)
+                pty = self._spawn_shell(request.command, cols, rows)
             except CoopError as exc:
                 raise ProtocolError(f"cannot start a shell: {exc}",
                                     code=protocol.INTERNAL_ERROR) from exc
-            resume = None
         else:
-            pty_id = fields.get("pty", 0)
+            resume = request.offset if request.resume_from is None else request.resume_from
             try:
-                pty = self.ptys[int(pty_id)]
-            except (KeyError, ValueError):
-                raise ProtocolError(f"no PTY {pty_id}", code=protocol.PTY_NOT_FOUND) from None
+                pty = self.ptys[request.pty]
+            except KeyError:
+                raise ProtocolError(f"no PTY {request.pty}",
+                                    code=protocol.PTY_NOT_FOUND) from None
         assert self._loop is not None
-        client = StreamClient(self._loop, sock, fields.get("kind", "local"),
-                              self.clients.discard)
+        client = StreamClient(self._loop, sock, request.kind, self.clients.discard)
         client.adopted = adopted
         try:
-            response = pty.add_client(client, cols, rows, resume)
+            # The session's name is for the client's "detached from NAME".
+            response = pty.add_client(client, cols, rows, resume, self.config.sandbox.name)
         except ValueError as exc:
             raise ProtocolError(str(exc), code=protocol.INVALID_COMMAND) from exc
-        response["session"] = self.config.sandbox.name  # the client's "detached from NAME"
         self.clients.add(client)
-        client.start(pty, response)
+        client.start(pty, encode(response))
 
     def detach_adopted(self) -> int:
         """Send ``detached`` to every client the daemon handed over and hang up on it."""
         adopted = [c for c in self.clients if c.adopted and not c.closed]
         for client in adopted:
-            client.send_and_close(protocol.detached())
+            client.send_and_close(encode(protocol.Detached()))
         if adopted:
             logger.info("detached %d client(s) at the daemon's request", len(adopted))
         return len(adopted)
@@ -506,7 +465,7 @@ class Supervisor:
             if pty.state not in ("exited",):
                 pty.state = "dead"
         for client in list(self.clients):
-            client.send_and_close(protocol.detached())
+            client.send_and_close(encode(protocol.Detached()))
         await self._wait_flushed()
         for pty in self.ptys.values():
             pty.close()
@@ -550,13 +509,13 @@ class Supervisor:
             client.close()
 
 
-def _adopted_request(client: socket.socket,
-                     request: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    name, fields = check_request(request)
-    if name not in ("attach", "shell"):
+def _adopted_request(client: socket.socket, message: Mapping[str, Any],
+                     ) -> protocol.SupervisorAttach | protocol.SupervisorShell:
+    request = protocol.parse_supervisor_command(message)
+    if not isinstance(request, protocol.SupervisorAttach | protocol.SupervisorShell):
         raise ProtocolError("adopt: the request must be attach or shell",
                             code=protocol.INVALID_COMMAND)
     if client.family != socket.AF_UNIX or client.type != socket.SOCK_STREAM:
         raise ProtocolError("adopt: the descriptor is not a unix stream socket",
                             code=protocol.INVALID_COMMAND)
-    return name, fields
+    return request
