@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 
 from coop_build.errors import StoreError
 from coop_build.paths import CoopPaths
-from coop_build.quickcheck import EnvRef
 
 if TYPE_CHECKING:
     from coop_build.idmap import IdMap
@@ -48,6 +47,7 @@ TRASH_PREFIX = "trash-"
 LOCK_NAME = "build.lock"
 STEP_META = "step.json"
 BUILD_META = "build.json"
+IMAGE_ENV_KEY = "image_env"  # in the base layer's step.json: the image config's Env
 
 
 # --- records ---------------------------------------------------------------------------
@@ -135,6 +135,15 @@ class BuildRecord:
             created=float(_field(data, "created", (int, float), where)),
             env=_str_list(data, "env", where) if "env" in data else (),
         )
+
+
+@dataclass(frozen=True)
+class EnvRef:
+    """An ``[env]`` entry whose value is ``$NAME``: which file set it, the key, the name."""
+
+    source: str
+    key: str
+    name: str
 
 
 @dataclass(frozen=True)
@@ -423,6 +432,20 @@ class Store:
         if not isinstance(data, dict):
             raise StoreError(f"{meta_path}: missing or not a JSON object")
         return data
+
+    def base_image_env(self, layer_id: str) -> list[str]:
+        """The image config's ``Env`` a base layer was made from: its ``step.json`` keeps
+        it, or, for a base imported from a prebuilt, the build record that names it."""
+        meta = self.layer_meta(layer_id)
+        if IMAGE_ENV_KEY not in meta:
+            for record in self.list_builds():
+                if record.layers[0] == layer_id:
+                    return list(record.env)
+            return []
+        value = meta[IMAGE_ENV_KEY]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise StoreError(f"layer {layer_id}: {IMAGE_ENV_KEY!r} is not a list of strings")
+        return value
 
     def find_layer(self, step_key: str) -> str | None:
         """A complete published layer for ``step_key`` (the plain key first), or None."""
