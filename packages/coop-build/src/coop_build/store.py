@@ -264,8 +264,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that readers see the old file or the whole new one, even after a crash."""
+def write_json_durable(path: Path, data: Any) -> None:
+    """Write JSON so that readers see the old file or the whole new one, even after a crash
+    or a power loss: the file and its directory are fsynced (the session runtime's state
+    files skip that: they describe processes a power loss ends anyway). Creates the parent
+    directory; the mode follows the umask."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
@@ -491,7 +494,7 @@ class Store:
             "created": time.time(),
             **(dict(extra) if extra else {}),
         }
-        write_json_atomic(scratch.layer / STEP_META, meta)
+        write_json_durable(scratch.layer / STEP_META, meta)
         self.paths.layers.mkdir(parents=True, exist_ok=True)
         layer_id = step_key
         n = 1
@@ -576,7 +579,7 @@ class Store:
         missing = [layer for layer in record.layers if not self.layer_complete(layer)]
         if missing:
             raise StoreError(f"build {record.build_key}: layers missing: {', '.join(missing)}")
-        write_json_atomic(self._build_path(record.build_key), record.to_json())
+        write_json_durable(self._build_path(record.build_key), record.to_json())
 
     def register_build(
         self, plan: BuildPlan, layer_ids: Sequence[str], *, env: Iterable[str] = ()
@@ -676,7 +679,7 @@ class Store:
             static_warnings=tuple(static_warnings),
             env_refs=tuple(env_refs),
         )
-        write_json_atomic(self._workspace_path(workspace), record.to_json())
+        write_json_durable(self._workspace_path(workspace), record.to_json())
         return record
 
     def workspace_record(self, workspace: Path) -> WorkspaceRecord | None:
