@@ -31,9 +31,10 @@ from coop_run.supervisor import SupervisorConfig, check_request
 from coop_run.supervisor_process import start_supervisor
 from support.bench import CoopEnv
 from support.procs import pid_alive, wait_for
+from support.require import needs
 from support.rootfs import busybox_available
 
-pytestmark = pytest.mark.skipif(not busybox_available(), reason="needs busybox-static")
+pytestmark = needs(busybox_available(), "needs busybox-static")
 
 TIMEOUT = 15.0
 Start = Callable[..., SupervisorHandle]
