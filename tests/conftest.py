@@ -39,6 +39,7 @@ from support.procs import (
     stop_pid,
     with_descendants,
 )
+from support.require import apply_needs
 from support.servers import BENCH_PIDS, PROXY_VARS, Registry
 
 # Anything that could point code under test at real registries, proxies or user state.
@@ -65,6 +66,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "rootonly" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    apply_needs(item)  # a ``needs`` mark: skip locally, fail in CI, before any fixture
 
 
 def _describe(procs: list[ProcInfo]) -> str:

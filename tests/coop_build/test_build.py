@@ -553,10 +553,12 @@ def test_package_exports_are_lazy_and_match_the_api() -> None:
         "assert 'pydantic' not in sys.modules and 'coop_build.build' not in sys.modules\n"
         "store = coop_build.Store\n"
         "assert 'pydantic' not in sys.modules, 'Store pulled in pydantic'\n"
+        "assert 'coop_build.api' not in sys.modules, 'Store pulled in the api module'\n"
         "import coop_build.api as api, coop_build.build as build\n"
         "assert coop_build.Builder is build.Builder is api.Builder\n"
-        "assert sorted(coop_build.__all__) == sorted(api.__all__)\n"
-        "for name in api.__all__: getattr(coop_build, name)\n"
+        "assert coop_build.__all__ == api.__all__\n"
+        "for name in api.__all__:\n"
+        "    assert getattr(coop_build, name) is getattr(api, name), name\n"
         "print('ok')\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

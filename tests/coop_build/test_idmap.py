@@ -19,6 +19,7 @@ from coop_build.idmap import (
     write_idmap,
 )
 from support.procs import wait_for
+from support.require import require
 
 SUBID = """\
 # comment
@@ -118,8 +119,7 @@ def test_this_machine_choice() -> None:
 
 def start_userns_process() -> subprocess.Popen[bytes]:
     """A process sitting in a fresh user namespace with no maps yet (util-linux unshare)."""
-    if shutil.which("unshare") is None:
-        pytest.skip("util-linux unshare missing")
+    require(shutil.which("unshare") is not None, "util-linux unshare missing")
     proc = subprocess.Popen(["unshare", "--user", "cat"], stdin=subprocess.PIPE)
     own = os.readlink("/proc/self/ns/user")
 
@@ -160,8 +160,8 @@ def test_write_full_map_for_real() -> None:
     if os.geteuid() == 0:
         idmap = IdMap(uid_map=((0, 0, 1), (1, 300000, 65536)),
                       gid_map=((0, 0, 1), (1, 300000, 65536)))
-    elif not idmap.full:
-        pytest.skip("this user has no subordinate id range (or COOP_IDMAP=single)")
+    else:
+        require(idmap.full, "this user has no subordinate id range (or COOP_IDMAP=single)")
     proc = start_userns_process()
     try:
         write_idmap(proc.pid, idmap)

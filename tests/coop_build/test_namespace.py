@@ -23,9 +23,10 @@ from coop_build.errors import NamespaceError, ToolError
 from coop_build.idmap import IdMap, choose_idmap
 from coop_build.namespace import RootfsSpec, remove_tree, run_in_rootfs, run_in_userns
 from support.procs import children, reap_zombies, wait_for
+from support.require import needs, require
 from support.rootfs import busybox_available, make_busybox_rootfs
 
-pytestmark = pytest.mark.skipif(not busybox_available(), reason="needs busybox-static")
+pytestmark = needs(busybox_available(), "needs busybox-static")
 
 
 @pytest.fixture(params=["auto", "single"])
@@ -191,8 +192,8 @@ def test_chown_to_subids_survives_into_next_step(tmp_path: Path, base: Path,
     if os.geteuid() == 0:
         idmap = IdMap(uid_map=((0, 0, 1), (1, 300000, 65536)),
                       gid_map=((0, 0, 1), (1, 300000, 65536)))
-    elif not idmap.full:
-        pytest.skip("this user has no subordinate id range (or COOP_IDMAP=single)")
+    else:
+        require(idmap.full, "this user has no subordinate id range (or COOP_IDMAP=single)")
     steps = Steps(tmp_path / "full", idmap)
     try:
         s1 = steps.spec(base)

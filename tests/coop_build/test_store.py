@@ -15,7 +15,7 @@ import pytest
 from coop_build.errors import StoreError
 from coop_build.paths import CoopPaths
 from coop_build.steps import BuildPlan, Step, step_key
-from coop_build.store import BuildRecord, Store, workspace_id, write_json_atomic
+from coop_build.store import BuildRecord, Store, workspace_id, write_json_durable
 
 
 @pytest.fixture
@@ -222,10 +222,10 @@ def test_two_workspaces_two_builds_and_gc(store: Store, tmp_path: Path, paths: C
     assert list(paths.tmp.iterdir()) == []
 
 
-def test_write_json_atomic(tmp_path: Path) -> None:
+def test_write_json_durable(tmp_path: Path) -> None:
     target = tmp_path / "d" / "x.json"
-    write_json_atomic(target, {"a": 1})
-    write_json_atomic(target, {"a": 2})
+    write_json_durable(target, {"a": 1})
+    write_json_durable(target, {"a": 2})
     assert json.loads(target.read_text()) == {"a": 2}
     assert [p.name for p in target.parent.iterdir()] == ["x.json"]
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from coop_build.errors import ToolError
 from coop_build.umoci import MISSING, error_line, run_umoci
+from support.require import needs
 
-needs_umoci = pytest.mark.skipif(
-    __import__("shutil").which("umoci") is None, reason="umoci not installed")
+needs_umoci = needs(shutil.which("umoci") is not None, "umoci not installed")
 
 
 def test_error_line_prefers_umoci_errors() -> None:

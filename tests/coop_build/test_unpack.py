@@ -13,8 +13,9 @@ import pytest
 from coop_build.errors import StoreError, ToolError
 from coop_build.umoci import run_umoci
 from coop_build.unpack import unpack_image
+from support.require import needs
 
-pytestmark = pytest.mark.skipif(shutil.which("umoci") is None, reason="umoci not installed")
+pytestmark = needs(shutil.which("umoci") is not None, "umoci not installed")
 
 
 @pytest.fixture

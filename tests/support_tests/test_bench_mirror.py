@@ -17,6 +17,7 @@ import requests
 
 from support.bench import BenchUnavailable, Mirror, ensure_cache
 from support.procs import pid_alive
+from support.require import require
 
 pytestmark = pytest.mark.slow
 
@@ -112,9 +113,9 @@ def test_pep503_index_and_files(mirror: Mirror) -> None:
 
 
 def test_real_pip_downloads_from_the_mirror(mirror: Mirror, tmp_path: Path) -> None:
-    if subprocess.run(["/usr/bin/python3", "-m", "pip", "--version"], capture_output=True,
-                      check=False).returncode != 0:
-        pytest.skip("no pip for /usr/bin/python3 on this machine")
+    has_pip = subprocess.run(["/usr/bin/python3", "-m", "pip", "--version"],
+                             capture_output=True, check=False).returncode == 0
+    require(has_pip, "no pip for /usr/bin/python3 on this machine")
     env = {**os.environ, **mirror.env, "PIP_NO_CACHE_DIR": "1",
            "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_CONFIG_FILE": os.devnull}
     result = subprocess.run(["/usr/bin/python3", "-m", "pip", "download", "--no-deps",
@@ -138,8 +139,7 @@ def test_npm_packument_points_back_with_correct_integrity(mirror: Mirror) -> Non
 
 
 def test_real_npm_installs_from_the_mirror(mirror: Mirror, tmp_path: Path) -> None:
-    if shutil.which("npm") is None:
-        pytest.skip("npm is not installed on this machine")
+    require(shutil.which("npm") is not None, "npm is not installed on this machine")
     project = tmp_path / "proj"
     project.mkdir()
     (project / "package.json").write_text('{"name": "t", "version": "1.0.0"}')
@@ -171,8 +171,7 @@ def test_real_apt_updates_and_downloads_through_the_proxy(mirror: Mirror, tmp_pa
     """apt-get with private state dirs, the image's sources line and the mirror as proxy."""
     from support.prepare import SOURCES_LIST
 
-    if shutil.which("apt-get") is None:
-        pytest.skip("apt-get is not installed on this machine")
+    require(shutil.which("apt-get") is not None, "apt-get is not installed on this machine")
     (tmp_path / "sources.list").write_text(SOURCES_LIST)
     for d in ("lists/partial", "cache/archives/partial", "dl"):
         (tmp_path / d).mkdir(parents=True)

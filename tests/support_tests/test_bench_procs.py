@@ -67,13 +67,14 @@ def test_stop_pid_of_a_finished_process_is_quiet() -> None:
     stop_pid(proc.pid, timeout=1.0)
 
 
-def _run_inner(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
+def _run_inner(tmp_path: Path, body: str, **environ: str) -> subprocess.CompletedProcess[str]:
     """Runs a pytest session with the bench's conftest over one test file."""
     (tmp_path / "conftest.py").write_text((TESTS_DIR / "conftest.py").read_text())
     (tmp_path / "test_inner.py").write_text(textwrap.dedent(body))
     (tmp_path / "pytest.ini").write_text(
-        "[pytest]\nmarkers =\n    rootonly: root only\naddopts = -p no:cacheprovider\n")
-    env = dict(os.environ, PYTHONPATH=str(TESTS_DIR), PYTHONDONTWRITEBYTECODE="1")
+        "[pytest]\nmarkers =\n    rootonly: root only\n    needs: needs\n"
+        "addopts = -p no:cacheprovider --strict-markers\n")
+    env = dict(os.environ, PYTHONPATH=str(TESTS_DIR), PYTHONDONTWRITEBYTECODE="1", **environ)
     return subprocess.run([sys.executable, "-m", "pytest", "-q", str(tmp_path)], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=120, check=False)
 
@@ -158,3 +159,29 @@ def test_rootonly_tests_are_skipped_for_users_only(tmp_path: Path) -> None:
         assert "1 passed" in result.stdout
     else:
         assert "1 skipped" in result.stdout
+
+
+@pytest.mark.parametrize("ci", ["", "true"])
+def test_what_is_missing_skips_locally_and_fails_in_ci(tmp_path: Path, ci: str) -> None:
+    result = _run_inner(tmp_path, """
+        from support.require import needs, require
+        def test_call():
+            require(False, "frobnicator not installed")
+        @needs(False, "frobnicator not installed")
+        def test_mark():
+            raise AssertionError("ran without what it needs")
+        @needs(True, "frobnicator not installed")
+        def test_present():
+            require(True, "frobnicator not installed")
+    """, CI=ci)
+    if ci:
+        assert result.returncode == 1, result.stdout
+        # the call fails the test; the mark fails its set-up, before the body runs
+        assert "1 failed, 1 passed, 1 error" in result.stdout, result.stdout
+        for line in ("FAILED test_inner.py::test_call", "ERROR test_inner.py::test_mark"):
+            assert f"{line} - Failed: frobnicator not installed (CI=true: a missing" in (
+                result.stdout), result.stdout
+        assert "ran without what it needs" not in result.stdout
+    else:
+        assert result.returncode == 0, result.stdout
+        assert "1 passed, 2 skipped" in result.stdout, result.stdout

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from support.require import require
 from support.users import (
     RANGE_COUNT,
     TEST_USER,
@@ -41,7 +42,7 @@ def test_the_test_user_has_a_range_and_root_has_none() -> None:
     try:
         pwd.getpwnam(TEST_USER)
     except KeyError:
-        pytest.skip(f"{TEST_USER} not created yet (scripts/pytest-as-user creates it)")
+        require(False, f"{TEST_USER} not created yet (scripts/pytest-as-user creates it)")
     assert [e for e in subuid if e[0] == TEST_USER and e[2] >= RANGE_COUNT]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -9,7 +10,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 from coop_cli import coop_pids, read_pid
 from daemon_support import Coop, daemon_pids, zygote_pids
 
@@ -145,23 +145,65 @@ def test_idle_exit(coop: Coop) -> None:
 
 
 def test_a_connected_client_keeps_the_daemon_alive(coop: Coop) -> None:
+    """A client connected for twice the idle timeout keeps the daemon up; once it leaves,
+    the daemon idles out.
+
+    The order is forced, not raced: the daemon's ready byte goes to a pipe the test filled,
+    so the daemon blocks between listening and starting its idle clock until the test,
+    already connected (and greeted in the socket's buffer), drains the pipe. The daemon
+    is never idle before the client is there, however slow the machine.
+    """
     from ipc_helpers import RawClient
 
-    coop("ls", env={"COOP_DAEMON_IDLE_SECONDS": "1"})
-    pid = wait_for(lambda: read_pid(coop.coop_home), 5.0, "daemon.pid")
-    # Connect before the idle deadline passes, then hold the connection open.
+    from coop_build.paths import CoopPaths
+    from coop_run.spawn import daemon_argv, prepare_home
+
+    prepare_home(CoopPaths(coop.coop_home))
+    read_fd, write_fd = os.pipe()
     try:
-        client = RawClient(coop.socket)
-    except (FileNotFoundError, ConnectionRefusedError):
-        pytest.skip("the daemon idled out before the test could connect (slow machine)")
-    with client:
-        client.hello()
-        start = time.monotonic()
-        # Answers for twice the idle timeout prove the connection keeps the daemon up.
-        while time.monotonic() - start < 2.0:
-            assert client.request({"cmd": "status"})["clients"] == 1
-        assert pid_alive(pid)
+        os.set_blocking(write_fd, False)
+        filled = 0
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                filled += os.write(write_fd, b"x" * 65536)
+        os.set_blocking(write_fd, True)  # the daemon's one-byte write now blocks
+        with coop.log.open("ab") as log:
+            detaching = subprocess.Popen(
+                daemon_argv(coop.socket, write_fd), stdin=subprocess.DEVNULL, stdout=log,
+                stderr=log, pass_fds=(write_fd,), start_new_session=True, cwd="/",
+                env={**coop.env, "COOP_DAEMON_IDLE_SECONDS": "1"})
+        assert detaching.wait(timeout=60) == 0
+        os.close(write_fd)
+        write_fd = -1
+        # Logged once the socket listens, right before the daemon writes its ready byte.
+        wait_for(lambda: "listening on" in coop.log.read_text(), 30.0, "the daemon to listen")
+        with RawClient(coop.socket) as client:
+            client.send({"version": 1})  # waits in the socket until the daemon runs on
+            drained = bytearray()
+            os.set_blocking(read_fd, False)
+
+            def drain() -> bool:
+                with contextlib.suppress(BlockingIOError):
+                    while len(drained) <= filled and (chunk := os.read(read_fd, 65536)):
+                        drained.extend(chunk)
+                return len(drained) > filled
+
+            wait_for(drain, 30.0, "the daemon's ready byte behind the filler")
+            assert drained == b"x" * filled + b"1"
+            pid = read_pid(coop.coop_home)
+            assert pid is not None and pid_alive(pid)
+            assert client.receive() == {"version": 1, "ok": True}
+            start = time.monotonic()
+            # Answers for twice the idle timeout prove the connection keeps the daemon up.
+            while time.monotonic() - start < 2.0:
+                assert client.request({"cmd": "status"})["clients"] == 1
+            assert pid_alive(pid)
+    finally:
+        os.close(read_fd)
+        if write_fd >= 0:
+            os.close(write_fd)
     wait_for(lambda: not pid_alive(pid), 15.0, "the idle exit once the client left")
+    assert "idle for 1s" in coop.log.read_text()
 
 
 def test_status_reports_without_starting_a_daemon(coop: Coop) -> None:

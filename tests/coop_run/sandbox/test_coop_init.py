@@ -29,9 +29,10 @@ from coop_run.sandbox import clone as sandbox_clone
 from coop_run.sandbox.clone import prepare_init
 from coop_run.sandbox.host import Sandbox
 from support.bench import CoopEnv
+from support.require import needs
 from support.rootfs import busybox_available
 
-pytestmark = pytest.mark.skipif(not busybox_available(), reason="needs busybox-static")
+pytestmark = needs(busybox_available(), "needs busybox-static")
 
 TIMEOUT = 10.0
 REPO = Path(__file__).resolve().parents[3]

@@ -39,13 +39,14 @@ from coop_run.sandbox.network.base import NetworkMode
 from coop_run.sandbox.network.modes import network_for
 from support.bench import CoopEnv
 from support.procs import stop_pid, wait_for
+from support.require import needs
 from support.rootfs import busybox_available, make_busybox_rootfs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "network"))
 import net_topology as topo
 from net_bench import provide_topology
 
-pytestmark = pytest.mark.skipif(not busybox_available(), reason="needs busybox-static")
+pytestmark = needs(busybox_available(), "needs busybox-static")
 
 IS_ROOT = os.geteuid() == 0
 BUSYBOX_SH = ("/bin/busybox", "sh")

@@ -20,10 +20,11 @@ from busybox_sandbox import busybox_config, home_workspace, running_sandbox
 from coop_run.sandbox.host import Sandbox
 from support.bench import CoopEnv
 from support.procs import pid_alive, wait_for
+from support.require import needs
 from support.rootfs import busybox_available
 
 pytestmark = [pytest.mark.asuser,
-              pytest.mark.skipif(not busybox_available(), reason="needs busybox-static")]
+              needs(busybox_available(), "needs busybox-static")]
 
 TIMEOUT = 10.0
 GRACE = 1.0

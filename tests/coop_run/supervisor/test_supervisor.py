@@ -38,9 +38,10 @@ from coop_run.session.ptys import CRASH_LOOP_AFTER, Backoff, exit_notice, restar
 from coop_run.statefiles import read_json
 from support.bench import CoopEnv
 from support.procs import pid_alive, wait_for
+from support.require import needs
 from support.rootfs import busybox_available
 
-pytestmark = pytest.mark.skipif(not busybox_available(), reason="needs busybox-static")
+pytestmark = needs(busybox_available(), "needs busybox-static")
 
 TIMEOUT = 15.0
 Start = Callable[..., SupervisorHandle]

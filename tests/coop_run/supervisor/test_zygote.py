@@ -21,6 +21,7 @@ from coop_run.session.config import SupervisorConfig
 from coop_run.session.launch import SupervisorHandle, decode_launch, encode_launch
 from support.bench import CoopEnv
 from support.procs import children, pid_alive, proc_info, stop_pid, wait_for, with_descendants
+from support.require import needs
 from support.rootfs import busybox_available
 
 TIMEOUT = 15.0
@@ -83,7 +84,7 @@ def test_a_launch_that_is_not_an_object_is_refused(data: bytes) -> None:
 
 # --- the process ------------------------------------------------------------------------
 
-needs_busybox = pytest.mark.skipif(not busybox_available(), reason="needs busybox-static")
+needs_busybox = needs(busybox_available(), "needs busybox-static")
 
 
 @pytest.fixture

@@ -7,8 +7,10 @@ Public API (stable)::
 
     from coop_build import load_coopfile, Builder, BuildOptions, Store
 
-See ``coop_build.api`` for the documented entry points. The names are resolved lazily
-(PEP 562), so ``import coop_build`` stays cheap and each name loads only its own module.
+``coop_build.api`` lists the API once, in its imports and its ``__all__``; this package
+offers the same names lazily (PEP 562), so ``import coop_build`` stays cheap and each
+name loads only its own module. To know where a name lives without importing ``api`` (and
+pydantic with it), the package reads ``api.py``'s import statements from its source.
 """
 
 from __future__ import annotations
@@ -19,145 +21,45 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from coop_build.api import (
-        AuthError,
-        Builder,
-        BuildInterruptedError,
-        BuildOptions,
-        BuildPlan,
-        BuildRecord,
-        BuildResult,
-        CoopBuildError,
-        CoopfileError,
-        CoopPaths,
-        DigestMismatchError,
-        GcReport,
-        InvalidReferenceError,
-        LayerProgress,
-        LayerRef,
-        LoadedCoopfile,
-        Message,
-        NamespaceError,
-        NotFoundError,
-        ProgressCallback,
-        ProgressEvent,
-        RegistryError,
-        RootfsNotBuiltError,
-        Step,
-        StepFailedError,
-        StepFinished,
-        StepOutput,
-        StepRecord,
-        StepStarted,
-        Store,
-        StoreError,
-        ToolError,
-        UnsupportedImageError,
-        WorkspaceRecord,
-        coop_home,
-        default_paths,
-        global_config_path,
-        ignore_progress,
-        load_coopfile,
-        push_build,
-        step_environment,
-    )
+    from coop_build.api import *  # noqa: F403  (the names, for type checkers)
+    from coop_build.api import __all__ as __all__
 
-_ERRORS = (
-    "AuthError",
-    "BuildInterruptedError",
-    "CoopBuildError",
-    "CoopfileError",
-    "DigestMismatchError",
-    "InvalidReferenceError",
-    "NamespaceError",
-    "NotFoundError",
-    "RegistryError",
-    "RootfsNotBuiltError",
-    "StepFailedError",
-    "StoreError",
-    "ToolError",
-    "UnsupportedImageError",
-)
-_PROGRESS = (
-    "LayerProgress",
-    "Message",
-    "ProgressCallback",
-    "ProgressEvent",
-    "StepFinished",
-    "StepOutput",
-    "StepStarted",
-    "ignore_progress",
-)
-_HOMES: dict[str, str] = {
-    **dict.fromkeys(_ERRORS, "coop_build.errors"),
-    **dict.fromkeys(_PROGRESS, "coop_build.progress"),
-    **dict.fromkeys(("CoopPaths", "coop_home", "global_config_path"), "coop_build.paths"),
-    **dict.fromkeys(("LoadedCoopfile", "load_coopfile"), "coop_build.layers"),
-    **dict.fromkeys(
-        ("BuildOptions", "BuildResult", "Builder", "step_environment"), "coop_build.build"
-    ),
-    **dict.fromkeys(("BuildPlan", "Step"), "coop_build.steps"),
-    **dict.fromkeys(
-        ("BuildRecord", "GcReport", "LayerRef", "StepRecord", "Store", "WorkspaceRecord"),
-        "coop_build.store",
-    ),
-    **dict.fromkeys(("default_paths", "push_build"), "coop_build.api"),
-}
+_homes: dict[str, tuple[str, str]] | None = None
 
-__all__ = [
-    "AuthError",
-    "BuildInterruptedError",
-    "BuildOptions",
-    "BuildPlan",
-    "BuildRecord",
-    "BuildResult",
-    "Builder",
-    "CoopBuildError",
-    "CoopPaths",
-    "CoopfileError",
-    "DigestMismatchError",
-    "GcReport",
-    "InvalidReferenceError",
-    "LayerProgress",
-    "LayerRef",
-    "LoadedCoopfile",
-    "Message",
-    "NamespaceError",
-    "NotFoundError",
-    "ProgressCallback",
-    "ProgressEvent",
-    "RegistryError",
-    "RootfsNotBuiltError",
-    "Step",
-    "StepFailedError",
-    "StepFinished",
-    "StepOutput",
-    "StepRecord",
-    "StepStarted",
-    "Store",
-    "StoreError",
-    "ToolError",
-    "UnsupportedImageError",
-    "WorkspaceRecord",
-    "coop_home",
-    "default_paths",
-    "global_config_path",
-    "ignore_progress",
-    "load_coopfile",
-    "push_build",
-    "step_environment",
-]
+
+def _api_homes() -> dict[str, tuple[str, str]]:
+    """Each name of ``api.__all__`` -> (module that defines it, its name there)."""
+    global _homes  # noqa: PLW0603  (computed once, on the first name asked for)
+    if _homes is None:
+        import ast
+        from pathlib import Path
+
+        tree = ast.parse(Path(__file__).with_name("api.py").read_bytes())
+        origin: dict[str, tuple[str, str]] = {}
+        names: list[str] = []
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for alias in node.names:
+                    origin[alias.asname or alias.name] = (node.module, alias.name)
+            elif isinstance(node, ast.Assign) and [
+                t.id for t in node.targets if isinstance(t, ast.Name)
+            ] == ["__all__"]:
+                names = list(ast.literal_eval(node.value))
+        _homes = {name: origin.get(name, ("coop_build.api", name)) for name in names}
+    return _homes
 
 
 def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'coop_build' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
+    if name == "__all__":
+        value: Any = list(_api_homes())
+    else:
+        home = _api_homes().get(name)
+        if home is None:
+            raise AttributeError(f"module 'coop_build' has no attribute {name!r}")
+        value = getattr(importlib.import_module(home[0]), home[1])
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_HOMES])
+    return sorted({*globals(), *_api_homes()})

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from coop_build.errors import BuildInterruptedError, RegistryError, StepFailedError, StoreError
-from coop_build.manifest import host_platform
+from coop_build.manifest import config_env, host_platform
 from coop_build.paths import CoopPaths
 from coop_build.progress import (
     Message,
@@ -34,7 +34,7 @@ from coop_build.progress import (
 from coop_build.quickcheck import fingerprint
 from coop_build.rootlayout import DEFAULT_PATH
 from coop_build.steps import BuildPlan, Step, plan_steps
-from coop_build.store import BuildRecord, Scratch, Store
+from coop_build.store import IMAGE_ENV_KEY, BuildRecord, Scratch, Store
 
 if TYPE_CHECKING:
     from coop_build.idmap import IdMap
@@ -57,7 +57,6 @@ PASSTHROUGH_VARS = (
 """Copied from the invoking environment into build steps: proxies and package mirrors."""
 TAIL_LINES = 20
 HOST_SKELETON = ("proc", "dev", "tmp", "etc", "workspace", "root")
-IMAGE_ENV_KEY = "image_env"  # in the base layer's step.json: the image config's Env
 
 
 @dataclass(frozen=True)
@@ -101,15 +100,6 @@ def step_environment(environ: Mapping[str, str], image_env: Iterable[str] = ()) 
         if passed is not None:
             env[name] = passed
     return env
-
-
-def config_env(config: Mapping[str, Any]) -> list[str]:
-    """The ``Env`` list of an image config (strings only; ``[]`` when absent)."""
-    inner = config.get("config")
-    env = inner.get("Env") if isinstance(inner, dict) else None
-    if not isinstance(env, list):
-        return []
-    return [item for item in env if isinstance(item, str)]
 
 
 class _StepLog:
@@ -276,7 +266,7 @@ class Builder:
                 else:
                     log.write(f"==> [{index}/{total}] {step.description} (cached)\n")
                 if step.kind == "base":
-                    image_env = self._layer_image_env(layer_id)
+                    image_env = self.store.base_image_env(layer_id)
                 layer_ids.append(layer_id)
                 progress(
                     StepFinished(index, total, step.description, time.monotonic() - started, cached)
@@ -284,19 +274,6 @@ class Builder:
         record = self.store.register_build(plan, layer_ids, env=image_env)
         logger.info("built %s: %d of %d steps run", plan.build_key, steps_run, total)
         return record, steps_run, False
-
-    def _layer_image_env(self, layer_id: str) -> list[str]:
-        meta = self.store.layer_meta(layer_id)
-        if IMAGE_ENV_KEY not in meta:
-            # A base layer imported from a prebuilt: its build record carries the env.
-            for record in self.store.list_builds():
-                if record.layers[0] == layer_id:
-                    return list(record.env)
-            return []
-        value = meta[IMAGE_ENV_KEY]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise StoreError(f"layer {layer_id}: {IMAGE_ENV_KEY!r} is not a list of strings")
-        return value
 
     def _run_step(
         self,

@@ -2,126 +2,111 @@
 
 Callers (the ``coop`` CLI, CI scripts) map ``code`` to exit codes or messages in one
 place; messages are one line and never contain expanded secrets.
+
+Each class names its code once, in its ``class`` line (``code="..."``); a subclass that
+forgets it, or reuses another class's code, fails at import. Every error is built the same
+way, ``SomeError(message, *, detail=...)``: the details a caller may show (a tool's
+stderr, a step's log tail) are keyword-only dataclass fields, never a hand-written
+``__init__``.
 """
 
 from __future__ import annotations
 
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
+from typing import Any, ClassVar
+
+_CLASS_BY_CODE: dict[str, type[CoopBuildError]] = {}
 
 
+@dataclass(eq=False)
 class CoopBuildError(Exception):
     """Root of every error coop_build raises on purpose."""
 
-    code = "BUILD_FAILED"
+    code: ClassVar[str] = "BUILD_FAILED"
+    message: str
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    def __init_subclass__(cls, *, code: str, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        taken = _CLASS_BY_CODE.setdefault(code, cls)
+        if taken is not cls:
+            raise TypeError(f"{cls.__name__}: code {code!r} is already {taken.__name__}'s")
+        cls.code = code
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)  # ``args``, for tracebacks and ``logging``
 
     def __str__(self) -> str:
         return self.message
 
 
-class CoopfileError(CoopBuildError):
+_CLASS_BY_CODE[CoopBuildError.code] = CoopBuildError
+
+
+class CoopfileError(CoopBuildError, code="INVALID_COOPFILE"):
     """The Coopfile (any layer) is invalid: names file, key path and problem."""
 
-    code = "INVALID_COOPFILE"
 
-
-class InvalidReferenceError(CoopfileError):
+class InvalidReferenceError(CoopfileError, code="INVALID_REFERENCE"):
     """An image reference that cannot be parsed."""
 
-    code = "INVALID_REFERENCE"
 
-
-class RegistryError(CoopBuildError):
+class RegistryError(CoopBuildError, code="REGISTRY_ERROR"):
     """Talking to an OCI registry failed (network, HTTP status, protocol)."""
 
-    code = "REGISTRY_ERROR"
 
-
-class AuthError(RegistryError):
+class AuthError(RegistryError, code="REGISTRY_AUTH"):
     """The registry refused our credentials (or we had none and it wants some)."""
 
-    code = "REGISTRY_AUTH"
 
-
-class NotFoundError(RegistryError):
+class NotFoundError(RegistryError, code="REGISTRY_NOT_FOUND"):
     """The repository, tag, manifest or blob does not exist."""
 
-    code = "REGISTRY_NOT_FOUND"
 
-
-class DigestMismatchError(RegistryError):
+class DigestMismatchError(RegistryError, code="DIGEST_MISMATCH"):
     """Content did not hash to the digest that named it."""
 
-    code = "DIGEST_MISMATCH"
 
-
-class UnsupportedImageError(RegistryError):
+class UnsupportedImageError(RegistryError, code="UNSUPPORTED_IMAGE"):
     """A media type, compression or platform we cannot use."""
 
-    code = "UNSUPPORTED_IMAGE"
 
-
-class ToolError(CoopBuildError):
+@dataclass(eq=False)
+class ToolError(CoopBuildError, code="TOOL_FAILED"):
     """An external tool (umoci, newuidmap, ...) is missing or failed.
 
     ``stderr`` holds the tool's own words so the user sees what really went wrong.
     """
 
-    code = "TOOL_FAILED"
-
-    def __init__(self, message: str, *, tool: str, stderr: str = "") -> None:
-        super().__init__(message)
-        self.tool = tool
-        self.stderr = stderr
+    _: KW_ONLY
+    tool: str
+    stderr: str = ""
 
 
-class NamespaceError(CoopBuildError):
+class NamespaceError(CoopBuildError, code="NAMESPACE_FAILED"):
     """Creating or entering the build namespaces failed."""
 
-    code = "NAMESPACE_FAILED"
 
-
-class StepFailedError(CoopBuildError):
+@dataclass(eq=False)
+class StepFailedError(CoopBuildError, code="STEP_FAILED"):
     """A build step (package install, setup command, agent install) exited non-zero."""
 
-    code = "STEP_FAILED"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        step: str,
-        exit_code: int | None,
-        log_tail: list[str],
-        log_path: Path | None,
-        index: int | None = None,
-        total: int | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.step = step
-        self.index = index  # 1-based position in the plan, as shown by "[i/N]"
-        self.total = total
-        self.exit_code = exit_code
-        self.log_tail = log_tail
-        self.log_path = log_path
+    _: KW_ONLY
+    step: str
+    exit_code: int | None
+    log_tail: list[str]
+    log_path: Path | None
+    index: int | None = None  # 1-based position in the plan, as shown by "[i/N]"
+    total: int | None = None
 
 
-class BuildInterruptedError(CoopBuildError):
+class BuildInterruptedError(CoopBuildError, code="INTERRUPTED"):
     """The build was interrupted (SIGINT); nothing half-built was kept."""
 
-    code = "INTERRUPTED"
 
-
-class StoreError(CoopBuildError):
+class StoreError(CoopBuildError, code="STORE_ERROR"):
     """The rootfs store is inconsistent or a path in it cannot be used."""
 
-    code = "STORE_ERROR"
 
-
-class RootfsNotBuiltError(CoopBuildError):
+class RootfsNotBuiltError(CoopBuildError, code="ROOTFS_NOT_BUILT"):
     """A workspace needs a built rootfs and has none: run ``coop init``."""
-
-    code = "ROOTFS_NOT_BUILT"

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from coop_build.build import IMAGE_ENV_KEY, config_env
 from coop_build.errors import (
     CoopBuildError,
     InvalidReferenceError,
@@ -38,12 +37,14 @@ from coop_build.manifest import (
     Descriptor,
     ImageManifest,
     check_digest,
+    config_env,
     parse_manifest,
     parse_platform,
 )
 from coop_build.paths import CoopPaths
 from coop_build.progress import Message, ProgressCallback, ignore_progress
 from coop_build.reference import HOST_IMAGE, Reference, parse_reference, parse_repository
+from coop_build.store import IMAGE_ENV_KEY
 
 if TYPE_CHECKING:
     from coop_build.steps import BuildPlan

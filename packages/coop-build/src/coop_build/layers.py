@@ -27,12 +27,8 @@ from pydantic_core import ErrorDetails
 
 from coop_build.coopfile import KNOWN_MANAGERS, Coopfile
 from coop_build.errors import CoopfileError
-from coop_build.quickcheck import (
-    EnvRef,
-    coopfile_paths,
-    env_warning,
-    inputs_digest,
-)
+from coop_build.quickcheck import coopfile_paths, env_warning, inputs_digest
+from coop_build.store import EnvRef
 
 logger = logging.getLogger(__name__)
 

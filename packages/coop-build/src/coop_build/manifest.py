@@ -309,6 +309,15 @@ def select_platform(index: ImageIndex, wanted: str) -> Descriptor:
     )
 
 
+def config_env(config: Mapping[str, Any]) -> list[str]:
+    """The ``Env`` list of an image config (strings only; ``[]`` when absent)."""
+    inner = config.get("config")
+    env = inner.get("Env") if isinstance(inner, dict) else None
+    if not isinstance(env, list):
+        return []
+    return [item for item in env if isinstance(item, str)]
+
+
 def layer_compression(media_type: str) -> str | None:
     """``"gzip"``, ``"zstd"`` or None for plain tar; error for non-layer types."""
     try:

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import coop_build
 from coop_build.errors import NamespaceError, ToolError
 from coop_build.idmap import IdMap
 
@@ -166,7 +165,7 @@ def _idmap_json(idmap: IdMap) -> dict[str, Any]:
 
 
 def _start_helper(request: dict[str, Any]) -> subprocess.Popen[bytes]:
-    package_parent = str(Path(coop_build.__file__).resolve().parent.parent)
+    package_parent = str(Path(__file__).resolve().parent.parent)  # the dir holding coop_build
     env = {
         "PATH": os.environ.get("PATH", os.defpath),
         "PYTHONPATH": package_parent,

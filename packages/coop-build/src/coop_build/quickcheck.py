@@ -21,7 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from coop_build.errors import StoreError
+from coop_build.idmap import choose_idmap
 from coop_build.paths import CoopPaths, global_config_path
+from coop_build.store import Store
 
 COOPFILE_NAME = "coop.toml"
 _FORMAT = 1
@@ -96,15 +99,6 @@ def env_warning(source: str, key: str, name: str) -> str:
 
 
 @dataclass(frozen=True)
-class EnvRef:
-    """An ``[env]`` entry whose value is ``$NAME``: which file set it, the key, the name."""
-
-    source: str
-    key: str
-    name: str
-
-
-@dataclass(frozen=True)
 class CurrentBuild:
     """A workspace build found current by fingerprint alone."""
 
@@ -120,9 +114,6 @@ def current_build(
 ) -> CurrentBuild | None:
     """The workspace's build when its record carries fingerprint ``print_`` and the build
     is complete; ``None`` means "load the Coopfile and let the Builder decide"."""
-    from coop_build.errors import StoreError
-    from coop_build.store import Store
-
     store = Store(coop_paths)
     try:
         record = store.workspace_record(workspace)
@@ -152,8 +143,6 @@ def check(
 ) -> CurrentBuild | None:
     """Everything ``coop init`` does when there is nothing to do: read and hash the
     Coopfile layers and compare with the workspace's record (see the module docstring)."""
-    from coop_build.idmap import choose_idmap
-
     where = coopfile_paths(path, workspace=workspace, global_path=global_path, environ=environ)
     digest = inputs_digest(read_layers(where), overrides)
     full = choose_idmap(environ=environ).full

@@ -4,7 +4,8 @@ Built on oras-py's ``Registry`` object (its session, cookie policy and http/http
 but every request goes through ``_send`` here rather than oras-py's ``do_request``:
 that one retries for minutes (3+5+11+29+83 s) on a refused port, keeps one bearer token
 per object whatever the repository, sets no timeouts and cannot resume a download.
-``_send`` retries briefly, caches tokens per scope, follows redirects itself and drops
+``_send`` retries briefly (``coop_build.retry``: one policy, one budget per request or
+blob download), caches tokens per scope, follows redirects itself and drops
 ``Authorization`` when a redirect leaves the registry's host (blob CDNs).
 """
 
@@ -34,13 +35,13 @@ from coop_build.layout import Layout
 from coop_build.manifest import ACCEPT_ALL, Descriptor, check_digest, sha256_digest
 from coop_build.progress import LayerProgress, ProgressCallback, ignore_progress
 from coop_build.reference import is_loopback_registry
+from coop_build.retry import RetryBudget, RetryPolicy
 
 logger = logging.getLogger(__name__)
 
 MAX_MANIFEST_BYTES = 4 << 20
 _CHUNK = 256 << 10
 _REDIRECTS = (301, 302, 303, 307, 308)
-_RETRY_STATUS = (429, 500, 502, 503, 504)
 _PROGRESS_INTERVAL = 0.1
 MONOLITHIC_LIMIT = 64 << 20
 UPLOAD_CHUNK = 16 << 20
@@ -111,7 +112,8 @@ class RegistryClient:
 
     ``insecure=None`` picks plain http for loopback registries and for hosts listed in
     ``COOP_INSECURE_REGISTRIES``; https with verification otherwise. Safe to share
-    between threads (a pull fetches blobs in parallel through one client).
+    between threads (a pull fetches blobs in parallel through one client). ``retry``
+    bounds every request and every blob download (see ``RetryPolicy`` for the worst case).
     """
 
     def __init__(
@@ -123,7 +125,7 @@ class RegistryClient:
         credentials: Credentials | None = None,
         connect_timeout: float = 5.0,
         read_timeout: float = 60.0,
-        attempts: int = 3,
+        retry: RetryPolicy | None = None,
     ) -> None:
         env = os.environ if environ is None else environ
         self.registry = registry
@@ -141,7 +143,7 @@ class RegistryClient:
             credentials if credentials is not None else credentials_for(registry, env)
         )
         self._timeout = (connect_timeout, read_timeout)
-        self._attempts = max(1, attempts)
+        self._retry = retry if retry is not None else RetryPolicy()
         self._tokens: dict[str, str] = {}
         self._basic = False  # the registry answered with a Basic challenge
         self._lock = threading.Lock()
@@ -270,7 +272,7 @@ class RegistryClient:
         started = time.monotonic()
         start_done = done
         last = 0.0
-        attempt = 0
+        budget = self._retry.budget()
         while done < size:
             headers = {"Range": f"bytes={done}-"} if done else {}
             try:
@@ -282,6 +284,7 @@ class RegistryClient:
                     stream=True,
                     ok=(200, 206),
                     what=f"blob {desc.digest} of {self.registry}/{repository}",
+                    budget=budget,
                 )
                 with response:
                     if done and response.status_code == 200:
@@ -314,22 +317,24 @@ class RegistryClient:
                     out.flush()
             except requests.RequestException as exc:
                 out.flush()
-                attempt += 1
-                if attempt >= self._attempts:
+                pause = budget.spend()
+                if pause is None:
                     raise RegistryError(
                         f"downloading {desc.digest} from {self.registry} failed at byte "
                         f"{done} of {size}: {_short_network_error(exc)} (partial kept)"
                     ) from None
                 logger.info("download of %s interrupted (%s); resuming", desc.digest, exc)
-                time.sleep(0.2 * attempt)
+                time.sleep(pause)
                 continue
             if done < size:
-                attempt += 1
-                if attempt >= self._attempts:
+                pause = budget.spend()
+                if pause is None:
                     raise RegistryError(
                         f"blob {desc.digest} from {self.registry} ended at byte {done} of "
                         f"{size} (partial kept)"
                     )
+                logger.info("blob %s ended at byte %d of %d; resuming", desc.digest, done, size)
+                time.sleep(pause)
         actual = "sha256:" + hasher.hexdigest()
         if actual != desc.digest:
             out.truncate(0)
@@ -464,24 +469,30 @@ class RegistryClient:
         actions: str = "pull",
         ok: tuple[int, ...] = (200,),
         what: str | None = None,
+        budget: RetryBudget | None = None,
     ) -> requests.Response:
         """One request with auth, bounded retries and hand-followed redirects.
 
         Returns the response when its status is in ``ok``; raises our errors otherwise.
+        Its tries (redirects and the token request included) count against ``budget``, a
+        fresh one of the client's policy unless the caller's operation shares its own.
         """
+        if budget is None:
+            budget = self._retry.budget()
         url = path_or_url if "://" in path_or_url else self._base + path_or_url
         scope = f"repository:{repository}:{actions}"
         what = what or f"{self.registry}/{repository}"
         authenticated = False
         while True:
             response = self._round_trip(
-                method, url, headers=headers or {}, body=body, stream=stream, scope=scope
+                method, url, headers=headers or {}, body=body, stream=stream, scope=scope,
+                budget=budget,
             )
             if response.status_code in (401, 403) and not authenticated:
                 authenticated = True
                 challenge = response.headers.get("WWW-Authenticate", "")
                 response.close()
-                if challenge and self._answer_challenge(challenge, scope):
+                if challenge and self._answer_challenge(challenge, scope, budget):
                     continue
                 if response.status_code == 401:
                     raise self._auth_error(what)
@@ -518,6 +529,7 @@ class RegistryClient:
         body: Callable[[], Any] | None,
         stream: bool,
         scope: str,
+        budget: RetryBudget,
     ) -> requests.Response:
         """Send, retrying network errors and 5xx briefly; follow redirects by hand."""
         origin = urllib.parse.urlsplit(self._base).netloc
@@ -528,7 +540,7 @@ class RegistryClient:
                 request_headers.update(self._auth_header(scope))
             # else: a CDN or other host: never send the registry's credentials there.
             response = self._retrying(
-                method, url, headers=request_headers, body=body, stream=stream
+                method, url, headers=request_headers, body=body, stream=stream, budget=budget
             )
             if response.status_code not in _REDIRECTS:
                 return response
@@ -550,15 +562,25 @@ class RegistryClient:
         url: str,
         *,
         headers: Mapping[str, str],
-        body: Callable[[], Any] | None,
-        stream: bool,
+        body: Callable[[], Any] | None = None,
+        stream: bool = False,
+        params: Mapping[str, str] | None = None,
+        budget: RetryBudget,
+        unreachable: str | None = None,
     ) -> requests.Response:
+        """One request, tried again while ``budget`` allows after a network error (not a
+        TLS one) or a try-again status; the last such answer is returned as it is.
+
+        A network error that ends the tries raises ``RegistryError(unreachable + reason)``
+        (default: "cannot reach registry HOST (SCHEME): ").
+        """
         host = urllib.parse.urlsplit(url).netloc
-        for attempt in range(1, self._attempts + 1):
+        while True:
             try:
                 response = self._session.request(
                     method,
                     url,
+                    params=params,
                     headers=dict(headers),
                     data=body() if body is not None else None,
                     stream=stream,
@@ -568,23 +590,25 @@ class RegistryClient:
                 )
             except requests.RequestException as exc:
                 reason = _short_network_error(exc)
-                if attempt == self._attempts or isinstance(exc, requests.exceptions.SSLError):
-                    scheme = self._oras.prefix
-                    raise RegistryError(
-                        f"cannot reach registry {host} ({scheme}): {reason}"
-                    ) from None
+                tls = isinstance(exc, requests.exceptions.SSLError)
+                pause = None if tls else budget.spend()
+                if pause is None:
+                    if unreachable is None:
+                        unreachable = f"cannot reach registry {host} ({self._oras.prefix}): "
+                    raise RegistryError(unreachable + reason) from None
                 logger.info("%s %s: %s; retrying", method, host, reason)
-                time.sleep(0.25 * attempt)
+                time.sleep(pause)
                 continue
-            if response.status_code in _RETRY_STATUS and attempt < self._attempts:
-                response.close()
-                logger.info("%s %s: HTTP %d; retrying", method, host, response.status_code)
-                time.sleep(0.25 * attempt)
-                continue
+            if response.status_code in self._retry.statuses:
+                pause = budget.spend()
+                if pause is not None:
+                    response.close()
+                    logger.info("%s %s: HTTP %d; retrying", method, host, response.status_code)
+                    time.sleep(pause)
+                    continue
             return response
-        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _answer_challenge(self, challenge: str, scope: str) -> bool:
+    def _answer_challenge(self, challenge: str, scope: str, budget: RetryBudget) -> bool:
         """Get what a 401 asked for; True if the request is worth repeating."""
         scheme, params = _parse_challenge(challenge)
         if scheme == "basic":
@@ -594,14 +618,16 @@ class RegistryClient:
             return True
         if scheme != "bearer" or not params.get("realm"):
             return False
-        token = self._fetch_token(params, scope)
+        token = self._fetch_token(params, scope, budget)
         if token is None:
             return False
         with self._lock:
             self._tokens[scope] = token
         return True
 
-    def _fetch_token(self, params: Mapping[str, str], scope: str) -> str | None:
+    def _fetch_token(
+        self, params: Mapping[str, str], scope: str, budget: RetryBudget
+    ) -> str | None:
         realm = params["realm"]
         query: dict[str, str] = {}
         if params.get("service"):
@@ -611,14 +637,16 @@ class RegistryClient:
         if self._credentials is not None:
             headers["Authorization"] = self._credentials.basic_header()
             query["account"] = self._credentials.username
+        host = urllib.parse.urlsplit(realm).netloc
         try:
             with contextlib.closing(
-                self._session.get(
+                self._retrying(
+                    "GET",
                     realm,
                     params=query,
                     headers=headers,
-                    timeout=self._timeout,
-                    allow_redirects=False,
+                    budget=budget,
+                    unreachable=f"cannot reach token service {host} of {self.registry}: ",
                 )
             ) as response:
                 if response.status_code != 200:
@@ -630,8 +658,7 @@ class RegistryClient:
                         f"{response.status_code} {_error_text(response)}"
                     )
                 data = response.json()
-        except requests.RequestException as exc:
-            host = urllib.parse.urlsplit(realm).netloc
+        except requests.RequestException as exc:  # reading the body
             raise RegistryError(
                 f"cannot reach token service {host} of {self.registry}: {_short_network_error(exc)}"
             ) from None

@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 
 from coop_build.errors import StoreError
 from coop_build.paths import CoopPaths
-from coop_build.quickcheck import EnvRef
 
 if TYPE_CHECKING:
     from coop_build.idmap import IdMap
@@ -48,6 +47,7 @@ TRASH_PREFIX = "trash-"
 LOCK_NAME = "build.lock"
 STEP_META = "step.json"
 BUILD_META = "build.json"
+IMAGE_ENV_KEY = "image_env"  # in the base layer's step.json: the image config's Env
 
 
 # --- records ---------------------------------------------------------------------------
@@ -135,6 +135,15 @@ class BuildRecord:
             created=float(_field(data, "created", (int, float), where)),
             env=_str_list(data, "env", where) if "env" in data else (),
         )
+
+
+@dataclass(frozen=True)
+class EnvRef:
+    """An ``[env]`` entry whose value is ``$NAME``: which file set it, the key, the name."""
+
+    source: str
+    key: str
+    name: str
 
 
 @dataclass(frozen=True)
@@ -255,8 +264,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that readers see the old file or the whole new one, even after a crash."""
+def write_json_durable(path: Path, data: Any) -> None:
+    """Write JSON so that readers see the old file or the whole new one, even after a crash
+    or a power loss: the file and its directory are fsynced (the session runtime's state
+    files skip that: they describe processes a power loss ends anyway). Creates the parent
+    directory; the mode follows the umask."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
@@ -424,6 +436,20 @@ class Store:
             raise StoreError(f"{meta_path}: missing or not a JSON object")
         return data
 
+    def base_image_env(self, layer_id: str) -> list[str]:
+        """The image config's ``Env`` a base layer was made from: its ``step.json`` keeps
+        it, or, for a base imported from a prebuilt, the build record that names it."""
+        meta = self.layer_meta(layer_id)
+        if IMAGE_ENV_KEY not in meta:
+            for record in self.list_builds():
+                if record.layers[0] == layer_id:
+                    return list(record.env)
+            return []
+        value = meta[IMAGE_ENV_KEY]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise StoreError(f"layer {layer_id}: {IMAGE_ENV_KEY!r} is not a list of strings")
+        return value
+
     def find_layer(self, step_key: str) -> str | None:
         """A complete published layer for ``step_key`` (the plain key first), or None."""
         _check_key(step_key)
@@ -468,7 +494,7 @@ class Store:
             "created": time.time(),
             **(dict(extra) if extra else {}),
         }
-        write_json_atomic(scratch.layer / STEP_META, meta)
+        write_json_durable(scratch.layer / STEP_META, meta)
         self.paths.layers.mkdir(parents=True, exist_ok=True)
         layer_id = step_key
         n = 1
@@ -553,7 +579,7 @@ class Store:
         missing = [layer for layer in record.layers if not self.layer_complete(layer)]
         if missing:
             raise StoreError(f"build {record.build_key}: layers missing: {', '.join(missing)}")
-        write_json_atomic(self._build_path(record.build_key), record.to_json())
+        write_json_durable(self._build_path(record.build_key), record.to_json())
 
     def register_build(
         self, plan: BuildPlan, layer_ids: Sequence[str], *, env: Iterable[str] = ()
@@ -653,7 +679,7 @@ class Store:
             static_warnings=tuple(static_warnings),
             env_refs=tuple(env_refs),
         )
-        write_json_atomic(self._workspace_path(workspace), record.to_json())
+        write_json_durable(self._workspace_path(workspace), record.to_json())
         return record
 
     def workspace_record(self, workspace: Path) -> WorkspaceRecord | None:
