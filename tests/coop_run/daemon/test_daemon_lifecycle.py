@@ -156,7 +156,7 @@ def test_a_connected_client_keeps_the_daemon_alive(coop: Coop) -> None:
     from ipc_helpers import RawClient
 
     from coop_build.paths import CoopPaths
-    from coop_run.spawn import daemon_argv, prepare_home
+    from coop_run.daemon.autospawn import daemon_argv, prepare_home
 
     prepare_home(CoopPaths(coop.coop_home))
     read_fd, write_fd = os.pipe()
