@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coop_build.paths import CoopPaths
+from coop_build.paths import CoopPaths, display_path
 from coop_run import protocol, sockets
 from coop_run.client import Client
 from coop_run.errors import CoopError, ProtocolError
@@ -219,8 +219,9 @@ class SessionRegistry:
             session = self.by_workspace(default_workspace)
             if session is not None:
                 return session
+            shown = display_path(default_workspace)
             raise CoopError(protocol.SESSION_NOT_FOUND,
-                            f"no session for {default_workspace} (run coop to start one)")
+                            f"no session for {shown} (run coop to start one)")
         raise CoopError(protocol.SESSION_NOT_FOUND, "no session given")
 
     def taken(self) -> dict[str, str]:
@@ -558,7 +559,8 @@ class SessionCommands:
             record = store.workspace_build(workspace)
             if record is None:
                 raise CoopError(protocol.ROOTFS_NOT_BUILT,
-                                f"no rootfs built for {workspace}: run coop init there first")
+                                f"no rootfs built for {display_path(workspace, self.environ)}: "
+                                "run coop init there first")
             warnings: builtins.list[str] = []
             current = quickcheck.check(self.paths, workspace, global_path=global_path,
                                        overrides=overrides, environ=environ)

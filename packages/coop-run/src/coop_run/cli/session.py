@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from coop_build.paths import display_path
 from coop_run.cli.app import App
 from coop_run.cli.options import global_options
 
@@ -87,7 +88,8 @@ def default_session(app: App, *, detach: bool, workspace: Path | None,
 
     ws = Path(os.path.realpath(workspace if workspace is not None else app.workspace))
     if not ws.is_dir():
-        raise click.BadParameter(f"{ws} is not a directory", param_hint="-w/--workspace")
+        raise click.BadParameter(f"{display_path(ws, app.environ)} is not a directory",
+                                 param_hint="-w/--workspace")
     if name is not None and _NAME.fullmatch(name) is None:
         raise click.BadParameter("use 1-63 of a-z, A-Z, 0-9, '-', '_', '.'",
                                  param_hint="-n/--name")

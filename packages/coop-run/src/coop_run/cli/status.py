@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
+from coop_build.paths import display_path
 from coop_run.cli.app import App
-from coop_run.cli.errors import display_path
 from coop_run.cli.options import global_options
 
 _LABEL_WIDTH = 12  # "Daemon:     running (PID 1234)": values start in column 13
@@ -92,14 +92,6 @@ def rootfs_state(image: str, package_count: int, created: float, now: float) -> 
     return f"built {format_age(now - created)} ({image} + {package_count} {noun})"
 
 
-def coopfile_display(path: Path, cwd: Path, environ: dict[str, str]) -> str:
-    """``./coop.toml`` below the current directory, else the path with ``~``."""
-    try:
-        return "./" + str(path.resolve().relative_to(cwd))
-    except ValueError:
-        return display_path(path, environ)
-
-
 @click.command("status")
 @global_options
 @click.pass_obj
@@ -127,10 +119,10 @@ def status_command(app: App) -> None:
         error = exc
         local = workspace / "coop.toml"
         if local.exists():
-            coopfile = f"{coopfile_display(local, workspace, environ)} (invalid)"
+            coopfile = f"{display_path(local, environ)} (invalid)"
     else:
         if loaded.path is not None:
-            coopfile = coopfile_display(loaded.path, workspace, environ)
+            coopfile = display_path(loaded.path, environ)
         agent = " ".join([loaded.coopfile.agent.command, *loaded.coopfile.agent.args])
         network = loaded.coopfile.network.mode
     daemon, sessions = ask_daemon(app.socket_path, app.paths.home / "daemon.pid")
