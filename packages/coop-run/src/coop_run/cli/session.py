@@ -103,7 +103,7 @@ def default_session(app: App, *, detach: bool, workspace: Path | None,
     if name is not None:
         request["name"] = name
     with ensure_daemon(app.paths, app.socket_path) as client:
-        reply = client.request(request)
+        reply = _create(app, client, request, ws)
         session = str(reply.get("name"))
         warnings = reply.get("warnings")
         for warning in warnings if isinstance(warnings, list) else []:
@@ -114,6 +114,21 @@ def default_session(app: App, *, detach: bool, workspace: Path | None,
             return 0
         return _stream(app, client, {"cmd": "attach", "session": session, **_size()},
                        session, is_shell=False)
+
+
+def _create(app: App, client: Any, request: dict[str, Any], ws: Path) -> dict[str, Any]:
+    """The daemon's answer to ``create``. Without a Coopfile (a workspace that has no
+    session yet), the first-contact line replaces the missing ``[agent].command``."""
+    from coop_run.cli.examples import require_coopfile
+    from coop_run.errors import RemoteError
+
+    try:
+        reply: dict[str, Any] = client.request(request)
+    except RemoteError as exc:
+        if exc.code == "INVALID_COOPFILE":
+            require_coopfile(app, ws)
+        raise
+    return reply
 
 
 @click.command("attach")
