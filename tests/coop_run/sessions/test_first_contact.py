@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from coop_cli import complete
 from session_support import Coop, ls_json
 from supervisor_client import Stream
 
@@ -56,3 +57,18 @@ def test_init_example_quickstart_then_coop_runs_its_agent(coop: Coop) -> None:
         agent.wait_output(b"you said: first contact")
     finally:
         agent.close()
+
+
+def _complete(coop: Coop, words: str) -> list[str]:
+    return complete(coop.env, "bash_complete", words, str(len(words.split(" ")) - 1))
+
+
+def test_tab_completes_the_running_sessions_and_never_starts_a_daemon(
+        coop: Coop, host_workspace: Path) -> None:
+    assert coop("-d", cwd=host_workspace).returncode == 0
+    assert _complete(coop, "coop attach ") == ["plain,proj"]
+    assert _complete(coop, "coop kill p") == ["plain,proj"]
+    assert _complete(coop, "coop restart x") == []
+    assert coop("shutdown", cwd=host_workspace).returncode == 0
+    assert _complete(coop, "coop shell ") == []
+    assert "Daemon:     not running" in coop("status", cwd=host_workspace).stdout

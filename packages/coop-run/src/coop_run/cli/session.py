@@ -56,6 +56,27 @@ def session_key(session: str | None, cwd: Path) -> str:
     return session
 
 
+def complete_session(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of SESSION: the running sessions' names. Asks a running daemon
+    only: pressing Tab never starts one."""
+    from coop_run.errors import CoopError
+    from coop_run.spawn import connect
+
+    app = ctx.find_object(App) or App()
+    try:
+        client = connect(app.socket_path)
+        if client is None:
+            return []
+        with client:
+            sessions = client.request({"cmd": "ls"}).get("sessions")
+    except (CoopError, OSError):
+        return []
+    if not isinstance(sessions, list):
+        return []
+    names = (entry.get("name") for entry in sessions if isinstance(entry, dict))
+    return sorted(n for n in names if isinstance(n, str) and n.startswith(incomplete))
+
+
 def _size() -> dict[str, int]:
     from coop_run.cli.attach import terminal_size
 
@@ -132,7 +153,7 @@ def _create(app: App, client: Any, request: dict[str, Any], ws: Path) -> dict[st
 
 
 @click.command("attach")
-@click.argument("session", required=False)
+@click.argument("session", required=False, shell_complete=complete_session)
 @global_options
 @click.pass_obj
 def attach_command(app: App, session: str | None) -> int:
@@ -146,7 +167,7 @@ def attach_command(app: App, session: str | None) -> int:
 
 
 @click.command("shell")
-@click.argument("session", required=False)
+@click.argument("session", required=False, shell_complete=complete_session)
 @click.option("-c", "--command", "command", metavar="CMD", help="Shell command (default: /bin/sh).")
 @global_options
 @click.pass_obj
@@ -163,7 +184,7 @@ def shell_command(app: App, session: str | None, command: str | None) -> int:
 
 
 @click.command("kill")
-@click.argument("session", required=False)
+@click.argument("session", required=False, shell_complete=complete_session)
 @click.option("--all", "kill_all", is_flag=True, help="Kill all sessions.")
 @click.option("-f", "force", is_flag=True, help="Force kill (SIGKILL, no grace period).")
 @global_options
@@ -187,7 +208,7 @@ def kill_command(app: App, session: str | None, kill_all: bool, force: bool) -> 
 
 
 @click.command("restart")
-@click.argument("session", required=False)
+@click.argument("session", required=False, shell_complete=complete_session)
 @global_options
 @click.pass_obj
 def restart_command(app: App, session: str | None) -> None:
