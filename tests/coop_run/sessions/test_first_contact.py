@@ -66,7 +66,8 @@ def _complete(coop: Coop, words: str) -> list[str]:
 def test_tab_completes_the_running_sessions_and_never_starts_a_daemon(
         coop: Coop, host_workspace: Path) -> None:
     assert coop("-d", cwd=host_workspace).returncode == 0
-    assert _complete(coop, "coop attach ") == ["plain,proj"]
+    assert coop("-d", "-n", "other", cwd=host_workspace).returncode == 0
+    assert _complete(coop, "coop attach ") == ["plain,other", "plain,proj"]
     assert _complete(coop, "coop kill p") == ["plain,proj"]
     assert _complete(coop, "coop restart x") == []
     assert coop("shutdown", cwd=host_workspace).returncode == 0

@@ -5,7 +5,8 @@ daemon only remembers where each one listens. The table is rebuilt at daemon sta
 ``sessions/*/supervisor.json`` plus a ``/proc/*/environ`` scan for ``COOP_SESSION``, and a
 watcher per session (an idle connection to its socket) notices when one ends. Attached
 terminals are handed to the supervisor with SCM_RIGHTS (``adopt``), so the daemon is never
-on the path of terminal bytes.
+on the path of terminal bytes. A workspace may have several sessions (each its own name,
+directory and sandbox); a lookup by workspace takes its most recent one.
 
 Naming, lookup and entry shaping are pure functions; the registry does the I/O.
 """
@@ -20,7 +21,8 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterable, Mapping
+import weakref
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,20 @@ def pick_name(wanted: str, taken: Mapping[str, str], workspace: str) -> str:
         suffix = f"-{n}"
         candidate = wanted[: MAX_NAME - len(suffix)] + suffix
     return candidate
+
+
+def most_recent(sessions: Iterable[Session]) -> Session | None:
+    """The session created last: by creation time, then the supervisor's start time,
+    then the order given (the later of two equals)."""
+    best: Session | None = None
+    for session in sessions:
+        if best is None or _recency(session) >= _recency(best):
+            best = session
+    return best
+
+
+def _recency(session: Session) -> tuple[int, int]:
+    return session.created or 0, session.start or 0
 
 
 def image_env(entries: Iterable[str]) -> dict[str, str]:
@@ -201,28 +217,45 @@ class SessionRegistry:
     def get(self, name: str) -> Session | None:
         return self._sessions.get(name)
 
-    def by_workspace(self, workspace: str) -> Session | None:
+    def in_workspace(self, workspace: str) -> builtins.list[Session]:
+        """The sessions of ``workspace`` (two agents on one repository: several)."""
         real = os.path.realpath(workspace)
-        return next((s for s in self._sessions.values() if s.workspace == real), None)
+        return [s for s in self._sessions.values() if s.workspace == real]
 
-    def find(self, key: str | None, default_workspace: str | None = None) -> Session:
-        """By name, else by workspace path; ``SESSION_NOT_FOUND`` otherwise."""
+    def by_workspace(self, workspace: str) -> Session | None:
+        """The workspace's most recent session: the one ``coop`` there attaches to."""
+        return most_recent(self.in_workspace(workspace))
+
+    def find(self, key: str | None, default_workspace: str | None = None, *,
+             unique: bool = False) -> Session:
+        """By name, else by workspace path (its most recent session); ``SESSION_NOT_FOUND``
+        otherwise. ``unique`` (kill, restart): a workspace path that has several sessions
+        is refused, since acting on the wrong agent cannot be undone."""
         if key:
             session = self._sessions.get(key)
             if session is None and key.startswith("/"):
-                session = self.by_workspace(key)
+                session = self._of_workspace(key, unique=unique)
             if session is None:
                 raise CoopError(protocol.SESSION_NOT_FOUND,
                                 f"no session {key!r} (see coop ls)")
             return session
         if default_workspace:
-            session = self.by_workspace(default_workspace)
+            session = self._of_workspace(default_workspace, unique=unique)
             if session is not None:
                 return session
             shown = display_path(default_workspace)
             raise CoopError(protocol.SESSION_NOT_FOUND,
                             f"no session for {shown} (run coop to start one)")
         raise CoopError(protocol.SESSION_NOT_FOUND, "no session given")
+
+    def _of_workspace(self, workspace: str, *, unique: bool) -> Session | None:
+        sessions = self.in_workspace(workspace)
+        if unique and len(sessions) > 1:
+            names = ", ".join(sorted(s.name for s in sessions))
+            raise CoopError(protocol.INVALID_COMMAND,
+                            f"{display_path(workspace)} has {len(sessions)} sessions "
+                            f"({names}): name the one you mean")
+        return most_recent(sessions)
 
     def taken(self) -> dict[str, str]:
         return {s.name: s.workspace for s in self._sessions.values()}
@@ -468,6 +501,9 @@ class SessionCommands:
         self.environ = dict(os.environ if environ is None else environ)
         registry.on_change.append(daemon.activity_changed)
         self.zygote = ZygoteClient(self.paths.logs / "daemon.log", self.environ)
+        self._create_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary())
+        self._starting: dict[str, str] = {}  # name -> workspace, while its create runs
 
     def register(self) -> None:
         for name, handler in (("create", self.create), ("attach", self.attach),
@@ -492,11 +528,7 @@ class SessionCommands:
                             f"workspace {command.get('workspace')!r} is not an absolute "
                             "path to a directory")
         global_path = self._global_path(command.get("config"))
-        existing = self.registry.by_workspace(workspace)
-        if existing is not None:
-            return protocol.ok(name=existing.name, created=False, warnings=[])
         wanted = command.get("name")
-        taken = self.registry.taken()
         if wanted is not None:
             from coop_run.sessiondirs import check_name
 
@@ -504,12 +536,6 @@ class SessionCommands:
                 check_name(wanted)
             except CoopError as exc:
                 raise CoopError(protocol.INVALID_COMMAND, exc.message) from exc
-            if wanted in taken:
-                raise CoopError(protocol.SESSION_EXISTS,
-                                f"session {wanted!r} already exists for {taken[wanted]}")
-            name = wanted
-        else:
-            name = pick_name(safe_name(Path(workspace).name), taken, workspace)
         client_env = command.get("env") or {}
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in client_env.items()):
             raise CoopError(protocol.INVALID_COMMAND, "create: env must map strings to strings")
@@ -517,19 +543,51 @@ class SessionCommands:
         rows = command.get("rows", 24)
         if not (1 <= cols <= 65535 and 1 <= rows <= 65535):
             raise CoopError(protocol.INVALID_COMMAND, "cols and rows must be from 1 to 65535")
-        config, network, warnings = self._config(name, Path(workspace), client_env,
-                                                 command.get("overrides"), (cols, rows),
-                                                 global_path=global_path)
-        handle = await self.zygote.launch(config, network=network, coop_home=self.paths.home)
-        from coop_run.procs import proc_start_time
+        async with self._creating(workspace):
+            # Names being started count as taken: two creates never share a session dir.
+            taken = {**self.registry.taken(), **self._starting}
+            if wanted is not None:  # a new name starts another session in the workspace
+                owner = taken.get(wanted)
+                if owner == workspace:
+                    return protocol.ok(name=wanted, created=False, warnings=[])
+                if owner is not None:
+                    raise CoopError(protocol.SESSION_EXISTS,
+                                    f"session {wanted!r} already exists for "
+                                    f"{display_path(owner, self.environ)}")
+                name = wanted
+            else:  # no name: the workspace's session, the most recent of several
+                existing = self.registry.by_workspace(workspace)
+                if existing is not None:
+                    return protocol.ok(name=existing.name, created=False, warnings=[])
+                name = pick_name(safe_name(Path(workspace).name), taken, workspace)
+            self._starting[name] = workspace
+            try:
+                config, network, warnings = self._config(
+                    name, Path(workspace), client_env, command.get("overrides"), (cols, rows),
+                    global_path=global_path)
+                handle = await self.zygote.launch(config, network=network,
+                                                  coop_home=self.paths.home)
+                from coop_run.procs import proc_start_time
 
-        session = Session(name=name, workspace=workspace, pid=handle.pid,
-                          start=proc_start_time(handle.pid), socket_path=handle.socket_path,
-                          created=int(time.time()))
-        self.registry.add(session)
+                session = Session(name=name, workspace=workspace, pid=handle.pid,
+                                  start=proc_start_time(handle.pid),
+                                  socket_path=handle.socket_path, created=int(time.time()))
+                self.registry.add(session)
+            finally:
+                del self._starting[name]
         logger.info("session %s created for %s in %.1f ms (supervisor %d)", name, workspace,
                     (time.monotonic() - started) * 1000, handle.pid)
         return protocol.ok(name=name, created=True, warnings=warnings)
+
+    @contextlib.asynccontextmanager
+    async def _creating(self, workspace: str) -> AsyncIterator[None]:
+        """One create at a time per workspace: a second ``coop`` there waits for the
+        first, then attaches to its session instead of starting another."""
+        lock = self._create_locks.get(workspace)
+        if lock is None:
+            lock = self._create_locks[workspace] = asyncio.Lock()
+        async with lock:  # the entry goes with the last holder or waiter (weak values)
+            yield
 
     def _config(self, name: str, workspace: Path, client_env: Mapping[str, str],
                 overrides: Mapping[str, Any] | None, size: tuple[int, int], *,
@@ -644,13 +702,13 @@ class SessionCommands:
         if command.get("all"):
             targets = list(self.registry)
         else:
-            targets = [self.registry.find(command.get("session"))]
+            targets = [self.registry.find(command.get("session"), unique=True)]
         await asyncio.gather(*(self.registry.kill(s, force=force, grace=5.0) for s in targets))
         for session in targets:
             logger.info("session %s killed%s", session.name, " (forced)" if force else "")
         return protocol.ok(killed=[s.name for s in targets])
 
     async def restart(self, _conn: Any, command: protocol.Command) -> Message:
-        session = self.registry.find(command.get("session"))
+        session = self.registry.find(command.get("session"), unique=True)
         await self.registry.command(session, {"cmd": "restart"})
         return protocol.ok(name=session.name)

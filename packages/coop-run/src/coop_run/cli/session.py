@@ -104,7 +104,11 @@ def _stream(app: App, client: Any, request: dict[str, Any], name: str, *,
 
 def default_session(app: App, *, detach: bool, workspace: Path | None,
                     name: str | None) -> int:
-    """``coop [-d] [-w DIR] [-n NAME]``: attach to the workspace's session, creating it."""
+    """``coop [-d] [-w DIR] [-n NAME]``: attach to the workspace's session, creating it.
+
+    Without ``-n``: the workspace's most recent session. A NAME the workspace has not used
+    starts another session there (two agents on one repository).
+    """
     from coop_run.spawn import ensure_daemon
 
     ws = Path(os.path.realpath(workspace if workspace is not None else app.workspace))
