@@ -41,7 +41,7 @@ from coop_build import linux
 from coop_build.errors import CoopBuildError
 from coop_build.idmap import IdMap, choose_idmap
 from coop_build.paths import CoopPaths
-from coop_run import initexe
+from coop_run import initexe, proctitle
 from coop_run.errors import CoopError, SandboxError
 from coop_run.launch import MAX_LAUNCH, decode_launch, failed_reply
 from coop_run.network import network_for
@@ -232,6 +232,7 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
+    proctitle.set_title(proctitle.ZYGOTE)  # before _preload: its spares inherit the module
     args = _parse_args(sys.argv[1:] if argv is None else argv)
     handler = logging.FileHandler(args.log, encoding="utf-8")
     handler.setFormatter(logging.Formatter(

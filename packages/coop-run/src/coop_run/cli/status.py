@@ -15,6 +15,7 @@ import click
 from coop_build.paths import display_path
 from coop_run.cli.app import App
 from coop_run.cli.options import global_options
+from coop_run.proctitle import DAEMON
 
 _LABEL_WIDTH = 12  # "Daemon:     running (PID 1234)": values start in column 13
 
@@ -54,7 +55,8 @@ def daemon_state(pid_file: Path) -> str:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return "not running"
-    if b"coop_run.daemon" not in cmdline:
+    # Its title (coop_run.proctitle), or a daemon of an older coop that set none.
+    if cmdline.rstrip(b"\0") != DAEMON.encode() and b"coop_run.daemon" not in cmdline:
         return "not running"  # a stale pid file (daemon killed), the pid reused since
     return f"not responding (PID {pid})"
 
