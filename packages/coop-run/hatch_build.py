@@ -1,8 +1,14 @@
-"""Build hook: compile ``csrc/coop-init.c`` (the sandbox's PID 1) into the package.
+"""Build hook: compile ``csrc/coop-init.c`` (the sandbox's PID 1) into the package, and
+ship the repository's ``examples/`` with it.
 
 It runs for wheels and for editable installs (``uv sync``), writing
 ``src/coop_run/_bin/coop-init``, which git ignores and the wheel carries as an artifact.
 A static binary: it is exec'd inside sandboxes whose rootfs has no C library of ours.
+
+``coop init --example NAME`` copies from ``examples/``: the wheel carries that directory
+itself as ``coop_run/examples`` (an sdist as ``examples``, for the wheel built from it),
+so the packaged examples cannot drift from the repository's. An editable install reads
+the checkout's (``coop_run.cli.examples``).
 """
 
 from __future__ import annotations
@@ -24,9 +30,14 @@ class CoopInitHook(BuildHookInterface):  # type: ignore[type-arg]
     PLUGIN_NAME = "custom"
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
-        if self.target_name != "wheel":  # an sdist ships the source, not a binary
-            return
         root = Path(self.root)
+        if self.target_name == "sdist":  # the source and the examples, not a binary
+            build_data["force_include"][str(_examples(root))] = "examples"
+            return
+        if self.target_name != "wheel":
+            return
+        if version != "editable":
+            build_data["force_include"][str(_examples(root))] = "coop_run/examples"
         source = root / "csrc" / "coop-init.c"
         target = root / "src" / "coop_run" / "_bin" / "coop-init"
         target.parent.mkdir(exist_ok=True)
@@ -43,3 +54,12 @@ class CoopInitHook(BuildHookInterface):  # type: ignore[type-arg]
         build_data["artifacts"].append("src/coop_run/_bin/coop-init")
         build_data["pure_python"] = False
         build_data["infer_tag"] = True
+
+
+def _examples(root: Path) -> Path:
+    """``examples/``: of an unpacked sdist, or of the repository (a checkout)."""
+    for candidate in (root / "examples", root.parent.parent / "examples"):
+        if (candidate / "quickstart" / "coop.toml").is_file():
+            return candidate
+    raise RuntimeError(f"coop-run: no examples/ next to {root} (../../examples in a checkout, "
+                       "./examples in an sdist)")

@@ -375,7 +375,7 @@ class Bench:
             everything += (per_session[-1] + agent_pss) * 1024
         added = (everything - pss0) / 1024 / SESSIONS
         # The session starter: zygote, its spare and the spare's waiting init (fixed cost).
-        zygotes = [z.pid for z in children(daemon) if "coop_run.session.zygote" in z.cmdline]
+        zygotes = [z.pid for z in children(daemon) if z.cmdline == "coop zygote"]
         sessions = set(with_descendants(supervisors))
         starter = [p for p in with_descendants(zygotes) if p not in sessions]
         s_rss = sum(memory_kib(p)[0] for p in starter) / 1024

@@ -63,136 +63,151 @@ GOLDEN_ERRORS: list[tuple[str, str]] = [
     # unknown tables and keys, with "did you mean"
     (
         AGENT + '[netwrok]\nmode = "none"\n',
-        "coop.toml: [netwrok]: unknown table (did you mean [network]?)",
+        "./coop.toml: [netwrok]: unknown table (did you mean [network]?)",
     ),
-    (AGENT + "[zzz]\nx = 1\n", "coop.toml: [zzz]: unknown table"),
+    (AGENT + "[zzz]\nx = 1\n", "./coop.toml: [zzz]: unknown table"),
     (
         '[agent]\ncomand = "claude"\n',
-        'coop.toml: [agent].comand: unknown key (did you mean "command"?)',
+        './coop.toml: [agent].comand: unknown key (did you mean "command"?)',
     ),
-    (AGENT + "[session]\nxyzzy = 1\n", "coop.toml: [session].xyzzy: unknown key"),
+    (AGENT + "[session]\nxyzzy = 1\n", "./coop.toml: [session].xyzzy: unknown key"),
     (
         AGENT + "[session]\nrestart_delay = 5\n",
-        'coop.toml: [session].restart_delay: unknown key (did you mean "restart_delay_ms"?)',
+        './coop.toml: [session].restart_delay: unknown key (did you mean "restart_delay_ms"?)',
     ),
-    ('image = "alpine:3"\n' + AGENT, "coop.toml: image: unknown key (did you mean [base].image?)"),
-    ('netwrk = "none"\n' + AGENT, "coop.toml: netwrk: unknown key (did you mean [network]?)"),
-    (AGENT + "[agent.extra]\nx = 1\n", "coop.toml: [agent].extra: unknown key"),
+    (
+        'image = "alpine:3"\n' + AGENT,
+        "./coop.toml: image: unknown key (did you mean [base].image?)",
+    ),
+    ('netwrk = "none"\n' + AGENT, "./coop.toml: netwrk: unknown key (did you mean [network]?)"),
+    (AGENT + "[agent.extra]\nx = 1\n", "./coop.toml: [agent].extra: unknown key"),
     # wrong types
     (
         AGENT + '[session]\nrestart_delay_ms = "fast"\n',
-        'coop.toml: [session].restart_delay_ms: must be an integer >= 0, got "fast"',
+        './coop.toml: [session].restart_delay_ms: must be an integer >= 0, got "fast"',
     ),
     (
         AGENT + "[session]\nrestart_delay_ms = -1\n",
-        "coop.toml: [session].restart_delay_ms: must be an integer >= 0, got -1",
+        "./coop.toml: [session].restart_delay_ms: must be an integer >= 0, got -1",
     ),
     (
         AGENT + "[session]\nrestart_delay_ms = 1.5\n",
-        "coop.toml: [session].restart_delay_ms: must be an integer >= 0, got 1.5",
+        "./coop.toml: [session].restart_delay_ms: must be an integer >= 0, got 1.5",
     ),
     (
         AGENT + "[session]\nrestart_delay_ms = true\n",
-        "coop.toml: [session].restart_delay_ms: must be an integer >= 0, got true",
+        "./coop.toml: [session].restart_delay_ms: must be an integer >= 0, got true",
     ),
     (
         AGENT + '[input_filter]\nctrl_c_debounce_ms = "x"\n',
-        'coop.toml: [input_filter].ctrl_c_debounce_ms: must be an integer >= 0, got "x"',
+        './coop.toml: [input_filter].ctrl_c_debounce_ms: must be an integer >= 0, got "x"',
     ),
     (
         AGENT + '[session]\nauto_restart = "yes"\n',
-        'coop.toml: [session].auto_restart: must be true or false, got "yes"',
+        './coop.toml: [session].auto_restart: must be true or false, got "yes"',
     ),
     (
         AGENT + '[session]\npersist = ".claude"\n',
-        'coop.toml: [session].persist: must be a list of strings, got ".claude"',
+        './coop.toml: [session].persist: must be a list of strings, got ".claude"',
     ),
     (
         AGENT + "[env]\n\"A B\" = 'v'\n",
-        'coop.toml: [env]."A B": invalid variable name (letters, digits and _, not starting with a digit)',  # noqa: E501
+        './coop.toml: [env]."A B": invalid variable name (letters, digits and _, not starting with a digit)',  # noqa: E501
     ),
-    (AGENT + '[setup]\nrun = ["a", 3]\n', "coop.toml: [setup].run[1]: must be a string, got 3"),
+    (AGENT + '[setup]\nrun = ["a", 3]\n', "./coop.toml: [setup].run[1]: must be a string, got 3"),
     (
         AGENT + '[setup]\nrun = ["a", ["b"]]\n',
-        "coop.toml: [setup].run[1]: must be a string, got a list",
+        "./coop.toml: [setup].run[1]: must be a string, got a list",
     ),
-    ('[agent]\ncommand = ["claude"]\n', "coop.toml: [agent].command: must be a string, got a list"),
-    ('[agent]\ncommand = ""\n', "coop.toml: [agent].command: must not be empty"),
+    (
+        '[agent]\ncommand = ["claude"]\n',
+        "./coop.toml: [agent].command: must be a string, got a list",
+    ),
+    ('[agent]\ncommand = ""\n', "./coop.toml: [agent].command: must not be empty"),
     (
         AGENT + '[packages]\napk = "git"\n',
-        'coop.toml: [packages].apk: must be a list of strings, got "git"',
+        './coop.toml: [packages].apk: must be a list of strings, got "git"',
     ),
-    (AGENT + '[packages]\napk = ["git", ""]\n', "coop.toml: [packages].apk[1]: must not be empty"),
-    ('packages = ["git"]\n' + AGENT, "coop.toml: [packages]: must be a table, got a list"),
-    ('network = "none"\n' + AGENT, 'coop.toml: [network]: must be a table, got "none"'),
+    (
+        AGENT + '[packages]\napk = ["git", ""]\n',
+        "./coop.toml: [packages].apk[1]: must not be empty",
+    ),
+    ('packages = ["git"]\n' + AGENT, "./coop.toml: [packages]: must be a table, got a list"),
+    ('network = "none"\n' + AGENT, './coop.toml: [network]: must be a table, got "none"'),
     (
         AGENT + "[base]\nimage = 1979-05-27\n",
-        "coop.toml: [base].image: must be a string, got a date or time",
+        "./coop.toml: [base].image: must be a string, got a date or time",
     ),
     # values
     (
         AGENT + '[network]\nmode = "bridge"\n',
-        'coop.toml: [network].mode: must be one of "none", "host", "veth", got "bridge"',
+        './coop.toml: [network].mode: must be one of "none", "host", "veth", got "bridge"',
     ),
     (
         AGENT + '[base]\nimage = "Alpine:3"\n',
-        'coop.toml: [base].image: invalid image reference "Alpine:3": repository name must be lowercase',  # noqa: E501
+        './coop.toml: [base].image: invalid image reference "Alpine:3": repository name must be lowercase',  # noqa: E501
     ),
     (
         AGENT + '[base]\nimage = "alpine:"\n',
-        "coop.toml: [base].image: invalid image reference \"alpine:\": tag must be 1-128 letters, digits, '_', '.' or '-', not starting with '.' or '-'",  # noqa: E501
+        "./coop.toml: [base].image: invalid image reference \"alpine:\": tag must be 1-128 letters, digits, '_', '.' or '-', not starting with '.' or '-'",  # noqa: E501
     ),
     (
         AGENT + '[base]\nplatform = "arm64"\n',
-        'coop.toml: [base].platform: must be os/arch[/variant] such as "linux/amd64", got "arm64"',
+        './coop.toml: [base].platform: must be os/arch[/variant] such as "linux/amd64", got "arm64"',  # noqa: E501
     ),
     (
         AGENT + '[workspace]\npath = "src"\n',
-        'coop.toml: [workspace].path: must be an absolute path, got "src"',
+        './coop.toml: [workspace].path: must be an absolute path, got "src"',
     ),
     (
         AGENT + '[session]\npersist = [".claude", "../x"]\n',
-        'coop.toml: [session].persist[1]: must not contain "..", got "../x"',
+        './coop.toml: [session].persist[1]: must not contain "..", got "../x"',
     ),
     (
         AGENT + "[input_filter]\nblock_sequences = ['\\q']\n",
-        r'coop.toml: [input_filter].block_sequences[0]: invalid escape "\q" (use \xNN, \r, \n, \t or \\)',  # noqa: E501
+        r'./coop.toml: [input_filter].block_sequences[0]: invalid escape "\q" (use \xNN, \r, \n, \t or \\)',  # noqa: E501
     ),
     (
         AGENT + '[build]\nprebuilt = "127.0.0.1:5000/ci/env:v1"\n',
-        'coop.toml: [build].prebuilt: invalid image reference "127.0.0.1:5000/ci/env:v1": must name a repository without tag or digest',  # noqa: E501
+        './coop.toml: [build].prebuilt: invalid image reference "127.0.0.1:5000/ci/env:v1": must name a repository without tag or digest',  # noqa: E501
     ),
     (
         AGENT + '[env]\nBAD-NAME = "v"\n',
-        "coop.toml: [env].BAD-NAME: invalid variable name (letters, digits and _, not starting with a digit)",  # noqa: E501
+        "./coop.toml: [env].BAD-NAME: invalid variable name (letters, digits and _, not starting with a digit)",  # noqa: E501
     ),
-    (AGENT + "[env]\nPORT = 8080\n", "coop.toml: [env].PORT: must be a string, got an integer"),
+    (AGENT + "[env]\nPORT = 8080\n", "./coop.toml: [env].PORT: must be a string, got an integer"),
     # required after merging
     (
         "",
-        "coop.toml: [agent].command: required (set it in coop.toml or in ~/.config/coop/default.toml)",  # noqa: E501
+        "./coop.toml: [agent].command: required (set it in ./coop.toml or in ~/.config/coop/default.toml)",  # noqa: E501
     ),
     (
         '[agent]\nargs = ["-v"]\n',
-        "coop.toml: [agent].command: required (set it in coop.toml or in ~/.config/coop/default.toml)",  # noqa: E501
+        "./coop.toml: [agent].command: required (set it in ./coop.toml or in ~/.config/coop/default.toml)",  # noqa: E501
     ),
     # an unknown table is reported before the missing command it causes
-    ('[agnet]\ncommand = "claude"\n', "coop.toml: [agnet]: unknown table (did you mean [agent]?)"),
+    (
+        '[agnet]\ncommand = "claude"\n',
+        "./coop.toml: [agnet]: unknown table (did you mean [agent]?)",
+    ),
     # invalid TOML, with line and column
-    ("[agent]\ncommand = \n", "coop.toml:2:11: invalid TOML: invalid value"),
+    ("[agent]\ncommand = \n", "./coop.toml:2:11: invalid TOML: invalid value"),
     (
         '[agent]\ncommand = "claude"\n[session]\nrestart_delay_ms = = 3\n',
-        "coop.toml:4:20: invalid TOML: invalid value",
+        "./coop.toml:4:20: invalid TOML: invalid value",
     ),
     (
         '[agent]\ncommand = "a"\ncommand = "b"\n',
-        "coop.toml:3:14: invalid TOML: cannot overwrite a value",
+        "./coop.toml:3:14: invalid TOML: cannot overwrite a value",
     ),
-    ('[agent]\ncommand = "unterminated\n', "coop.toml:2:24: invalid TOML: illegal character '\\n'"),
-    ("[agent\n", "coop.toml:1:7: invalid TOML: expected ']' at the end of a table declaration"),
+    (
+        '[agent]\ncommand = "unterminated\n',
+        "./coop.toml:2:24: invalid TOML: illegal character '\\n'",
+    ),
+    ("[agent\n", "./coop.toml:1:7: invalid TOML: expected ']' at the end of a table declaration"),
     (
         '[agent]\ncommand = "claude"\n[agent]\n',
-        "coop.toml:3:7: invalid TOML: cannot declare [agent] twice",
+        "./coop.toml:3:7: invalid TOML: cannot declare [agent] twice",
     ),
 ]
 
@@ -208,20 +223,20 @@ def test_not_utf8(home: Path) -> None:
     Path("coop.toml").write_bytes(b'[agent]\ncommand = "cl\xffaude"\n')
     with pytest.raises(CoopfileError) as info:
         load_coopfile(environ=environ(home))
-    assert str(info.value) == "coop.toml:2:14: invalid TOML: not UTF-8 text"
+    assert str(info.value) == "./coop.toml:2:14: invalid TOML: not UTF-8 text"
 
 
 def test_unreadable_file(home: Path) -> None:
     Path("coop.toml").mkdir()
     with pytest.raises(CoopfileError) as info:
         load_coopfile(environ=environ(home))
-    assert str(info.value) == "coop.toml: cannot read: Is a directory"
+    assert str(info.value) == "./coop.toml: cannot read: Is a directory"
 
 
 def test_missing_explicit_path_is_an_error(home: Path) -> None:
     with pytest.raises(CoopfileError) as info:
         load_coopfile(Path("sub/coop.toml"), environ=environ(home))
-    assert str(info.value) == "sub/coop.toml: file not found"
+    assert str(info.value) == "./sub/coop.toml: file not found"
 
 
 def test_missing_workspace_file_is_fine_when_global_has_command(home: Path) -> None:
@@ -237,8 +252,8 @@ def test_missing_everything_names_both_files(home: Path) -> None:
     with pytest.raises(CoopfileError) as info:
         load_coopfile(environ=environ(home))
     assert str(info.value) == (
-        "coop.toml: [agent].command: required "
-        "(set it in coop.toml or in ~/.config/coop/default.toml)"
+        "./coop.toml: [agent].command: required "
+        "(set it in ./coop.toml or in ~/.config/coop/default.toml)"
     )
 
 
@@ -253,7 +268,7 @@ def test_path_as_given_and_relative_to_cwd(home: Path) -> None:
     assert loaded.path == Path.cwd() / "sub" / "coop.toml"  # absolute for the store
     assert loaded.sources == (loaded.path,)
     (sub / "coop.toml").write_text('[network]\nmode = "x"\n')
-    expected = 'sub/coop.toml: [network].mode: must be one of "none", "host", "veth", got "x"'
+    expected = './sub/coop.toml: [network].mode: must be one of "none", "host", "veth", got "x"'
     for given in (Path("sub/coop.toml"), Path.cwd() / "sub" / "coop.toml"):
         with pytest.raises(CoopfileError) as info:
             load_coopfile(given, environ=environ(home))
@@ -300,7 +315,8 @@ def test_explicit_global_path(home: Path, tmp_path: Path) -> None:
     with pytest.raises(CoopfileError) as info:
         load_text(home, "", global_path=tmp_path / "missing.toml")
     assert str(info.value) == (
-        f"coop.toml: [agent].command: required (set it in coop.toml or in {tmp_path}/missing.toml)"
+        "./coop.toml: [agent].command: required "
+        f"(set it in ./coop.toml or in {tmp_path}/missing.toml)"
     )
 
 
@@ -515,10 +531,10 @@ def test_warnings_unset_env_and_unknown_manager(home: Path) -> None:
     assert loaded.warnings == (
         "~/.config/coop/default.toml: [packages].brew: unknown package manager "
         "(known: apk, apt, dnf, pacman, pip, npm)",
-        'coop.toml: [packages].atp: unknown package manager (did you mean "apt"?)',
+        './coop.toml: [packages].atp: unknown package manager (did you mean "apt"?)',
         "~/.config/coop/default.toml: [env].GH: $GH_TOKEN is not set in your environment",
-        "coop.toml: [env].API_KEY: $ANTHROPIC_API_KEY is not set in your environment",
-        "coop.toml: [env].BRACED: $OPENAI_API_KEY is not set in your environment",
+        "./coop.toml: [env].API_KEY: $ANTHROPIC_API_KEY is not set in your environment",
+        "./coop.toml: [env].BRACED: $OPENAI_API_KEY is not set in your environment",
     )
     # the model keeps the reference, never the value
     assert loaded.coopfile.env["PRESENT"] == "$PRESENT_VAR"
@@ -542,12 +558,12 @@ def test_set_but_empty_variable_is_not_warned(home: Path) -> None:
 def test_env_values_never_in_errors(home: Path, table: str) -> None:
     message = error_text(home, AGENT + table)
     assert SECRET not in message
-    assert message.startswith("coop.toml: [")
+    assert message.startswith("./coop.toml: [")
 
 
 def test_env_value_of_wrong_type_shows_only_its_kind(home: Path) -> None:
     assert error_text(home, AGENT + f'[env]\nKEY = ["{SECRET}"]\n') == (
-        "coop.toml: [env].KEY: must be a string, got a list"
+        "./coop.toml: [env].KEY: must be a string, got a list"
     )
 
 

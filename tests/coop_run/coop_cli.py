@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,3 +87,14 @@ def stop_started(coop_home: Path, timeout: float = 10.0) -> None:
     for pid in sorted(supervisors) + sorted(started - supervisors - daemons) + sorted(daemons):
         if pid_alive(pid):
             stop_pid(pid, timeout=timeout)
+
+
+def complete(env: dict[str, str], instruction: str, words: str, cword: str) -> list[str]:
+    """The real ``coop``'s answer to a shell-completion request (click's protocol:
+    ``_COOP_COMPLETE=bash_complete`` with ``COMP_WORDS``/``COMP_CWORD``), one per line."""
+    proc = subprocess.run([str(COOP)], capture_output=True, text=True, timeout=RUN_TIMEOUT,
+                          check=False, stdin=subprocess.DEVNULL,
+                          env={**env, "_COOP_COMPLETE": instruction, "COMP_WORDS": words,
+                               "COMP_CWORD": cword})
+    assert (proc.returncode, proc.stderr) == (0, ""), proc
+    return [line for line in proc.stdout.splitlines() if line]  # nothing: one empty line

@@ -148,7 +148,7 @@ def test_invalid_toml_says_where(run_coop: RunCoop, workspace: Path) -> None:
     res = run_coop("init")
     assert res.returncode == 2, res
     assert len(res.stderr.splitlines()) == 1, res
-    assert res.stderr.startswith("error: coop.toml:2:"), res
+    assert res.stderr.startswith("error: ./coop.toml:2:"), res
 
 
 def test_status_and_help_do_not_import_the_registry_stack(workspace: Path, coop_env: Any) -> None:
@@ -177,7 +177,7 @@ def test_coopfile_warnings_go_to_stderr_and_q_silences_them(run_coop: RunCoop,
     )
     res = run_coop("init")
     assert res.returncode == 0, res
-    assert res.stderr == ("warning: coop.toml: [env].TOKEN: $COOP_RUN_TEST_SURELY_UNSET "
+    assert res.stderr == ("warning: ./coop.toml: [env].TOKEN: $COOP_RUN_TEST_SURELY_UNSET "
                           "is not set in your environment\n"), res
     assert "[1/1] image host" in res.stdout
     quiet = run_coop("-q", "init")

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from coop_build import errors as be
-from coop_run.cli.errors import describe_error, display_path, exit_code_for
+from coop_build.paths import display_path
+from coop_run.cli.errors import describe_error, exit_code_for
 
 
 @pytest.mark.parametrize(
@@ -62,7 +63,28 @@ def test_tool_error_shows_the_tools_own_words() -> None:
                                        "    real reason"]
 
 
-def test_display_path() -> None:
-    assert display_path(Path("/home/u/x"), {"HOME": "/home/u"}) == "~/x"
-    assert display_path(Path("/home/user2/x"), {"HOME": "/home/u"}) == "/home/user2/x"
-    assert display_path(Path("/x"), {"HOME": "/"}) == "/x"
+def test_display_path_is_what_a_user_types() -> None:
+    home = {"HOME": "/home/u"}
+    elsewhere = Path("/srv")
+    assert display_path(Path("/home/u/x"), home, cwd=elsewhere) == "~/x"
+    assert display_path(Path("/home/u"), home, cwd=elsewhere) == "~"
+    assert display_path(Path("/home/user2/x"), home, cwd=elsewhere) == "/home/user2/x"
+    assert display_path(Path("/x"), {"HOME": "/"}, cwd=elsewhere) == "/x"
+    # under the working directory: ./, before ~
+    project = Path("/home/u/proj")
+    assert display_path(Path("/home/u/proj/coop.toml"), home, cwd=project) == "./coop.toml"
+    assert display_path(Path("coop.toml"), home, cwd=project) == "./coop.toml"
+    assert display_path(project, home, cwd=project) == "."
+    assert display_path(Path("../other/a"), home, cwd=project) == "~/other/a"
+    # the daemon's working directory is /: it shortens nothing
+    assert display_path(Path("/home/u/proj/coop.toml"), home, cwd=Path("/")) == (
+        "~/proj/coop.toml")
+    assert display_path(Path("/srv/x"), home, cwd=Path("/")) == "/srv/x"
+
+
+def test_display_path_follows_symlinks_into_the_cwd(tmp_path: Path) -> None:
+    project = tmp_path / "proj"
+    project.mkdir()
+    (tmp_path / "link").symlink_to(project)
+    assert display_path(tmp_path / "link" / "coop.toml", {}, cwd=project) == "./coop.toml"
+    assert display_path(tmp_path / "link", {"HOME": str(tmp_path)}, cwd=Path("/")) == "~/link"

@@ -15,22 +15,26 @@ from typing import Any
 import pytest
 from coop_cli import COOP, Result, coop_environ, read_pid, stop_started
 
+from coop_run import proctitle
 from support.procs import pid_alive, processes_with_env, wait_for, with_descendants
 
 RUN_TIMEOUT = 60.0
 
 
 def daemon_pids(coop_home: Path) -> list[int]:
-    """The daemons among ``coop_pids`` (``python -m coop_run.daemon.main``)."""
+    """The daemons among ``coop_pids``: ``coop daemon`` (titled before they are ready)."""
     return [p.pid for p in processes_with_env("COOP_HOME", str(coop_home))
-            if p.alive and "coop_run.daemon.main" in p.cmdline]
+            if p.alive and p.cmdline == proctitle.DAEMON]
 
 
 def zygote_pids(coop_home: Path) -> list[int]:
     """The session starters among ``coop_pids``: zygotes and what they forked (the spare,
-    and the spare's waiting ``coop-init``)."""
+    and the spare's waiting ``coop-init``). A zygote shows as ``coop zygote`` once its
+    imports are done; it may still be ``python -m coop_run.session.zygote`` while the
+    daemon serves."""
     return with_descendants([p.pid for p in processes_with_env("COOP_HOME", str(coop_home))
-                             if p.alive and "coop_run.session.zygote" in p.cmdline])
+                             if p.alive and (p.cmdline == proctitle.ZYGOTE
+                                             or "-m coop_run.session.zygote" in p.cmdline)])
 
 
 @pytest.fixture(autouse=True)

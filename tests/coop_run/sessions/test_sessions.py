@@ -128,8 +128,8 @@ def test_same_basename_gets_a_suffix(coop: Coop, host_workspace: Path) -> None:
     assert coop("init", cwd=other).returncode == 0
     assert coop("-d", cwd=host_workspace).stdout.strip() == "session proj created"
     assert coop("-d", cwd=other).stdout.strip() == "session proj-2 created"
-    named = coop("-d", "-n", "custom", "-w", str(other), cwd=coop.home)
-    assert named.stdout.strip() == "session proj-2 already running", named
+    again = coop("-d", "-w", str(other), cwd=coop.home)
+    assert again.stdout.strip() == "session proj-2 already running", again
     by_workspace = {s["workspace"]: s["name"] for s in ls_json(coop, coop.home)}
     assert by_workspace == {str(host_workspace.resolve()): "proj", str(other.resolve()): "proj-2"}
     out = coop("shell", "proj-2", "-c", "echo $COOP_SESSION", cwd=coop.home)

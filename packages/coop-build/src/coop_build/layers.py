@@ -27,6 +27,7 @@ from pydantic_core import ErrorDetails
 
 from coop_build.coopfile import KNOWN_MANAGERS, Coopfile
 from coop_build.errors import CoopfileError
+from coop_build.paths import display_path
 from coop_build.quickcheck import coopfile_paths, env_warning, inputs_digest
 from coop_build.store import EnvRef
 
@@ -75,10 +76,9 @@ def load_coopfile(
     ``overrides`` is a nested dict from CLI flags, e.g. ``{"network": {"mode": "none"}}``.
     """
     env: Mapping[str, str] = os.environ if environ is None else environ
-    names = _Names(Path.cwd(), env.get("HOME"))
     where = coopfile_paths(path, workspace=workspace, global_path=global_path, environ=env)
-    global_label = names.show(where.global_path)
-    workspace_label = names.show(where.workspace_path)
+    global_label = display_path(where.global_path, env)
+    workspace_label = display_path(where.workspace_path, env)
 
     layers: list[tuple[str, Mapping[str, Any]]] = []
     sources: list[Path] = []
@@ -142,24 +142,6 @@ def env_reference(value: str) -> str | None:
 
 
 # --- reading -------------------------------------------------------------------------
-
-
-class _Names:
-    """How a path is shown in messages: as given, relative to cwd inside it, ``~`` in HOME."""
-
-    def __init__(self, cwd: Path, home: str | None) -> None:
-        self.cwd = cwd
-        self.home = Path(home) if home else None
-
-    def show(self, path: Path) -> str:
-        if not path.is_absolute():
-            return str(path)
-        for candidate in (path, Path(os.path.realpath(path))):
-            if candidate.is_relative_to(self.cwd):
-                return str(candidate.relative_to(self.cwd))
-        if self.home is not None and path.is_relative_to(self.home):
-            return str(Path("~") / path.relative_to(self.home))
-        return str(path)
 
 
 def _read_layer(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -21,6 +22,35 @@ def global_config_path(environ: dict[str, str] | None = None) -> Path:
     xdg = env.get("XDG_CONFIG_HOME")
     base = Path(xdg) if xdg else Path(env.get("HOME") or Path.home()) / ".config"
     return base / "coop" / "default.toml"
+
+
+def display_path(path: Path | str, environ: Mapping[str, str] | None = None, *,
+                 cwd: Path | None = None) -> str:
+    """``path`` as a user would type it back: ``./x`` under the working directory, ``~/x``
+    under ``$HOME``, else absolute.
+
+    ``cwd`` defaults to the process's own; a working directory of ``/`` (the daemon's)
+    shortens nothing, since every path lies below it. A path whose real path lies under
+    ``cwd`` or ``$HOME`` (through a symlink) is shown that way too.
+    """
+    env = os.environ if environ is None else environ
+    if cwd is None:
+        try:
+            cwd = Path.cwd()
+        except OSError:  # the working directory was removed: nothing is below it
+            cwd = Path("/")
+    absolute = Path(os.path.normpath(cwd / path))
+    spellings = (absolute, Path(os.path.realpath(absolute)))
+    home = env.get("HOME") or "/"
+    roots = [(cwd, "."), (Path(os.path.normpath(home)), "~"), (Path(os.path.realpath(home)), "~")]
+    for root, shown in roots:
+        if root == Path("/"):
+            continue
+        for spelling in spellings:
+            if spelling.is_relative_to(root):
+                relative = spelling.relative_to(root)
+                return shown if relative == Path() else f"{shown}/{relative}"
+    return str(absolute)
 
 
 class CoopPaths:

@@ -40,6 +40,7 @@ class App:
         self.environ: Mapping[str, str] = dict(os.environ) if environ is None else environ
         self.out: TextIO = sys.stdout if out is None else out
         self.err: TextIO = sys.stderr if err is None else err
+        self.workspace_dir: Path | None = None  # ``-w`` of a command that takes it
 
     @property
     def paths(self) -> CoopPaths:
@@ -57,8 +58,9 @@ class App:
 
     @property
     def workspace(self) -> Path:
-        """Where coop was invoked: the default workspace (SPEC 2, ``workspace.mount``)."""
-        return Path.cwd().resolve()
+        """``-w`` if given, else where coop was invoked: the default workspace (SPEC 2,
+        ``workspace.mount``)."""
+        return (self.workspace_dir if self.workspace_dir is not None else Path.cwd()).resolve()
 
     def echo(self, text: str) -> None:
         """Non-essential output: silenced by ``-q``."""

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING
 
 import click
 
+from coop_build.paths import display_path
 from coop_run.cli.app import App
+from coop_run.cli.examples import (
+    check_example,
+    complete_example,
+    require_coopfile,
+    write_example,
+)
 from coop_run.cli.options import global_options
 
 if TYPE_CHECKING:
@@ -105,6 +112,12 @@ def _summarise(app: App, result: BuildResult, elapsed: float) -> None:
 @click.command("init")
 @global_options
 @_FILE_OPTION
+@click.option("--example", metavar="NAME", default=None, callback=check_example,
+              shell_complete=complete_example,
+              help="Write the example NAME's coop.toml (and the files it uses) into the "
+                   "workspace, then build it; existing files are never overwritten.")
+@click.option("-w", "--workspace", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Workspace directory (default: cwd).")
 @click.option("--no-cache", is_flag=True, help="Ignore cached OCI layers and build steps.")
 @click.option(
     "--push",
@@ -120,9 +133,19 @@ def _summarise(app: App, result: BuildResult, elapsed: float) -> None:
 )
 @click.pass_obj
 def init_command(
-    app: App, coopfile: Path | None, no_cache: bool, push: str | None, prebuilt: str | None
+    app: App, *, coopfile: Path | None, example: str | None, workspace: Path | None,
+    no_cache: bool, push: str | None, prebuilt: str | None,
 ) -> None:
     """Build the rootfs from the Coopfile. Required before first session."""
+    app.workspace_dir = workspace
+    if example is not None:
+        if coopfile is not None:
+            raise click.UsageError("--example writes the workspace's coop.toml: drop -f")
+        written = write_example(example, app.workspace, app.environ)
+        shown = ", ".join(display_path(path, app.environ) for path in written)
+        app.echo(f"Wrote {shown} from the {example} example")
+    elif coopfile is None:
+        require_coopfile(app, app.workspace)
     if not no_cache and push is None and _up_to_date(app, coopfile):
         return
     run_build(app, coopfile, no_cache=no_cache, push=push, prebuilt=prebuilt)
@@ -155,6 +178,9 @@ def _up_to_date(app: App, coopfile: Path | None) -> bool:
 def rebuild_command(app: App, coopfile: Path | None) -> None:
     """Rebuild the rootfs from scratch and remove the old one."""
     from coop_build.store import Store
+
+    if coopfile is None:
+        require_coopfile(app, app.workspace)
 
     store = Store(app.paths)
     previous = store.workspace_build(app.workspace)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
+from coop_build.paths import display_path
 from coop_run.cli.app import App
-from coop_run.cli.errors import display_path
 from coop_run.cli.options import global_options
 from coop_run.errors import CoopError
 

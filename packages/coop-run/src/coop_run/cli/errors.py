@@ -6,10 +6,10 @@ what to print and how to exit, so the mapping cannot drift between commands.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
+
+from coop_build.paths import display_path
 
 if TYPE_CHECKING:  # only annotations here: ``main`` imports this module on every run
     from coop_build.errors import CoopBuildError, StepFailedError
@@ -49,18 +49,6 @@ TAIL_LINES = 15
 def exit_code_for(error: AnyCoopError) -> int:
     """The seed's exit code for a library error."""
     return _EXIT_BY_CODE.get(error.code, EXIT_ERROR)
-
-
-def display_path(path: Path, environ: Mapping[str, str] | None = None) -> str:
-    """``path`` with the home directory shortened to ``~`` (what users type back)."""
-    env = os.environ if environ is None else environ
-    home = env.get("HOME")
-    text = str(path)
-    if home and home != "/":
-        prefix = home.rstrip("/") + "/"
-        if text.startswith(prefix):
-            return "~/" + text[len(prefix) :]
-    return text
 
 
 def describe_error(

@@ -6,7 +6,8 @@ about as much as starting Python); everything else goes through the click group 
 ``coop_run.cli.group``, which imports each command's module when it runs. Commands import
 coop_build (and through it pydantic, requests, oras) only when they need it. Every
 failure leaves through ``run()``, which prints one line and returns the seed's exit code
-(11.7); tracebacks appear only with ``-v``.
+(11.7); tracebacks appear only with ``-v``. Shell completion (``_COOP_COMPLETE``, see the
+README) is click's: with that variable set, even ``coop ls`` goes through click.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def _run_click(args: list[str], app: App) -> int:
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except SystemExit as exc:  # click answers a shell-completion request with sys.exit
+        return exc.code if isinstance(exc.code, int) else errors.EXIT_ERROR
     except click.Abort as exc:
         if isinstance(exc.__context__, KeyboardInterrupt):
             app.error("error: interrupted")

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from coop_build.paths import display_path
 from coop_run.cli.app import App
 from coop_run.cli.options import global_options
 
@@ -55,6 +56,27 @@ def session_key(session: str | None, cwd: Path) -> str:
     return session
 
 
+def complete_session(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of SESSION: the running sessions' names. Asks a running daemon
+    only: pressing Tab never starts one."""
+    from coop_run.daemon.autospawn import connect
+    from coop_run.errors import CoopError
+
+    app = ctx.find_object(App) or App()
+    try:
+        client = connect(app.socket_path)
+        if client is None:
+            return []
+        with client:
+            sessions = client.request({"cmd": "ls"}).get("sessions")
+    except (CoopError, OSError):
+        return []
+    if not isinstance(sessions, list):
+        return []
+    names = (entry.get("name") for entry in sessions if isinstance(entry, dict))
+    return sorted(n for n in names if isinstance(n, str) and n.startswith(incomplete))
+
+
 def _size() -> dict[str, int]:
     from coop_run.cli.attach import terminal_size
 
@@ -82,12 +104,17 @@ def _stream(app: App, client: Any, request: dict[str, Any], name: str, *,
 
 def default_session(app: App, *, detach: bool, workspace: Path | None,
                     name: str | None) -> int:
-    """``coop [-d] [-w DIR] [-n NAME]``: attach to the workspace's session, creating it."""
+    """``coop [-d] [-w DIR] [-n NAME]``: attach to the workspace's session, creating it.
+
+    Without ``-n``: the workspace's most recent session. A NAME the workspace has not used
+    starts another session there (two agents on one repository).
+    """
     from coop_run.daemon.autospawn import ensure_daemon
 
     ws = Path(os.path.realpath(workspace if workspace is not None else app.workspace))
     if not ws.is_dir():
-        raise click.BadParameter(f"{ws} is not a directory", param_hint="-w/--workspace")
+        raise click.BadParameter(f"{display_path(ws, app.environ)} is not a directory",
+                                 param_hint="-w/--workspace")
     if name is not None and _NAME.fullmatch(name) is None:
         raise click.BadParameter("use 1-63 of a-z, A-Z, 0-9, '-', '_', '.'",
                                  param_hint="-n/--name")
@@ -101,7 +128,7 @@ def default_session(app: App, *, detach: bool, workspace: Path | None,
     if name is not None:
         request["name"] = name
     with ensure_daemon(app.paths, app.socket_path) as client:
-        reply = client.request(request)
+        reply = _create(app, client, request, ws)
         session = str(reply.get("name"))
         warnings = reply.get("warnings")
         for warning in warnings if isinstance(warnings, list) else []:
@@ -114,8 +141,23 @@ def default_session(app: App, *, detach: bool, workspace: Path | None,
                        session, is_shell=False)
 
 
+def _create(app: App, client: Any, request: dict[str, Any], ws: Path) -> dict[str, Any]:
+    """The daemon's answer to ``create``. Without a Coopfile (a workspace that has no
+    session yet), the first-contact line replaces the missing ``[agent].command``."""
+    from coop_run.cli.examples import require_coopfile
+    from coop_run.errors import RemoteError
+
+    try:
+        reply: dict[str, Any] = client.request(request)
+    except RemoteError as exc:
+        if exc.code == "INVALID_COOPFILE":
+            require_coopfile(app, ws)
+        raise
+    return reply
+
+
 @click.command("attach")
-@click.argument("session", required=False)
+@click.argument("session", required=False, shell_complete=complete_session)
 @global_options
 @click.pass_obj
 def attach_command(app: App, session: str | None) -> int:
@@ -129,7 +171,7 @@ def attach_command(app: App, session: str | None) -> int:
 
 
 @click.command("shell")
-@click.argument("session", required=False)
+@click.argument("session", required=False, shell_complete=complete_session)
 @click.option("-c", "--command", "command", metavar="CMD", help="Shell command (default: /bin/sh).")
 @global_options
 @click.pass_obj
@@ -146,7 +188,7 @@ def shell_command(app: App, session: str | None, command: str | None) -> int:
 
 
 @click.command("kill")
-@click.argument("session", required=False)
+@click.argument("session", required=False, shell_complete=complete_session)
 @click.option("--all", "kill_all", is_flag=True, help="Kill all sessions.")
 @click.option("-f", "force", is_flag=True, help="Force kill (SIGKILL, no grace period).")
 @global_options
@@ -170,7 +212,7 @@ def kill_command(app: App, session: str | None, kill_all: bool, force: bool) -> 
 
 
 @click.command("restart")
-@click.argument("session", required=False)
+@click.argument("session", required=False, shell_complete=complete_session)
 @global_options
 @click.pass_obj
 def restart_command(app: App, session: str | None) -> None:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import click
 
+from coop_build.paths import display_path
 from coop_run.cli.app import App
-from coop_run.cli.errors import display_path
 from coop_run.cli.options import global_options
+from coop_run.proctitle import DAEMON
 
 _LABEL_WIDTH = 12  # "Daemon:     running (PID 1234)": values start in column 13
 
@@ -54,7 +55,8 @@ def daemon_state(pid_file: Path) -> str:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return "not running"
-    if b"coop_run.daemon.main" not in cmdline:
+    # Its title (coop_run.proctitle), or a daemon of an older coop that set none.
+    if cmdline.rstrip(b"\0") != DAEMON.encode() and b"coop_run.daemon" not in cmdline:
         return "not running"  # a stale pid file (daemon killed), the pid reused since
     return f"not responding (PID {pid})"
 
@@ -92,14 +94,6 @@ def rootfs_state(image: str, package_count: int, created: float, now: float) -> 
     return f"built {format_age(now - created)} ({image} + {package_count} {noun})"
 
 
-def coopfile_display(path: Path, cwd: Path, environ: dict[str, str]) -> str:
-    """``./coop.toml`` below the current directory, else the path with ``~``."""
-    try:
-        return "./" + str(path.resolve().relative_to(cwd))
-    except ValueError:
-        return display_path(path, environ)
-
-
 @click.command("status")
 @global_options
 @click.pass_obj
@@ -127,10 +121,10 @@ def status_command(app: App) -> None:
         error = exc
         local = workspace / "coop.toml"
         if local.exists():
-            coopfile = f"{coopfile_display(local, workspace, environ)} (invalid)"
+            coopfile = f"{display_path(local, environ)} (invalid)"
     else:
         if loaded.path is not None:
-            coopfile = coopfile_display(loaded.path, workspace, environ)
+            coopfile = display_path(loaded.path, environ)
         agent = " ".join([loaded.coopfile.agent.command, *loaded.coopfile.agent.args])
         network = loaded.coopfile.network.mode
     daemon, sessions = ask_daemon(app.socket_path, app.paths.home / "daemon.pid")

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from coop_build.paths import CoopPaths
+from coop_build.paths import CoopPaths, display_path
 from coop_run.errors import DaemonStartError, DaemonUnavailableError
 from coop_run.ipc.client import Client
 from coop_run.statefiles import locked
@@ -54,7 +54,8 @@ def _locked(path: Path) -> Iterator[None]:
             stack.enter_context(locked(path))
         except OSError as exc:
             raise DaemonStartError(
-                f"daemon failed to start: cannot open the lock {path}: {exc.strerror or exc}"
+                f"daemon failed to start: cannot open the lock {display_path(path)}: "
+                f"{exc.strerror or exc}"
             ) from exc
         yield
 
@@ -66,7 +67,8 @@ def prepare_home(paths: CoopPaths) -> None:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise DaemonStartError(
-                f"daemon failed to start: cannot create {directory}: {exc.strerror or exc}"
+                f"daemon failed to start: cannot create {display_path(directory)}: "
+                f"{exc.strerror or exc}"
             ) from exc
 
 
@@ -78,8 +80,8 @@ def daemon_argv(socket_path: Path, ready_fd: int) -> list[str]:
 def _failure(paths: CoopPaths, reason: str) -> DaemonStartError:
     log_path = daemon_log_path(paths)
     tail = log_tail(log_path)
-    return DaemonStartError(f"daemon failed to start: {reason} (log: {log_path})",
-                            log_tail=tail)
+    return DaemonStartError(
+        f"daemon failed to start: {reason} (log: {display_path(log_path)})", log_tail=tail)
 
 
 def _wait_ready(read_fd: int, deadline: float) -> bool | None:
@@ -108,7 +110,8 @@ def start_daemon(paths: CoopPaths, socket_path: Path, *,
             log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                              0o600)
         except OSError as exc:
-            raise _failure(paths, f"cannot open {log_path}: {exc.strerror or exc}") from exc
+            raise _failure(paths, f"cannot open {display_path(log_path)}: "
+                                  f"{exc.strerror or exc}") from exc
         try:
             proc = subprocess.Popen(
                 daemon_argv(socket_path, write_fd),

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from coop_build.paths import CoopPaths, coop_home
+from coop_run import proctitle
 from coop_run.daemon.registry import SessionCommands, SessionRegistry
 from coop_run.daemon.server import Daemon, idle_timeout
 from coop_run.errors import CoopError
@@ -51,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(sys.argv[1:] if argv is None else argv)
     if args.detach and os.fork() > 0:
         os._exit(0)  # the first child: the spawner reaps it, the daemon is orphaned
+    proctitle.set_title(proctitle.DAEMON)  # before it is ready: whoever sees it, sees this
     os.umask(0o077)
     paths = CoopPaths(coop_home())
     socket_path: Path = args.socket if args.socket is not None else RunLayout(paths).socket

@@ -5,7 +5,8 @@ daemon only remembers where each one listens. The table is rebuilt at daemon sta
 ``sessions/*/supervisor.json`` plus a ``/proc/*/environ`` scan for ``COOP_SESSION``, and a
 watcher per session (an idle connection to its socket) notices when one ends. Attached
 terminals are handed to the supervisor with SCM_RIGHTS (``adopt``), so the daemon is never
-on the path of terminal bytes.
+on the path of terminal bytes. A workspace may have several sessions (each its own name,
+directory and sandbox); a lookup by workspace takes its most recent one.
 
 Naming, lookup and entry shaping are pure functions; the registry does the I/O.
 """
@@ -20,12 +21,13 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterable, Mapping
+import weakref
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coop_build.paths import CoopPaths
+from coop_build.paths import CoopPaths, display_path
 from coop_run.daemon.server import Connection, Daemon
 from coop_run.daemon.zygote_client import ZygoteClient
 from coop_run.errors import CoopError
@@ -69,6 +71,20 @@ def pick_name(wanted: str, taken: Mapping[str, str], workspace: str) -> str:
         suffix = f"-{n}"
         candidate = wanted[: MAX_NAME - len(suffix)] + suffix
     return candidate
+
+
+def most_recent(sessions: Iterable[Session]) -> Session | None:
+    """The session created last: by creation time, then the supervisor's start time,
+    then the order given (the later of two equals)."""
+    best: Session | None = None
+    for session in sessions:
+        if best is None or _recency(session) >= _recency(best):
+            best = session
+    return best
+
+
+def _recency(session: Session) -> tuple[int, int]:
+    return session.created or 0, session.start or 0
 
 
 def image_env(entries: Iterable[str]) -> dict[str, str]:
@@ -147,27 +163,44 @@ class SessionRegistry:
     def get(self, name: str) -> Session | None:
         return self._sessions.get(name)
 
-    def by_workspace(self, workspace: str) -> Session | None:
+    def in_workspace(self, workspace: str) -> builtins.list[Session]:
+        """The sessions of ``workspace`` (two agents on one repository: several)."""
         real = os.path.realpath(workspace)
-        return next((s for s in self._sessions.values() if s.workspace == real), None)
+        return [s for s in self._sessions.values() if s.workspace == real]
 
-    def find(self, key: str | None, default_workspace: str | None = None) -> Session:
-        """By name, else by workspace path; ``SESSION_NOT_FOUND`` otherwise."""
+    def by_workspace(self, workspace: str) -> Session | None:
+        """The workspace's most recent session: the one ``coop`` there attaches to."""
+        return most_recent(self.in_workspace(workspace))
+
+    def find(self, key: str | None, default_workspace: str | None = None, *,
+             unique: bool = False) -> Session:
+        """By name, else by workspace path (its most recent session); ``SESSION_NOT_FOUND``
+        otherwise. ``unique`` (kill, restart): a workspace path that has several sessions
+        is refused, since acting on the wrong agent cannot be undone."""
         if key:
             session = self._sessions.get(key)
             if session is None and key.startswith("/"):
-                session = self.by_workspace(key)
+                session = self._of_workspace(key, unique=unique)
             if session is None:
                 raise CoopError(f"no session {key!r} (see coop ls)",
                                 code=protocol.SESSION_NOT_FOUND)
             return session
         if default_workspace:
-            session = self.by_workspace(default_workspace)
+            session = self._of_workspace(default_workspace, unique=unique)
             if session is not None:
                 return session
-            raise CoopError(f"no session for {default_workspace} (run coop to start one)",
+            shown = display_path(default_workspace)
+            raise CoopError(f"no session for {shown} (run coop to start one)",
                             code=protocol.SESSION_NOT_FOUND)
         raise CoopError("no session given", code=protocol.SESSION_NOT_FOUND)
+
+    def _of_workspace(self, workspace: str, *, unique: bool) -> Session | None:
+        sessions = self.in_workspace(workspace)
+        if unique and len(sessions) > 1:
+            names = ", ".join(sorted(s.name for s in sessions))
+            raise CoopError(f"{display_path(workspace)} has {len(sessions)} sessions "
+                            f"({names}): name the one you mean", code=protocol.INVALID_COMMAND)
+        return most_recent(sessions)
 
     def taken(self) -> dict[str, str]:
         return {s.name: s.workspace for s in self._sessions.values()}
@@ -414,6 +447,9 @@ class SessionCommands:
         self.environ = dict(os.environ if environ is None else environ)
         registry.on_change.append(daemon.activity_changed)
         self.zygote = ZygoteClient(self.paths.logs / "daemon.log", self.environ)
+        self._create_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary())
+        self._starting: dict[str, str] = {}  # name -> workspace, while its create runs
 
     def register(self) -> None:
         for name, handler in (("create", self.create), ("attach", self.attach),
@@ -437,39 +473,62 @@ class SessionCommands:
             raise CoopError(f"workspace {command.workspace!r} is not an absolute "
                             "path to a directory", code=protocol.INVALID_COMMAND)
         global_path = self._global_path(command.config)
-        existing = self.registry.by_workspace(workspace)
-        if existing is not None:
-            return encode(protocol.CreateReply(name=existing.name, created=False, warnings=[]))
         wanted = command.name
-        taken = self.registry.taken()
         if wanted is not None:
             try:
                 check_session_name(wanted)
             except CoopError as exc:
                 raise CoopError(exc.message, code=protocol.INVALID_COMMAND) from exc
-            if wanted in taken:
-                raise CoopError(f"session {wanted!r} already exists for {taken[wanted]}",
-                                code=protocol.SESSION_EXISTS)
-            name = wanted
-        else:
-            name = pick_name(safe_name(Path(workspace).name), taken, workspace)
         client_env = command.env or {}
         cols = 80 if command.cols is None else command.cols
         rows = 24 if command.rows is None else command.rows
         protocol.check_window(cols, rows)
-        config, network, warnings = self._config(name, Path(workspace), client_env,
-                                                 command.overrides, (cols, rows),
-                                                 global_path=global_path)
-        handle = await self.zygote.launch(config, network=network, coop_home=self.paths.home)
-        from coop_run.procs import proc_start_time
+        async with self._creating(workspace):
+            # Names being started count as taken: two creates never share a session dir.
+            taken = {**self.registry.taken(), **self._starting}
+            if wanted is not None:  # a new name starts another session in the workspace
+                owner = taken.get(wanted)
+                if owner == workspace:
+                    return encode(protocol.CreateReply(name=wanted, created=False, warnings=[]))
+                if owner is not None:
+                    raise CoopError(f"session {wanted!r} already exists for "
+                                    f"{display_path(owner, self.environ)}",
+                                    code=protocol.SESSION_EXISTS)
+                name = wanted
+            else:  # no name: the workspace's session, the most recent of several
+                existing = self.registry.by_workspace(workspace)
+                if existing is not None:
+                    return encode(protocol.CreateReply(name=existing.name, created=False,
+                                                       warnings=[]))
+                name = pick_name(safe_name(Path(workspace).name), taken, workspace)
+            self._starting[name] = workspace
+            try:
+                config, network, warnings = self._config(
+                    name, Path(workspace), client_env, command.overrides, (cols, rows),
+                    global_path=global_path)
+                handle = await self.zygote.launch(config, network=network,
+                                                  coop_home=self.paths.home)
+                from coop_run.procs import proc_start_time
 
-        session = Session(name=name, workspace=workspace, pid=handle.pid,
-                          start=proc_start_time(handle.pid), socket_path=handle.socket_path,
-                          created=int(time.time()))
-        self.registry.add(session)
+                session = Session(name=name, workspace=workspace, pid=handle.pid,
+                                  start=proc_start_time(handle.pid),
+                                  socket_path=handle.socket_path, created=int(time.time()))
+                self.registry.add(session)
+            finally:
+                del self._starting[name]
         logger.info("session %s created for %s in %.1f ms (supervisor %d)", name, workspace,
                     (time.monotonic() - started) * 1000, handle.pid)
         return encode(protocol.CreateReply(name=name, created=True, warnings=warnings))
+
+    @contextlib.asynccontextmanager
+    async def _creating(self, workspace: str) -> AsyncIterator[None]:
+        """One create at a time per workspace: a second ``coop`` there waits for the
+        first, then attaches to its session instead of starting another."""
+        lock = self._create_locks.get(workspace)
+        if lock is None:
+            lock = self._create_locks[workspace] = asyncio.Lock()
+        async with lock:  # the entry goes with the last holder or waiter (weak values)
+            yield
 
     def _config(self, name: str, workspace: Path, client_env: Mapping[str, str],
                 overrides: Mapping[str, Any] | None, size: tuple[int, int], *,
@@ -496,8 +555,8 @@ class SessionCommands:
             store = Store(self.paths)
             record = store.workspace_build(workspace)
             if record is None:
-                raise CoopError(f"no rootfs built for {workspace}: run coop init there first",
-                                code=protocol.ROOTFS_NOT_BUILT)
+                raise CoopError(f"no rootfs built for {display_path(workspace, self.environ)}: "
+                                "run coop init there first", code=protocol.ROOTFS_NOT_BUILT)
             warnings: builtins.list[str] = []
             current = quickcheck.check(self.paths, workspace, global_path=global_path,
                                        overrides=overrides, environ=environ)
@@ -564,13 +623,14 @@ class SessionCommands:
 
     async def kill(self, _conn: Connection, command: protocol.Kill) -> Message:
         force = bool(command.force)
-        targets = list(self.registry) if command.all else [self.registry.find(command.session)]
+        targets = (list(self.registry) if command.all
+                   else [self.registry.find(command.session, unique=True)])
         await asyncio.gather(*(self.registry.kill(s, force=force, grace=5.0) for s in targets))
         for session in targets:
             logger.info("session %s killed%s", session.name, " (forced)" if force else "")
         return encode(protocol.KillReply(killed=[s.name for s in targets]))
 
     async def restart(self, _conn: Connection, command: protocol.Restart) -> Message:
-        session = self.registry.find(command.session)
+        session = self.registry.find(command.session, unique=True)
         await self.registry.command(session, encode(protocol.SupervisorRestart()))
         return encode(protocol.RestartReply(name=session.name))

@@ -22,6 +22,7 @@ import time
 from collections.abc import Collection
 from typing import NoReturn
 
+from coop_run import proctitle
 from coop_run.errors import CoopError, SupervisorError
 from coop_run.layout import SessionDir
 from coop_run.sandbox.clone import PreparedInit, close_other_fds
@@ -158,6 +159,7 @@ def run_supervisor(config: SupervisorConfig, reply_fd: int, *, inherited_dropped
     """
     code = 1
     try:
+        proctitle.set_title(proctitle.supervisor(config.sandbox.name))
         if not inherited_dropped:
             drop_inherited((reply_fd,))
         supervisor = _start(config, prepared, reply_fd)

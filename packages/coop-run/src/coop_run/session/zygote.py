@@ -41,6 +41,7 @@ from coop_build import linux
 from coop_build.errors import CoopBuildError
 from coop_build.idmap import IdMap, choose_idmap
 from coop_build.paths import CoopPaths
+from coop_run import proctitle
 from coop_run.errors import CoopError, SandboxError
 from coop_run.sandbox import initexe
 from coop_run.sandbox.clone import PreparedInit, prepare_init
@@ -232,6 +233,7 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
+    proctitle.set_title(proctitle.ZYGOTE)  # before _preload: its spares inherit the module
     args = _parse_args(sys.argv[1:] if argv is None else argv)
     handler = logging.FileHandler(args.log, encoding="utf-8")
     handler.setFormatter(logging.Formatter(
