@@ -386,7 +386,23 @@ def test_network_modes_declare_whether_raw_sockets_are_safe(coop_env: CoopEnv) -
         rooted = network_for("veth", session="m", paths=paths, rootless=False)
         assert caps.CAP_NET_RAW in child_capabilities(rooted)
 
-    class Unknown:
+    class Filtering:
+        """A mode that filters inside the sandbox's netns, as rootless veth does."""
+
+        unshare_net = True
+        net_raw_safe = False
+
+        def resolv_conf(self) -> str:
+            return ""
+
+        def attach(self, ns_pid: int) -> None: ...
+
+        def close(self) -> None: ...
+
+    assert caps.CAP_NET_RAW not in child_capabilities(Filtering())
+    assert caps.CAP_SYS_ADMIN not in child_capabilities(Filtering())
+
+    class Undeclared:  # says nothing about raw sockets: not a network mode at all
         unshare_net = True
 
         def resolv_conf(self) -> str:
@@ -396,8 +412,8 @@ def test_network_modes_declare_whether_raw_sockets_are_safe(coop_env: CoopEnv) -
 
         def close(self) -> None: ...
 
-    assert caps.CAP_NET_RAW not in child_capabilities(Unknown())
-    assert caps.CAP_SYS_ADMIN not in child_capabilities(Unknown())
+    assert isinstance(Filtering(), NetworkMode)
+    assert not isinstance(Undeclared(), NetworkMode)
 
 
 # --- 5. writes to / ---------------------------------------------------------------------

@@ -117,9 +117,8 @@ def child_capabilities(network: NetworkMode) -> frozenset[int]:
     A mode that filters inside the sandbox's own netns (rootless veth: nft output hook)
     is bypassed by a packet socket on its interface, which that netns's root may open
     with CAP_NET_RAW: a hand-made SYN to the LAN went straight out through pasta.
-    Unknown modes get the safe answer.
     """
-    if getattr(network, "net_raw_safe", False):
+    if network.net_raw_safe:
         return caps.KEEP
     return caps.KEEP - {caps.CAP_NET_RAW}
 

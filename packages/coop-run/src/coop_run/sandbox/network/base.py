@@ -15,6 +15,10 @@ class NetworkMode(Protocol):
     """One session's network: created by ``network_for``, owned by the session's supervisor."""
 
     unshare_net: bool
+    # Whether a raw socket inside cannot get around the mode's filter, so processes inside
+    # may keep CAP_NET_RAW (``sandbox.host.child_capabilities``). A mode that filters in
+    # the sandbox's own netns says False: a packet socket there bypasses its nft hook.
+    net_raw_safe: bool
 
     def resolv_conf(self) -> str:
         """Contents of ``/etc/resolv.conf`` inside the sandbox."""

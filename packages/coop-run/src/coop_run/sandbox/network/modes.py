@@ -17,6 +17,7 @@ from coop_run.sandbox.network.dns import Upstream
 from coop_run.sandbox.network.host import HOST_RESOLV, HostNetwork
 from coop_run.sandbox.network.none import NoNetwork
 from coop_run.sandbox.network.state import all_states, network_lock
+from coop_run.sandbox.network.veth import teardown
 
 logger = logging.getLogger(__name__)
 
@@ -55,14 +56,12 @@ def reap_stale(paths: CoopPaths) -> None:
                 logger.warning("removing unreadable network record %s", path)
             elif alive(state.owner_pid, state.owner_start):
                 continue
-            elif state.mode == veth_root.MODE:
-                if os.geteuid() != 0:
-                    logger.warning("cannot reap root veth of session %s as a plain user",
-                                   state.session)
-                    continue
-                veth_root.teardown(state)
-            elif state.mode == veth_user.MODE:
-                veth_user.teardown(state)
+            elif state.mode == veth_root.MODE and os.geteuid() != 0:
+                logger.warning("cannot reap root veth of session %s as a plain user",
+                               state.session)
+                continue
+            else:
+                teardown(state)
             logger.info("reaped the network of dead session %s", path.parent.name)
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

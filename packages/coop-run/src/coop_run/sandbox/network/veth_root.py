@@ -23,6 +23,7 @@ from . import ip, nft, rules
 from .dns import DnsForwarder, Upstream, upstreams_from
 from .host import HOST_RESOLV
 from .state import NetState, all_states, network_lock, remove_state, write_state
+from .veth import VethSession
 
 logger = logging.getLogger(__name__)
 
@@ -84,15 +85,8 @@ def enable_forwarding() -> None:
         raise NetworkError(f"cannot enable IPv4 forwarding: {exc.strerror}") from exc
 
 
-def teardown(state: NetState) -> None:
-    """Removes the link pair and the table a record names; missing ones are fine."""
-    if state.link:
-        ip.batch([f"link del dev {state.link}"], force=True)
-    if state.table:
-        nft.delete_tables([("inet", state.table)])
 
-
-class VethRootNetwork:
+class VethRootNetwork(VethSession):
     """A real veth pair with NAT; needs root (CAP_NET_ADMIN on the host)."""
 
     unshare_net = True
@@ -101,8 +95,7 @@ class VethRootNetwork:
     def __init__(self, *, session: str, paths: CoopPaths, resolv_path: Path = HOST_RESOLV,
                  upstreams: list[Upstream] | None = None,
                  subnet: str = DEFAULT_SUBNET) -> None:
-        self.session = session
-        self.paths = paths
+        super().__init__(session=session, paths=paths)
         self.resolv_path = resolv_path
         self.upstreams = upstreams
         try:
@@ -111,8 +104,6 @@ class VethRootNetwork:
             raise NetworkError(f"invalid veth subnet {subnet!r}: {exc}") from exc
         if self.subnet.prefixlen > 30:
             raise NetworkError(f"veth subnet {subnet} is smaller than one /30")
-        self.state: NetState | None = None
-        self.forwarder: DnsForwarder | None = None
         self.attached = False
 
     @property
@@ -187,11 +178,5 @@ class VethRootNetwork:
         logger.debug("session %s: veth %s, %s <-> %s", self.session, link, host_ip, sandbox_ip)
 
     def close(self) -> None:
-        if self.forwarder is not None:
-            self.forwarder.close()
-            self.forwarder = None
-        if self.state is not None:
-            teardown(self.state)
-            remove_state(self.paths, self.session)
-            self.state = None
+        super().close()
         self.attached = False

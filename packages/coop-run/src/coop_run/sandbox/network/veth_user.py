@@ -24,25 +24,21 @@ from pathlib import Path
 from coop_build.paths import CoopPaths
 from coop_run.errors import NetworkError
 from coop_run.layout import RunLayout
-from coop_run.procs import alive, proc_start_time
+from coop_run.procs import proc_start_time
 
 from . import ip, nft, pasta, rules
 from .dns import DnsForwarder, Upstream, upstreams_from
 from .host import HOST_RESOLV
-from .state import NetState, remove_state, write_state
+from .state import NetState, write_state
+from .veth import VethSession
 
 logger = logging.getLogger(__name__)
 
 MODE = "veth-user"
 
 
-def teardown(state: NetState) -> None:
-    """Stops the pasta a record names, if it is still that very process."""
-    if state.helper_pid is not None and alive(state.helper_pid, state.helper_start):
-        pasta.stop(state.helper_pid)
 
-
-class VethUserNetwork:
+class VethUserNetwork(VethSession):
     """User-mode networking through pasta, filtered inside the sandbox."""
 
     unshare_net = True
@@ -52,12 +48,9 @@ class VethUserNetwork:
 
     def __init__(self, *, session: str, paths: CoopPaths, resolv_path: Path = HOST_RESOLV,
                  dns_servers: list[Upstream] | None = None) -> None:
-        self.session = session
-        self.paths = paths
+        super().__init__(session=session, paths=paths)
         self.resolv_path = resolv_path
         self.dns_servers = dns_servers
-        self.state: NetState | None = None
-        self.forwarder: DnsForwarder | None = None
 
     def resolv_conf(self) -> str:
         return "nameserver 127.0.0.1\n"
@@ -92,11 +85,3 @@ class VethUserNetwork:
             raise
         logger.debug("session %s: pasta %d attached to %d", self.session, pid, ns_pid)
 
-    def close(self) -> None:
-        if self.forwarder is not None:
-            self.forwarder.close()
-            self.forwarder = None
-        if self.state is not None:
-            teardown(self.state)
-            remove_state(self.paths, self.session)
-            self.state = None
