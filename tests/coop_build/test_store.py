@@ -272,45 +272,45 @@ def _locker(paths: CoopPaths, mode: str) -> subprocess.Popen[str]:
 
 
 def test_lock_excludes_other_processes(store: Store, paths: CoopPaths) -> None:
-    proc = _locker(paths, "hold")
-    try:
-        assert proc.stdout is not None
-        scratch = Path(proc.stdout.readline().strip())
-        assert scratch.is_dir()
-        waited = threading.Event()
-        acquired = threading.Event()
-        seen_scratch: list[bool] = []
+    with _locker(paths, "hold") as proc:
+        try:
+            assert proc.stdout is not None
+            scratch = Path(proc.stdout.readline().strip())
+            assert scratch.is_dir()
+            waited = threading.Event()
+            acquired = threading.Event()
+            seen_scratch: list[bool] = []
 
-        def take() -> None:
-            with store.lock(on_wait=waited.set):
-                seen_scratch.append(scratch.exists())
-                acquired.set()
+            def take() -> None:
+                with store.lock(on_wait=waited.set):
+                    seen_scratch.append(scratch.exists())
+                    acquired.set()
 
-        thread = threading.Thread(target=take)
-        thread.start()
-        assert waited.wait(10)
-        assert not acquired.is_set()
-        assert scratch.exists()  # the holder's scratch is untouched while it holds the lock
-        assert proc.stdin is not None
-        proc.stdin.close()  # the holder finishes without cleaning up: its scratch is stale
-        assert proc.wait(10) == 0
-        thread.join(10)
-        assert not thread.is_alive(), "a test thread did not stop"
-        assert acquired.is_set()
-        assert seen_scratch == [False]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            thread = threading.Thread(target=take)
+            thread.start()
+            assert waited.wait(10)
+            assert not acquired.is_set()
+            assert scratch.exists()  # the holder's scratch is untouched while it holds the lock
+            assert proc.stdin is not None
+            proc.stdin.close()  # the holder finishes without cleaning up: its scratch is stale
+            assert proc.wait(10) == 0
+            thread.join(10)
+            assert not thread.is_alive(), "a test thread did not stop"
+            assert acquired.is_set()
+            assert seen_scratch == [False]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def test_sigkilled_holder_releases_lock_and_its_scratch_is_cleaned(
     store: Store, paths: CoopPaths
 ) -> None:
-    proc = _locker(paths, "kill")
-    assert proc.stdout is not None
-    scratch = Path(proc.stdout.readline().strip())
-    assert proc.wait(10) == -signal.SIGKILL
+    with _locker(paths, "kill") as proc:
+        assert proc.stdout is not None
+        scratch = Path(proc.stdout.readline().strip())
+        assert proc.wait(10) == -signal.SIGKILL
     assert scratch.is_dir()
     with store.lock():
         assert not scratch.exists()

@@ -47,10 +47,14 @@ def recv_message(sock: socket.socket, timeout: float = TIMEOUT) -> dict[str, Any
 
 def connect(path: Path, *, hello: bool = True) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(os.fsencode(path))
-    if hello:
-        sock.sendall(encode_message({"version": 1}))
-        assert recv_message(sock) == {"version": 1, "ok": True}
+    try:
+        sock.connect(os.fsencode(path))
+        if hello:
+            sock.sendall(encode_message({"version": 1}))
+            assert recv_message(sock) == {"version": 1, "ok": True}
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 

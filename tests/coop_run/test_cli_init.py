@@ -180,6 +180,9 @@ def test_ctrl_c_exits_130_and_keeps_nothing(workspace: Path, test_images: Any,
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
     assert rc == 130, err
     assert "interrupted" in err.lower(), err
     status = subprocess.run([str(COOP), "status"], cwd=workspace, env=coop_environ(coop_env),

@@ -57,13 +57,16 @@ def present() -> bool:
 
 
 def _start_server(ns: str, name: str) -> int:
-    log = (STATE / f"{name}.log").open("ab")
-    proc = subprocess.Popen(["ip", "netns", "exec", ns, "/usr/bin/python3",
-                             str(HERE / "netserver.py"), name],
-                            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                            start_new_session=True)
-    (STATE / f"{name}.pid").write_text(str(proc.pid))
-    return proc.pid
+    """A server that outlives this process (``down`` stops it by pid): spawned, not a
+    ``Popen`` that would be collected while it runs."""
+    argv = ["ip", "netns", "exec", ns, "/usr/bin/python3", str(HERE / "netserver.py"), name]
+    log = STATE / f"{name}.log"
+    pid = os.posix_spawnp(argv[0], argv, os.environ, setsid=True, file_actions=[
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644),
+        (os.POSIX_SPAWN_DUP2, 1, 2)])
+    (STATE / f"{name}.pid").write_text(str(pid))
+    return pid
 
 
 def up() -> list[int]:

@@ -558,30 +558,30 @@ CREATOR = textwrap.dedent("""
 def test_stale_sandbox_is_reaped_after_its_creator_is_killed(
         busybox_layer: Path, coop_env: CoopEnv, workspace: Path) -> None:
     session_dir = CoopPaths(coop_env.coop_home).sessions / "orphan"
-    creator = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", CREATOR, str(busybox_layer), str(session_dir),
          str(workspace), str(coop_env.home)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert creator.stdout is not None
-        init_pid = int(creator.stdout.readline())
-        sdir = SessionDir(session_dir)
-        assert sdir.upper.is_dir()
-        assert reap_stale_in(session_dir.parent) == []  # alive: left alone
-        creator.kill()
-        creator.wait()
-        # The init lost its control socket: it ends the sandbox by itself.
-        wait_for(lambda: not Path(f"/proc/{init_pid}").exists()
-                 or "Z" in Path(f"/proc/{init_pid}/stat").read_text().split(")")[-1][:3],
-                 TIMEOUT, "the orphaned init to exit")
-        assert sdir.upper.is_dir()  # nothing cleaned it yet
-        assert reap_stale_in(session_dir.parent) == ["orphan"]
-        assert not sdir.upper.exists() and not sdir.work.exists()
-        assert not sdir.sandbox_state.exists()
-    finally:
-        if creator.poll() is None:
-            stop_pid(creator.pid, timeout=5.0)
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as creator:
+        try:
+            assert creator.stdout is not None
+            init_pid = int(creator.stdout.readline())
+            sdir = SessionDir(session_dir)
+            assert sdir.upper.is_dir()
+            assert reap_stale_in(session_dir.parent) == []  # alive: left alone
+            creator.kill()
             creator.wait()
+            # The init lost its control socket: it ends the sandbox by itself.
+            wait_for(lambda: not Path(f"/proc/{init_pid}").exists()
+                     or "Z" in Path(f"/proc/{init_pid}/stat").read_text().split(")")[-1][:3],
+                     TIMEOUT, "the orphaned init to exit")
+            assert sdir.upper.is_dir()  # nothing cleaned it yet
+            assert reap_stale_in(session_dir.parent) == ["orphan"]
+            assert not sdir.upper.exists() and not sdir.work.exists()
+            assert not sdir.sandbox_state.exists()
+        finally:
+            if creator.poll() is None:
+                stop_pid(creator.pid, timeout=5.0)
+                creator.wait()
 
 
 # --- an init prepared ahead (a session starter's spare) ---------------------------------

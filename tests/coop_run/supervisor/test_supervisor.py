@@ -172,6 +172,7 @@ def test_size_follows_the_smallest_client(start: Start) -> None:
     wait_for(lambda: pty_detail(handle)["clients"] == 1, TIMEOUT, "b to be gone")
     assert b"\r\n30 100\r\n" in a.run("stty size", "30 100")
     a.close()
+    b.close()
 
 
 def test_a_client_that_stops_reading_lags_and_never_slows_the_other(start: Start) -> None:
