@@ -59,7 +59,7 @@
 #define MAX_FDS 3              /* initproto.MAX_FDS */
 #define ORPHAN_GRACE_MS 2000   /* the supervisor died: end the sandbox after this */
 #define EXIT_BUG 125           /* sandbox_clone.EXEC_FAILED */
-#define TEXT_MAX 1024
+#define TEXT_MAX 1024          /* a human message, its prefix included, is cut below this */
 #define MAX_HOPS 40            /* coop_build.rootpath._MAX_HOPS */
 
 static int ctl = -1;            /* the control socket; -1 once the supervisor is gone */
@@ -173,15 +173,17 @@ static void msg_send(struct msg *m, int fd, pid_t cred_pid)
 }
 
 /* A message whose one field is a human text: "error" (with the request's id) or
- * "failed". */
+ * "failed". ``prefix`` and ``fmt`` together are cut to TEXT_MAX - 1 bytes, however long
+ * the prefix. */
 static void send_textv(const char *op, long long id, const char *prefix, const char *fmt,
                        va_list ap)
 {
     struct msg m;
     char text[TEXT_MAX];
-    int n = snprintf(text, sizeof text, "%s", prefix);
+    size_t used = strnlen(prefix, sizeof text - 1);
 
-    vsnprintf(text + n, sizeof text - (size_t)n, fmt, ap);
+    memcpy(text, prefix, used);
+    vsnprintf(text + used, sizeof text - used, fmt, ap); /* room for its NUL at least */
     msg_start(&m, op, id);
     msg_item(&m, "message", text);
     msg_send(&m, -1, 0);

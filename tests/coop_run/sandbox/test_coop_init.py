@@ -34,6 +34,7 @@ pytestmark = pytest.mark.skipif(not busybox_available(), reason="needs busybox-s
 
 TIMEOUT = 10.0
 REPO = Path(__file__).resolve().parents[3]
+CSRC = REPO / "packages" / "coop-run" / "csrc"
 INIT_OWN = {caps.CAP_SYS_ADMIN, caps.CAP_KILL, caps.CAP_DAC_OVERRIDE, caps.CAP_DAC_READ_SEARCH}
 
 
@@ -129,6 +130,31 @@ def test_a_record_whose_length_lies_is_refused(sandbox: Sandbox) -> None:
     assert ok(sandbox, "echo still").strip() == "still"
 
 
+def test_a_message_quoting_a_huge_request_is_cut_to_its_limit(sandbox: Sandbox) -> None:
+    sock = sandbox._sock
+    assert sock is not None
+    sock.send(_record(b"x" * 100_000 + b"\0id=20\0"))
+    [reply] = _replies(sock, 1)
+    message = str(reply["message"])
+    assert reply["id"] == 20 and message.startswith("unknown request op 'xxx"), reply
+    assert len(message.encode()) == _c_defines()["TEXT_MAX"] - 1
+    assert ok(sandbox, "echo still").strip() == "still"
+
+
+def _setup_failure(body: bytes) -> str:
+    """What a fresh init answers (as "failed") to ``body`` as its first set-up record."""
+    prepared = prepare_init(choose_idmap(), unshare_net=True)
+    try:
+        prepared.sock.send(_record(body))
+        assert select.select([prepared.sock], [], [], TIMEOUT)[0]
+        received = initproto.recv(prepared.sock)
+        assert received is not None
+        assert received.message["op"] == "failed", received.message
+        return str(received.message["message"])
+    finally:
+        prepared.discard()
+
+
 @pytest.mark.parametrize(("body", "complaint"), [
     (b"setup\0hostname=x\0colour=red\0", "setup: unknown field 'colour'"),
     (b"pivot\0now=1\0", "pivot: unknown field 'now'"),
@@ -137,25 +163,27 @@ def test_a_record_whose_length_lies_is_refused(sandbox: Sandbox) -> None:
 def test_a_set_up_record_the_init_does_not_know_fails_its_start(
         body: bytes, complaint: str) -> None:
     """A field renamed on one side must fail the start, never read as absent."""
-    prepared = prepare_init(choose_idmap(), unshare_net=True)
-    try:
-        prepared.sock.send(_record(body))
-        assert select.select([prepared.sock], [], [], TIMEOUT)[0]
-        received = initproto.recv(prepared.sock)
-        assert received is not None
-        assert received.message["op"] == "failed", received.message
-        assert complaint in str(received.message["message"])
-    finally:
-        prepared.discard()
+    assert complaint in _setup_failure(body)
+
+
+def test_a_set_up_failure_quoting_a_huge_record_is_cut_to_its_limit() -> None:
+    message = _setup_failure(b"m" * 100_000 + b"\0")
+    assert message.startswith("sandbox setup failed: unknown set-up op 'mmm"), message[:80]
+    assert len(message.encode()) == _c_defines()["TEXT_MAX"] - 1
 
 
 # --- the binary and its in-memory copy -----------------------------------------------
 
 
+def _c_defines() -> dict[str, int]:
+    """The numbers coop-init.c #defines."""
+    source = (CSRC / "coop-init.c").read_text()
+    return {m[1]: math.prod(int(factor) for factor in m[2].split("*"))
+            for m in re.finditer(r"^#define (\w+) \(?([0-9* ]+)\)?\s", source, re.M)}
+
+
 def test_the_constants_copied_into_the_c_source_match_their_python_originals() -> None:
-    source = (REPO / "packages" / "coop-run" / "csrc" / "coop-init.c").read_text()
-    defined = {m[1]: math.prod(int(factor) for factor in m[2].split("*"))
-               for m in re.finditer(r"^#define (\w+) \(?([0-9* ]+)\)?", source, re.M)}
+    defined = _c_defines()
     assert defined["MAX_FRAME"] == initproto.MAX_FRAME
     assert defined["MAX_FDS"] == initproto.MAX_FDS
     assert defined["EXIT_BUG"] == sandbox_clone.EXEC_FAILED
