@@ -104,6 +104,8 @@ def _replies(sock: socket.socket, count: int) -> list[dict[str, object]]:
         (b"ok\0", (None, "'id' is missing")),
         (b"spawn\0id=x\0", (None, "'id' must be an integer")),
         (b"spawn\0id=14\0argv=true", (None, "does not end its last item")),
+        (b"spawn\0id=17\0argv=true\0pty=2\0", (17, "bad field 'pty'")),
+        (b"spawn\0id=18\0argv=true\0cwd=/a\0cwd=/b\0", (18, "bad field 'cwd'")),
     ],
 )
 def test_a_bad_request_gets_an_error_and_the_init_serves_on(
@@ -159,6 +161,13 @@ def _setup_failure(body: bytes) -> str:
     (b"setup\0hostname=x\0colour=red\0", "setup: unknown field 'colour'"),
     (b"pivot\0now=1\0", "pivot: unknown field 'now'"),
     (b"mount\0target=/\0", "unknown set-up op 'mount'"),
+    (b"mapped\0", "unknown set-up op 'mapped'"),  # the cloned child's, never coop-init's
+    (b"spawn\0id=1\0argv=true\0", "unknown set-up op 'spawn'"),
+    (b"bind\0source=/s\0target=/t\0file=2\0", "bind: 'file' must be 0 or 1"),
+    (b"bind\0source=/s\0target=/t\0readonly=\0", "bind: 'readonly' must be 0 or 1"),
+    (b"setup\0hostname=a\0hostname=b\0", "setup: 'hostname' given twice"),
+    (b"setup\0hostname\0", "setup: item without '='"),
+    (b"setup\0child_caps=0\0", "setup: 'hostname' is missing"),
 ])
 def test_a_set_up_record_the_init_does_not_know_fails_its_start(
         body: bytes, complaint: str) -> None:
@@ -172,12 +181,52 @@ def test_a_set_up_failure_quoting_a_huge_record_is_cut_to_its_limit() -> None:
     assert len(message.encode()) == _c_defines()["TEXT_MAX"] - 1
 
 
+# --- the schema both sides speak -------------------------------------------------------
+
+
+def _c_code() -> str:
+    """coop-init.c without its comments."""
+    return re.sub(r"/\*.*?\*/", " ", (CSRC / "coop-init.c").read_text(), flags=re.S)
+
+
+def test_the_c_header_is_what_initproto_generates() -> None:
+    header = CSRC / initproto.C_HEADER
+    assert header.read_text() == initproto.c_header(), (
+        f"{header.name} is stale: run scripts/gen-initproto-header, then uv sync")
+
+
+def test_the_c_handles_every_op_and_field_of_the_schema_by_the_header_alone() -> None:
+    """A field added on the Python side is one the C reads or writes; none is spelled in
+    the C itself (a renamed name would then go unnoticed)."""
+    code = _c_code()
+    used = set(re.findall(r"\b(?:OP|F)_[A-Z_]+\b", code))
+    ops = [op for op in initproto.SCHEMAS if op != "mapped"]  # mapped: before the exec
+    assert {name for name in used if name.startswith("OP_")} == {f"OP_{op.upper()}"
+                                                                 for op in ops}
+    table = re.search(r"\brequests\[\] = \{(.*?)\};", code, re.S)
+    assert table is not None
+    requests = [op.lower() for op in re.findall(r"\{OP_(\w+),", table[1])]
+    assert requests == ["spawn", "signal", "shutdown"]
+    generated = {f"F_{op.upper()}_{key.upper()}": (op, key)
+                 for op, fields in initproto.SCHEMAS.items() for key in fields}
+    # A request's id is looked up before its op is known, under the error reply's id name.
+    assert "F_ERROR_ID" in used
+    assert all(initproto.SCHEMAS[op].get("id") == "int" for op in requests)
+    expected = {name for name, (op, key) in generated.items()
+                if op in ops and not (op in requests and key == "id")}
+    assert used & generated.keys() == expected
+    names = set(initproto.SCHEMAS) | {k for fields in initproto.SCHEMAS.values() for k in fields}
+    code = code.replace('mount("overlay", root, "overlay"', "")  # the filesystem type
+    spelled = {text for text in re.findall(r'"((?:[^"\\\n]|\\.)*)"', code) if text in names}
+    assert spelled == set()
+
+
 # --- the binary and its in-memory copy -----------------------------------------------
 
 
 def _c_defines() -> dict[str, int]:
-    """The numbers coop-init.c #defines."""
-    source = (CSRC / "coop-init.c").read_text()
+    """The numbers coop-init.c and its header #define."""
+    source = "".join((CSRC / name).read_text() for name in ("coop-init.c", initproto.C_HEADER))
     return {m[1]: math.prod(int(factor) for factor in m[2].split("*"))
             for m in re.finditer(r"^#define (\w+) \(?([0-9* ]+)\)?\s", source, re.M)}
 
