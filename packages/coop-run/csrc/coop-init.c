@@ -36,8 +36,8 @@
 #include <limits.h>
 #include <linux/capability.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -601,14 +601,60 @@ struct spawn_req {
 
 static char *spawn_argv[MAX_ITEMS + 1], *spawn_env[MAX_ITEMS + 1];
 
+/* A child being started: what it becomes, and why it could not. It shares the init's
+ * memory until its exec (CLONE_VM | CLONE_VFORK, as posix_spawn does), and the init waits
+ * meanwhile: the two never run on it at once. Not CLONE_FS: its directory is its own. */
+struct start {
+    const struct spawn_req *r;
+    const char *path, *pts;
+    const int *fds;
+    int nfds;
+    int err;      /* 0 until a step fails */
+    int in_chdir; /* with err: the spawn's cwd was refused (reported as such) */
+};
+
+static char child_stack[64 * 1024] __attribute__((aligned(16)));
+
+static _Noreturn void start_failed(struct start *s, int in_chdir)
+{
+    s->in_chdir = in_chdir;
+    s->err = errno ? errno : EINVAL;
+    _exit(127);
+}
+
+/* The child: its own session, its stdio, the spawn's directory, the program. The init's
+ * own directory stays "/": only the child ever changes it. */
+static int become(void *arg)
+{
+    struct start *s = arg;
+    const struct spawn_req *r = s->r;
+    sigset_t none;
+
+    sigemptyset(&none);
+    if (sigprocmask(SIG_SETMASK, &none, NULL) < 0 || setsid() < 0)
+        start_failed(s, 0);
+    if (r->pty || s->nfds == 0) {
+        /* Opened after setsid without O_NOCTTY: the PTY becomes the controlling tty. */
+        int fd = open(r->pty ? s->pts : "/dev/null", O_RDWR | O_CLOEXEC);
+        if (fd < 0 || dup2(fd, 0) < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
+            start_failed(s, 0);
+    } else {
+        for (int i = 0; i < s->nfds; i++) /* received with MSG_CMSG_CLOEXEC, all above 2 */
+            if (dup2(s->fds[i], i) < 0)
+                start_failed(s, 0);
+    }
+    if (chdir(r->cwd ? r->cwd : "/") < 0)
+        start_failed(s, 1);
+    execve(s->path, r->argv, r->env);
+    start_failed(s, 0);
+}
+
 static void spawn(long long id, struct spawn_req *r, const int *fds, int nfds)
 {
     char path[4096], pts[32] = "";
+    struct start start = {.r = r, .path = path, .pts = pts, .fds = fds, .nfds = nfds};
     int master = -1, rc;
     pid_t pid;
-    posix_spawn_file_actions_t actions;
-    posix_spawnattr_t attr;
-    sigset_t none;
     struct msg m;
 
     if (nfds != r->stdio) {
@@ -625,33 +671,18 @@ static void spawn(long long id, struct spawn_req *r, const int *fds, int nfds)
         reply_error(id, "cannot open a PTY: %s", strerror(errno));
         return;
     }
-    if (chdir(r->cwd ? r->cwd : "/") < 0) {
-        reply_error(id, "cannot change to %s: %s", r->cwd ? r->cwd : "/", strerror(errno));
-        if (master >= 0)
-            close(master);
-        return;
-    }
-    posix_spawn_file_actions_init(&actions);
-    if (r->pty || nfds == 0) {
-        /* Opened after setsid without O_NOCTTY: the PTY becomes the controlling tty. */
-        posix_spawn_file_actions_addopen(&actions, 0, r->pty ? pts : "/dev/null", O_RDWR, 0);
-        posix_spawn_file_actions_adddup2(&actions, 0, 1);
-        posix_spawn_file_actions_adddup2(&actions, 0, 2);
-    } else {
-        for (int i = 0; i < nfds; i++) /* received with MSG_CMSG_CLOEXEC, all above 2 */
-            posix_spawn_file_actions_adddup2(&actions, fds[i], i);
-    }
-    posix_spawnattr_init(&attr);
-    sigemptyset(&none);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK);
-    rc = posix_spawn(&pid, path, &actions, &attr, r->argv, r->env);
-    posix_spawn_file_actions_destroy(&actions);
-    posix_spawnattr_destroy(&attr);
-    if (chdir("/") < 0)
-        die("chdir /");
-    if (rc) {
-        reply_error(id, "cannot run %s: %s", r->argv[0], strerror(rc));
+    pid = clone(become, child_stack + sizeof child_stack, CLONE_VM | CLONE_VFORK | SIGCHLD,
+                &start);
+    if (pid < 0 || start.err) {
+        if (pid < 0)
+            start.err = errno;
+        else
+            waitpid(pid, NULL, 0); /* it has exited: never reported */
+        if (start.in_chdir)
+            reply_error(id, "cannot change to %s: %s", r->cwd ? r->cwd : "/",
+                        strerror(start.err));
+        else
+            reply_error(id, "cannot run %s: %s", r->argv[0], strerror(start.err));
         if (master >= 0)
             close(master);
         return;

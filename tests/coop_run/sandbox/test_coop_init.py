@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from busybox_sandbox import busybox_config, home_workspace, running_sandbox
-from sandbox_helpers import ok, run
+from sandbox_helpers import ok, read_until_eof, run
 
 from coop_build import rootpath
 from coop_build.idmap import choose_idmap
@@ -28,6 +28,7 @@ from coop_run.errors import SandboxError
 from coop_run.sandbox import Sandbox
 from coop_run.sandbox_clone import prepare_init
 from support.bench import CoopEnv
+from support.procs import children
 from support.rootfs import busybox_available
 
 pytestmark = pytest.mark.skipif(not busybox_available(), reason="needs busybox-static")
@@ -106,6 +107,9 @@ def _replies(sock: socket.socket, count: int) -> list[dict[str, object]]:
         (b"spawn\0id=14\0argv=true", (None, "does not end its last item")),
         (b"spawn\0id=17\0argv=true\0pty=2\0", (17, "bad field 'pty'")),
         (b"spawn\0id=18\0argv=true\0cwd=/a\0cwd=/b\0", (18, "bad field 'cwd'")),
+        (b"spawn\0id=19\0argv=true\0cwd=/nowhere\0",
+         (19, "cannot change to /nowhere: No such file or directory")),
+        (b"spawn\0id=21\0argv=/\0cwd=/tmp\0", (21, "cannot run /: Permission denied")),
     ],
 )
 def test_a_bad_request_gets_an_error_and_the_init_serves_on(
@@ -141,6 +145,40 @@ def test_a_message_quoting_a_huge_request_is_cut_to_its_limit(sandbox: Sandbox) 
     assert reply["id"] == 20 and message.startswith("unknown request op 'xxx"), reply
     assert len(message.encode()) == _c_defines()["TEXT_MAX"] - 1
     assert ok(sandbox, "echo still").strip() == "still"
+
+
+def test_pid_1_stays_in_its_root_while_a_spawn_enters_its_cwd(sandbox: Sandbox) -> None:
+    """Only the forked child changes directory; one that cannot is reported as such, and
+    leaves no process behind."""
+    init = sandbox.init_pid
+    assert init is not None
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    try:
+        proc = sandbox.spawn(["sh", "-c", "pwd; exec cat"], cwd="/tmp",
+                             stdio=(in_r, out_w, out_w))
+        os.close(out_w)
+        out_w = -1
+        assert os.read(out_r, 100) == b"/tmp\n"
+        assert proc.host_pid is not None
+        inside_tmp = os.stat(f"/proc/{init}/root/tmp")
+        child_cwd = os.stat(f"/proc/{proc.host_pid}/cwd")
+        assert (child_cwd.st_dev, child_cwd.st_ino) == (inside_tmp.st_dev, inside_tmp.st_ino)
+        init_cwd, init_root = os.stat(f"/proc/{init}/cwd"), os.stat(f"/proc/{init}/root")
+        assert (init_cwd.st_dev, init_cwd.st_ino) == (init_root.st_dev, init_root.st_ino)
+        os.close(in_w)
+        in_w = -1
+        assert read_until_eof(out_r) == ""
+    finally:
+        for fd in (in_r, in_w, out_r, out_w):
+            if fd >= 0:
+                os.close(fd)
+    assert sandbox.wait(proc.pid, TIMEOUT).returncode == 0
+    with pytest.raises(SandboxError, match="cannot change to /nowhere: No such file"):
+        sandbox.spawn(["true"], cwd="/nowhere")
+    assert children(init) == []  # the child that could not enter /nowhere is reaped
+    init_cwd = os.stat(f"/proc/{init}/cwd")
+    assert (init_cwd.st_dev, init_cwd.st_ino) == (init_root.st_dev, init_root.st_ino)
 
 
 def _setup_failure(body: bytes) -> str:
