@@ -7,6 +7,7 @@ socket is driven directly, as the supervisor would, with records built by hand.
 
 from __future__ import annotations
 
+import ast
 import fcntl
 import math
 import os
@@ -275,6 +276,22 @@ def test_the_constants_copied_into_the_c_source_match_their_python_originals() -
     assert defined["MAX_FDS"] == initproto.MAX_FDS
     assert defined["EXIT_BUG"] == sandbox_clone.EXEC_FAILED
     assert defined["MAX_HOPS"] == rootpath._MAX_HOPS
+
+
+def test_lint_compiles_coop_init_with_the_build_flags_and_werror() -> None:
+    """The hardening of the installed binary is what `just lint` holds to -Werror."""
+    hook = ast.parse((REPO / "packages" / "coop-run" / "hatch_build.py").read_text())
+    [flags] = [ast.literal_eval(node.value) for node in hook.body if isinstance(node, ast.Assign)
+               and any(isinstance(t, ast.Name) and t.id == "FLAGS" for t in node.targets)]
+    assert {"-fstack-protector-strong", "-D_FORTIFY_SOURCE=2"} <= set(flags)
+    assert any(re.fullmatch(r"-O[1-3s]", flag) for flag in flags)  # fortify needs -O
+    justfile = (REPO / "justfile").read_text()
+    variable = re.search(r'^coop_init_flags := "(.*)"$', justfile, re.M)
+    lint = re.search(r"^lint:\n((?:    .*\n)+)", justfile, re.M)
+    assert variable is not None and lint is not None
+    [line] = [line for line in lint[1].splitlines() if "coop-init.c" in line]
+    argv = line.replace("{{coop_init_flags}}", variable[1]).split()
+    assert set(flags) - {"-static", "-s"} | {"-Werror"} <= set(argv)  # -static, -s: the link's
 
 
 def test_the_copy_is_sealed_and_made_once_per_process() -> None:
