@@ -536,7 +536,6 @@ static ssize_t read_record(int flags, int *fds, int *nfds, const char **problem)
     return n - 4;
 }
 
-
 /* --- requests ---------------------------------------------------------------------- */
 
 static const char *find_path(char **env)
@@ -590,7 +589,6 @@ static int open_pty(int cols, int rows, char *pts, size_t size)
     snprintf(pts, size, "/dev/pts/%u", number);
     return master;
 }
-
 
 struct spawn_req {
     char **argv, **env;
@@ -734,15 +732,16 @@ static void run_spawn(const struct args *a)
         return;
     }
     r.pty = a->one[F_SPAWN_PTY] && a->one[F_SPAWN_PTY][0] == '1';
-    if (int_field(a, F_SPAWN_COLS, 1, 65535, &cols) || int_field(a, F_SPAWN_ROWS, 1, 65535, &rows)
+    if (int_field(a, F_SPAWN_COLS, 1, 65535, &cols)
+        || int_field(a, F_SPAWN_ROWS, 1, 65535, &rows)
         || int_field(a, F_SPAWN_STDIO, 0, MAX_FDS, &stdio))
         return;
     r.cols = (int)cols;
     r.rows = (int)rows;
     r.stdio = (int)stdio;
     if (r.argc == 0 || (r.stdio != 0 && r.stdio != MAX_FDS) || (r.pty && r.stdio)) {
-        reply_error(a->id, "%s: a program, and '%s' 0 or %d (0 with a PTY)", schema[a->op].name,
-                    field_name(a->op, F_SPAWN_STDIO), MAX_FDS);
+        reply_error(a->id, "%s: a program, and '%s' 0 or %d (0 with a PTY)",
+                    schema[a->op].name, field_name(a->op, F_SPAWN_STDIO), MAX_FDS);
         return;
     }
     spawn(a->id, &r, a->fds, a->nfds);
@@ -851,7 +850,6 @@ static void on_request(void)
     for (int i = 0; i < nfds; i++)
         close(fds[i]);
 }
-
 
 /* --- set-up: the root ------------------------------------------------------------ */
 

@@ -149,8 +149,8 @@ def test_a_message_quoting_a_huge_request_is_cut_to_its_limit(sandbox: Sandbox) 
 
 
 def test_pid_1_stays_in_its_root_while_a_spawn_enters_its_cwd(sandbox: Sandbox) -> None:
-    """Only the forked child changes directory; one that cannot is reported as such, and
-    leaves no process behind."""
+    """Only the child being started changes directory; one that cannot is reported as
+    such, and leaves no process behind."""
     init = sandbox.init_pid
     assert init is not None
     in_r, in_w = os.pipe()
@@ -160,6 +160,7 @@ def test_pid_1_stays_in_its_root_while_a_spawn_enters_its_cwd(sandbox: Sandbox) 
                              stdio=(in_r, out_w, out_w))
         os.close(out_w)
         out_w = -1
+        assert select.select([out_r], [], [], TIMEOUT)[0]
         assert os.read(out_r, 100) == b"/tmp\n"
         assert proc.host_pid is not None
         inside_tmp = os.stat(f"/proc/{init}/root/tmp")
@@ -210,7 +211,8 @@ def _setup_failure(body: bytes) -> str:
 ])
 def test_a_set_up_record_the_init_does_not_know_fails_its_start(
         body: bytes, complaint: str) -> None:
-    """A field renamed on one side must fail the start, never read as absent."""
+    """A field renamed on one side must fail the start, never read as absent; so must a
+    value of the wrong form, or one given twice."""
     assert complaint in _setup_failure(body)
 
 

@@ -246,7 +246,7 @@ def check_spawn(message: dict[str, Any]) -> None:
     _int(message, "rows", 1, 65535)
 
 
-# --- coop-init's copy of the schema -------------------------------------------------------
+# --- coop-init's copy of the schema ------------------------------------------------------
 
 C_HEADER = "initproto.h"  # in csrc/, next to coop-init.c
 
@@ -274,7 +274,8 @@ def c_header() -> str:
         f"#define MAX_FDS {MAX_FDS}",
         f"#define MAX_OP_FIELDS {widest}",
         "",
-        "enum kind { " + ", ".join(f"KIND_{kind.upper()}" for kind in kinds) + " };",
+        *textwrap.wrap("enum kind { " + ", ".join(f"KIND_{kind.upper()}" for kind in kinds)
+                       + " };", 92, subsequent_indent="            "),
         "",
         "enum op {",
         *(f"    OP_{op.upper()}," for op in SCHEMAS),
