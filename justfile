@@ -7,6 +7,8 @@ export UV_PYTHON := "/usr/bin/python3"
 export UV_PYTHON_DOWNLOADS := "never"
 
 venv := justfile_directory() / ".venv" / "bin"
+# coop-init's compile flags in packages/coop-run/hatch_build.py (FLAGS), without the link's.
+coop_init_flags := "-Os -Wall -Wextra -std=gnu11 -fstack-protector-strong -U_FORTIFY_SOURCE -D_FORTIFY_SOURCE=2"
 
 # List the recipes.
 default:
@@ -23,7 +25,7 @@ lint:
     {{venv}}/ruff check
     {{venv}}/mypy
     {{venv}}/python scripts/check-layers
-    ${CC:-cc} -fsyntax-only -Wall -Wextra -Werror -std=gnu11 packages/coop-run/csrc/coop-init.c
+    ${CC:-cc} {{coop_init_flags}} -Werror -c -o /dev/null packages/coop-run/csrc/coop-init.c
 
 # Lint, prepare the cached test images, then the whole suite as root and as the test user.
 test: lint

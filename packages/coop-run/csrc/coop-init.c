@@ -10,7 +10,10 @@
  *
  * CONTROL_FD is a SOCK_SEQPACKET socket speaking coop_run.initproto's wire format: each
  * record is a 4-byte big-endian length, then "op\0" and "key=value\0" items (a repeated
- * key is a list). What the records mean is in initproto's docstring. Two phases:
+ * key is a list). What the records mean is in initproto's docstring; every op and field
+ * name, with its kind, comes from initproto.h, which initproto.py generates: the init
+ * spells none of its own. An op is taken by one table row (its handler); a record whose
+ * op or fields its schema does not name is refused. Two phases:
  *
  * - set-up: "setup" (hostname, what children may hold), then the mount plan of
  *   coop_run.rootfs_mounts one record per operation, ending with "pivot". Every mount
@@ -33,8 +36,8 @@
 #include <limits.h>
 #include <linux/capability.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -54,13 +57,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_FRAME (128 * 1024) /* initproto.MAX_FRAME */
+#include "initproto.h"          /* MAX_FRAME, MAX_FDS, the ops and their fields */
+
 #define MAX_ITEMS 16384
-#define MAX_FDS 3              /* initproto.MAX_FDS */
 #define ORPHAN_GRACE_MS 2000   /* the supervisor died: end the sandbox after this */
 #define EXIT_BUG 125           /* sandbox_clone.EXEC_FAILED */
-#define TEXT_MAX 1024
+#define TEXT_MAX 1024          /* a human message, its prefix included, is cut below this */
 #define MAX_HOPS 40            /* coop_build.rootpath._MAX_HOPS */
+#define MAX_ID (1LL << 53)
+
+#define PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
 
 static int ctl = -1;            /* the control socket; -1 once the supervisor is gone */
 static int sigfd = -1;
@@ -76,14 +82,22 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The wire name of field ``f`` of ``op``. */
+static const char *field_name(enum op op, int f)
+{
+    return schema[op].field[f].name;
+}
+
 /* --- outgoing messages --------------------------------------------------------- */
 
 struct msg {
     char buf[4 + 2 * TEXT_MAX];
     size_t len;
+    enum op op;
 };
 
-static void msg_item(struct msg *m, const char *key, const char *value)
+/* "key=value", or "key" alone when ``value`` is NULL; cut to fit the buffer. */
+static void msg_put(struct msg *m, const char *key, const char *value)
 {
     size_t room = sizeof m->buf - m->len;
     int n;
@@ -99,19 +113,37 @@ static void msg_item(struct msg *m, const char *key, const char *value)
     m->len += (size_t)n + 1;
 }
 
-static void msg_int(struct msg *m, const char *key, long long value)
+/* Field ``f`` of the message's op. */
+static void msg_item(struct msg *m, int f, const char *value)
+{
+    msg_put(m, field_name(m->op, f), value);
+}
+
+static void msg_int(struct msg *m, int f, long long value)
 {
     char text[24];
     snprintf(text, sizeof text, "%lld", value);
-    msg_item(m, key, text);
+    msg_item(m, f, text);
 }
 
-static void msg_start(struct msg *m, const char *op, long long id)
+static void msg_start(struct msg *m, enum op op)
 {
+    m->op = op;
     m->len = 4;
-    msg_item(m, op, NULL);
-    if (id >= 0)
-        msg_int(m, "id", id);
+    msg_put(m, schema[op].name, NULL);
+}
+
+/* ``prefix`` then ``fmt`` as field ``f``: the two together are cut to TEXT_MAX - 1
+ * bytes, however long the prefix. */
+PRINTF(4, 0)
+static void msg_textv(struct msg *m, int f, const char *prefix, const char *fmt, va_list ap)
+{
+    char text[TEXT_MAX];
+    size_t used = strnlen(prefix, sizeof text - 1);
+
+    memcpy(text, prefix, used);
+    vsnprintf(text + used, sizeof text - used, fmt, ap); /* room for its NUL at least */
+    msg_item(m, f, text);
 }
 
 static void begin_shutdown(int64_t grace_ms);
@@ -172,52 +204,59 @@ static void msg_send(struct msg *m, int fd, pid_t cred_pid)
     }
 }
 
-/* A message whose one field is a human text: "error" (with the request's id) or
- * "failed". */
-static void send_textv(const char *op, long long id, const char *prefix, const char *fmt,
-                       va_list ap)
+/* "error", the answer to request ``id`` (-1: the request had none). */
+PRINTF(2, 3)
+static void reply_error(long long id, const char *fmt, ...)
 {
     struct msg m;
-    char text[TEXT_MAX];
-    int n = snprintf(text, sizeof text, "%s", prefix);
+    va_list ap;
 
-    vsnprintf(text + n, sizeof text - (size_t)n, fmt, ap);
-    msg_start(&m, op, id);
-    msg_item(&m, "message", text);
+    msg_start(&m, OP_ERROR);
+    if (id >= 0)
+        msg_int(&m, F_ERROR_ID, id);
+    va_start(ap, fmt);
+    msg_textv(&m, F_ERROR_MESSAGE, "", fmt, ap);
+    va_end(ap);
     msg_send(&m, -1, 0);
 }
 
-static void reply_error(long long id, const char *fmt, ...)
+/* "failed": why the init ends. */
+PRINTF(2, 0)
+static void send_failedv(const char *prefix, const char *fmt, va_list ap)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    send_textv("error", id, "", fmt, ap);
-    va_end(ap);
+    struct msg m;
+
+    msg_start(&m, OP_FAILED);
+    msg_textv(&m, F_FAILED_MESSAGE, prefix, fmt, ap);
+    msg_send(&m, -1, 0);
 }
 
 /* The root cannot be built: say why, and end (nothing runs inside yet). */
+PRINTF(1, 2)
 static _Noreturn void setup_failed(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    send_textv("failed", -1, "sandbox setup failed: ", fmt, ap);
+    send_failedv("sandbox setup failed: ", fmt, ap);
     va_end(ap);
     _exit(EXIT_BUG);
 }
 
 /* Reports ``fmt`` as "failed" with the given prefix (for ``die``). */
+PRINTF(2, 3)
 static void send_failed(const char *prefix, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    send_textv("failed", -1, prefix, fmt, ap);
+    send_failedv(prefix, fmt, ap);
     va_end(ap);
 }
 
 static void reply_ok(long long id)
 {
     struct msg m;
-    msg_start(&m, "ok", id);
+    msg_start(&m, OP_OK);
+    msg_int(&m, F_OK_ID, id);
     msg_send(&m, -1, 0);
 }
 
@@ -264,12 +303,12 @@ static void reap(void)
         struct msg m;
         if (!forget(pid))
             continue; /* an orphan re-parented to us: only reaped */
-        msg_start(&m, "exited", -1);
-        msg_int(&m, "pid", pid);
+        msg_start(&m, OP_EXITED);
+        msg_int(&m, F_EXITED_PID, pid);
         if (WIFSIGNALED(status))
-            msg_int(&m, "signal", WTERMSIG(status));
+            msg_int(&m, F_EXITED_SIGNAL, WTERMSIG(status));
         else
-            msg_int(&m, "code", WEXITSTATUS(status));
+            msg_int(&m, F_EXITED_CODE, WEXITSTATUS(status));
         msg_send(&m, -1, 0);
     }
 }
@@ -309,7 +348,7 @@ static void on_signals(void)
     reap();
 }
 
-/* --- requests ---------------------------------------------------------------------- */
+/* --- records ------------------------------------------------------------------------ */
 
 static int parse_int(const char *text, long long low, long long high, long long *out)
 {
@@ -325,6 +364,179 @@ static int parse_int(const char *text, long long low, long long high, long long 
     *out = value;
     return 0;
 }
+
+/* A record split in place: its op, then its items in order (a repeated key is there as
+ * many times as it was sent); ``value`` is NULL for an item without '='. Checked against
+ * its op's schema, ``field`` is each item's field there. */
+struct record {
+    const char *op;
+    char *key[MAX_ITEMS], *value[MAX_ITEMS];
+    int field[MAX_ITEMS];
+    size_t count;
+};
+
+static struct record rec;
+
+/* ``body`` (``len`` bytes, NUL-terminated by read_record) into ``r``: NULL, or what is
+ * wrong with it. */
+static const char *split_record(char *body, size_t len, struct record *r)
+{
+    if (len == 0 || body[len - 1] != '\0')
+        return "a record does not end its last item";
+    r->op = body;
+    r->count = 0;
+    for (char *p = body + strlen(body) + 1, *next; p < body + len; p = next) {
+        char *eq = strchr(p, '=');
+        next = p + strlen(p) + 1; /* before the '=' below is cut */
+        if (r->count == MAX_ITEMS)
+            return "too many items";
+        if (eq)
+            *eq = '\0';
+        r->key[r->count] = p;
+        r->value[r->count++] = eq ? eq + 1 : NULL;
+    }
+    return NULL;
+}
+
+/* The first value of ``key`` in ``r``; NULL when absent. */
+static const char *field(const struct record *r, const char *key)
+{
+    for (size_t i = 0; i < r->count; i++)
+        if (strcmp(r->key[i], key) == 0)
+            return r->value[i];
+    return NULL;
+}
+
+/* A record that fits its op's schema, as its handler reads it. A list field's values
+ * are the items of ``rec`` whose ``field`` is it. */
+struct args {
+    enum op op;
+    const struct record *rec;
+    const char *one[MAX_OP_FIELDS]; /* a single-valued field's value; NULL when absent */
+    long long id;                   /* a request's; -1 in set-up */
+    const int *fds;                 /* the descriptors that came with a request */
+    int nfds;
+};
+
+/* Why an item does not fit the schema of its record's op. */
+enum misfit { FITS, UNKNOWN_FIELD, NO_VALUE, GIVEN_TWICE, NOT_BOOL, NOT_PAIR };
+
+/* ``r``'s items against the fields of ``op``: the names, '=', at most one value for a
+ * field that is no list, the form of a boolean (0 or 1) and of a map entry (name=value).
+ * FITS with ``a`` filled in, or why item ``*bad`` does not. */
+static enum misfit check_fields(struct record *r, enum op op, struct args *a, size_t *bad)
+{
+    const struct op_schema *s = &schema[op];
+
+    memset(a, 0, sizeof *a);
+    a->op = op;
+    a->rec = r;
+    a->id = -1;
+    for (size_t i = 0; i < r->count; i++) {
+        const char *value = r->value[i];
+        int f = 0;
+
+        *bad = i;
+        while (f < s->count && strcmp(s->field[f].name, r->key[i]) != 0)
+            f++;
+        if (f == s->count)
+            return UNKNOWN_FIELD;
+        if (!value)
+            return NO_VALUE;
+        r->field[i] = f;
+        switch (s->field[f].kind) {
+        case KIND_INTS:
+        case KIND_STRS:
+            continue;
+        case KIND_MAP:
+            if (value[0] == '=' || !strchr(value, '='))
+                return NOT_PAIR;
+            continue;
+        case KIND_BOOL:
+            if (strcmp(value, "0") != 0 && strcmp(value, "1") != 0)
+                return NOT_BOOL;
+            break;
+        default:
+            break;
+        }
+        if (a->one[f])
+            return GIVEN_TWICE;
+        a->one[f] = value;
+    }
+    return FITS;
+}
+
+/* An op the init takes in one of its phases: a row of ``setup_ops`` or ``requests``. */
+struct handler {
+    enum op op;
+    unsigned flags;
+    void (*run)(const struct args *a);
+};
+
+#define AFTER_OVERLAY 1u  /* set-up: only once the overlay is mounted */
+#define WHILE_STOPPING 2u /* request: taken while the sandbox shuts down too */
+
+static const struct handler *find_handler(const struct handler *table, size_t n,
+                                          const char *op)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(schema[table[i].op].name, op) == 0)
+            return &table[i];
+    return NULL;
+}
+
+static char frame[4 + MAX_FRAME + 1];
+
+/* One record into ``frame`` (its body NUL-terminated), with the descriptors it carried.
+ * Returns the body's length; -1 at end of file or on a socket error (the supervisor is
+ * gone), -2 when there was nothing to read yet, -3 for a malformed record. */
+static ssize_t read_record(int flags, int *fds, int *nfds, const char **problem)
+{
+    union {
+        char buf[CMSG_SPACE(MAX_FDS * sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = {frame, sizeof frame - 1};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                        .msg_controllen = sizeof control.buf};
+    ssize_t n;
+
+    *nfds = 0;
+    do
+        n = recvmsg(ctl, &mh, MSG_CMSG_CLOEXEC | flags);
+    while (n < 0 && errno == EINTR && !(flags & MSG_DONTWAIT));
+    if (n < 0)
+        return errno == EAGAIN || errno == EINTR ? -2 : -1;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        for (size_t k = 0; k < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); k++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + k * sizeof(int), sizeof fd);
+            if (*nfds < MAX_FDS)
+                fds[(*nfds)++] = fd;
+            else
+                close(fd);
+        }
+    }
+    if (n == 0 && *nfds == 0)
+        return -1; /* end of file: the supervisor is gone */
+    if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+        *problem = "message or its descriptors were truncated";
+        return -3;
+    }
+    if (n < 4 || ((uint32_t)(unsigned char)frame[0] << 24
+                  | (uint32_t)(unsigned char)frame[1] << 16
+                  | (uint32_t)(unsigned char)frame[2] << 8
+                  | (uint32_t)(unsigned char)frame[3]) != (uint32_t)(n - 4)) {
+        *problem = "frame is not exactly one message";
+        return -3;
+    }
+    frame[n] = '\0';
+    return n - 4;
+}
+
+/* --- requests ---------------------------------------------------------------------- */
 
 static const char *find_path(char **env)
 {
@@ -385,14 +597,62 @@ struct spawn_req {
     int pty, cols, rows, stdio;
 };
 
+static char *spawn_argv[MAX_ITEMS + 1], *spawn_env[MAX_ITEMS + 1];
+
+/* A child being started: what it becomes, and why it could not. It shares the init's
+ * memory until its exec (CLONE_VM | CLONE_VFORK, as posix_spawn does), and the init waits
+ * meanwhile: the two never run on it at once. Not CLONE_FS: its directory is its own. */
+struct start {
+    const struct spawn_req *r;
+    const char *path, *pts;
+    const int *fds;
+    int nfds;
+    int err;      /* 0 until a step fails */
+    int in_chdir; /* with err: the spawn's cwd was refused (reported as such) */
+};
+
+static char child_stack[64 * 1024] __attribute__((aligned(16)));
+
+static _Noreturn void start_failed(struct start *s, int in_chdir)
+{
+    s->in_chdir = in_chdir;
+    s->err = errno ? errno : EINVAL;
+    _exit(127);
+}
+
+/* The child: its own session, its stdio, the spawn's directory, the program. The init's
+ * own directory stays "/": only the child ever changes it. */
+static int become(void *arg)
+{
+    struct start *s = arg;
+    const struct spawn_req *r = s->r;
+    sigset_t none;
+
+    sigemptyset(&none);
+    if (sigprocmask(SIG_SETMASK, &none, NULL) < 0 || setsid() < 0)
+        start_failed(s, 0);
+    if (r->pty || s->nfds == 0) {
+        /* Opened after setsid without O_NOCTTY: the PTY becomes the controlling tty. */
+        int fd = open(r->pty ? s->pts : "/dev/null", O_RDWR | O_CLOEXEC);
+        if (fd < 0 || dup2(fd, 0) < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
+            start_failed(s, 0);
+    } else {
+        for (int i = 0; i < s->nfds; i++) /* received with MSG_CMSG_CLOEXEC, all above 2 */
+            if (dup2(s->fds[i], i) < 0)
+                start_failed(s, 0);
+    }
+    if (chdir(r->cwd ? r->cwd : "/") < 0)
+        start_failed(s, 1);
+    execve(s->path, r->argv, r->env);
+    start_failed(s, 0);
+}
+
 static void spawn(long long id, struct spawn_req *r, const int *fds, int nfds)
 {
     char path[4096], pts[32] = "";
+    struct start start = {.r = r, .path = path, .pts = pts, .fds = fds, .nfds = nfds};
     int master = -1, rc;
     pid_t pid;
-    posix_spawn_file_actions_t actions;
-    posix_spawnattr_t attr;
-    sigset_t none;
     struct msg m;
 
     if (nfds != r->stdio) {
@@ -409,256 +669,170 @@ static void spawn(long long id, struct spawn_req *r, const int *fds, int nfds)
         reply_error(id, "cannot open a PTY: %s", strerror(errno));
         return;
     }
-    if (chdir(r->cwd ? r->cwd : "/") < 0) {
-        reply_error(id, "cannot change to %s: %s", r->cwd ? r->cwd : "/", strerror(errno));
-        if (master >= 0)
-            close(master);
-        return;
-    }
-    posix_spawn_file_actions_init(&actions);
-    if (r->pty || nfds == 0) {
-        /* Opened after setsid without O_NOCTTY: the PTY becomes the controlling tty. */
-        posix_spawn_file_actions_addopen(&actions, 0, r->pty ? pts : "/dev/null", O_RDWR, 0);
-        posix_spawn_file_actions_adddup2(&actions, 0, 1);
-        posix_spawn_file_actions_adddup2(&actions, 0, 2);
-    } else {
-        for (int i = 0; i < nfds; i++) /* received with MSG_CMSG_CLOEXEC, all above 2 */
-            posix_spawn_file_actions_adddup2(&actions, fds[i], i);
-    }
-    posix_spawnattr_init(&attr);
-    sigemptyset(&none);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK);
-    rc = posix_spawn(&pid, path, &actions, &attr, r->argv, r->env);
-    posix_spawn_file_actions_destroy(&actions);
-    posix_spawnattr_destroy(&attr);
-    if (chdir("/") < 0)
-        die("chdir /");
-    if (rc) {
-        reply_error(id, "cannot run %s: %s", r->argv[0], strerror(rc));
+    pid = clone(become, child_stack + sizeof child_stack, CLONE_VM | CLONE_VFORK | SIGCHLD,
+                &start);
+    if (pid < 0 || start.err) {
+        if (pid < 0)
+            start.err = errno;
+        else
+            waitpid(pid, NULL, 0); /* it has exited: never reported */
+        if (start.in_chdir)
+            reply_error(id, "cannot change to %s: %s", r->cwd ? r->cwd : "/",
+                        strerror(start.err));
+        else
+            reply_error(id, "cannot run %s: %s", r->argv[0], strerror(start.err));
         if (master >= 0)
             close(master);
         return;
     }
     remember(pid);
-    msg_start(&m, "spawned", id);
-    msg_int(&m, "pid", pid);
+    msg_start(&m, OP_SPAWNED);
+    msg_int(&m, F_SPAWNED_ID, id);
+    msg_int(&m, F_SPAWNED_PID, pid);
     if (r->pty)
-        msg_item(&m, "pts", pts);
+        msg_item(&m, F_SPAWNED_PTS, pts);
     msg_send(&m, master, pid);
     if (master >= 0)
         close(master);
 }
 
-/* A record split in place: its op, then its items in order (a repeated key is there as
- * many times as it was sent); ``value`` is NULL for an item without '='. */
-struct record {
-    const char *op;
-    char *key[MAX_ITEMS], *value[MAX_ITEMS];
-    size_t count;
-};
-
-static struct record rec;
-static char *spawn_argv[MAX_ITEMS], *spawn_env[MAX_ITEMS];
-
-/* ``body`` (``len`` bytes, NUL-terminated by read_record) into ``r``: NULL, or what is
- * wrong with it. */
-static const char *split_record(char *body, size_t len, struct record *r)
+/* Field ``f`` of a request is not right: answer so. */
+static void bad_field(const struct args *a, int f)
 {
-    if (len == 0 || body[len - 1] != '\0')
-        return "a record does not end its last item";
-    r->op = body;
-    r->count = 0;
-    for (char *p = body + strlen(body) + 1, *next; p < body + len; p = next) {
-        char *eq = strchr(p, '=');
-        next = p + strlen(p) + 1; /* before the '=' below is cut */
-        if (r->count == MAX_ITEMS)
-            return "too many items";
-        if (eq)
-            *eq = '\0';
-        r->key[r->count] = p;
-        r->value[r->count++] = eq ? eq + 1 : NULL;
-    }
-    return NULL;
+    reply_error(a->id, "%s: bad field '%s'", schema[a->op].name, field_name(a->op, f));
 }
 
-/* The first value of ``key`` in ``r``; NULL when absent. */
-static const char *field(const struct record *r, const char *key)
+/* Integer field ``f`` in low..high into ``*out`` (left as it is when absent): 0, or -1
+ * once the request is answered with an error. */
+static int int_field(const struct args *a, int f, long long low, long long high,
+                     long long *out)
 {
-    for (size_t i = 0; i < r->count; i++)
-        if (strcmp(r->key[i], key) == 0)
-            return r->value[i];
-    return NULL;
-}
-
-/* One "key=value" of a spawn request into ``r``; 0 if the key or value is bad. */
-static int spawn_field(struct spawn_req *r, const char *key, char *val)
-{
-    long long value;
-    const char *eq;
-
-    if (strcmp(key, "argv") == 0) {
-        r->argv[r->argc++] = val;
-        return 1;
-    }
-    if (strcmp(key, "env") == 0) {
-        eq = strchr(val, '=');
-        if (!eq || eq == val)
-            return 0;
-        r->env[r->envc++] = val;
-        return 1;
-    }
-    if (strcmp(key, "cwd") == 0) {
-        r->cwd = val;
-        return val[0] == '/';
-    }
-    if (strcmp(key, "pty") == 0 && parse_int(val, 0, 1, &value) == 0)
-        r->pty = (int)value;
-    else if (strcmp(key, "cols") == 0 && parse_int(val, 1, 65535, &value) == 0)
-        r->cols = (int)value;
-    else if (strcmp(key, "rows") == 0 && parse_int(val, 1, 65535, &value) == 0)
-        r->rows = (int)value;
-    else if (strcmp(key, "stdio") == 0 && parse_int(val, 0, MAX_FDS, &value) == 0)
-        r->stdio = (int)value;
-    else
+    if (!a->one[f] || parse_int(a->one[f], low, high, out) == 0)
         return 0;
-    return 1;
+    bad_field(a, f);
+    return -1;
 }
+
+static void run_spawn(const struct args *a)
+{
+    struct spawn_req r = {.argv = spawn_argv, .env = spawn_env, .cols = 80, .rows = 24};
+    long long cols = 80, rows = 24, stdio = 0;
+
+    for (size_t i = 0; i < a->rec->count; i++) {
+        if (a->rec->field[i] == F_SPAWN_ARGV)
+            r.argv[r.argc++] = a->rec->value[i];
+        else if (a->rec->field[i] == F_SPAWN_ENV)
+            r.env[r.envc++] = a->rec->value[i];
+    }
+    r.argv[r.argc] = NULL;
+    r.env[r.envc] = NULL;
+    r.cwd = a->one[F_SPAWN_CWD];
+    if (r.cwd && r.cwd[0] != '/') {
+        bad_field(a, F_SPAWN_CWD);
+        return;
+    }
+    r.pty = a->one[F_SPAWN_PTY] && a->one[F_SPAWN_PTY][0] == '1';
+    if (int_field(a, F_SPAWN_COLS, 1, 65535, &cols)
+        || int_field(a, F_SPAWN_ROWS, 1, 65535, &rows)
+        || int_field(a, F_SPAWN_STDIO, 0, MAX_FDS, &stdio))
+        return;
+    r.cols = (int)cols;
+    r.rows = (int)rows;
+    r.stdio = (int)stdio;
+    if (r.argc == 0 || (r.stdio != 0 && r.stdio != MAX_FDS) || (r.pty && r.stdio)) {
+        reply_error(a->id, "%s: a program, and '%s' 0 or %d (0 with a PTY)",
+                    schema[a->op].name, field_name(a->op, F_SPAWN_STDIO), MAX_FDS);
+        return;
+    }
+    spawn(a->id, &r, a->fds, a->nfds);
+}
+
+static void run_signal(const struct args *a)
+{
+    long long pid = -1, signo = -1;
+
+    if (int_field(a, F_SIGNAL_PID, 1, 1 << 22, &pid)
+        || int_field(a, F_SIGNAL_SIGNO, 0, 64, &signo))
+        return;
+    if (pid < 0 || signo < 0)
+        reply_error(a->id, "%s: '%s' and '%s' are required", schema[a->op].name,
+                    field_name(a->op, F_SIGNAL_PID), field_name(a->op, F_SIGNAL_SIGNO));
+    else if (pid <= 1)
+        reply_error(a->id, "cannot signal the init");
+    else if (kill((pid_t)pid, (int)signo) < 0)
+        reply_error(a->id, "kill %lld: %s", pid, strerror(errno));
+    else
+        reply_ok(a->id);
+}
+
+static void run_shutdown(const struct args *a)
+{
+    const char *text = a->one[F_SHUTDOWN_GRACE];
+    double grace = 5.0;
+
+    if (text) {
+        char *end;
+        grace = strtod(text, &end);
+        if (!*text || *end || !(grace >= 0 && grace <= 3600)) {
+            bad_field(a, F_SHUTDOWN_GRACE);
+            return;
+        }
+    }
+    reply_ok(a->id);
+    begin_shutdown((int64_t)(grace * 1000));
+}
+
+/* The requests served once the root is built. */
+static const struct handler requests[] = {
+    {OP_SPAWN, 0, run_spawn},
+    {OP_SIGNAL, 0, run_signal},
+    {OP_SHUTDOWN, WHILE_STOPPING, run_shutdown},
+};
 
 /* One request: the body of a record (NUL-terminated by read_record). */
 static void handle(char *body, size_t len, const int *fds, int nfds)
 {
     const char *problem = split_record(body, len, &rec);
-    const char *op = rec.op, *id_text;
+    const char *op = rec.op, *id_name = field_name(OP_ERROR, F_ERROR_ID), *id_text;
+    const struct handler *h;
+    struct args a;
+    enum misfit misfit;
     long long id = -1;
-    struct spawn_req r = {.argv = spawn_argv, .env = spawn_env, .cols = 80, .rows = 24};
-    long long pid = -1, signo = -1;
-    double grace = 5.0;
+    size_t bad;
 
     if (problem) {
         reply_error(-1, "%s", problem);
         return;
     }
-    id_text = field(&rec, "id"); /* the id first, so every error can carry it */
-    if (id_text && parse_int(id_text, 0, 1LL << 53, &id)) {
-        reply_error(-1, "%s: 'id' must be an integer in 0..%lld", op, 1LL << 53);
+    /* The id first, so every error can carry it (an unknown op's too): looked up by the
+     * name of the error reply's id field, which is every request's. */
+    id_text = field(&rec, id_name);
+    if (id_text && parse_int(id_text, 0, MAX_ID, &id)) {
+        reply_error(-1, "%s: '%s' must be an integer in 0..%lld", op, id_name, MAX_ID);
         return;
     }
     if (id < 0) {
-        reply_error(-1, "%s: 'id' is missing", op);
+        reply_error(-1, "%s: '%s' is missing", op, id_name);
         return;
     }
-    if (strcmp(op, "spawn") != 0 && strcmp(op, "signal") != 0 && strcmp(op, "shutdown") != 0) {
+    h = find_handler(requests, sizeof requests / sizeof requests[0], op);
+    if (!h) {
         reply_error(id, "unknown request op '%s'", op);
         return;
     }
-    for (size_t i = 0; i < rec.count; i++) {
-        const char *key = rec.key[i];
-        char *val = rec.value[i];
-        int ok = 1;
-
-        if (!val) {
-            reply_error(id, "%s: item without '='", op);
-            return;
-        }
-        if (strcmp(key, "id") == 0)
-            continue;
-        if (strcmp(op, "spawn") == 0) {
-            ok = spawn_field(&r, key, val);
-        } else if (strcmp(op, "signal") == 0) {
-            if (strcmp(key, "pid") == 0)
-                ok = parse_int(val, 1, 1 << 22, &pid) == 0;
-            else if (strcmp(key, "signo") == 0)
-                ok = parse_int(val, 0, 64, &signo) == 0;
-            else
-                ok = 0;
-        } else { /* shutdown */
-            char *end;
-            ok = strcmp(key, "grace") == 0;
-            if (ok) {
-                grace = strtod(val, &end);
-                ok = *val && !*end && grace >= 0 && grace <= 3600;
-            }
-        }
-        if (!ok) {
-            reply_error(id, "%s: bad field '%s'", op, key);
-            return;
-        }
-    }
-    if (strcmp(op, "shutdown") == 0) {
-        reply_ok(id);
-        begin_shutdown((int64_t)(grace * 1000));
-    } else if (deadline >= 0) {
+    misfit = check_fields(&rec, h->op, &a, &bad);
+    if (misfit == NO_VALUE) {
+        reply_error(id, "%s: item without '='", op);
+    } else if (misfit != FITS) {
+        reply_error(id, "%s: bad field '%s'", op, rec.key[bad]);
+    } else if (deadline >= 0 && !(h->flags & WHILE_STOPPING)) {
         reply_error(id, "the sandbox is shutting down");
-    } else if (strcmp(op, "signal") == 0) {
-        if (pid < 0 || signo < 0)
-            reply_error(id, "signal: 'pid' and 'signo' are required");
-        else if (pid <= 1)
-            reply_error(id, "cannot signal the init");
-        else if (kill((pid_t)pid, (int)signo) < 0)
-            reply_error(id, "kill %lld: %s", pid, strerror(errno));
-        else
-            reply_ok(id);
     } else {
-        if (r.argc == 0 || (r.stdio != 0 && r.stdio != MAX_FDS) || (r.pty && r.stdio)) {
-            reply_error(id, "spawn: a program, and 'stdio' 0 or 3 (0 with a PTY)");
-            return;
-        }
-        r.argv[r.argc] = NULL;
-        r.env[r.envc] = NULL;
-        spawn(id, &r, fds, nfds);
+        a.id = id;
+        a.fds = fds;
+        a.nfds = nfds;
+        h->run(&a);
     }
-}
-
-static char frame[4 + MAX_FRAME + 1];
-
-/* One record into ``frame`` (its body NUL-terminated), with the descriptors it carried.
- * Returns the body's length; -1 at end of file or on a socket error (the supervisor is
- * gone), -2 when there was nothing to read yet, -3 for a malformed record. */
-static ssize_t read_record(int flags, int *fds, int *nfds, const char **problem)
-{
-    union {
-        char buf[CMSG_SPACE(MAX_FDS * sizeof(int))];
-        struct cmsghdr align;
-    } control;
-    struct iovec iov = {frame, sizeof frame - 1};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
-                        .msg_controllen = sizeof control.buf};
-    ssize_t n;
-
-    *nfds = 0;
-    do
-        n = recvmsg(ctl, &mh, MSG_CMSG_CLOEXEC | flags);
-    while (n < 0 && errno == EINTR && !(flags & MSG_DONTWAIT));
-    if (n < 0)
-        return errno == EAGAIN || errno == EINTR ? -2 : -1;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-            continue;
-        for (size_t k = 0; k < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); k++) {
-            int fd;
-            memcpy(&fd, CMSG_DATA(c) + k * sizeof(int), sizeof fd);
-            if (*nfds < MAX_FDS)
-                fds[(*nfds)++] = fd;
-            else
-                close(fd);
-        }
-    }
-    if (n == 0 && *nfds == 0)
-        return -1; /* end of file: the supervisor is gone */
-    if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
-        *problem = "message or its descriptors were truncated";
-        return -3;
-    }
-    if (n < 4 || ((uint32_t)(unsigned char)frame[0] << 24
-                  | (uint32_t)(unsigned char)frame[1] << 16
-                  | (uint32_t)(unsigned char)frame[2] << 8
-                  | (uint32_t)(unsigned char)frame[3]) != (uint32_t)(n - 4)) {
-        *problem = "frame is not exactly one message";
-        return -3;
-    }
-    frame[n] = '\0';
-    return n - 4;
 }
 
 static void on_request(void)
@@ -822,64 +996,31 @@ static int bind_mount(const char *source, const char *target, int readonly, int 
     return mount(NULL, target, NULL, flags, NULL) < 0 ? errno : 0;
 }
 
-static const char *required(const struct record *r, const char *key)
+/* Field ``f`` of a set-up record, which must be there. */
+static const char *required(const struct args *a, int f)
 {
-    const char *value = field(r, key);
-    if (!value)
-        setup_failed("%s: '%s' is missing", r->op, key);
-    return value;
+    if (!a->one[f])
+        setup_failed("%s: '%s' is missing", schema[a->op].name, field_name(a->op, f));
+    return a->one[f];
 }
 
-static int flag(const struct record *r, const char *key)
+/* A boolean field (check_fields saw it is 0 or 1), which must be there. */
+static int flag(const struct args *a, int f)
 {
-    const char *value = required(r, key);
-    if (strcmp(value, "0") != 0 && strcmp(value, "1") != 0)
-        setup_failed("%s: '%s' must be 0 or 1", r->op, key);
-    return value[0] == '1';
-}
-
-/* The fields of every set-up op (initproto.SCHEMAS): a record with another is refused,
- * so a field renamed on one side fails the start instead of reading as absent. */
-static const struct {
-    const char *op, *keys;
-} setup_fields[] = {
-    {"setup", " hostname child_caps "},
-    {"overlay", " root base data "},
-    {"fresh", " fstype target flags data "},
-    {"bind", " source target file readonly recursive optional "},
-    {"symlink", " target points_to "},
-    {"hostentry", " name "},
-    {"pivot", " "},
-};
-
-static void check_fields(const struct record *r)
-{
-    const char *keys = NULL;
-    char padded[64];
-
-    for (size_t i = 0; i < sizeof setup_fields / sizeof setup_fields[0]; i++)
-        if (strcmp(r->op, setup_fields[i].op) == 0)
-            keys = setup_fields[i].keys;
-    if (!keys)
-        setup_failed("unknown set-up op '%s'", r->op);
-    for (size_t i = 0; i < r->count; i++) {
-        int n = snprintf(padded, sizeof padded, " %s ", r->key[i]);
-        if (n < 0 || (size_t)n >= sizeof padded || !strstr(keys, padded))
-            setup_failed("%s: unknown field '%s'", r->op, r->key[i]);
-    }
+    return required(a, f)[0] == '1';
 }
 
 /* "setup": uid 0 of the sandbox, its hostname, what processes inside may hold. */
-static void setup_identity(const struct record *r)
+static void setup_identity(const struct args *a)
 {
-    const char *hostname = required(r, "hostname");
+    const char *hostname = required(a, F_SETUP_HOSTNAME);
     long long cap;
 
-    for (size_t i = 0; i < r->count; i++) {
-        if (strcmp(r->key[i], "child_caps") != 0)
+    for (size_t i = 0; i < a->rec->count; i++) {
+        if (a->rec->field[i] != F_SETUP_CHILD_CAPS)
             continue;
-        if (parse_int(r->value[i], 0, 63, &cap))
-            setup_failed("setup: bad capability '%s'", r->value[i]);
+        if (parse_int(a->rec->value[i], 0, 63, &cap))
+            setup_failed("%s: bad capability '%s'", schema[a->op].name, a->rec->value[i]);
         child_caps |= 1ULL << cap;
     }
     if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
@@ -889,90 +1030,135 @@ static void setup_identity(const struct record *r)
         setup_failed("sethostname: %s", strerror(errno));
 }
 
-/* One operation of the mount plan (rootfs_mounts.plan_records). */
-static void setup_op(const struct record *r)
-{
-    const char *op = r->op;
-    char full[PATH_MAX];
-    int err = 0;
+/* The mount plan (rootfs_mounts.plan_records), one handler per operation. */
 
-    check_fields(r);
-    if (strcmp(op, "setup") == 0) {
-        setup_identity(r);
-    } else if (strcmp(op, "overlay") == 0) {
-        const char *base = required(r, "base");
-        if ((size_t)snprintf(root, sizeof root, "%s", required(r, "root")) >= sizeof root)
-            setup_failed("overlay: root path too long");
-        /* Relative layer paths (from base) keep the option string under a page. */
-        if (chdir(base) < 0 || mount("overlay", root, "overlay", 0,
-                                     required(r, "data")) < 0 || chdir("/") < 0)
-            setup_failed("overlay on %s: %s", root, strerror(errno));
-    } else if (!root[0]) {
-        setup_failed("%s before the overlay", op);
-    } else if (strcmp(op, "fresh") == 0) {
-        const char *type = required(r, "fstype"), *target = required(r, "target");
-        long long flags;
-        if (parse_int(required(r, "flags"), 0, 1LL << 32, &flags))
-            setup_failed("fresh: bad flags");
-        err = ensure_target(target, 0, full, sizeof full);
-        if (!err && mount(type, full, type, (unsigned long)flags, field(r, "data")) < 0)
-            err = errno;
-        if (err)
-            setup_failed("%s on %s: %s", type, target, strerror(err));
-    } else if (strcmp(op, "bind") == 0) {
-        const char *source = required(r, "source"), *target = required(r, "target");
-        int optional = flag(r, "optional");
-        if (optional && !exists(source, 1))
-            return;
-        err = ensure_target(target, flag(r, "file"), full, sizeof full);
-        if (err && optional)
-            return;
+static void setup_overlay(const struct args *a)
+{
+    const char *base = required(a, F_OVERLAY_BASE);
+
+    if ((size_t)snprintf(root, sizeof root, "%s", required(a, F_OVERLAY_ROOT)) >= sizeof root)
+        setup_failed("overlay: root path too long");
+    /* Relative layer paths (from base) keep the option string under a page. */
+    if (chdir(base) < 0 || mount("overlay", root, "overlay", 0,
+                                 required(a, F_OVERLAY_DATA)) < 0 || chdir("/") < 0)
+        setup_failed("overlay on %s: %s", root, strerror(errno));
+}
+
+static void setup_fresh(const struct args *a)
+{
+    const char *type = required(a, F_FRESH_FSTYPE), *target = required(a, F_FRESH_TARGET);
+    char full[PATH_MAX];
+    long long flags;
+    int err;
+
+    if (parse_int(required(a, F_FRESH_FLAGS), 0, 1LL << 32, &flags))
+        setup_failed("%s: bad flags", schema[a->op].name);
+    err = ensure_target(target, 0, full, sizeof full);
+    if (!err && mount(type, full, type, (unsigned long)flags, a->one[F_FRESH_DATA]) < 0)
+        err = errno;
+    if (err)
+        setup_failed("%s on %s: %s", type, target, strerror(err));
+}
+
+static void setup_bind(const struct args *a)
+{
+    const char *source = required(a, F_BIND_SOURCE), *target = required(a, F_BIND_TARGET);
+    int optional = flag(a, F_BIND_OPTIONAL), err;
+    char full[PATH_MAX];
+
+    if (optional && !exists(source, 1))
+        return;
+    err = ensure_target(target, flag(a, F_BIND_FILE), full, sizeof full);
+    if (err && optional)
+        return;
+    if (!err)
+        err = bind_mount(source, full, flag(a, F_BIND_READONLY), flag(a, F_BIND_RECURSIVE));
+    if (err)
+        setup_failed("bind %s on %s: %s", source, target, strerror(err));
+}
+
+static void setup_symlink(const struct args *a)
+{
+    const char *target = required(a, F_SYMLINK_TARGET), *to = required(a, F_SYMLINK_POINTS_TO);
+    char dir[PATH_MAX], rel[PATH_MAX], full[PATH_MAX];
+    const char *name = strrchr(target, '/');
+    int err;
+
+    snprintf(dir, sizeof dir, "%.*s", name ? (int)(name - target) : 0, target);
+    name = name ? name + 1 : target;
+    err = resolve_in_root(dir, rel, sizeof rel);
+    if (!err && (size_t)snprintf(full, sizeof full, "%s/%s%s%s", root, rel,
+                                 rel[0] ? "/" : "", name) >= sizeof full)
+        err = ENAMETOOLONG;
+    if (!err && symlink(to, full) < 0)
+        err = errno;
+    if (err)
+        setup_failed("symlink %s: %s", target, strerror(err));
+}
+
+/* image = "host": a top-level host entry; a symlink stays one, a dir is bound. */
+static void setup_hostentry(const struct args *a)
+{
+    const char *name = required(a, F_HOSTENTRY_NAME);
+    char host[PATH_MAX], inside[PATH_MAX], link[PATH_MAX], full[PATH_MAX];
+    ssize_t n = snprintf(inside, sizeof inside, "%s/%s", root, name);
+    int err;
+
+    if (n < 0 || (size_t)n >= sizeof inside || strlen(name) >= sizeof host - 1)
+        setup_failed("host entry %s: %s", name, strerror(ENAMETOOLONG));
+    snprintf(host, sizeof host, "/%s", name);
+    if (is_symlink(host)) {
+        if (exists(inside, 0) && !is_symlink(inside))
+            return; /* the layers have a real directory there; leave it */
+        if ((n = readlink(host, link, sizeof link - 1)) < 0)
+            setup_failed("readlink %s: %s", host, strerror(errno));
+        link[n] = '\0';
+        if ((is_symlink(inside) && unlink(inside) < 0) || symlink(link, inside) < 0)
+            setup_failed("symlink %s: %s", inside, strerror(errno));
+    } else if (is_dir(host)) {
+        err = ensure_target(host, 0, full, sizeof full);
         if (!err)
-            err = bind_mount(source, full, flag(r, "readonly"), flag(r, "recursive"));
+            err = bind_mount(host, full, 1, 1);
         if (err)
-            setup_failed("bind %s on %s: %s", source, target, strerror(err));
-    } else if (strcmp(op, "symlink") == 0) {
-        const char *target = required(r, "target"), *to = required(r, "points_to");
-        char dir[PATH_MAX], rel[PATH_MAX];
-        const char *name = strrchr(target, '/');
-        snprintf(dir, sizeof dir, "%.*s", name ? (int)(name - target) : 0, target);
-        name = name ? name + 1 : target;
-        err = resolve_in_root(dir, rel, sizeof rel);
-        if (!err && (size_t)snprintf(full, sizeof full, "%s/%s%s%s", root, rel,
-                                     rel[0] ? "/" : "", name) >= sizeof full)
-            err = ENAMETOOLONG;
-        if (!err && symlink(to, full) < 0)
-            err = errno;
-        if (err)
-            setup_failed("symlink %s: %s", target, strerror(err));
-    } else if (strcmp(op, "hostentry") == 0) {
-        /* image = "host": a top-level host entry; a symlink stays one, a dir is bound */
-        const char *name = required(r, "name");
-        char host[PATH_MAX], inside[PATH_MAX], link[PATH_MAX];
-        ssize_t n = snprintf(inside, sizeof inside, "%s/%s", root, name);
-        if (n < 0 || (size_t)n >= sizeof inside || strlen(name) >= sizeof host - 1)
-            setup_failed("host entry %s: %s", name, strerror(ENAMETOOLONG));
-        snprintf(host, sizeof host, "/%s", name);
-        if (is_symlink(host)) {
-            if (exists(inside, 0) && !is_symlink(inside))
-                return; /* the layers have a real directory there; leave it */
-            if ((n = readlink(host, link, sizeof link - 1)) < 0)
-                setup_failed("readlink %s: %s", host, strerror(errno));
-            link[n] = '\0';
-            if ((is_symlink(inside) && unlink(inside) < 0) || symlink(link, inside) < 0)
-                setup_failed("symlink %s: %s", inside, strerror(errno));
-        } else if (is_dir(host)) {
-            err = ensure_target(host, 0, full, sizeof full);
-            if (!err)
-                err = bind_mount(host, full, 1, 1);
-            if (err)
-                setup_failed("bind %s: %s", host, strerror(err));
-        }
-    } else if (strcmp(op, "pivot") == 0) {
-        if (chdir(root) < 0 || syscall(SYS_pivot_root, ".", ".") < 0
-            || umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
-            setup_failed("pivot_root: %s", strerror(errno));
-        root_done = 1;
+            setup_failed("bind %s: %s", host, strerror(err));
+    }
+}
+
+static void setup_pivot(const struct args *a)
+{
+    (void)a;
+    if (chdir(root) < 0 || syscall(SYS_pivot_root, ".", ".") < 0
+        || umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
+        setup_failed("pivot_root: %s", strerror(errno));
+    root_done = 1;
+}
+
+/* The set-up ops, in the order the supervisor sends them. */
+static const struct handler setup_ops[] = {
+    {OP_SETUP, 0, setup_identity},
+    {OP_OVERLAY, 0, setup_overlay},
+    {OP_FRESH, AFTER_OVERLAY, setup_fresh},
+    {OP_BIND, AFTER_OVERLAY, setup_bind},
+    {OP_SYMLINK, AFTER_OVERLAY, setup_symlink},
+    {OP_HOSTENTRY, AFTER_OVERLAY, setup_hostentry},
+    {OP_PIVOT, AFTER_OVERLAY, setup_pivot},
+};
+
+/* A set-up record that does not fit its op's schema ends the start: a field renamed on
+ * one side must never read as absent. */
+static _Noreturn void misfit_failed(const struct record *r, enum misfit misfit, size_t i)
+{
+    switch (misfit) {
+    case UNKNOWN_FIELD:
+        setup_failed("%s: unknown field '%s'", r->op, r->key[i]);
+    case NO_VALUE:
+        setup_failed("%s: item without '='", r->op);
+    case GIVEN_TWICE:
+        setup_failed("%s: '%s' given twice", r->op, r->key[i]);
+    case NOT_BOOL:
+        setup_failed("%s: '%s' must be 0 or 1", r->op, r->key[i]);
+    default:
+        setup_failed("%s: '%s' is not name=value", r->op, r->key[i]);
     }
 }
 
@@ -983,6 +1169,10 @@ static void build_root(void)
         int fds[MAX_FDS], nfds;
         const char *problem = NULL;
         ssize_t len = read_record(0, fds, &nfds, &problem);
+        const struct handler *h;
+        enum misfit misfit;
+        struct args a;
+        size_t bad;
 
         for (int i = 0; i < nfds; i++)
             close(fds[i]);
@@ -992,10 +1182,15 @@ static void build_root(void)
             problem = split_record(frame + 4, (size_t)len, &rec);
         if (problem)
             setup_failed("%s", problem);
-        for (size_t i = 0; i < rec.count; i++)
-            if (!rec.value[i])
-                setup_failed("%s: item without '='", rec.op);
-        setup_op(&rec);
+        h = find_handler(setup_ops, sizeof setup_ops / sizeof setup_ops[0], rec.op);
+        if (!h)
+            setup_failed("unknown set-up op '%s'", rec.op);
+        misfit = check_fields(&rec, h->op, &a, &bad);
+        if (misfit != FITS)
+            misfit_failed(&rec, misfit, bad);
+        if ((h->flags & AFTER_OVERLAY) && !root[0])
+            setup_failed("%s before the overlay", rec.op);
+        h->run(&a);
     }
 }
 
@@ -1075,8 +1270,8 @@ static _Noreturn void serve(void)
 {
     struct msg m;
 
-    msg_start(&m, "ready", -1);
-    msg_int(&m, "pid", getpid());
+    msg_start(&m, OP_READY);
+    msg_int(&m, F_READY_PID, getpid());
     msg_send(&m, -1, 0);
     for (;;) {
         struct pollfd watch[2] = {{.fd = sigfd, .events = POLLIN}, {.fd = ctl, .events = POLLIN}};

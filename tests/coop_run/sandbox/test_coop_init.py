@@ -7,6 +7,7 @@ socket is driven directly, as the supervisor would, with records built by hand.
 
 from __future__ import annotations
 
+import ast
 import fcntl
 import math
 import os
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from busybox_sandbox import busybox_config, home_workspace, running_sandbox
-from sandbox_helpers import ok, run
+from sandbox_helpers import ok, read_until_eof, run
 
 from coop_build import rootpath
 from coop_build.idmap import choose_idmap
@@ -29,6 +30,7 @@ from coop_run.sandbox import clone as sandbox_clone
 from coop_run.sandbox.clone import prepare_init
 from coop_run.sandbox.host import Sandbox
 from support.bench import CoopEnv
+from support.procs import children
 from support.require import needs
 from support.rootfs import busybox_available
 
@@ -36,6 +38,7 @@ pytestmark = needs(busybox_available(), "needs busybox-static")
 
 TIMEOUT = 10.0
 REPO = Path(__file__).resolve().parents[3]
+CSRC = REPO / "packages" / "coop-run" / "csrc"
 INIT_OWN = {caps.CAP_SYS_ADMIN, caps.CAP_KILL, caps.CAP_DAC_OVERRIDE, caps.CAP_DAC_READ_SEARCH}
 
 
@@ -105,6 +108,11 @@ def _replies(sock: socket.socket, count: int) -> list[dict[str, object]]:
         (b"ok\0", (None, "'id' is missing")),
         (b"spawn\0id=x\0", (None, "'id' must be an integer")),
         (b"spawn\0id=14\0argv=true", (None, "does not end its last item")),
+        (b"spawn\0id=17\0argv=true\0pty=2\0", (17, "bad field 'pty'")),
+        (b"spawn\0id=18\0argv=true\0cwd=/a\0cwd=/b\0", (18, "bad field 'cwd'")),
+        (b"spawn\0id=19\0argv=true\0cwd=/nowhere\0",
+         (19, "cannot change to /nowhere: No such file or directory")),
+        (b"spawn\0id=21\0argv=/\0cwd=/tmp\0", (21, "cannot run /: Permission denied")),
     ],
 )
 def test_a_bad_request_gets_an_error_and_the_init_serves_on(
@@ -131,14 +139,54 @@ def test_a_record_whose_length_lies_is_refused(sandbox: Sandbox) -> None:
     assert ok(sandbox, "echo still").strip() == "still"
 
 
-@pytest.mark.parametrize(("body", "complaint"), [
-    (b"setup\0hostname=x\0colour=red\0", "setup: unknown field 'colour'"),
-    (b"pivot\0now=1\0", "pivot: unknown field 'now'"),
-    (b"mount\0target=/\0", "unknown set-up op 'mount'"),
-])
-def test_a_set_up_record_the_init_does_not_know_fails_its_start(
-        body: bytes, complaint: str) -> None:
-    """A field renamed on one side must fail the start, never read as absent."""
+def test_a_message_quoting_a_huge_request_is_cut_to_its_limit(sandbox: Sandbox) -> None:
+    sock = sandbox._sock
+    assert sock is not None
+    sock.send(_record(b"x" * 100_000 + b"\0id=20\0"))
+    [reply] = _replies(sock, 1)
+    message = str(reply["message"])
+    assert reply["id"] == 20 and message.startswith("unknown request op 'xxx"), reply
+    assert len(message.encode()) == _c_defines()["TEXT_MAX"] - 1
+    assert ok(sandbox, "echo still").strip() == "still"
+
+
+def test_pid_1_stays_in_its_root_while_a_spawn_enters_its_cwd(sandbox: Sandbox) -> None:
+    """Only the child being started changes directory; one that cannot is reported as
+    such, and leaves no process behind."""
+    init = sandbox.init_pid
+    assert init is not None
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    try:
+        proc = sandbox.spawn(["sh", "-c", "pwd; exec cat"], cwd="/tmp",
+                             stdio=(in_r, out_w, out_w))
+        os.close(out_w)
+        out_w = -1
+        assert select.select([out_r], [], [], TIMEOUT)[0]
+        assert os.read(out_r, 100) == b"/tmp\n"
+        assert proc.host_pid is not None
+        inside_tmp = os.stat(f"/proc/{init}/root/tmp")
+        child_cwd = os.stat(f"/proc/{proc.host_pid}/cwd")
+        assert (child_cwd.st_dev, child_cwd.st_ino) == (inside_tmp.st_dev, inside_tmp.st_ino)
+        init_cwd, init_root = os.stat(f"/proc/{init}/cwd"), os.stat(f"/proc/{init}/root")
+        assert (init_cwd.st_dev, init_cwd.st_ino) == (init_root.st_dev, init_root.st_ino)
+        os.close(in_w)
+        in_w = -1
+        assert read_until_eof(out_r) == ""
+    finally:
+        for fd in (in_r, in_w, out_r, out_w):
+            if fd >= 0:
+                os.close(fd)
+    assert sandbox.wait(proc.pid, TIMEOUT).returncode == 0
+    with pytest.raises(SandboxError, match="cannot change to /nowhere: No such file"):
+        sandbox.spawn(["true"], cwd="/nowhere")
+    assert children(init) == []  # the child that could not enter /nowhere is reaped
+    init_cwd = os.stat(f"/proc/{init}/cwd")
+    assert (init_cwd.st_dev, init_cwd.st_ino) == (init_root.st_dev, init_root.st_ino)
+
+
+def _setup_failure(body: bytes) -> str:
+    """What a fresh init answers (as "failed") to ``body`` as its first set-up record."""
     prepared = prepare_init(choose_idmap(), unshare_net=True)
     try:
         prepared.sock.send(_record(body))
@@ -146,22 +194,108 @@ def test_a_set_up_record_the_init_does_not_know_fails_its_start(
         received = initproto.recv(prepared.sock)
         assert received is not None
         assert received.message["op"] == "failed", received.message
-        assert complaint in str(received.message["message"])
+        return str(received.message["message"])
     finally:
         prepared.discard()
+
+
+@pytest.mark.parametrize(("body", "complaint"), [
+    (b"setup\0hostname=x\0colour=red\0", "setup: unknown field 'colour'"),
+    (b"pivot\0now=1\0", "pivot: unknown field 'now'"),
+    (b"mount\0target=/\0", "unknown set-up op 'mount'"),
+    (b"mapped\0", "unknown set-up op 'mapped'"),  # the cloned child's, never coop-init's
+    (b"spawn\0id=1\0argv=true\0", "unknown set-up op 'spawn'"),
+    (b"bind\0source=/s\0target=/t\0file=2\0", "bind: 'file' must be 0 or 1"),
+    (b"bind\0source=/s\0target=/t\0readonly=\0", "bind: 'readonly' must be 0 or 1"),
+    (b"setup\0hostname=a\0hostname=b\0", "setup: 'hostname' given twice"),
+    (b"setup\0hostname\0", "setup: item without '='"),
+    (b"setup\0child_caps=0\0", "setup: 'hostname' is missing"),
+])
+def test_a_set_up_record_the_init_does_not_know_fails_its_start(
+        body: bytes, complaint: str) -> None:
+    """A field renamed on one side must fail the start, never read as absent; so must a
+    value of the wrong form, or one given twice."""
+    assert complaint in _setup_failure(body)
+
+
+def test_a_set_up_failure_quoting_a_huge_record_is_cut_to_its_limit() -> None:
+    message = _setup_failure(b"m" * 100_000 + b"\0")
+    assert message.startswith("sandbox setup failed: unknown set-up op 'mmm"), message[:80]
+    assert len(message.encode()) == _c_defines()["TEXT_MAX"] - 1
+
+
+# --- the schema both sides speak -------------------------------------------------------
+
+
+def _c_code() -> str:
+    """coop-init.c without its comments."""
+    return re.sub(r"/\*.*?\*/", " ", (CSRC / "coop-init.c").read_text(), flags=re.S)
+
+
+def test_the_c_header_is_what_initproto_generates() -> None:
+    header = CSRC / initproto.C_HEADER
+    assert header.read_text() == initproto.c_header(), (
+        f"{header.name} is stale: run scripts/gen-initproto-header, then uv sync")
+
+
+def test_the_c_handles_every_op_and_field_of_the_schema_by_the_header_alone() -> None:
+    """A field added on the Python side is one the C reads or writes; none is spelled in
+    the C itself (a renamed name would then go unnoticed)."""
+    code = _c_code()
+    used = set(re.findall(r"\b(?:OP|F)_[A-Z_]+\b", code))
+    ops = [op for op in initproto.SCHEMAS if op != "mapped"]  # mapped: before the exec
+    assert {name for name in used if name.startswith("OP_")} == {f"OP_{op.upper()}"
+                                                                 for op in ops}
+    table = re.search(r"\brequests\[\] = \{(.*?)\};", code, re.S)
+    assert table is not None
+    requests = [op.lower() for op in re.findall(r"\{OP_(\w+),", table[1])]
+    assert requests == ["spawn", "signal", "shutdown"]
+    generated = {f"F_{op.upper()}_{key.upper()}": (op, key)
+                 for op, fields in initproto.SCHEMAS.items() for key in fields}
+    # A request's id is looked up before its op is known, under the error reply's id name.
+    assert "F_ERROR_ID" in used
+    assert all(initproto.SCHEMAS[op].get("id") == "int" for op in requests)
+    expected = {name for name, (op, key) in generated.items()
+                if op in ops and not (op in requests and key == "id")}
+    assert used & generated.keys() == expected
+    names = set(initproto.SCHEMAS) | {k for fields in initproto.SCHEMAS.values() for k in fields}
+    code = code.replace('mount("overlay", root, "overlay"', "")  # the filesystem type
+    spelled = {text for text in re.findall(r'"((?:[^"\\\n]|\\.)*)"', code) if text in names}
+    assert spelled == set()
 
 
 # --- the binary and its in-memory copy -----------------------------------------------
 
 
+def _c_defines() -> dict[str, int]:
+    """The numbers coop-init.c and its header #define."""
+    source = "".join((CSRC / name).read_text() for name in ("coop-init.c", initproto.C_HEADER))
+    return {m[1]: math.prod(int(factor) for factor in m[2].split("*"))
+            for m in re.finditer(r"^#define (\w+) \(?([0-9* ]+)\)?\s", source, re.M)}
+
+
 def test_the_constants_copied_into_the_c_source_match_their_python_originals() -> None:
-    source = (REPO / "packages" / "coop-run" / "csrc" / "coop-init.c").read_text()
-    defined = {m[1]: math.prod(int(factor) for factor in m[2].split("*"))
-               for m in re.finditer(r"^#define (\w+) \(?([0-9* ]+)\)?", source, re.M)}
+    defined = _c_defines()
     assert defined["MAX_FRAME"] == initproto.MAX_FRAME
     assert defined["MAX_FDS"] == initproto.MAX_FDS
     assert defined["EXIT_BUG"] == sandbox_clone.EXEC_FAILED
     assert defined["MAX_HOPS"] == rootpath._MAX_HOPS
+
+
+def test_lint_compiles_coop_init_with_the_build_flags_and_werror() -> None:
+    """The hardening of the installed binary is what `just lint` holds to -Werror."""
+    hook = ast.parse((REPO / "packages" / "coop-run" / "hatch_build.py").read_text())
+    [flags] = [ast.literal_eval(node.value) for node in hook.body if isinstance(node, ast.Assign)
+               and any(isinstance(t, ast.Name) and t.id == "FLAGS" for t in node.targets)]
+    assert {"-fstack-protector-strong", "-D_FORTIFY_SOURCE=2"} <= set(flags)
+    assert any(re.fullmatch(r"-O[1-3s]", flag) for flag in flags)  # fortify needs -O
+    justfile = (REPO / "justfile").read_text()
+    variable = re.search(r'^coop_init_flags := "(.*)"$', justfile, re.M)
+    lint = re.search(r"^lint:\n((?:    .*\n)+)", justfile, re.M)
+    assert variable is not None and lint is not None
+    [line] = [line for line in lint[1].splitlines() if "coop-init.c" in line]
+    argv = line.replace("{{coop_init_flags}}", variable[1]).split()
+    assert set(flags) - {"-static", "-s"} | {"-Werror"} <= set(argv)  # -static, -s: the link's
 
 
 def test_the_copy_is_sealed_and_made_once_per_process() -> None:

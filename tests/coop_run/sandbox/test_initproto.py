@@ -177,3 +177,21 @@ def test_a_peer_gone_with_our_record_unread_still_gives_its_last_words() -> None
         assert initproto.recv(ours) is None
     finally:
         ours.close()
+
+
+def test_the_c_header_names_every_op_and_field_as_an_identifier() -> None:
+    header = initproto.c_header()
+    for op, fields in SCHEMAS.items():
+        assert f"OP_{op.upper()}," in header
+        assert f'[OP_{op.upper()}] = {{.name = "{op}", .count = {len(fields)}' in header
+        for key, kind in fields.items():
+            assert f"F_{op.upper()}_{key.upper()}" in header
+            assert f'{{"{key}", KIND_{kind.upper()}}},' in header
+
+
+@pytest.mark.parametrize("schemas", [{"bad-op": {}}, {"ok": {"Id": "int"}}, {"ok": {"é": "int"}}])
+def test_a_name_c_cannot_spell_is_refused(schemas: dict[str, dict[str, str]],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(initproto, "SCHEMAS", schemas)
+    with pytest.raises(ValueError, match="cannot be a C identifier"):
+        initproto.c_header()

@@ -1,11 +1,11 @@
 """``coop-init``, the sandbox's PID 1: where the binary is, and a sealed in-memory copy
 of it that the cloned child of ``sandbox_clone`` execs.
 
-The binary is compiled from ``csrc/coop-init.c`` when the package is built or installed
-(``hatch_build.py``). The child execs it by descriptor; the copy is a sealed memfd, so
-``/proc/1/exe`` inside names that copy and nothing inside can ever write to the
-installed file through it. Every sandbox a process starts execs the same memfd, so its
-pages are shared by all of them.
+The binary is compiled from ``csrc/coop-init.c`` (and its generated ``initproto.h``) when
+the package is built or installed (``hatch_build.py``). The child execs it by descriptor;
+the copy is a sealed memfd, so ``/proc/1/exe`` inside names that copy and nothing inside
+can ever write to the installed file through it. Every sandbox a process starts execs
+the same memfd, so its pages are shared by all of them.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from coop_run.errors import SandboxError
+from coop_run.sandbox.initproto import C_HEADER
 
 BINARY = Path(__file__).parents[1] / "_bin" / "coop-init"  # coop_run/_bin (hatch_build.py)
 SOURCE = Path(__file__).parents[3] / "csrc" / "coop-init.c"  # present in a checkout
@@ -54,13 +55,14 @@ def _read_binary() -> bytes:
     except OSError as exc:
         raise SandboxError(f"coop's sandbox init {BINARY} is missing ({exc.strerror}): "
                            f"{_REINSTALL}") from exc
-    try:
-        changed = SOURCE.stat().st_mtime
-    except OSError:
-        changed = None
-    if changed is not None and changed > built:
-        raise SandboxError(f"coop's sandbox init {BINARY} is older than {SOURCE.name}: "
-                           f"{_REINSTALL}")
+    for source in (SOURCE, SOURCE.with_name(C_HEADER)):
+        try:
+            changed = source.stat().st_mtime
+        except OSError:
+            continue
+        if changed > built:
+            raise SandboxError(f"coop's sandbox init {BINARY} is older than {source.name}: "
+                               f"{_REINSTALL}")
     return data
 
 

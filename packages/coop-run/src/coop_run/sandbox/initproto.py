@@ -10,7 +10,8 @@ lines:
 
 A list is its key repeated (``argv=sh\\0argv=-c\\0``), a map is ``key=name=value`` items,
 and an absent key is None (an empty list or map). Each op has a fixed ``SCHEMAS`` entry,
-which is how ``decode`` gives back the types ``encode`` was given.
+which is how ``decode`` gives back the types ``encode`` was given; ``coop-init`` reads
+the same entries from ``csrc/initproto.h``, which ``c_header`` writes.
 
 Set-up, supervisor -> init (no ids; a failure ends the init with "failed")::
 
@@ -47,6 +48,7 @@ import math
 import os
 import socket
 import struct
+import textwrap
 from dataclasses import dataclass
 from typing import Any
 
@@ -242,6 +244,68 @@ def check_spawn(message: dict[str, Any]) -> None:
         raise ProtocolError("spawn: 'stdio' is 0 or 3, and 0 with a PTY")
     _int(message, "cols", 1, 65535)
     _int(message, "rows", 1, 65535)
+
+
+# --- coop-init's copy of the schema ------------------------------------------------------
+
+C_HEADER = "initproto.h"  # in csrc/, next to coop-init.c
+
+
+def c_header() -> str:
+    """``SCHEMAS``, ``MAX_FRAME`` and ``MAX_FDS`` as C, for ``coop-init.c`` (which spells no
+    op or field name of its own). The file is checked in (a build needs no Python) and
+    a test fails while it differs from this: ``scripts/gen-initproto-header`` rewrites it.
+
+    ``OP_<OP>`` indexes ``schema``; ``F_<OP>_<FIELD>`` indexes that op's fields.
+    """
+    for name in (*SCHEMAS, *(key for schema in SCHEMAS.values() for key in schema)):
+        if not (name.isascii() and name.isidentifier() and name.islower()):
+            raise ValueError(f"{name!r} cannot be a C identifier")
+    kinds = sorted({kind for schema in SCHEMAS.values() for kind in schema.values()})
+    widest = max(len(schema) for schema in SCHEMAS.values())
+    lines = [
+        f"/* {C_HEADER}: coop_run.sandbox.initproto's wire schema for coop-init.c. Generated",
+        " * from initproto.py by scripts/gen-initproto-header; do not edit (test_coop_init.py",
+        " * fails while this file differs from what initproto.py generates). */",
+        "#ifndef COOP_INITPROTO_H",
+        "#define COOP_INITPROTO_H",
+        "",
+        f"#define MAX_FRAME {MAX_FRAME}",
+        f"#define MAX_FDS {MAX_FDS}",
+        f"#define MAX_OP_FIELDS {widest}",
+        "",
+        *textwrap.wrap("enum kind { " + ", ".join(f"KIND_{kind.upper()}" for kind in kinds)
+                       + " };", 92, subsequent_indent="            "),
+        "",
+        "enum op {",
+        *(f"    OP_{op.upper()}," for op in SCHEMAS),
+        "    N_OPS",
+        "};",
+        "",
+    ]
+    for op, schema in SCHEMAS.items():
+        if schema:
+            names = " ".join(f"F_{op.upper()}_{key.upper()}," for key in schema)
+            lines += textwrap.wrap(f"enum {{ {names[:-1]} }};", 92,
+                                   subsequent_indent="       ", break_on_hyphens=False)
+    lines += [
+        "",
+        "static const struct op_schema {",
+        "    const char *name;",
+        "    int count;",
+        "    struct { const char *name; enum kind kind; } field[MAX_OP_FIELDS];",
+        "} schema[N_OPS] = {",
+    ]
+    for op, schema in SCHEMAS.items():
+        head = f"    [OP_{op.upper()}] = {{.name = \"{op}\", .count = {len(schema)}"
+        if not schema:
+            lines.append(head + "},")
+            continue
+        lines.append(head + ", .field = {")
+        lines += [f"        {{\"{key}\", KIND_{kind.upper()}}}," for key, kind in schema.items()]
+        lines.append("    }},")
+    lines += ["};", "", "#endif", ""]
+    return "\n".join(lines)
 
 
 # --- I/O -------------------------------------------------------------------------------
