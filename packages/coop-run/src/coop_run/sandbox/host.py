@@ -184,9 +184,15 @@ class Sandbox:
             self._start(wait_ready)
         except BaseException as exc:
             self._collect_failure()
-            if self.failure is not None and not isinstance(exc, SandboxError):
-                exc = SandboxError(self.failure)
-            message = exc.message if isinstance(exc, SandboxError | CoopBuildError) else str(exc)
+            told = None  # the init's own account, if it gave one, of what our error is about
+            if isinstance(exc, Exception) and not isinstance(exc, SandboxError):
+                told = self.failure
+            if told is not None:
+                message = told
+            elif isinstance(exc, SandboxError | CoopBuildError):
+                message = exc.message
+            else:
+                message = str(exc)
             with self._cond:
                 self.failure = message
                 self.state = "stopping"
@@ -194,6 +200,8 @@ class Sandbox:
             self._teardown(force=True, grace=0)
             if isinstance(exc, SandboxError):
                 raise
+            if told is not None:  # e.g. ECONNRESET on a record sent after the init failed
+                raise SandboxError(told) from exc
             if isinstance(exc, CoopBuildError | OSError):
                 raise SandboxError(f"cannot start sandbox {self.config.name}: {message}") from exc
             raise
