@@ -475,6 +475,13 @@ class Sandbox:
         with self._cond:
             return self._exits.get(pid)
 
+    def take_exit(self, pid: int) -> ExitStatus | None:
+        """Like ``poll_exit``, and forgotten from then on (``wait`` consumes it the same
+        way): a caller that hears of exits through ``on_exit`` takes each one it handles,
+        so that a later process given the same pid is not taken for exited."""
+        with self._cond:
+            return self._exits.pop(pid, None)
+
     @property
     def alive(self) -> bool:
         """The init is still running."""
