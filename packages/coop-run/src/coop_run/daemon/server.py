@@ -23,7 +23,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -160,7 +160,9 @@ class Daemon:
         self._stopping = asyncio.Event()
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._group: asyncio.TaskGroup | None = None
         self._socket_id: tuple[int, int] | None = None
+        self._starters: list[Callable[[], None]] = []
         self._closers: list[Callable[[], Awaitable[None]]] = []
 
     # --- extension points ---------------------------------------------------------------
@@ -171,9 +173,24 @@ class Daemon:
             raise ValueError(f"unknown command {command!r}")
         self._handlers[command] = handler
 
+    def on_start(self, starter: Callable[[], None]) -> None:
+        """Call ``starter`` once the daemon serves, when ``start_task`` works (watchers)."""
+        self._starters.append(starter)
+
     def on_shutdown(self, closer: Callable[[], Awaitable[None]]) -> None:
         """Run ``closer`` at shutdown, before clients are detached (web server, tunnels)."""
         self._closers.append(closer)
+
+    def start_task(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``coro`` as a task of the daemon's TaskGroup (while it serves): cancelled at
+        shutdown after the closers, and awaited before ``run()`` returns."""
+        if self._group is None:
+            coro.close()
+            raise RuntimeError("the daemon is not serving")
+        task = self._group.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def activity_changed(self) -> None:
         """Call when sessions, the web server or tunnels come or go (idle accounting)."""
@@ -204,8 +221,11 @@ class Daemon:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self.request_shutdown, signal.Signals(signum).name)
             async with asyncio.TaskGroup() as group:
+                self._group = group
                 accept = group.create_task(self._accept_loop(listener, group))
                 idle = group.create_task(self._idle_watch())
+                for starter in self._starters:
+                    starter()
                 await self._stopping.wait()
                 accept.cancel()
                 idle.cancel()
@@ -216,6 +236,7 @@ class Daemon:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
         finally:
+            self._group = None
             listener.close()
             self._remove_files()
         log.info("daemon %d stopped", os.getpid())
@@ -245,7 +266,7 @@ class Daemon:
                 log.exception("error while closing %r at shutdown", closer)
 
     async def _detach_all(self) -> None:
-        """Tell attached clients they are detached, then hang up on everyone."""
+        """Tell attached clients they are detached, hang up on everyone, end every task."""
         for conn in list(self.streams):
             with contextlib.suppress(OSError, ConnectionError):
                 async with asyncio.timeout(1.0):
@@ -445,15 +466,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.close(ready_fd)
             ready_fd = -1
 
-    daemon_ = None
     try:
         from coop_run.daemon.registry import SessionCommands, SessionRegistry
 
         registry = SessionRegistry(paths)
         registry.rediscover()
-        daemon_ = Daemon(paths, socket_path, sessions=registry,
-                         idle_seconds=idle_timeout(os.environ))
-        commands = SessionCommands(daemon_, registry)
+        daemon = Daemon(paths, socket_path, sessions=registry,
+                        idle_seconds=idle_timeout(os.environ))
+        commands = SessionCommands(daemon, registry)
         commands.register()
 
         async def stop_watchers() -> None:
@@ -465,13 +485,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             registry.stop_watchers()
             commands.close()
 
-        daemon_.on_shutdown(stop_watchers)
-
-        async def serve(daemon: Daemon) -> None:
-            registry.start_watchers()
-            await daemon.run(ready)
-
-        asyncio.run(serve(daemon_))
+        daemon.on_start(lambda: registry.start_watchers(daemon.start_task))
+        daemon.on_shutdown(stop_watchers)
+        asyncio.run(daemon.run(ready))
     except CoopError as exc:
         log.error("daemon cannot start: %s", exc.message)
         return 4
