@@ -332,11 +332,19 @@ class Sandbox:
         self.network.attach(pid)
         setup = {"op": "setup", "hostname": self.config.name,
                  "child_caps": sorted(child_capabilities(self.network))}
-        for record in (setup, *plan_records(first)):
-            self._channel.send(record)
-        self._finish_dirs(spec)
-        for record in plan_records(late):
-            self._channel.send(record)
+        try:
+            for record in (setup, *plan_records(first)):
+                self._channel.send(record)
+            self._finish_dirs(spec)
+            for record in plan_records(late):
+                self._channel.send(record)
+        except OSError as exc:
+            if exc.errno not in _PEER_GONE:
+                raise
+            # The init has ended: its set-up failed and it said why before it went. The
+            # caller hears that from the wait for "ready", or from its first request.
+            logger.info("sandbox %s: the init went during set-up (%s)", self.config.name,
+                        exc.strerror)
         # While the init finishes its root: the record naming it, and other sessions'
         # leftovers (ours is recorded alive, so it is left alone).
         state["init"] = {"pid": pid, "start": proc_start_time(pid)}
