@@ -117,7 +117,7 @@ def _replies(sock: socket.socket, count: int) -> list[dict[str, object]]:
 )
 def test_a_bad_request_gets_an_error_and_the_init_serves_on(
         sandbox: Sandbox, body: bytes, answer: tuple[int | None, str]) -> None:
-    sock = sandbox._sock  # the supervisor's end; nothing else reads it in this test
+    sock = sandbox._channel.sock  # the supervisor's end; nothing else reads it in this test
     assert sock is not None
     sock.send(_record(body))
     [reply] = _replies(sock, 1)
@@ -131,7 +131,7 @@ def test_a_bad_request_gets_an_error_and_the_init_serves_on(
 
 
 def test_a_record_whose_length_lies_is_refused(sandbox: Sandbox) -> None:
-    sock = sandbox._sock
+    sock = sandbox._channel.sock
     assert sock is not None
     sock.send(struct.pack(">I", 100) + b"ok\0id=1\0")
     [reply] = _replies(sock, 1)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import re
+import select
 import signal
 import socket
 import time
@@ -44,6 +45,7 @@ from support.rootfs import busybox_available
 pytestmark = needs(busybox_available(), "needs busybox-static")
 
 TIMEOUT = 15.0
+PROMPT = 0.5  # "at once": generous on a loaded machine, far below a stop's grace
 Start = Callable[..., SupervisorHandle]
 
 
@@ -305,6 +307,50 @@ def test_kill_stops_everything_and_keeps_persist(start: Start) -> None:
     assert idle.recv(1) == b""
     idle.close()
     a.close()
+
+
+def test_a_slow_stop_leaves_the_session_answering(start: Start) -> None:
+    """The stop waits out its grace in a worker thread: meanwhile ``info`` says "stopping",
+    an attached shell answers what is typed, a new shell is refused, all at once."""
+    grace = 5.0
+    ignores = "trap '' HUP TERM;"  # neither the hang-up nor SIGTERM ends these
+    handle = start(agent=("sh", "-c", f"{ignores} exec sleep 1000"), stop_grace=grace)
+    shell = Stream.open(handle.socket_path, "shell", cols=80, rows=24,
+                        command=f'{ignores} while read -r line; do echo "got $line"; done')
+    shell.run("ready", "got ready")
+    killer = connect(handle.socket_path)
+    began = time.monotonic()
+    killer.sendall(encode_message({"cmd": "kill"}))
+    wait_for(lambda: session(handle)["state"] == "stopping", TIMEOUT, "the stop to begin")
+    for attempt in range(3):
+        asked = time.monotonic()
+        assert session(handle)["state"] == "stopping"
+        assert time.monotonic() - asked < PROMPT
+        typed = time.monotonic()
+        shell.run(f"round{attempt}", f"got round{attempt}")
+        assert time.monotonic() - typed < PROMPT
+    refused = time.monotonic()
+    assert request(handle.socket_path, {"cmd": "shell"})["error"] == "SESSION_NOT_FOUND"
+    assert time.monotonic() - refused < PROMPT
+    # All of the above happened while the stop was still waiting: the kill is unanswered.
+    assert select.select([killer], [], [], 0)[0] == []
+    assert recv_message(killer, grace + TIMEOUT) == {"ok": True}
+    assert time.monotonic() - began >= grace
+    shell.wait_event("detached")
+    wait_for(lambda: not pid_alive(handle.pid), TIMEOUT, "the supervisor to exit")
+    killer.close()
+    shell.close()
+
+
+def test_a_shell_that_exits_at_once_reports_its_exit(start: Start) -> None:
+    """The exit may reach the loop before the spawn's answer does (another thread read
+    both): it is kept for the PTY, and its client still gets the event."""
+    handle = start()
+    for code in range(1, 21):
+        stream = Stream.open(handle.socket_path, "shell", command=f"exit {code}",
+                             cols=80, rows=24)
+        assert stream.wait_event("pty_exited")["code"] == code
+        stream.close()
 
 
 def test_adopt_serves_a_passed_client(start: Start) -> None:

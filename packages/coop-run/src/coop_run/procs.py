@@ -6,6 +6,7 @@ processes this way; this module is the one place that reads them back.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -37,3 +38,24 @@ def alive(pid: int | None, start: int | None) -> bool:
         return fields is not None and fields[0] not in (b"Z", b"X") and int(fields[19]) == start
     except (IndexError, ValueError):
         return False
+
+
+def open_pidfd(pid: int | None, start: int | None) -> int | None:
+    """A pidfd of the process recorded as (pid, start time), or None when that process is
+    gone. The pidfd polls readable once the process has ended (a zombie has); the caller
+    closes it.
+
+    Opened first, checked after: an open pidfd names one process whatever its pid comes
+    to name later, so a start time that still matches after the open proves it is ours
+    and not a process that was given the pid again.
+    """
+    if not pid or start is None:
+        return None
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+    if proc_start_time(pid) != start:
+        os.close(fd)
+        return None
+    return fd

@@ -67,13 +67,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.close(ready_fd)
             ready_fd = -1
 
-    daemon_ = None
     try:
         registry = SessionRegistry(paths)
         registry.rediscover()
-        daemon_ = Daemon(paths, socket_path, sessions=registry,
-                         idle_seconds=idle_timeout(os.environ))
-        commands = SessionCommands(daemon_, registry)
+        daemon = Daemon(paths, socket_path, sessions=registry,
+                        idle_seconds=idle_timeout(os.environ))
+        commands = SessionCommands(daemon, registry)
         commands.register()
 
         async def stop_watchers() -> None:
@@ -85,13 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             registry.stop_watchers()
             commands.close()
 
-        daemon_.on_shutdown(stop_watchers)
-
-        async def serve(daemon: Daemon) -> None:
-            registry.start_watchers()
-            await daemon.run(ready)
-
-        asyncio.run(serve(daemon_))
+        daemon.on_start(lambda: registry.start_watchers(daemon.start_task))
+        daemon.on_shutdown(stop_watchers)
+        asyncio.run(daemon.run(ready))
     except CoopError as exc:
         log.error("daemon cannot start: %s", exc.message)
         return 4

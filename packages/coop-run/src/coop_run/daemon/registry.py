@@ -3,10 +3,11 @@
 A session is a supervisor process (``coop_run.session.supervisor``) that outlives the daemon; the
 daemon only remembers where each one listens. The table is rebuilt at daemon start from
 ``sessions/*/supervisor.json`` plus a ``/proc/*/environ`` scan for ``COOP_SESSION``, and a
-watcher per session (an idle connection to its socket) notices when one ends. Attached
-terminals are handed to the supervisor with SCM_RIGHTS (``adopt``), so the daemon is never
-on the path of terminal bytes. A workspace may have several sessions (each its own name,
-directory and sandbox); a lookup by workspace takes its most recent one.
+watcher per session (a task of the daemon's TaskGroup, on a pidfd of its supervisor)
+notices when one ends. Attached terminals are handed to the supervisor with SCM_RIGHTS
+(``adopt``), so the daemon is never on the path of terminal bytes. A workspace may have
+several sessions (each its own name, directory and sandbox); a lookup by workspace takes
+its most recent one.
 
 Naming, lookup and entry shaping are pure functions; the registry does the I/O.
 """
@@ -22,7 +23,7 @@ import re
 import socket
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,10 +34,11 @@ from coop_run.daemon.zygote_client import ZygoteClient
 from coop_run.errors import CoopError
 from coop_run.ipc import protocol
 from coop_run.ipc.client import Client
-from coop_run.ipc.connection import FramedConnection, request
+from coop_run.ipc.connection import request
 from coop_run.ipc.framing import Message
 from coop_run.ipc.schema import encode
 from coop_run.layout import SessionDir, check_session_name
+from coop_run.procs import alive, open_pidfd, proc_start_time
 from coop_run.sandbox.config import SandboxConfig
 from coop_run.session.config import SupervisorConfig
 from coop_run.statefiles import read_json
@@ -46,6 +48,8 @@ logger = logging.getLogger(__name__)
 SUPERVISOR_TIMEOUT = 5.0      # an ``info``/``restart``/``adopt`` round trip
 KILL_EXTRA = 10.0             # a kill waits for the grace period plus this
 MAX_NAME = 63
+# How the registry starts its watchers: the daemon's ``start_task`` (its TaskGroup).
+StartTask = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
 _UNSAFE = re.compile(r"[^a-z0-9-]+")
 
 
@@ -148,6 +152,7 @@ class SessionRegistry:
         self._sessions: dict[str, Session] = {}
         self._entries: dict[str, dict[str, Any]] = {}
         self.on_change: list[Any] = []  # callables, run when a session comes or goes
+        self._start_task: StartTask | None = None  # the daemon's, while watchers run
 
     # Sessions protocol
     def list(self) -> list[dict[str, Any]]:
@@ -208,8 +213,7 @@ class SessionRegistry:
     # membership
     def add(self, session: Session) -> None:
         self._sessions[session.name] = session
-        with contextlib.suppress(RuntimeError):  # no running loop: rediscovery before start
-            self._watch(session)
+        self._watch(session)
         self._changed()
 
     def remove(self, name: str) -> None:
@@ -225,38 +229,32 @@ class SessionRegistry:
         for callback in self.on_change:
             callback()
 
-    def start_watchers(self) -> None:
-        """Start a watcher for every session (once the loop runs)."""
+    def start_watchers(self, start_task: StartTask) -> None:
+        """Watch every session, now and as they come, in tasks ``start_task`` runs (the
+        daemon's ``Daemon.start_task``: they belong to its TaskGroup)."""
+        self._start_task = start_task
         for session in self._sessions.values():
-            if session.watcher is None:
-                self._watch(session)
+            self._watch(session)
 
     def stop_watchers(self) -> None:
+        self._start_task = None
         for session in self._sessions.values():
             if session.watcher is not None:
                 session.watcher.cancel()
                 session.watcher = None
 
     def _watch(self, session: Session) -> None:
-        loop = asyncio.get_running_loop()
-        session.watcher = loop.create_task(self._watcher(session))
+        if self._start_task is not None and session.watcher is None:
+            session.watcher = self._start_task(self._watcher(session))
 
     async def _watcher(self, session: Session) -> None:
-        """Hold an idle connection to the supervisor; its end means the session ended."""
+        """Wait for the supervisor's process to end, then drop the session."""
         try:
-            conn = await asyncio.wait_for(
-                FramedConnection.connect(session.socket_path, what="supervisor"),
-                SUPERVISOR_TIMEOUT)
-        except (OSError, TimeoutError, CoopError):
-            conn = None
-        if conn is not None:
-            try:
-                await conn.wait_closed()
-            finally:
-                conn.close()
-        # EOF also comes from a supervisor that merely dropped us: believe only the pid.
-        while _alive(session.pid, session.start) and session.socket_path.exists():
-            await asyncio.sleep(1.0)
+            await process_exit(session.pid, session.start)
+        except OSError as exc:  # no pidfd: the next ``ls`` checks the pid instead
+            logger.warning("session %s: cannot watch pid %d: %s", session.name, session.pid,
+                           exc)
+            return
         if self._sessions.get(session.name) is session:
             session.watcher = None
             self.remove(session.name)
@@ -269,7 +267,7 @@ class SessionRegistry:
         entries: builtins.list[dict[str, Any]] = []
         for session, answer in zip(sessions, results, strict=True):
             if answer is None:
-                if not _alive(session.pid, session.start):
+                if not alive(session.pid, session.start):
                     self.remove(session.name)
                     continue
                 entries.append(cached_entry(session))
@@ -332,9 +330,8 @@ class SessionRegistry:
         with contextlib.suppress(CoopError):
             await self.command(session, encode(protocol.SupervisorKill(force=force)),
                                timeout=grace + KILL_EXTRA)
-        deadline = time.monotonic() + 5.0
-        while _alive(session.pid, session.start) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        with contextlib.suppress(OSError):
+            await process_exit(session.pid, session.start, timeout=5.0)
         self.remove(session.name)
 
     # rediscovery
@@ -361,10 +358,29 @@ def _current_task() -> asyncio.Task[Any] | None:
         return None
 
 
-def _alive(pid: int, start: int | None) -> bool:
-    from coop_run.procs import alive
+async def process_exit(pid: int, start: int | None, *, timeout: float | None = None) -> bool:
+    """Wait until the process recorded as (pid, start time) has ended: True, or False at
+    ``timeout`` seconds. A pidfd read by the loop, so nothing polls."""
+    pidfd = open_pidfd(pid, start)
+    if pidfd is None:
+        return True
+    loop = asyncio.get_running_loop()
+    ended: asyncio.Future[None] = loop.create_future()
 
-    return alive(pid, start)
+    def readable() -> None:
+        if not ended.done():
+            ended.set_result(None)
+
+    loop.add_reader(pidfd, readable)
+    try:
+        async with asyncio.timeout(timeout):
+            await ended
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+    return True
 
 
 def _state_dirs(sessions: Path) -> list[str]:
@@ -417,8 +433,6 @@ def _probe(session_dir: Path) -> Session | None:
         return None
     start = state.get("start") if state.get("pid") == pid else None
     if start is None:
-        from coop_run.procs import proc_start_time
-
         start = proc_start_time(pid)
     created = entry.get("created")
     return Session(name=str(entry.get("name", session_dir.name)),
@@ -508,8 +522,6 @@ class SessionCommands:
                     global_path=global_path)
                 handle = await self.zygote.launch(config, network=network,
                                                   coop_home=self.paths.home)
-                from coop_run.procs import proc_start_time
-
                 session = Session(name=name, workspace=workspace, pid=handle.pid,
                                   start=proc_start_time(handle.pid),
                                   socket_path=handle.socket_path, created=int(time.time()))

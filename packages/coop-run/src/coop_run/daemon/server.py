@@ -21,7 +21,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -134,7 +134,9 @@ class Daemon:
         self._stopping = asyncio.Event()
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._group: asyncio.TaskGroup | None = None
         self._socket_id: tuple[int, int] | None = None
+        self._starters: list[Callable[[], None]] = []
         self._closers: list[Callable[[], Awaitable[None]]] = []
 
     # --- extension points ---------------------------------------------------------------
@@ -145,9 +147,24 @@ class Daemon:
             raise ValueError(f"unknown command {command!r}")
         self._handlers[command] = handler
 
+    def on_start(self, starter: Callable[[], None]) -> None:
+        """Call ``starter`` once the daemon serves, when ``start_task`` works (watchers)."""
+        self._starters.append(starter)
+
     def on_shutdown(self, closer: Callable[[], Awaitable[None]]) -> None:
         """Run ``closer`` at shutdown, before clients are detached (web server, tunnels)."""
         self._closers.append(closer)
+
+    def start_task(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``coro`` as a task of the daemon's TaskGroup (while it serves): cancelled at
+        shutdown after the closers, and awaited before ``run()`` returns."""
+        if self._group is None:
+            coro.close()
+            raise RuntimeError("the daemon is not serving")
+        task = self._group.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def activity_changed(self) -> None:
         """Call when sessions, the web server or tunnels come or go (idle accounting)."""
@@ -178,8 +195,11 @@ class Daemon:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self.request_shutdown, signal.Signals(signum).name)
             async with asyncio.TaskGroup() as group:
+                self._group = group
                 accept = group.create_task(self._accept_loop(listener, group))
                 idle = group.create_task(self._idle_watch())
+                for starter in self._starters:
+                    starter()
                 await self._stopping.wait()
                 accept.cancel()
                 idle.cancel()
@@ -190,6 +210,7 @@ class Daemon:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
         finally:
+            self._group = None
             listener.close()
             self._remove_files()
         log.info("daemon %d stopped", os.getpid())
@@ -219,7 +240,8 @@ class Daemon:
                 log.exception("error while closing %r at shutdown", closer)
 
     async def _detach_all(self) -> None:
-        """Hang up on every client (attached ones talk to their supervisor, not to us)."""
+        """Hang up on every client (attached ones talk to their supervisor, not to us) and
+        end every task."""
         for conn in list(self.connections):
             conn.close()
         for task in list(self._tasks):

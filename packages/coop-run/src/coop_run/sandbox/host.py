@@ -30,18 +30,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import itertools
 import logging
 import os
 import select
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from coop_build.errors import CoopBuildError
 from coop_build.idmap import choose_idmap
@@ -51,6 +49,7 @@ from coop_run.errors import BindPathError, CoopError, SandboxError
 from coop_run.layout import SessionDir, check_session_name
 from coop_run.procs import proc_start_time
 from coop_run.sandbox import caps, initproto, sessiondirs
+from coop_run.sandbox.channel import InitChannel
 from coop_run.sandbox.clone import PreparedInit, prepare_init
 from coop_run.sandbox.config import SandboxConfig
 from coop_run.sandbox.mounts import MountSpec, plan_mounts, plan_records, split_plan
@@ -65,10 +64,6 @@ REQUEST_TIMEOUT = 10.0
 KILL_WAIT = 5.0
 CHANNEL_WAIT = 5.0  # for a reader to give the channel up; at once when the init is gone
 _PEER_GONE = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN})
-
-T = TypeVar("T")
-
-
 
 
 @dataclass(frozen=True)
@@ -151,15 +146,12 @@ class Sandbox:
         self.state = "new"
         self.init_pid: int | None = None      # host pid of PID 1
         self.failure: str | None = None
-        self._sock: socket.socket | None = None
         self._pidfd: int | None = None
+        # One lock for the state above and the channel's: its events change that state.
         self._cond = threading.Condition()
-        self._reading = False
-        self._eof = False
-        self._replies: dict[int, initproto.Received] = {}
+        self._channel = InitChannel(config.name, self._cond, self._on_event)
+        self._ready = False
         self._exits: dict[int, ExitStatus] = {}
-        self._ids = itertools.count(1)
-        self._send_lock = threading.Lock()
         # Called as on_exit(pid inside, status) by whichever thread reads the channel,
         # with an internal lock held: keep it short (e.g. hand over to an event loop).
         self.on_exit: Callable[[int, ExitStatus], None] | None = None
@@ -191,9 +183,15 @@ class Sandbox:
             self._start(wait_ready)
         except BaseException as exc:
             self._collect_failure()
-            if self.failure is not None and not isinstance(exc, SandboxError):
-                exc = SandboxError(self.failure)
-            message = exc.message if isinstance(exc, SandboxError | CoopBuildError) else str(exc)
+            told = None  # the init's own account, if it gave one, of what our error is about
+            if isinstance(exc, Exception) and not isinstance(exc, SandboxError):
+                told = self.failure
+            if told is not None:
+                message = told
+            elif isinstance(exc, SandboxError | CoopBuildError):
+                message = exc.message
+            else:
+                message = str(exc)
             with self._cond:
                 self.failure = message
                 self.state = "stopping"
@@ -201,6 +199,8 @@ class Sandbox:
             self._teardown(force=True, grace=0)
             if isinstance(exc, SandboxError):
                 raise
+            if told is not None:  # e.g. ECONNRESET on a record sent after the init failed
+                raise SandboxError(told) from exc
             if isinstance(exc, CoopBuildError | OSError):
                 raise SandboxError(f"cannot start sandbox {self.config.name}: {message}") from exc
             raise
@@ -314,7 +314,8 @@ class Sandbox:
             prepared = None
         if prepared is None:
             prepared = prepare_init(self.idmap, unshare_net=self.network.unshare_net)
-        self._sock, self._pidfd, self.init_pid = prepared.sock, prepared.pidfd, prepared.pid
+        self._channel.open(prepared.sock)
+        self._pidfd, self.init_pid = prepared.pidfd, prepared.pid
         pid = prepared.pid
         spec, state = self._prepare()
         try:
@@ -330,11 +331,19 @@ class Sandbox:
         self.network.attach(pid)
         setup = {"op": "setup", "hostname": self.config.name,
                  "child_caps": sorted(child_capabilities(self.network))}
-        for record in (setup, *plan_records(first)):
-            initproto.send(prepared.sock, record)
-        self._finish_dirs(spec)
-        for record in plan_records(late):
-            initproto.send(prepared.sock, record)
+        try:
+            for record in (setup, *plan_records(first)):
+                self._channel.send(record)
+            self._finish_dirs(spec)
+            for record in plan_records(late):
+                self._channel.send(record)
+        except OSError as exc:
+            if exc.errno not in _PEER_GONE:
+                raise
+            # The init has ended: its set-up failed and it said why before it went. The
+            # caller hears that from the wait for "ready", or from its first request.
+            logger.info("sandbox %s: the init went during set-up (%s)", self.config.name,
+                        exc.strerror)
         # While the init finishes its root: the record naming it, and other sessions'
         # leftovers (ours is recorded alive, so it is left alone).
         state["init"] = {"pid": pid, "start": proc_start_time(pid)}
@@ -345,62 +354,13 @@ class Sandbox:
         self._reap_others()
         if wait_ready:
             deadline = time.monotonic() + START_TIMEOUT
-            self._await(lambda: True if self._ready else None, deadline, "the sandbox to start")
+            self._channel.wait_for(lambda: True if self._ready else None, deadline,
+                                   "the sandbox to start", self._check_failure)
 
-    # --- the control channel ------------------------------------------------------------
+    # --- the control channel (``channel.InitChannel``) --------------------------------
 
-    def _collect_failure(self) -> None:
-        """After a failed start or send: the init's own account of why, if it sent one."""
-        if self.failure is not None:
-            return
-        sock = self._take_channel(CHANNEL_WAIT)
-        if sock is not None:
-            try:
-                self._read_pending(sock)
-            finally:
-                self._release_channel()
-
-    def _take_channel(self, wait: float) -> socket.socket | None:
-        """Become the channel's one reader, waiting up to ``wait`` seconds for the
-        current one. Two readers could each take a message, and the one holding a
-        reply might dispatch it after the other has announced the end of file."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: not self._reading, wait) or self._sock is None:
-                return None
-            self._reading = True
-            return self._sock
-
-    def _release_channel(self) -> None:
-        with self._cond:
-            self._reading = False
-            self._cond.notify_all()
-
-    def _read_pending(self, sock: socket.socket) -> None:
-        """Dispatch every message already waiting, without blocking."""
-        while self._read_one(sock, 0):
-            pass
-
-    def _read_one(self, sock: socket.socket, timeout: float) -> bool:
-        """Read and dispatch the next message if one comes within ``timeout`` (the caller
-        is the reader); False when none did or the channel ended."""
-        try:
-            if not select.select([sock], [], [], timeout)[0]:
-                return False
-            received = initproto.recv(sock)
-        except (OSError, ValueError) as exc:  # ValueError: ProtocolError, or closed under us
-            logger.warning("sandbox %s control channel: %s", self.config.name, exc)
-            received = None
-        with self._cond:
-            self._dispatch(received)
-        return received is not None
-
-    _ready = False
-
-    def _dispatch(self, received: initproto.Received | None) -> None:
-        """Called with ``_cond`` held."""
-        if received is None:
-            self._eof = True
-            return
+    def _on_event(self, received: initproto.Received) -> None:
+        """An event from the init; called by the channel with ``_cond`` held."""
         message = received.message
         op = message.get("op")
         if op == "ready":
@@ -416,36 +376,16 @@ class Sandbox:
                 self._exits[pid] = status
                 if self.on_exit is not None:
                     self.on_exit(pid, status)
-        elif isinstance(message.get("id"), int):
-            self._replies[message["id"]] = received
-            return
-        for fd in received.fds:
-            os.close(fd)
 
-    def _await(self, pick: Callable[[], T | None], deadline: float, what: str) -> T:
-        """Read the channel (one reader at a time) until ``pick()`` gives a value."""
-        while True:
-            with self._cond:
-                value = pick()
-                if value is not None:
-                    return value
-                if self.failure is not None:
-                    raise SandboxError(self.failure)
-                if self._eof or self._sock is None:
-                    raise SandboxError(f"sandbox {self.config.name} has stopped",
-                                       code="SANDBOX_STOPPED")
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise SandboxError(f"timed out waiting for {what}", code="SANDBOX_TIMEOUT")
-                if self._reading:
-                    self._cond.wait(remaining)
-                    continue
-                self._reading = True
-                sock = self._sock
-            try:
-                self._read_one(sock, remaining)
-            finally:
-                self._release_channel()
+    def _check_failure(self) -> None:
+        """For the channel's waits (``_cond`` held): the init's set-up failed."""
+        if self.failure is not None:
+            raise SandboxError(self.failure)
+
+    def _collect_failure(self) -> None:
+        """After a failed start or send: the init's own account of why, if it sent one."""
+        if self.failure is None:
+            self._channel.drain(CHANNEL_WAIT)
 
     def _request(self, message: dict[str, Any], fds: Sequence[int] = (),
                  timeout: float = REQUEST_TIMEOUT) -> initproto.Received:
@@ -458,16 +398,15 @@ class Sandbox:
             if self.state not in ("launched", "running"):
                 raise SandboxError(f"sandbox {self.config.name} is {self.state}",
                                    code="SANDBOX_STOPPED")
-            sock = self._sock
-        if sock is None:
-            raise SandboxError(f"sandbox {self.config.name} has stopped", code="SANDBOX_STOPPED")
-        rid = next(self._ids)
+            if self._channel.closed:
+                raise SandboxError(f"sandbox {self.config.name} has stopped",
+                                   code="SANDBOX_STOPPED")
+        rid = self._channel.next_id()
         message = {**message, "id": rid}
         try:
-            with self._send_lock:
-                initproto.send(sock, message, tuple(fds))
+            self._channel.send(message, fds)
         except OSError as exc:
-            if exc.errno not in _PEER_GONE and sock.fileno() >= 0:  # (not closed by a stop)
+            if exc.errno not in _PEER_GONE and not self._channel.closed:  # (not by a stop)
                 # The init is there: this message could not go (its size, descriptors).
                 raise SandboxError(f"cannot send {message['op']} to sandbox "
                                    f"{self.config.name}: {exc.strerror}") from exc
@@ -476,8 +415,8 @@ class Sandbox:
                 raise SandboxError(self.failure) from exc
             raise SandboxError(f"sandbox {self.config.name} is gone: {exc.strerror}",
                                code="SANDBOX_STOPPED") from exc
-        reply = self._await(lambda: self._replies.pop(rid, None), deadline,
-                            f"the sandbox to answer {message['op']}")
+        reply = self._channel.reply(rid, deadline, f"the sandbox to answer {message['op']}",
+                                    self._check_failure)
         if reply.message.get("op") == "error":
             for fd in reply.fds:
                 os.close(fd)
@@ -524,30 +463,31 @@ class Sandbox:
         """Block until process ``pid`` (inside) exits; its status (consumed: a second
         wait for the same pid blocks)."""
         deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
-        return self._await(lambda: self._exits.pop(pid, None), deadline,
-                           f"process {pid} to exit")
+        return self._channel.wait_for(lambda: self._exits.pop(pid, None), deadline,
+                                      f"process {pid} to exit", self._check_failure)
 
     @property
     def control_fd(self) -> int | None:
         """The control socket, for an event loop to watch (then call ``pump()``)."""
-        sock = self._sock
+        sock = self._channel.sock
         return sock.fileno() if sock is not None else None
 
     def pump(self) -> None:
         """Read every message already waiting, without blocking (``on_exit`` fires for
         exits). A no-op while another thread is reading."""
-        sock = self._take_channel(0)
-        if sock is None:
-            return
-        try:
-            self._read_pending(sock)
-        finally:
-            self._release_channel()
+        self._channel.pump()
 
     def poll_exit(self, pid: int) -> ExitStatus | None:
         """The exit status of ``pid`` if its ``exited`` event has been read."""
         with self._cond:
             return self._exits.get(pid)
+
+    def take_exit(self, pid: int) -> ExitStatus | None:
+        """Like ``poll_exit``, and forgotten from then on (``wait`` consumes it the same
+        way): a caller that hears of exits through ``on_exit`` takes each one it handles,
+        so that a later process given the same pid is not taken for exited."""
+        with self._cond:
+            return self._exits.pop(pid, None)
 
     @property
     def alive(self) -> bool:
@@ -591,29 +531,17 @@ class Sandbox:
         """Read what the init said before it ended, then close the channel.
 
         A spawn racing the stop may have been carried out: its reply sits in the socket
-        behind us. Dispatching it first means a caller told "stopped" can rely on its
+        behind us. Filing it first means a caller told "stopped" can rely on its
         process never having started."""
-        sock = self._take_channel(CHANNEL_WAIT)
-        try:
-            if sock is not None and not self.alive:
-                self._read_pending(sock)
-        finally:
-            # (A reader that kept the channel finds it closed on its next read and ends.)
-            with self._cond, self._send_lock:
-                if self._sock is not None:
-                    self._sock.close()
-                    self._sock = None
-                if sock is not None:
-                    self._reading = False
-                self._cond.notify_all()
+        self._channel.close(wait=CHANNEL_WAIT, drain=lambda: not self.alive)
 
     def _end_init(self, *, force: bool, grace: float) -> None:
         pidfd = self._pidfd
         if pidfd is None:
             return
-        if not force and self._sock is not None:
-            with contextlib.suppress(OSError), self._send_lock:
-                initproto.send(self._sock, {"op": "shutdown", "id": 0, "grace": grace})
+        if not force and not self._channel.closed:
+            with contextlib.suppress(OSError):
+                self._channel.send({"op": "shutdown", "id": 0, "grace": grace})
             if select.select([pidfd], [], [], grace + 1.0)[0]:
                 self._reap_init()
                 return

@@ -23,17 +23,25 @@ daemon's shutdown (SPEC 5): every client it handed over gets ``detached`` and is
 while clients that came straight to this socket and the session itself carry on. Every
 command may carry ``session`` (ignored), so the daemon can forward its own requests
 unchanged.
+
+The loop never blocks on the sandbox: spawns, signals and the stop run in worker threads
+(``Sandbox`` is thread-safe) while the loop serves every client, and what they return is
+applied to the session back on the loop. A stop that waits out its grace answers ``info``
+with ``"state": "stopping"`` meanwhile, and attached terminals keep working until their
+processes end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
 import socket
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from coop_run.errors import CoopError, FrameTooLargeError, ProtocolError, SupervisorError
@@ -45,7 +53,7 @@ from coop_run.ipc.sockets import bind_unix_socket, peer_uid
 from coop_run.layout import SessionDir
 from coop_run.procs import proc_start_time
 from coop_run.sandbox.clone import PreparedInit
-from coop_run.sandbox.host import ExitStatus, Sandbox
+from coop_run.sandbox.host import ExitStatus, Sandbox, Spawned
 from coop_run.session.config import SupervisorConfig
 from coop_run.session.ptys import (
     CLIENT_KINDS,
@@ -63,6 +71,7 @@ logger = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT = 10.0
 FLUSH_TIMEOUT = 1.0  # how long a kill waits for clients to take their "detached"
 RESTART_KILL_AFTER = 2.0
+SANDBOX_THREADS = 4  # blocking sandbox calls at once (spawns, signals, the stop)
 
 # --- the supervisor ---------------------------------------------------------------------
 
@@ -85,8 +94,11 @@ class Supervisor:
         self._agent_start: tuple[int, int | None, int] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._done: asyncio.Event | None = None
+        self._group: asyncio.TaskGroup | None = None
+        self._accepting: asyncio.Task[None] | None = None
         self._restart_now = False
-        self._restart_timer: asyncio.TimerHandle | None = None
+        self._respawn: asyncio.Task[None] | None = None  # the agent's pending restart
+        self._respawn_early = asyncio.Event()  # set: it stops waiting out its delay
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- start-up (before the loop: the sandbox clone needs a single thread) -------------
@@ -138,6 +150,9 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._done = asyncio.Event()
+        # The threads of the blocking sandbox calls; asyncio.run() joins them at the end.
+        loop.set_default_executor(ThreadPoolExecutor(SANDBOX_THREADS,
+                                                      thread_name_prefix="sandbox-call"))
         assert self.listener is not None and self._agent_start is not None
         agent = Pty(loop, 0, "agent", self.config.agent, cols=self.config.cols,
                     rows=self.config.rows, scrollback=self.config.scrollback,
@@ -150,23 +165,31 @@ class Supervisor:
         control = self.sandbox.control_fd
         if control is not None:
             loop.add_reader(control, self._pump)
-        for pid_, status in self._early_exits:
-            self._exited(pid_, status)
-        self._early_exits.clear()
         self.listener.setblocking(False)
         logger.info("session %s serving on %s", self.config.sandbox.name,
                     self.layout.supervisor_socket)
         async with asyncio.TaskGroup() as group:
-            accept = group.create_task(self._accept_loop(group))
+            self._group = group
+            for pid_, status in self._early_exits:
+                self._exited(pid_, status)
+            self._early_exits.clear()
+            self._accepting = self._own(self._accept_loop())
             await self._done.wait()
-            accept.cancel()
-            for task in self._tasks:  # idle command connections must not hold the exit
+            for task in list(self._tasks):  # idle connections, pending restarts: all end
                 task.cancel()
 
-    async def _accept_loop(self, group: asyncio.TaskGroup) -> None:
+    def _own(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``coro`` as a task of serve()'s TaskGroup, cancelled when the session ends."""
+        assert self._group is not None
+        task = self._group.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _accept_loop(self) -> None:
         loop = asyncio.get_running_loop()
         assert self.listener is not None
-        while not self.stopping:
+        while True:  # also while stopping: info still answers, the rest is refused
             conn, _addr = await loop.sock_accept(self.listener)
             try:
                 uid = peer_uid(conn)
@@ -177,9 +200,7 @@ class Supervisor:
                 logger.warning("refused a connection from uid %d", uid)
                 conn.close()
                 continue
-            task = group.create_task(self._serve_conn(conn))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._own(self._serve_conn(conn))
 
     def _pump(self) -> None:
         self.sandbox.pump()
@@ -196,11 +217,34 @@ class Supervisor:
 
     # -- processes ------------------------------------------------------------------------
 
+    async def _spawn(self, argv: Sequence[str], **options: Any) -> Spawned:
+        """``sandbox.spawn`` in a worker thread. Cancelled meanwhile, the spawn still
+        finishes there, and the master of a process nobody will serve is closed."""
+        loop = asyncio.get_running_loop()
+        call = functools.partial(self.sandbox.spawn, list(argv), **options)
+        future = loop.run_in_executor(None, call)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(_close_unserved)
+            raise
+
+    def _attach(self, pty: Pty, master: int, spawned: Spawned) -> None:
+        """Give ``pty`` its new process. The loop may have heard of that process's exit
+        before it got the spawn's answer (another thread read both): if so, the exit is
+        applied next, once the caller has finished (e.g. added the client of a shell)."""
+        pty.attach_master(master, spawned.pid, spawned.host_pid)
+        status = self.sandbox.take_exit(spawned.pid)
+        if status is not None:
+            assert self._loop is not None
+            self._loop.call_soon(self._exited, spawned.pid, status)
+
     def _exited(self, pid: int, status: ExitStatus) -> None:
         pty = next((p for p in self.ptys.values() if p.pid == pid and p.master is not None),
                    None)
-        if pty is None:
+        if pty is None:  # not attached yet: ``_attach`` takes the exit instead
             return
+        self.sandbox.take_exit(pid)
         pty.detach_master()
         pty.pid = None
         pty.publish(exit_notice(status.code, status.signal))
@@ -224,18 +268,26 @@ class Supervisor:
         pty.publish(restart_notice(delay))
         pty.publish_event(encode(protocol.PtyRestarting(pty.id, delay / 1000,
                                                          self.backoff.streak)))
-        assert self._loop is not None
-        self._restart_timer = self._loop.call_later(delay / 1000, self._respawn_agent)
+        self._schedule_respawn(delay / 1000)
 
-    def _respawn_agent(self) -> None:
-        self._restart_timer = None
+    def _schedule_respawn(self, delay: float) -> None:
+        self._respawn_early.clear()
+        self._respawn = self._own(self._respawn_agent(delay))
+
+    async def _respawn_agent(self, delay: float) -> None:
+        """Start the agent again after ``delay`` seconds (sooner for the restart command;
+        not at all once the session stops)."""
+        if delay > 0 and not self.stopping:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._respawn_early.wait()
         agent = self.ptys[0]
         if self.stopping or agent.master is not None:
             return
         cols, rows = agent.size
         try:
-            spawned = self.sandbox.spawn(list(self.config.agent), env=self.config.agent_env,
-                                         pty=True, cols=cols, rows=rows)
+            spawned = await self._spawn(self.config.agent, env=self.config.agent_env,
+                                        pty=True, cols=cols, rows=rows)
         except CoopError as exc:
             logger.error("cannot restart the agent: %s", exc)
             agent.state = "dead"
@@ -243,53 +295,61 @@ class Supervisor:
         if spawned.master_fd is None:
             agent.state = "dead"
             return
+        if self.stopping:  # the stop began while it started: the stop ends it
+            os.close(spawned.master_fd)
+            return
         crash_looping = self.backoff.crash_looping
-        agent.attach_master(spawned.master_fd, spawned.pid, spawned.host_pid)
+        self._attach(agent, spawned.master_fd, spawned)
         if crash_looping:
             agent.state = "crash-looping"
-        assert self._loop is not None
-        self._loop.call_later(QUICK_EXIT, self._settled, spawned.pid)
+        self._own(self._settle(spawned.pid))
         logger.info("agent restarted as pid %d", spawned.pid)
 
-    def _settled(self, pid: int) -> None:
+    async def _settle(self, pid: int) -> None:
         """The agent has run long enough: no longer a crash loop, back-off starts over."""
+        await asyncio.sleep(QUICK_EXIT)
         agent = self.ptys[0]
         if agent.pid == pid and agent.master is not None:
             self.backoff.reset()
             agent.state = "running"
 
-    def _restart_agent(self) -> None:
+    async def _restart_agent(self) -> None:
         agent = self.ptys[0]
         if agent.master is not None and agent.pid is not None:
             self._restart_now = True
             pid = agent.pid
             with contextlib.suppress(CoopError):
-                self.sandbox.signal(pid, signal.SIGHUP)
-            assert self._loop is not None
-            self._loop.call_later(RESTART_KILL_AFTER, self._kill_if_still, pid)
+                await asyncio.to_thread(self.sandbox.signal, pid, signal.SIGHUP)
+            self._own(self._kill_if_still(pid))
             return
-        if self._restart_timer is not None:
-            self._restart_timer.cancel()
         self.backoff.reset()
-        self._respawn_agent()
+        if self._respawn is not None and not self._respawn.done():
+            self._respawn_early.set()  # the pending restart happens now
+            return
+        self._schedule_respawn(0)
 
-    def _kill_if_still(self, pid: int) -> None:
+    async def _kill_if_still(self, pid: int) -> None:
+        await asyncio.sleep(RESTART_KILL_AFTER)
         agent = self.ptys[0]
-        if agent.pid == pid and agent.master is not None:
+        if agent.pid == pid and agent.master is not None and not self.stopping:
             with contextlib.suppress(CoopError):
-                self.sandbox.signal(pid, signal.SIGKILL)
+                await asyncio.to_thread(self.sandbox.signal, pid, signal.SIGKILL)
 
-    def _spawn_shell(self, command: str | None, cols: int, rows: int) -> Pty:
+    async def _spawn_shell(self, command: str | None, cols: int, rows: int) -> Pty | None:
+        """A new shell PTY; None if the session began to stop while it started."""
         argv = ["sh", "-c", command] if command else list(self.config.shell)
-        assert self._loop is not None
-        pty_id = max(self.ptys) + 1
-        spawned = self.sandbox.spawn(argv, pty=True, cols=cols, rows=rows)
+        spawned = await self._spawn(argv, pty=True, cols=cols, rows=rows)
         if spawned.master_fd is None:
             raise SupervisorError("the sandbox gave the shell no PTY")
+        if self.stopping:
+            os.close(spawned.master_fd)
+            return None
+        assert self._loop is not None
+        pty_id = max(self.ptys) + 1  # (taken when it is added: shells may start at once)
         pty = Pty(self._loop, pty_id, "shell", argv, cols=cols, rows=rows,
                   scrollback=self.config.scrollback, max_backlog=self.config.max_backlog)
         self.ptys[pty_id] = pty
-        pty.attach_master(spawned.master_fd, spawned.pid, spawned.host_pid)
+        self._attach(pty, spawned.master_fd, spawned)
         return pty
 
     # -- connections ----------------------------------------------------------------------
@@ -299,14 +359,14 @@ class Supervisor:
         try:
             if not await conn.greet(HANDSHAKE_TIMEOUT):
                 return
-            while not self.stopping:
+            while True:
                 message = await conn.receive()
                 if message is None:
                     return
                 try:
                     request = protocol.parse_supervisor_command(message)
                     if isinstance(request, protocol.SupervisorAttach | protocol.SupervisorShell):
-                        self._stream(conn.sock, request)
+                        await self._stream(conn.sock, request)
                         conn.detach()
                         return
                     if isinstance(request, protocol.Adopt):
@@ -315,7 +375,7 @@ class Supervisor:
                     if isinstance(request, protocol.SupervisorKill):
                         await self._kill(request.force, conn)
                         return
-                    await conn.send(self._command(request))
+                    await conn.send(await self._command(request))
                 except ProtocolError as exc:
                     await conn.send(protocol.error_from(exc))
         except (ProtocolError, OSError, TimeoutError) as exc:
@@ -326,13 +386,15 @@ class Supervisor:
         finally:
             conn.close()
 
-    def _command(self, request: protocol.Request) -> Message:
+    async def _command(self, request: protocol.Request) -> Message:
         if isinstance(request, protocol.DetachClients):
             return encode(protocol.DetachedReply(self.detach_adopted()))
         if isinstance(request, protocol.SupervisorInfo):
             return encode(protocol.InfoReply(session=self.info(), ptys=self.pty_details()))
         if isinstance(request, protocol.SupervisorRestart):
-            self._restart_agent()
+            if self.stopping:
+                raise _stopping()
+            await self._restart_agent()
             return encode(protocol.PtyReply(0))
         raise ProtocolError(f"unexpected command {request.TAG!r}",
                             code=protocol.INVALID_COMMAND)
@@ -346,18 +408,18 @@ class Supervisor:
                                 code=protocol.INVALID_COMMAND)
         client = socket.socket(fileno=fds[0])
         try:
-            self._stream(client, _adopted_request(client, adopt.request), adopted=True)
+            await self._stream(client, _adopted_request(client, adopt.request), adopted=True)
         except BaseException:
             client.close()
             raise
         await conn.send(protocol.ok())
 
-    def _stream(self, sock: socket.socket,
-                request: protocol.SupervisorAttach | protocol.SupervisorShell, *,
-                adopted: bool = False) -> None:
+    async def _stream(self, sock: socket.socket,
+                      request: protocol.SupervisorAttach | protocol.SupervisorShell, *,
+                      adopted: bool = False) -> None:
         """Attach ``sock`` to a PTY (a new shell for ``shell``): stream mode from here on."""
         if self.stopping:
-            raise ProtocolError("the session is stopping", code=protocol.SESSION_NOT_FOUND)
+            raise _stopping()
         agent = self.ptys[0]
         cols = agent.size[0] if request.cols is None else request.cols
         rows = agent.size[1] if request.rows is None else request.rows
@@ -365,10 +427,13 @@ class Supervisor:
         resume: int | None = None
         if isinstance(request, protocol.SupervisorShell):
             try:
-                pty = self._spawn_shell(request.command, cols, rows)
+                shell = await self._spawn_shell(request.command, cols, rows)
             except CoopError as exc:
                 raise ProtocolError(f"cannot start a shell: {exc}",
                                     code=protocol.INTERNAL_ERROR) from exc
+            if shell is None:
+                raise _stopping()
+            pty = shell
         else:
             resume = request.offset if request.resume_from is None else request.resume_from
             try:
@@ -449,15 +514,15 @@ class Supervisor:
             return
         self.stopping = True
         logger.info("stopping session %s (force=%s)", self.config.sandbox.name, force)
-        if self._restart_timer is not None:
-            self._restart_timer.cancel()
+        self._respawn_early.set()  # a pending restart gives up
         control = self.sandbox.control_fd
-        if control is not None:
+        if control is not None:  # the stop closes it: no more pumping from here
             self._loop_remove_reader(control)
         if not force:
-            self._hang_up()
+            await self._hang_up()
         try:
-            self.sandbox.stop(grace=self.config.stop_grace, force=force)
+            await asyncio.to_thread(self.sandbox.stop, grace=self.config.stop_grace,
+                                    force=force)
         except CoopError as exc:
             logger.error("stopping the sandbox: %s", exc)
         for pty in self.ptys.values():
@@ -469,6 +534,9 @@ class Supervisor:
         await self._wait_flushed()
         for pty in self.ptys.values():
             pty.close()
+        if self._accepting is not None:  # before the listener closes under it
+            self._accepting.cancel()
+            await asyncio.wait([self._accepting])
         self.cleanup()
         if conn is not None:
             with contextlib.suppress(OSError):
@@ -476,7 +544,7 @@ class Supervisor:
         assert self._done is not None
         self._done.set()
 
-    def _hang_up(self) -> None:
+    async def _hang_up(self) -> None:
         """Give each PTY's process what a hang-up gives it (closing a terminal window,
         ``tmux kill-session``): SIGHUP, then SIGCONT in case it is stopped.
 
@@ -489,15 +557,19 @@ class Supervisor:
         Signals, not closing the masters: a master is closed only after reading what is
         left on it, and a process still writing would keep that read going forever.
         """
-        for pty in self.ptys.values():
-            pid = pty.pid
-            if pty.master is None or pid is None:
-                continue
+        targets = [(pty.id, pty.pid) for pty in self.ptys.values()
+                   if pty.master is not None and pty.pid is not None]
+        if targets:
+            await asyncio.to_thread(self._send_hang_ups, targets)
+
+    def _send_hang_ups(self, targets: list[tuple[int, int]]) -> None:
+        """In a worker thread: sandbox calls only, no session state."""
+        for pty_id, pid in targets:
             for signo in (signal.SIGHUP, signal.SIGCONT):
                 try:
                     self.sandbox.signal(pid, signo)
                 except CoopError as exc:  # it has just exited, or the sandbox is gone
-                    logger.info("hanging up pty %d: %s", pty.id, exc)
+                    logger.info("hanging up pty %d: %s", pty_id, exc)
                     break
 
     async def _wait_flushed(self) -> None:
@@ -507,6 +579,19 @@ class Supervisor:
             await asyncio.sleep(0.01)  # the clients' writers run meanwhile
         for client in list(self.clients):
             client.close()
+
+
+def _stopping() -> ProtocolError:
+    return ProtocolError("the session is stopping", code=protocol.SESSION_NOT_FOUND)
+
+
+def _close_unserved(future: asyncio.Future[Spawned]) -> None:
+    """A spawn finished after its caller gave up: close the PTY master it returned."""
+    if future.cancelled() or future.exception() is not None:
+        return
+    master = future.result().master_fd
+    if master is not None:
+        os.close(master)
 
 
 def _adopted_request(client: socket.socket, message: Mapping[str, Any],
