@@ -140,7 +140,7 @@ def test_a_record_whose_length_lies_is_refused(sandbox: Sandbox) -> None:
 
 
 def test_a_message_quoting_a_huge_request_is_cut_to_its_limit(sandbox: Sandbox) -> None:
-    sock = sandbox._sock
+    sock = sandbox._channel.sock
     assert sock is not None
     sock.send(_record(b"x" * 100_000 + b"\0id=20\0"))
     [reply] = _replies(sock, 1)
