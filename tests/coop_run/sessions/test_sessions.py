@@ -24,7 +24,8 @@ from session_support import (
     write_coopfile,
 )
 
-from coop_run.daemon.registry import image_env, pick_name, safe_name
+from coop_run.daemon.commands import image_env
+from coop_run.daemon.registry import pick_name, safe_name
 from support.procs import pid_alive, wait_for
 
 pytestmark = pytest.mark.asuser

@@ -11,7 +11,8 @@ import pytest
 from coop_cli import COOP
 from session_support import Coop, ls_json, terminal, write_coopfile
 
-from coop_run.daemon.registry import Session, most_recent
+from coop_run.daemon.registry import most_recent
+from coop_run.daemon.supervisors import Session
 from support.procs import pid_alive
 
 pytestmark = pytest.mark.asuser

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from coop_build.paths import CoopPaths, coop_home
 from coop_run import proctitle
-from coop_run.daemon.registry import SessionCommands, SessionRegistry
+from coop_run.daemon.commands import SessionCommands
+from coop_run.daemon.registry import SessionRegistry
 from coop_run.daemon.server import Daemon, idle_timeout
 from coop_run.errors import CoopError
 from coop_run.layout import RunLayout
