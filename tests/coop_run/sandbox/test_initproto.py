@@ -8,8 +8,9 @@ import struct
 
 import pytest
 
+from coop_run.errors import InitProtocolError as ProtocolError
 from coop_run.sandbox import initproto
-from coop_run.sandbox.initproto import SCHEMAS, ProtocolError, check_spawn, decode, encode
+from coop_run.sandbox.initproto import SCHEMAS, check_spawn, decode, encode
 
 SPAWN = {"op": "spawn", "id": 7, "argv": ["sh", "-c", "true"], "env": {"A": "b", "E": "x=y"},
          "cwd": "/workspace", "pty": True, "cols": 100, "rows": 30}

@@ -88,6 +88,11 @@ class MalformedFrameError(ProtocolError, code="MALFORMED_MESSAGE"):
     """
 
 
+class InitProtocolError(ProtocolError, code="INIT_PROTOCOL"):
+    """A record on a sandbox's init channel that does not follow its protocol (the sender
+    is buggy: the supervisor, or ``coop-init``)."""
+
+
 class DaemonError(CoopError, code="DAEMON_FAILED"):
     """The daemon could not be started, reached or bound (exit code 4)."""
 

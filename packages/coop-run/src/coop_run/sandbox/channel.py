@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from coop_run.errors import SandboxError
+from coop_run.errors import InitProtocolError, SandboxError
 from coop_run.sandbox import initproto
 
 logger = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ class InitChannel:
             if not select.select([sock], [], [], timeout)[0]:
                 return False
             received = initproto.recv(sock)
-        except (OSError, ValueError) as exc:  # ValueError: ProtocolError, or closed under us
+        except (OSError, ValueError, InitProtocolError) as exc:  # ValueError: closed under us
             logger.warning("sandbox %s control channel: %s", self.name, exc)
             received = None
         with self.cond:

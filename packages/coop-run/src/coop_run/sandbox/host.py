@@ -45,7 +45,7 @@ from coop_build.errors import CoopBuildError
 from coop_build.idmap import choose_idmap
 from coop_build.paths import CoopPaths
 from coop_build.rootlayout import DEFAULT_PATH
-from coop_run.errors import BindPathError, CoopError, SandboxError
+from coop_run.errors import BindPathError, CoopError, InitProtocolError, SandboxError
 from coop_run.layout import SessionDir, check_session_name
 from coop_run.procs import proc_start_time
 from coop_run.sandbox import caps, initproto, sessiondirs
@@ -444,7 +444,7 @@ class Sandbox:
         }
         try:
             initproto.check_spawn(message)
-        except initproto.ProtocolError as exc:
+        except InitProtocolError as exc:
             raise SandboxError(str(exc)) from exc
         reply = self._request(message, stdio or (), timeout)
         master = reply.fds[0] if pty and reply.fds else None

@@ -52,6 +52,8 @@ import textwrap
 from dataclasses import dataclass
 from typing import Any
 
+from coop_run.errors import InitProtocolError
+
 MAX_FRAME = 128 * 1024  # socket buffers hold this; env and argv of a spawn stay far below
 MAX_FDS = 3
 _HEADER = struct.Struct(">I")
@@ -83,14 +85,10 @@ SCHEMAS: dict[str, dict[str, str]] = {
 _LISTS = ("strs", "ints", "map")
 
 
-class ProtocolError(ValueError):
-    """A record or message that does not follow the protocol (the sender is buggy)."""
-
-
 def _bytes(text: str) -> bytes:
     data = text.encode("utf-8", "surrogateescape")
     if b"\0" in data:
-        raise ProtocolError(f"NUL byte in {text[:40]!r}")
+        raise InitProtocolError(f"NUL byte in {text[:40]!r}")
     return data
 
 
@@ -105,7 +103,7 @@ def _items(key: str, kind: str, value: Any) -> list[bytes]:
         return [prefix + str(value).encode()]
     if kind == "float" and isinstance(value, int | float) and not isinstance(value, bool):
         if not math.isfinite(value):
-            raise ProtocolError(f"{key}: {value} is not a finite number")
+            raise InitProtocolError(f"{key}: {value} is not a finite number")
         return [prefix + repr(float(value)).encode()]
     if kind in ("str", "text") and isinstance(value, str):
         return [prefix + _bytes(value)]
@@ -119,25 +117,25 @@ def _items(key: str, kind: str, value: Any) -> list[bytes]:
             isinstance(k, str) and k and "=" not in k and isinstance(v, str)
             for k, v in value.items()):
         return [prefix + _bytes(f"{k}={v}") for k, v in value.items()]
-    raise ProtocolError(f"{key}: {type(value).__name__} is not a valid {kind}")
+    raise InitProtocolError(f"{key}: {type(value).__name__} is not a valid {kind}")
 
 
 def encode(message: dict[str, Any]) -> bytes:
     """One record for ``message`` (its op must be in ``SCHEMAS``)."""
     op = message.get("op")
     if not isinstance(op, str) or op not in SCHEMAS:
-        raise ProtocolError(f"unknown op {op!r}")
+        raise InitProtocolError(f"unknown op {op!r}")
     schema = SCHEMAS[op]
     items = [op.encode()]
     for key, value in message.items():
         if key == "op":
             continue
         if key not in schema:
-            raise ProtocolError(f"{op}: unknown field {key!r}")
+            raise InitProtocolError(f"{op}: unknown field {key!r}")
         items += _items(key, schema[key], value)
     body = b"".join(item + b"\0" for item in items)
     if len(body) > MAX_FRAME:
-        raise ProtocolError(f"message of {len(body)} bytes exceeds {MAX_FRAME}")
+        raise InitProtocolError(f"message of {len(body)} bytes exceeds {MAX_FRAME}")
     return _HEADER.pack(len(body)) + body
 
 
@@ -167,22 +165,22 @@ def _value(kind: str, raw: bytes) -> Any:
 
 
 def decode(record: bytes) -> dict[str, Any]:
-    """The message in one complete record (``ProtocolError`` if malformed)."""
+    """The message in one complete record (``InitProtocolError`` if malformed)."""
     if len(record) < _HEADER.size:
-        raise ProtocolError(f"record of {len(record)} bytes has no header")
+        raise InitProtocolError(f"record of {len(record)} bytes has no header")
     (length,) = _HEADER.unpack_from(record)
     body = record[_HEADER.size:]
     if length > MAX_FRAME:
-        raise ProtocolError(f"frame length {length} exceeds {MAX_FRAME}")
+        raise InitProtocolError(f"frame length {length} exceeds {MAX_FRAME}")
     if length != len(body):
-        raise ProtocolError(f"record of {len(record)} bytes is not exactly one message")
+        raise InitProtocolError(f"record of {len(record)} bytes is not exactly one message")
     if not body.endswith(b"\0"):
-        raise ProtocolError("the last item is not NUL-terminated")
+        raise InitProtocolError("the last item is not NUL-terminated")
     op_raw, *items = body[:-1].split(b"\0")
     op = op_raw.decode("utf-8", "replace")
     schema = SCHEMAS.get(op)
     if schema is None:
-        raise ProtocolError(f"unknown op {op!r}")
+        raise InitProtocolError(f"unknown op {op!r}")
     message: dict[str, Any] = {"op": op}
     message.update((key, [] if kind in _LISTS else None) for key, kind in schema.items())
     for item in items:
@@ -190,15 +188,15 @@ def decode(record: bytes) -> dict[str, Any]:
         key = key_raw.decode("utf-8", "replace")
         kind = schema.get(key)
         if kind is None or not eq:
-            raise ProtocolError(f"{op}: unknown field {key!r}")
+            raise InitProtocolError(f"{op}: unknown field {key!r}")
         try:
             value = _value(kind, raw)
         except ValueError as exc:
-            raise ProtocolError(f"{op}: field {key!r}: {exc}") from exc
+            raise InitProtocolError(f"{op}: field {key!r}: {exc}") from exc
         if kind in _LISTS:
             message[key].append(value)
         elif message[key] is not None:
-            raise ProtocolError(f"{op}: field {key!r} given twice")
+            raise InitProtocolError(f"{op}: field {key!r} given twice")
         else:
             message[key] = value
     for key, kind in schema.items():
@@ -215,33 +213,33 @@ def _int(message: dict[str, Any], key: str, low: int, high: int) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ProtocolError(f"{message.get('op')}: {key!r} must be an integer in {low}..{high}")
+        raise InitProtocolError(f"{message.get('op')}: {key!r} must be an integer in {low}..{high}")
 
 
 def check_spawn(message: dict[str, Any]) -> None:
-    """``ProtocolError`` unless ``message`` is a spawn ``coop-init`` will take (absent and
+    """``InitProtocolError`` unless ``message`` is a spawn ``coop-init`` will take (absent and
     None fields take its defaults). The supervisor checks before sending, so a bad spawn
     fails with its reason here; ``coop-init`` checks again."""
     _int(message, "id", 0, 2**53)
     argv = message.get("argv")
     if (not isinstance(argv, list) or not argv
             or not all(isinstance(a, str) and "\0" not in a for a in argv)):
-        raise ProtocolError("spawn: 'argv' must be a non-empty list of strings")
+        raise InitProtocolError("spawn: 'argv' must be a non-empty list of strings")
     env = message.get("env") or {}
     if not isinstance(env, dict) or not all(
         isinstance(k, str) and isinstance(v, str) and k and "=" not in k
         and "\0" not in k + v for k, v in env.items()
     ):
-        raise ProtocolError("spawn: 'env' must map names (no '=') to strings")
+        raise InitProtocolError("spawn: 'env' must map names (no '=') to strings")
     cwd = message.get("cwd")
     if cwd is not None and (not isinstance(cwd, str) or not cwd.startswith("/")):
-        raise ProtocolError("spawn: 'cwd' must be an absolute path or null")
+        raise InitProtocolError("spawn: 'cwd' must be an absolute path or null")
     pty = message.get("pty") or False
     if not isinstance(pty, bool):
-        raise ProtocolError("spawn: 'pty' must be a boolean")
+        raise InitProtocolError("spawn: 'pty' must be a boolean")
     _int(message, "stdio", 0, MAX_FDS)
     if message.get("stdio") not in (None, 0, MAX_FDS) or (pty and message.get("stdio")):
-        raise ProtocolError("spawn: 'stdio' is 0 or 3, and 0 with a PTY")
+        raise InitProtocolError("spawn: 'stdio' is 0 or 3, and 0 with a PTY")
     _int(message, "cols", 1, 65535)
     _int(message, "rows", 1, 65535)
 
@@ -352,10 +350,10 @@ def recv(sock: socket.socket) -> Received | None:
     if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
         for fd in fds:
             os.close(fd)
-        raise ProtocolError("message or its descriptors were truncated")
+        raise InitProtocolError("message or its descriptors were truncated")
     try:
         message = decode(data)
-    except ProtocolError:
+    except InitProtocolError:
         for fd in fds:
             os.close(fd)
         raise
