@@ -19,11 +19,10 @@ from coop_run.sandbox.sessiondirs import (
     claimed,
     clean_transient,
     persist_name_ok,
-    read_state,
     reap_stale,
     state_owner_alive,
-    write_state,
 )
+from coop_run.statefiles import read_json, write_json_atomic
 from support.procs import wait_for
 
 
@@ -98,9 +97,10 @@ def test_reap_stale_removes_only_dead_sessions(tmp_path: Path) -> None:
     (dead.work / "work").chmod(0)  # overlay leaves its work/work at mode 000
     idmap_json = {"uid_map": [list(x) for x in idmap.uid_map],
                   "gid_map": [list(x) for x in idmap.gid_map]}
-    write_state(dead, {"init": {"pid": pid, "start": start}, "idmap": idmap_json})
-    write_state(live, {"creator": {"pid": os.getpid(),
-                                   "start": proc_start_time(os.getpid())}})
+    write_json_atomic(dead.sandbox_state,
+                      {"init": {"pid": pid, "start": start}, "idmap": idmap_json})
+    write_json_atomic(live.sandbox_state,
+                      {"creator": {"pid": os.getpid(), "start": proc_start_time(os.getpid())}})
     called: list[CoopPaths] = []
     assert reap_stale(paths, network_reap=called.append) == ["dead"]
     assert called == [paths]
@@ -116,7 +116,7 @@ def test_reap_stale_leaves_a_session_being_started_to_its_starter(tmp_path: Path
     pid, start = _dead_pid()
     sdir = SessionDir(paths.sessions / "again")
     (sdir.upper / "x").mkdir(parents=True)
-    write_state(sdir, {"init": {"pid": pid, "start": start}})
+    write_json_atomic(sdir.sandbox_state, {"init": {"pid": pid, "start": start}})
     with claimed(sdir) as ours:
         assert ours
         with claimed(sdir, wait=False) as second:
@@ -143,13 +143,13 @@ def test_a_start_waiting_on_a_reaper_that_removes_the_directory_still_starts(
     pid, start = _dead_pid()
     sdir = SessionDir(tmp_path / "sessions" / "again")
     sdir.path.mkdir(parents=True)
-    write_state(sdir, {"init": {"pid": pid, "start": start}})
+    write_json_atomic(sdir.sandbox_state, {"init": {"pid": pid, "start": start}})
     seen: list[object] = []
 
     def starter() -> None:
         with claimed(sdir) as ours:
-            seen.append(read_state(sdir))
-            write_state(sdir, {"name": "again"})
+            seen.append(read_json(sdir.sandbox_state))
+            write_json_atomic(sdir.sandbox_state, {"name": "again"})
             seen.append(ours)
 
     with claimed(sdir, wait=False) as reaper:
@@ -162,7 +162,7 @@ def test_a_start_waiting_on_a_reaper_that_removes_the_directory_still_starts(
     thread.join(10.0)
     assert not thread.is_alive()
     assert seen == [None, True]
-    assert read_state(sdir) == {"name": "again"}
+    assert read_json(sdir.sandbox_state) == {"name": "again"}
 
 
 def test_a_reaper_leaves_a_directory_with_no_state_alone(tmp_path: Path) -> None:

@@ -55,6 +55,7 @@ from coop_run.sandbox.config import SandboxConfig
 from coop_run.sandbox.mounts import MountSpec, plan_mounts, plan_records, split_plan
 from coop_run.sandbox.network.base import NetworkMode
 from coop_run.sandbox.network.none import NoNetwork
+from coop_run.statefiles import read_json, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -254,7 +255,7 @@ class Sandbox:
         """
         config = self.config
         with sessiondirs.claimed(sdir):
-            existing = sessiondirs.read_state(sdir)
+            existing = read_json(sdir.sandbox_state)
             if existing is not None and sessiondirs.state_owner_alive(existing):
                 raise SandboxError(f"session {config.name} already has a running sandbox",
                                    code="SESSION_EXISTS")
@@ -276,7 +277,8 @@ class Sandbox:
             state: dict[str, Any] = {"name": config.name, "creator": creator,
                                      "idmap": sessiondirs.idmap_to_state(self.idmap),
                                      "created": self.created}
-            sessiondirs.write_state(sdir, state)  # before anything else: reap_stale finds it
+            # Before anything else: reap_stale finds it.
+            write_json_atomic(sdir.sandbox_state, state)
         return state, persist, layers
 
     def _reap_others(self) -> None:
@@ -347,7 +349,7 @@ class Sandbox:
         # While the init finishes its root: the record naming it, and other sessions'
         # leftovers (ours is recorded alive, so it is left alone).
         state["init"] = {"pid": pid, "start": proc_start_time(pid)}
-        sessiondirs.write_state(self.sdir, state)
+        write_json_atomic(self.sdir.sandbox_state, state)
         with self._cond:
             self.state = "launched"  # requests may be sent now; the init serves them when ready
             self._cond.notify_all()

@@ -25,7 +25,7 @@ from coop_run.errors import BindPathError, SandboxError
 from coop_run.layout import TRANSIENT, RunLayout, SessionDir, check_session_name
 from coop_run.procs import alive
 from coop_run.sandbox.network.modes import reap_stale as reap_network
-from coop_run.statefiles import locked, read_json, write_json_atomic
+from coop_run.statefiles import locked, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -64,15 +64,6 @@ def check_bind_source(path: Path, *, home: Path, workspace: Path,
 
 # --- state file ------------------------------------------------------------------------
 
-
-def write_state(sdir: SessionDir, state: dict[str, Any]) -> None:
-    """Write ``sandbox.json`` atomically (temp + rename)."""
-    write_json_atomic(sdir.sandbox_state, state)
-
-
-def read_state(sdir: SessionDir) -> dict[str, Any] | None:
-    """The state file, or None if absent or unreadable (a crash mid-write)."""
-    return read_json(sdir.sandbox_state)
 
 
 def state_owner_alive(state: dict[str, Any]) -> bool:
@@ -158,7 +149,7 @@ def reap_stale_in(sessions: Path) -> list[str]:
         if not sdir.sandbox_state.exists():
             continue  # nothing recorded (persist/ only): nothing to clean, nor to lock
         with claimed(sdir, wait=False) as ours:
-            state = read_state(sdir) if ours else None
+            state = read_json(sdir.sandbox_state) if ours else None
             if state is None or state_owner_alive(state):
                 continue
             logger.info("removing leftovers of dead sandbox %s", entry.name)
