@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from coop_run.errors import ProtocolError, SupervisorError
+from coop_run.errors import ProtocolError, RemoteError, SessionNotFoundError, SupervisorError
 from coop_run.ipc import protocol, schema
 from coop_run.sandbox.config import SandboxConfig
 from coop_run.session import launch
@@ -55,12 +55,21 @@ CONTRACT: dict[type[schema.WireMessage], dict[str, str]] = {
     protocol.SupervisorKill: {"cmd": "'kill'", "session": OPT_S, "force": "a boolean ?"},
     protocol.Adopt: {"cmd": "'adopt'", "request": "an object", "session": OPT_S},
     protocol.DetachClients: {"cmd": "'detach_clients'", "session": OPT_S},
+    # what ls and info report (SPEC 6): PTYs by their integer id
+    protocol.SessionEntry: {"name": STR, "workspace": STR, "pid": INT,
+                            "created": "an integer or null", "state": STR,
+                            "ptys": "a list of PtyEntry objects", "web_clients": INT,
+                            "local_clients": INT, "tunnel_clients": INT},
+    protocol.PtyEntry: {"id": INT, "role": STR, "command": STR, "state": STR},
+    protocol.PtyDetail: {"id": INT, "pid": "an integer or null",
+                         "host_pid": "an integer or null", "offset": INT, "cols": INT,
+                         "rows": INT, "clients": INT},
     # handshake and replies
     protocol.Hello: {"version": INT},
     protocol.HandshakeOk: {"ok": "true", "version": INT},
     protocol.Ok: {"ok": "true"},
     protocol.ErrorReply: {"ok": "false", "error": STR, "message": STR},
-    protocol.LsReply: {"ok": "true", "sessions": "a list of objects"},
+    protocol.LsReply: {"ok": "true", "sessions": "a list of SessionEntry objects"},
     protocol.StatusReply: {"ok": "true", "pid": INT, "version": INT, "uptime": "a number",
                            "sessions": INT, "clients": INT},
     protocol.ShutdownReply: {"ok": "true", "pid": INT},
@@ -70,7 +79,8 @@ CONTRACT: dict[type[schema.WireMessage], dict[str, str]] = {
     protocol.RestartReply: {"ok": "true", "name": STR},
     protocol.AttachReply: {"ok": "true", "pty": INT, "offset": INT, "cols": INT, "rows": INT,
                            "session": STR},
-    protocol.InfoReply: {"ok": "true", "session": "an object", "ptys": "a list of objects"},
+    protocol.InfoReply: {"ok": "true", "session": "an object (SessionEntry)",
+                         "ptys": "a list of PtyDetail objects"},
     protocol.PtyReply: {"ok": "true", "pty": INT},
     protocol.DetachedReply: {"ok": "true", "detached": INT},
     # stream mode: a client's controls, the server's events
@@ -131,6 +141,14 @@ def test_encoded_values() -> None:
     assert schema.encode(protocol.Detached()) == {"event": "detached"}
     assert protocol.error("X", "a\nb") == {"ok": False, "error": "X", "message": "a"}
     assert schema.encode(protocol.LsReply([])) == {"ok": True, "sessions": []}
+    entry = protocol.SessionEntry(
+        name="s", workspace="/w", pid=7, created=1, state="running",
+        ptys=[protocol.PtyEntry(id=0, role="agent", command="sh", state="running")],
+        web_clients=0, local_clients=1, tunnel_clients=0)
+    wire = schema.encode(protocol.LsReply([entry]))
+    assert wire["sessions"][0]["ptys"] == [{"id": 0, "role": "agent", "command": "sh",
+                                            "state": "running"}]
+    assert protocol.decode_reply(protocol.LsReply, wire) == protocol.LsReply([entry])
     assert schema.encode(protocol.PtyExited(0, 3)) == {"event": "pty_exited", "pty": 0,
                                                         "code": 3, "signal": None}
     assert schema.encode(protocol.Lagged(1, 9)) == {"event": "lagged", "pty": 1, "bytes": 9}
@@ -155,6 +173,18 @@ def test_valid_commands_round_trip(message: dict[str, Any]) -> None:
     command = protocol.parse_command(message)
     assert message["cmd"] == command.TAG
     assert schema.encode(command) == message
+
+
+def test_a_refusal_carries_the_peers_code() -> None:
+    with pytest.raises(SessionNotFoundError, match="no session 'x'"):
+        protocol.decode_reply(protocol.Ok, protocol.error("SESSION_NOT_FOUND", "no session 'x'"))
+    with pytest.raises(RemoteError) as info:
+        protocol.decode_reply(protocol.Ok, {"ok": False, "error": "PTY_NOT_FOUND"})
+    assert info.value.code == "PTY_NOT_FOUND"
+    with pytest.raises(ProtocolError, match="LsReply: missing field 'sessions'"):
+        protocol.decode_reply(protocol.LsReply, {"ok": True})
+    with pytest.raises(ProtocolError, match="'sessions' must be a list of SessionEntry"):
+        protocol.decode_reply(protocol.LsReply, {"ok": True, "sessions": [{"name": 1}]})
 
 
 def test_a_pty_is_named_by_its_integer_id_as_ls_reports_it() -> None:

@@ -16,6 +16,7 @@ from coop_build.paths import CoopPaths
 from coop_run.daemon.registry import SessionRegistry
 from coop_run.ipc import protocol
 from coop_run.ipc.framing import FrameDecoder, encode_message
+from coop_run.ipc.schema import encode
 from support.bench import CoopEnv
 
 
@@ -46,9 +47,12 @@ class FakeSupervisor:
             with conn:
                 conn.settimeout(5.0)
                 decoder = FrameDecoder()
-                for reply in (protocol.handshake_ok(), {"ok": True, "ptys": [], "session": {
-                        "name": self.name, "workspace": "/", "pid": os.getpid(),
-                        "created": 1, "state": "running"}}):
+                entry = protocol.SessionEntry(
+                    name=self.name, workspace="/", pid=os.getpid(), created=1,
+                    state="running", ptys=[], web_clients=0, local_clients=0,
+                    tunnel_clients=0)
+                info = encode(protocol.InfoReply(session=entry, ptys=[]))
+                for reply in (protocol.handshake_ok(), info):
                     messages: list[object] = []
                     while not messages:
                         data = conn.recv(65536)

@@ -47,6 +47,12 @@ class SandboxError(CoopError, code="SANDBOX_FAILED"):
     """Starting, using or stopping a session sandbox failed."""
 
 
+class InitProtocolError(SandboxError, code="INIT_PROTOCOL"):
+    """A record on a sandbox's init channel that does not follow its protocol (the sender
+    is buggy: the supervisor, or ``coop-init``). A sandbox's error, not a client's: it
+    must never read as a client breaking the socket protocol."""
+
+
 class BindPathError(SandboxError, code="BIND_PATH_REFUSED"):
     """A host path to bind-mount resolves outside the user's home and the workspace."""
 
@@ -86,11 +92,6 @@ class MalformedFrameError(ProtocolError, code="MALFORMED_MESSAGE"):
     The framing itself stays in step, so a decoder returns this in place of the message
     and carries on with the next frame.
     """
-
-
-class InitProtocolError(ProtocolError, code="INIT_PROTOCOL"):
-    """A record on a sandbox's init channel that does not follow its protocol (the sender
-    is buggy: the supervisor, or ``coop-init``)."""
 
 
 class DaemonError(CoopError, code="DAEMON_FAILED"):

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from coop_run.errors import DaemonError, ProtocolError
-from coop_run.ipc.client import Client, remote_error
+from coop_run.ipc import protocol
+from coop_run.ipc.client import Client
 from coop_run.ipc.framing import (
     Control,
     Data,
@@ -36,6 +37,7 @@ from coop_run.ipc.framing import (
     encode_message,
     parse_json_object,
 )
+from coop_run.ipc.schema import decode, encode
 from coop_run.ipc.sockets import recv_exact
 
 DETACH_KEY = b"\x1d"  # Ctrl+]
@@ -62,13 +64,11 @@ def terminal_size(fd: int) -> tuple[int, int] | None:
     return size.columns, size.lines
 
 
-def exit_code(event: dict[str, Any]) -> int:
+def exit_code(event: protocol.PtyExited) -> int:
     """A shell-style exit status from a ``pty_exited`` event (128+N when killed)."""
-    code = event.get("code")
-    if isinstance(code, int) and not isinstance(code, bool):
-        return code
-    sig = event.get("signal")
-    return 128 + sig if isinstance(sig, int) and not isinstance(sig, bool) else 1
+    if event.code is not None:
+        return event.code
+    return 128 + event.signal if event.signal is not None else 1
 
 
 def split_detach(data: bytes, key: bytes = DETACH_KEY) -> tuple[bytes, bool]:
@@ -79,14 +79,15 @@ def split_detach(data: bytes, key: bytes = DETACH_KEY) -> tuple[bytes, bool]:
     return data[:index], True
 
 
-def open_stream(client: Client, request: dict[str, Any]) -> tuple[socket.socket, dict[str, Any]]:
+def open_stream(client: Client, request: protocol.Attach | protocol.Shell,
+                ) -> tuple[socket.socket, protocol.AttachReply]:
     """Send ``attach``/``shell`` and read the answer byte-exactly (stream frames follow it).
 
     ``Client.receive`` reads ahead, which would swallow the first stream frames, so the
     answer is read here frame by frame on the client's socket.
     """
     sock: socket.socket = client._sock  # the connection becomes a stream
-    sock.sendall(encode_message(request))
+    sock.sendall(encode_message(encode(request)))
     try:
         (size,) = _HEADER.unpack(recv_exact(sock, _HEADER.size))
         reply = parse_json_object(recv_exact(sock, size))
@@ -94,10 +95,9 @@ def open_stream(client: Client, request: dict[str, Any]) -> tuple[socket.socket,
         raise DaemonError("the daemon closed the connection") from None
     if isinstance(reply, ProtocolError):
         raise ProtocolError(f"bad answer from the daemon: {reply.message}", code=reply.code)
-    if reply.get("ok") is not True:
-        raise remote_error(reply)
+    answer = protocol.decode_reply(protocol.AttachReply, reply)
     sock.settimeout(None)
-    return sock, reply
+    return sock, answer
 
 
 @contextlib.contextmanager
@@ -165,8 +165,7 @@ def pump(sock: socket.socket, *, stdin_fd: int, stdout_fd: int, interactive: boo
                     os.read(winch_fd, 4096)
                 size = size_of()
                 if size is not None:
-                    sock.sendall(encode_control({"type": "resize", "cols": size[0],
-                                                 "rows": size[1]}))
+                    sock.sendall(encode_control(encode(protocol.Resize(*size))))
             if stdin_fd in ready:
                 data = os.read(stdin_fd, _RECV)
                 if not data:
@@ -177,7 +176,7 @@ def pump(sock: socket.socket, *, stdin_fd: int, stdout_fd: int, interactive: boo
                         sock.sendall(encode_data(forward))
                     if detach:
                         with contextlib.suppress(OSError):
-                            sock.sendall(encode_control({"type": "detach"}))
+                            sock.sendall(encode_control(encode(protocol.Detach())))
                         return Outcome("detached")
             if sock in ready:
                 chunk = sock.recv(_RECV)
@@ -190,10 +189,11 @@ def pump(sock: socket.socket, *, stdin_fd: int, stdout_fd: int, interactive: boo
                         _write_all(stdout_fd, item.data)
                     elif isinstance(item, Control):
                         event = item.message.get("event")
-                        if event == "detached":
+                        if event == protocol.Detached.TAG:
                             return Outcome("detached")
-                        if event == "pty_exited" and exit_on_pty_exit:
-                            return Outcome("exited", exit_code(item.message))
+                        if event == protocol.PtyExited.TAG and exit_on_pty_exit:
+                            exited = decode(protocol.PtyExited, item.message)
+                            return Outcome("exited", exit_code(exited))
                     else:
                         raise ProtocolError(f"bad stream frame: {item.message}",
                                             code=item.code)

@@ -27,16 +27,17 @@ FOLLOW_INTERVAL = 0.25
 def shutdown_command(app: App) -> None:
     """Gracefully shut down the daemon. Sessions are detached, not killed."""
     from coop_run.daemon.autospawn import connect
+    from coop_run.ipc import protocol
 
     client = connect(app.socket_path)
     if client is None:
         app.echo("no daemon running")
         return
     with client:
-        pid = client.request({"cmd": "shutdown"}).get("pid")
+        pid = client.call(protocol.Shutdown(), protocol.ShutdownReply).pid
         # The daemon hangs up once it has removed its socket and pid file.
         client.wait_closed(SHUTDOWN_WAIT)
-    app.echo(f"daemon stopped (PID {pid})" if isinstance(pid, int) else "daemon stopped")
+    app.echo(f"daemon stopped (PID {pid})")
 
 
 def _read_tail(path: Path, lines: int) -> tuple[list[str], int]:

@@ -28,11 +28,12 @@ def list_sessions(app: App, *, as_json: bool) -> str:
     """The text of ``coop ls [--json]``, starting the daemon if none runs (SPEC 5)."""
     from coop_run.cli.formatting import format_ls, format_ls_json
     from coop_run.daemon.autospawn import ensure_daemon
+    from coop_run.ipc import protocol
+    from coop_run.ipc.schema import encode
 
     with ensure_daemon(app.paths, app.socket_path) as client:
-        sessions = client.request({"cmd": "ls"}).get("sessions")
-    if not isinstance(sessions, list):
-        sessions = []
+        reply = client.call(protocol.Ls(), protocol.LsReply)
+    sessions = [encode(entry) for entry in reply.sessions]  # checked, then shown as sent
     if as_json:
         return format_ls_json(sessions)
     return format_ls(sessions, now=time.time(), home=app.environ.get("HOME", ""))

@@ -12,13 +12,14 @@ import re
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 import click
 
 from coop_build.paths import display_path
 from coop_run.cli.app import App
 from coop_run.cli.options import global_options
+from coop_run.ipc import protocol
+from coop_run.ipc.client import Client
 
 _ENV_REF = re.compile(r"\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)\})", re.ASCII)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", re.ASCII)
@@ -68,29 +69,26 @@ def complete_session(ctx: click.Context, _param: click.Parameter, incomplete: st
         if client is None:
             return []
         with client:
-            sessions = client.request({"cmd": "ls"}).get("sessions")
+            sessions = client.call(protocol.Ls(), protocol.LsReply).sessions
     except (CoopError, OSError):
         return []
-    if not isinstance(sessions, list):
-        return []
-    names = (entry.get("name") for entry in sessions if isinstance(entry, dict))
-    return sorted(n for n in names if isinstance(n, str) and n.startswith(incomplete))
+    return sorted(s.name for s in sessions if s.name.startswith(incomplete))
 
 
-def _size() -> dict[str, int]:
+def _size() -> tuple[int | None, int | None]:
+    """This terminal's (cols, rows), or (None, None): the session keeps its size."""
     from coop_run.cli.attach import terminal_size
 
     size = terminal_size(sys.stdout.fileno()) or terminal_size(sys.stdin.fileno())
-    return {} if size is None else {"cols": size[0], "rows": size[1]}
+    return (None, None) if size is None else size
 
 
-def _stream(app: App, client: Any, request: dict[str, Any], name: str, *,
+def _stream(app: App, client: Client, request: protocol.Attach | protocol.Shell, *,
             is_shell: bool) -> int:
     from coop_run.cli.attach import open_stream, run_terminal
 
     sock, reply = open_stream(client, request)
-    if isinstance(reply.get("session"), str):
-        name = reply["session"]  # the name, also when the session was given by path
+    name = reply.session  # the name, also when the session was given by path
     outcome = run_terminal(sock, exit_on_pty_exit=is_shell)
     if outcome.reason == "detached":
         app.echo(f"[detached from session {name}]")
@@ -123,32 +121,30 @@ def default_session(app: App, *, detach: bool, workspace: Path | None,
     # we send.
     global_config = app.global_config.absolute()
     env = referenced_env([global_config, ws / "coop.toml"], app.environ)
-    request: dict[str, Any] = {"cmd": "create", "workspace": str(ws), "detach": detach,
-                               "env": env, "config": str(global_config), **_size()}
-    if name is not None:
-        request["name"] = name
+    cols, rows = _size()
+    request = protocol.Create(workspace=str(ws), name=name, detach=detach, env=env,
+                              config=str(global_config), cols=cols, rows=rows)
     with ensure_daemon(app.paths, app.socket_path) as client:
         reply = _create(app, client, request, ws)
-        session = str(reply.get("name"))
-        warnings = reply.get("warnings")
-        for warning in warnings if isinstance(warnings, list) else []:
-            app.warn(str(warning))
+        for warning in reply.warnings:
+            app.warn(warning)
         if detach:
-            verb = "created" if reply.get("created") else "already running"
-            app.echo(f"session {session} {verb}")
+            verb = "created" if reply.created else "already running"
+            app.echo(f"session {reply.name} {verb}")
             return 0
-        return _stream(app, client, {"cmd": "attach", "session": session, **_size()},
-                       session, is_shell=False)
+        return _stream(app, client, protocol.Attach(session=reply.name, cols=cols, rows=rows),
+                       is_shell=False)
 
 
-def _create(app: App, client: Any, request: dict[str, Any], ws: Path) -> dict[str, Any]:
+def _create(app: App, client: Client, request: protocol.Create,
+            ws: Path) -> protocol.CreateReply:
     """The daemon's answer to ``create``. Without a Coopfile (a workspace that has no
     session yet), the first-contact line replaces the missing ``[agent].command``."""
     from coop_run.cli.examples import require_coopfile
     from coop_run.errors import RemoteError
 
     try:
-        reply: dict[str, Any] = client.request(request)
+        reply = client.call(request, protocol.CreateReply)
     except RemoteError as exc:
         if exc.code == "INVALID_COOPFILE":
             require_coopfile(app, ws)
@@ -166,8 +162,9 @@ def attach_command(app: App, session: str | None) -> int:
 
     key = session_key(session, app.workspace)
     with ensure_daemon(app.paths, app.socket_path) as client:
-        return _stream(app, client, {"cmd": "attach", "session": key, **_size()},
-                       session or key, is_shell=False)
+        cols, rows = _size()
+        return _stream(app, client, protocol.Attach(session=key, cols=cols, rows=rows),
+                       is_shell=False)
 
 
 @click.command("shell")
@@ -180,11 +177,10 @@ def shell_command(app: App, session: str | None, command: str | None) -> int:
     from coop_run.daemon.autospawn import ensure_daemon
 
     key = session_key(session, app.workspace)
-    request: dict[str, Any] = {"cmd": "shell", "session": key, **_size()}
-    if command is not None:
-        request["command"] = command
+    cols, rows = _size()
+    request = protocol.Shell(session=key, command=command, cols=cols, rows=rows)
     with ensure_daemon(app.paths, app.socket_path) as client:
-        return _stream(app, client, request, session or key, is_shell=True)
+        return _stream(app, client, request, is_shell=True)
 
 
 @click.command("kill")
@@ -197,17 +193,13 @@ def kill_command(app: App, session: str | None, kill_all: bool, force: bool) -> 
     """Kill a session and all its processes."""
     from coop_run.daemon.autospawn import ensure_daemon
 
-    request: dict[str, Any] = {"cmd": "kill", "force": force}
-    if kill_all:
-        if session is not None:
-            raise click.UsageError("give a SESSION or --all, not both")
-        request["all"] = True
-    else:
-        request["session"] = session_key(session, app.workspace)
+    if kill_all and session is not None:
+        raise click.UsageError("give a SESSION or --all, not both")
+    request = (protocol.Kill(force=force, all=True) if kill_all
+               else protocol.Kill(force=force, session=session_key(session, app.workspace)))
     with ensure_daemon(app.paths, app.socket_path) as client:
-        reply = client.request(request)
-    killed = reply.get("killed")
-    for name in killed if isinstance(killed, list) else []:
+        reply = client.call(request, protocol.KillReply)
+    for name in reply.killed:
         app.echo(f"killed session {name}")
 
 
@@ -220,6 +212,6 @@ def restart_command(app: App, session: str | None) -> None:
     from coop_run.daemon.autospawn import ensure_daemon
 
     with ensure_daemon(app.paths, app.socket_path) as client:
-        reply = client.request({"cmd": "restart",
-                                "session": session_key(session, app.workspace)})
-    app.echo(f"restarting the agent of session {reply.get('name')}")
+        reply = client.call(protocol.Restart(session=session_key(session, app.workspace)),
+                            protocol.RestartReply)
+    app.echo(f"restarting the agent of session {reply.name}")

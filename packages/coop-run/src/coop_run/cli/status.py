@@ -70,20 +70,20 @@ def ask_daemon(socket_path: Path, pid_file: Path) -> tuple[str, str | None]:
     from coop_run.cli.formatting import format_sessions_summary
     from coop_run.daemon.autospawn import connect
     from coop_run.errors import CoopError
+    from coop_run.ipc import protocol
+    from coop_run.ipc.schema import encode
 
     try:
         client = connect(socket_path)
         if client is None:
             return daemon_state(pid_file), None
         with client:
-            status = client.request({"cmd": "status"})
-            listing = client.request({"cmd": "ls"})
+            status = client.call(protocol.Status(), protocol.StatusReply)
+            listing = client.call(protocol.Ls(), protocol.LsReply)
     except CoopError:
         return daemon_state(pid_file), None
-    pid = status.get("pid")
-    sessions = listing.get("sessions")
-    summary = format_sessions_summary(sessions) if isinstance(sessions, list) else None
-    return f"running (PID {pid})", summary
+    summary = format_sessions_summary([encode(entry) for entry in listing.sessions])
+    return f"running (PID {status.pid})", summary
 
 
 def rootfs_state(image: str, package_count: int, created: float, now: float) -> str:

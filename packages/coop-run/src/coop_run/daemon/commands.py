@@ -242,5 +242,5 @@ class SessionCommands:
 
     async def restart(self, _conn: Connection, command: protocol.Restart) -> Message:
         session = self.registry.find(command.session, unique=True)
-        await self.registry.command(session, encode(protocol.SupervisorRestart()))
+        await self.registry.command(session, protocol.SupervisorRestart(), protocol.PtyReply)
         return encode(protocol.RestartReply(name=session.name))

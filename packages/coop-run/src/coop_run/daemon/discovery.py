@@ -65,22 +65,13 @@ def probe(session_dir: Path) -> Session | None:
         with Client.connect(sock_path, timeout=2.0, request_timeout=2.0,
                             what="supervisor") as client:
             client.send(encode(protocol.SupervisorInfo()))
-            reply = client.receive()
+            entry = protocol.decode_reply(protocol.InfoReply, client.receive()).session
     except (OSError, CoopError, ValueError) as exc:
         logger.debug("no live supervisor in %s: %s", session_dir, exc)
         return None
-    entry = reply.get("session")
-    if reply.get("ok") is not True or not isinstance(entry, dict):
-        return None
-    pid = entry.get("pid")
-    if not isinstance(pid, int):
-        return None
-    start = state.get("start") if state.get("pid") == pid else None
+    start = state.get("start") if state.get("pid") == entry.pid else None
     if start is None:
-        start = proc_start_time(pid)
-    created = entry.get("created")
-    return Session(name=str(entry.get("name", session_dir.name)),
-                   workspace=os.path.realpath(str(entry.get("workspace", ""))),
-                   pid=pid, start=start if isinstance(start, int) else None,
-                   socket_path=sock_path,
-                   created=created if isinstance(created, int) else None)
+        start = proc_start_time(entry.pid)
+    return Session(name=entry.name, workspace=os.path.realpath(entry.workspace),
+                   pid=entry.pid, start=start if isinstance(start, int) else None,
+                   socket_path=sock_path, created=entry.created)

@@ -24,7 +24,7 @@ import os
 import re
 import socket
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from coop_build.paths import CoopPaths, display_path
 from coop_run.daemon.discovery import candidates, probe
@@ -33,13 +33,11 @@ from coop_run.daemon.supervisors import (
     Session,
     cached_entry,
     process_exit,
-    refused,
     supervisor_request,
     unavailable,
 )
 from coop_run.errors import CoopError
 from coop_run.ipc import protocol
-from coop_run.ipc.framing import Message
 from coop_run.ipc.schema import encode
 from coop_run.procs import alive
 
@@ -48,6 +46,7 @@ logger = logging.getLogger(__name__)
 KILL_EXTRA = 10.0             # a kill waits for the grace period plus this
 MAX_NAME = 63
 # How the registry starts its watchers: the daemon's ``start_task`` (its TaskGroup).
+RP = TypeVar("RP", bound=protocol.Reply)
 StartTask = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
 _UNSAFE = re.compile(r"[^a-z0-9-]+")
 
@@ -99,12 +98,12 @@ class SessionRegistry:
     def __init__(self, paths: CoopPaths) -> None:
         self.paths = paths
         self._sessions: dict[str, Session] = {}
-        self._entries: dict[str, dict[str, Any]] = {}
+        self._entries: dict[str, protocol.SessionEntry] = {}
         self.on_change: list[Any] = []  # callables, run when a session comes or goes
         self._start_task: StartTask | None = None  # the daemon's, while watchers run
 
     # Sessions protocol
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> list[protocol.SessionEntry]:
         return [self._entries.get(s.name) or cached_entry(s) for s in self._sessions.values()]
 
     def __len__(self) -> int:
@@ -209,11 +208,11 @@ class SessionRegistry:
             self.remove(session.name)
 
     # talking to supervisors
-    async def refresh(self) -> builtins.list[dict[str, Any]]:
+    async def refresh(self) -> builtins.list[protocol.SessionEntry]:
         """Every session's ``ls`` entry, asked of its supervisor (``info``) concurrently."""
         sessions = list(self._sessions.values())
         results = await asyncio.gather(*(self._info(s) for s in sessions))
-        entries: builtins.list[dict[str, Any]] = []
+        entries: builtins.list[protocol.SessionEntry] = []
         for session, answer in zip(sessions, results, strict=True):
             if answer is None:
                 if not alive(session.pid, session.start):
@@ -225,37 +224,32 @@ class SessionRegistry:
                 entries.append(answer)
         return entries
 
-    async def _info(self, session: Session) -> dict[str, Any] | None:
+    async def _info(self, session: Session) -> protocol.SessionEntry | None:
         try:
             reply = await supervisor_request(session.socket_path,
                                              encode(protocol.SupervisorInfo()))
+            return protocol.decode_reply(protocol.InfoReply, reply).session
         except (OSError, TimeoutError, CoopError) as exc:
             logger.info("session %s: info failed: %s", session.name, exc)
             return None
-        entry = reply.get("session")
-        return entry if reply.get("ok") is True and isinstance(entry, dict) else None
 
-    async def command(self, session: Session, message: Message,
-                      timeout: float = SUPERVISOR_TIMEOUT) -> Message:
+    async def command(self, session: Session, request: protocol.Request,
+                      answer: type[RP], *, timeout: float = SUPERVISOR_TIMEOUT,
+                      fds: builtins.list[int] | None = None) -> RP:
+        """``request`` to the session's supervisor and its answer as ``answer``; its
+        refusal (with the supervisor's code) or its absence as a ``CoopError``."""
         try:
-            reply = await supervisor_request(session.socket_path, message, timeout=timeout)
+            reply = await supervisor_request(session.socket_path, encode(request),
+                                             timeout=timeout, fds=fds)
         except (OSError, TimeoutError) as exc:
             raise unavailable(session.name, exc) from exc
-        if reply.get("ok") is not True:
-            raise refused(reply, "the supervisor refused")
-        return reply
+        return protocol.decode_reply(answer, reply)
 
     async def adopt(self, session: Session, client: socket.socket,
                     request: protocol.SupervisorAttach | protocol.SupervisorShell) -> None:
         """Hand ``client`` (past its handshake) to the supervisor with ``request``."""
-        try:
-            reply = await supervisor_request(
-                session.socket_path, encode(protocol.Adopt(request=encode(request))),
-                fds=[client.fileno()])
-        except (OSError, TimeoutError) as exc:
-            raise unavailable(session.name, exc) from exc
-        if reply.get("ok") is not True:
-            raise refused(reply, "the supervisor refused the client")
+        await self.command(session, protocol.Adopt(request=encode(request)), protocol.Ok,
+                           fds=[client.fileno()])
 
     async def detach_clients(self) -> int:
         """Daemon shutdown: each supervisor detaches the clients this daemon handed it.
@@ -270,14 +264,17 @@ class SessionRegistry:
             except (OSError, TimeoutError, CoopError) as exc:
                 logger.info("session %s: detach_clients failed: %s", session.name, exc)
                 return 0
-            count = reply.get("detached")
-            return count if isinstance(count, int) and not isinstance(count, bool) else 0
+            try:
+                return protocol.decode_reply(protocol.DetachedReply, reply).detached
+            except CoopError as exc:
+                logger.info("session %s: detach_clients refused: %s", session.name, exc)
+                return 0
 
         return sum(await asyncio.gather(*(one(s) for s in list(self._sessions.values()))))
 
     async def kill(self, session: Session, *, force: bool, grace: float) -> None:
         with contextlib.suppress(CoopError):
-            await self.command(session, encode(protocol.SupervisorKill(force=force)),
+            await self.command(session, protocol.SupervisorKill(force=force), protocol.Ok,
                                timeout=grace + KILL_EXTRA)
         with contextlib.suppress(OSError):
             await process_exit(session.pid, session.start, timeout=5.0)

@@ -47,8 +47,8 @@ HANDSHAKE_TIMEOUT = 10.0
 class Sessions(Protocol):
     """The session table the daemon serves (filled by the sessions code of issue 4)."""
 
-    def list(self) -> list[dict[str, Any]]:
-        """One ``ls`` entry per session (SPEC 6 keys)."""
+    def list(self) -> list[protocol.SessionEntry]:
+        """One ``ls`` entry per session (SPEC 6)."""
         ...
 
     def __len__(self) -> int: ...
@@ -57,7 +57,7 @@ class Sessions(Protocol):
 class NoSessions:
     """The empty table: what the daemon has before sessions exist."""
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> list[protocol.SessionEntry]:
         return []
 
     def __len__(self) -> int:

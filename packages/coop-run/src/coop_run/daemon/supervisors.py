@@ -12,7 +12,6 @@ import asyncio
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from coop_run.errors import CoopError
 from coop_run.ipc import protocol
@@ -36,11 +35,12 @@ class Session:
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
-def cached_entry(session: Session) -> dict[str, Any]:
+def cached_entry(session: Session) -> protocol.SessionEntry:
     """The ``ls`` entry of a session whose supervisor did not answer."""
-    return {"name": session.name, "workspace": session.workspace, "pid": session.pid,
-            "created": session.created, "state": "unreachable", "ptys": [],
-            "web_clients": 0, "local_clients": 0, "tunnel_clients": 0}
+    return protocol.SessionEntry(name=session.name, workspace=session.workspace,
+                                 pid=session.pid, created=session.created,
+                                 state="unreachable", ptys=[], web_clients=0, local_clients=0,
+                                 tunnel_clients=0)
 
 
 async def supervisor_request(path: Path, message: Message, *, timeout: float = SUPERVISOR_TIMEOUT,
@@ -48,11 +48,6 @@ async def supervisor_request(path: Path, message: Message, *, timeout: float = S
     """One command to a supervisor and its answer; ``OSError``/``TimeoutError`` if gone."""
     return await request(path, message, what="supervisor", timeout=timeout, fds=fds or ())
 
-
-def refused(reply: Message, default: str) -> CoopError:
-    """A supervisor's ``{"ok": false, ...}`` as the error the daemon answers with."""
-    return CoopError(str(reply.get("message", default)),
-                     code=str(reply.get("error", protocol.INTERNAL_ERROR)))
 
 
 def unavailable(name: str, exc: BaseException) -> CoopError:

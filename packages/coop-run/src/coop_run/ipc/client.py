@@ -10,32 +10,18 @@ import contextlib
 import socket
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
-from coop_run.errors import (
-    DaemonError,
-    DaemonUnavailableError,
-    ProtocolError,
-    RemoteError,
-    SessionNotFoundError,
-)
+from coop_run.errors import DaemonError, DaemonUnavailableError, ProtocolError
 from coop_run.ipc import protocol
 from coop_run.ipc.framing import DecodeError, FrameDecoder, Message, encode_message
+from coop_run.ipc.schema import encode
 from coop_run.ipc.sockets import connect_unix
 
 CONNECT_TIMEOUT = 2.0
 REQUEST_TIMEOUT = 60.0
 _RECV_SIZE = 65536
-
-
-def remote_error(response: Message) -> RemoteError:
-    """The exception for an ``{"ok": false}`` response (its code decides the exit code)."""
-    code = response.get("error")
-    message = response.get("message")
-    code = code if isinstance(code, str) else "INTERNAL_ERROR"
-    text = message if isinstance(message, str) and message else code
-    if code == protocol.SESSION_NOT_FOUND:
-        return SessionNotFoundError(text)
-    return RemoteError(text, code=code)
+RP = TypeVar("RP", bound=protocol.Reply)
 
 
 class Client:
@@ -97,12 +83,19 @@ class Client:
         return item
 
     def request(self, command: Message) -> Message:
-        """Send one command and return its ``ok`` response; raises for ``ok: false``."""
+        """Send one command as given and return its ``ok`` response untyped; raises for
+        ``ok: false`` (tests use it to send what no typed request would)."""
         self.send(command)
         response = self.receive()
         if response.get("ok") is not True:
-            raise remote_error(response)
+            raise protocol.refusal(response)
         return response
+
+    def call(self, request: protocol.Request, answer: type[RP]) -> RP:
+        """Send ``request`` and return its answer as ``answer``; raises the peer's refusal
+        (``protocol.refusal``) or ``ProtocolError`` for an answer that is not one."""
+        self.send(encode(request))
+        return protocol.decode_reply(answer, self.receive())
 
     def wait_closed(self, timeout: float) -> None:
         """Block until the daemon closes this connection (after ``shutdown``)."""

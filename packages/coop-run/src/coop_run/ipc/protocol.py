@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final, TypeVar
 
-from coop_run.errors import ProtocolError
+from coop_run.errors import ProtocolError, RemoteError, SessionNotFoundError
 from coop_run.ipc.schema import WireMessage, decode, encode, table
 
 VERSION: Final = 1
@@ -215,6 +215,43 @@ def check_window(cols: int, rows: int) -> None:
                                 code=INVALID_COMMAND)
 
 
+# --- what ``ls`` and ``info`` report -------------------------------------------------------
+
+class PtyEntry(WireMessage):
+    """One PTY in a session's ``ls`` entry (SPEC 6); ``id`` is what ``attach`` takes."""
+
+    id: int
+    role: str            # "agent" (PTY 0) or "shell"
+    command: str
+    state: str           # "running", "exited", "restarting", "crash-looping", "dead"
+
+
+class SessionEntry(WireMessage):
+    """A session's ``ls`` entry (SPEC 6), as its supervisor reports it."""
+
+    name: str
+    workspace: str
+    pid: int             # the supervisor's
+    created: int | None
+    state: str           # "running", "stopping", "crash-looping", "dead", "unreachable"
+    ptys: list[PtyEntry]
+    web_clients: int
+    local_clients: int
+    tunnel_clients: int
+
+
+class PtyDetail(WireMessage):
+    """What ``ls`` does not show of a PTY: pids, stream offset, size, clients."""
+
+    id: int
+    pid: int | None      # inside the sandbox; None while nothing runs behind the id
+    host_pid: int | None
+    offset: int
+    cols: int
+    rows: int
+    clients: int
+
+
 # --- replies ----------------------------------------------------------------------------
 
 class Ok(Reply):
@@ -231,7 +268,7 @@ class ErrorReply(WireMessage):
 
 
 class LsReply(Reply):
-    sessions: list[dict[str, Any]]
+    sessions: list[SessionEntry]
 
 
 class StatusReply(Reply):
@@ -271,8 +308,8 @@ class AttachReply(Reply):
 
 
 class InfoReply(Reply):
-    session: dict[str, Any]  # the session's ``ls`` entry (SPEC 6)
-    ptys: list[dict[str, Any]]
+    session: SessionEntry
+    ptys: list[PtyDetail]
 
 
 class PtyReply(Reply):
@@ -340,6 +377,7 @@ EVENTS: Final[Mapping[str, type[Event]]] = table(
     PtyExited, PtyRestarting, Detached, Lagged, StreamError)
 
 R = TypeVar("R", bound=Request)
+RP = TypeVar("RP", bound=Reply)
 
 
 def _parse(message: Mapping[str, Any], key: str, known: Mapping[str, type[R]],
@@ -370,6 +408,25 @@ def parse_supervisor_command(message: Mapping[str, Any]) -> Request:
         raise ProtocolError(f"{request.TAG}: kind must be local, web or tunnel",
                             code=INVALID_COMMAND)
     return request
+
+
+def refusal(reply: Mapping[str, Any]) -> RemoteError:
+    """The exception for an ``{"ok": false}`` answer: the peer's code (which decides the
+    CLI's exit code) and message."""
+    code, message = reply.get("error"), reply.get("message")
+    code = code if isinstance(code, str) else INTERNAL_ERROR
+    text = message if isinstance(message, str) and message else code
+    if code == SESSION_NOT_FOUND:
+        return SessionNotFoundError(text)
+    return RemoteError(text, code=code)
+
+
+def decode_reply(cls: type[RP], reply: Mapping[str, Any]) -> RP:
+    """A peer's answer as ``cls``: its ``{"ok": false}`` as ``refusal``, a malformed
+    answer as ``ProtocolError``."""
+    if reply.get("ok") is not True:
+        raise refusal(reply)
+    return decode(cls, reply)
 
 
 def parse_control(message: Mapping[str, Any]) -> Control:

@@ -145,7 +145,10 @@ def _checker(hint: Any) -> tuple[Callable[[Any, str], Any], str]:
         return _scalar(*_SCALARS[hint])
     if origin is list and len(args) == 1:
         item, item_spelled = _checker(args[0])
-        spelled = f"a list of {item_spelled.removeprefix('a ').removeprefix('an ')}s"
+        if isinstance(args[0], type) and issubclass(args[0], WireMessage):
+            spelled = f"a list of {args[0].__name__} objects"
+        else:
+            spelled = f"a list of {item_spelled.removeprefix('a ').removeprefix('an ')}s"
 
         def listed(value: Any, what: str) -> Any:
             if not isinstance(value, list):
@@ -233,8 +236,17 @@ def encode(message: WireMessage) -> dict[str, Any]:
         value = getattr(message, field.name)
         if value is None and message.OMIT_UNSET and not field.required:
             continue
-        out[field.name] = encode(value) if isinstance(value, WireMessage) else value
+        out[field.name] = _plain(value)
     return out
+
+
+def _plain(value: Any) -> Any:
+    """A field's JSON value: nested messages (alone or in a list) encoded."""
+    if isinstance(value, WireMessage):
+        return encode(value)
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
 
 
 def describe(cls: type[WireMessage]) -> dict[str, str]:

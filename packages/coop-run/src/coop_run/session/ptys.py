@@ -120,10 +120,10 @@ class Pty:
         """The id as the protocol's events carry it."""
         return str(self.id)
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> protocol.PtyEntry:
         """This PTY's part of the ``ls`` entry (SPEC 6)."""
-        return {"id": self.id, "role": self.role, "command": " ".join(self.command),
-                "state": self.state}
+        return protocol.PtyEntry(id=self.id, role=self.role, command=" ".join(self.command),
+                                 state=self.state)
 
     # -- the process behind the id --------------------------------------------------------
 

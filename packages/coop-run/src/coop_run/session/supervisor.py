@@ -463,7 +463,7 @@ class Supervisor:
 
     # -- information ----------------------------------------------------------------------
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> protocol.SessionEntry:
         """This session's ``ls`` entry (SPEC 6)."""
         kinds = {kind: 0 for kind in CLIENT_KINDS}
         for client in self.clients:
@@ -472,22 +472,17 @@ class Supervisor:
         state = "stopping" if self.stopping else "running"
         if agent is not None and agent.state in ("crash-looping", "dead"):
             state = agent.state
-        return {
-            "name": self.config.sandbox.name,
-            "workspace": str(self.sandbox.workspace_real),
-            "pid": os.getpid(),
-            "created": self.sandbox.created,
-            "state": state,
-            "ptys": [p.info() for p in self.ptys.values()],
-            "web_clients": kinds["web"],
-            "local_clients": kinds["local"],
-            "tunnel_clients": kinds["tunnel"],
-        }
+        return protocol.SessionEntry(
+            name=self.config.sandbox.name, workspace=str(self.sandbox.workspace_real),
+            pid=os.getpid(), created=self.sandbox.created, state=state,
+            ptys=[p.info() for p in self.ptys.values()], web_clients=kinds["web"],
+            local_clients=kinds["local"], tunnel_clients=kinds["tunnel"])
 
-    def pty_details(self) -> list[dict[str, Any]]:
+    def pty_details(self) -> list[protocol.PtyDetail]:
         """What ``ls`` does not show: pids, stream offsets, sizes, clients per PTY."""
-        return [{"id": p.id, "pid": p.pid, "host_pid": p.host_pid, "offset": p.fanout.offset,
-                 "cols": p.size[0], "rows": p.size[1], "clients": len(p.clients)}
+        return [protocol.PtyDetail(id=p.id, pid=p.pid, host_pid=p.host_pid,
+                                   offset=p.fanout.offset, cols=p.size[0], rows=p.size[1],
+                                   clients=len(p.clients))
                 for p in self.ptys.values()]
 
     # -- the end ----------------------------------------------------------------------------
