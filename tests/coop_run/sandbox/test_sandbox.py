@@ -124,6 +124,40 @@ def test_pty_belongs_to_the_sandbox_devpts(start: Callable[..., Sandbox]) -> Non
 # --- the init -------------------------------------------------------------------------
 
 
+def test_an_abandoned_process_leaves_no_exit_behind(start: Callable[..., Sandbox]) -> None:
+    """A process whose spawn's caller gave up: its exit is forgotten, whether it comes
+    after ``abandon`` or was already recorded, so a later process with its pid is not
+    taken for exited. (An init reaps in order: a process that waits until the first is
+    reaped ends after it, and its exit is read after the first's.)"""
+    sandbox = start()
+    heard: list[int] = []
+    sandbox.on_exit = lambda pid, _status: heard.append(pid)
+
+    def reaped_after(pid: int) -> None:
+        waiter = sandbox.spawn(["sh", "-c", f"while kill -0 {pid} 2>/dev/null; do :; done"])
+        assert sandbox.wait(waiter.pid, TIMEOUT).returncode == 0
+
+    stdin_r, stdin_w = os.pipe()
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        before = sandbox.spawn(["sh", "-c", "read line"], stdio=(stdin_r, null, null))
+    finally:
+        os.close(stdin_r)
+        os.close(null)
+    sandbox.abandon(before.pid)  # nobody serves it from here; then it ends
+    os.close(stdin_w)
+    reaped_after(before.pid)
+    assert sandbox.poll_exit(before.pid) is None and before.pid not in heard
+
+    after = sandbox.spawn(["true"])
+    reaped_after(after.pid)  # recorded first, then abandoned
+    assert sandbox.poll_exit(after.pid) is not None
+    sandbox.abandon(after.pid)
+    assert sandbox.poll_exit(after.pid) is None
+
+
+
+
 def test_agent_restarts_in_the_same_namespaces(start: Callable[..., Sandbox]) -> None:
     sandbox = start()
     probe = "readlink /proc/self/ns/mnt /proc/self/ns/pid /proc/self/ns/user; stat -c %i /proc/1"

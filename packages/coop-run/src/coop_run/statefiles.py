@@ -33,12 +33,20 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path, *, strict: bool = False) -> dict[str, Any] | None:
     """A record written by ``write_json_atomic``: None if absent, unreadable or not an
-    object (a record is replaced whole, so a reader sees the old one or the new one)."""
+    object (a record is replaced whole, so a reader sees the old one or the new one).
+    ``strict``: only a missing or malformed record is None; another ``OSError`` (EACCES,
+    EIO) is raised, for a caller that would otherwise overwrite what it could not read."""
     try:
         value = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except FileNotFoundError:
+        return None
+    except OSError:
+        if strict:
+            raise
+        return None
+    except ValueError:
         return None
     return value if isinstance(value, dict) else None
 

@@ -203,6 +203,9 @@ class SessionRegistry:
             logger.warning("session %s: cannot watch pid %d: %s", session.name, session.pid,
                            exc)
             return
+        except Exception:  # a watcher is a task of the daemon's group: never end the daemon
+            logger.exception("session %s: its watcher failed", session.name)
+            return
         if self._sessions.get(session.name) is session:
             session.watcher = None
             self.remove(session.name)

@@ -53,6 +53,7 @@ class InitChannel:
         self._reading = False
         self._eof = False
         self._replies: dict[int, initproto.Received] = {}
+        self._abandoned: set[int] = set()  # ids whose waiter gave up: dropped on arrival
         self._ids = itertools.count(1)
 
     def open(self, sock: socket.socket) -> None:
@@ -123,8 +124,19 @@ class InitChannel:
 
     def reply(self, rid: int, deadline: float, what: str,
               check: Callable[[], None]) -> initproto.Received:
-        """The reply to request ``rid`` (see ``wait_for``)."""
-        return self.wait_for(lambda: self._replies.pop(rid, None), deadline, what, check)
+        """The reply to request ``rid`` (see ``wait_for``). A reply that comes after its
+        waiter gave up goes to ``on_event`` and its descriptors are closed, so a late
+        ``spawned`` still tells its owner of a process nobody serves."""
+        try:
+            return self.wait_for(lambda: self._replies.pop(rid, None), deadline, what, check)
+        except SandboxError:
+            with self.cond:
+                late = self._replies.pop(rid, None)
+                if late is None:
+                    self._abandoned.add(rid)
+                else:
+                    self._drop(late)
+            raise
 
     def pump(self) -> None:
         """File every message already waiting, without blocking; a no-op while another
@@ -196,9 +208,15 @@ class InitChannel:
             self._eof = True
             return
         rid = received.message.get("id")
-        if isinstance(rid, int):
+        if isinstance(rid, int) and rid not in self._abandoned:
             self._replies[rid] = received
             return
+        if isinstance(rid, int):
+            self._abandoned.discard(rid)
+        self._drop(received)
+
+    def _drop(self, received: initproto.Received) -> None:
+        """An event, or a reply nobody waits for: to ``on_event``, descriptors closed."""
         try:
             self._on_event(received)
         finally:

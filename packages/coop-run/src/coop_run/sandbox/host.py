@@ -153,6 +153,7 @@ class Sandbox:
         self._channel = InitChannel(config.name, self._cond, self._on_event)
         self._ready = False
         self._exits: dict[int, ExitStatus] = {}
+        self._abandoned: set[int] = set()  # processes nobody serves: their exits are dropped
         # Called as on_exit(pid inside, status) by whichever thread reads the channel,
         # with an internal lock held: keep it short (e.g. hand over to an event loop).
         self.on_exit: Callable[[int, ExitStatus], None] | None = None
@@ -255,7 +256,11 @@ class Sandbox:
         """
         config = self.config
         with sessiondirs.claimed(sdir):
-            existing = read_json(sdir.sandbox_state)
+            try:
+                existing = read_json(sdir.sandbox_state, strict=True)
+            except OSError as exc:  # never overwrite a record we could not read
+                raise SandboxError(f"cannot read {sdir.sandbox_state}: "
+                                   f"{exc.strerror or exc}") from exc
             if existing is not None and sessiondirs.state_owner_alive(existing):
                 raise SandboxError(f"session {config.name} already has a running sandbox",
                                    code="SESSION_EXISTS")
@@ -374,10 +379,16 @@ class Sandbox:
         elif op == "exited":
             pid = message.get("pid")
             status = ExitStatus(code=message.get("code"), signal=message.get("signal"))
-            if isinstance(pid, int):
+            if isinstance(pid, int) and pid in self._abandoned:
+                self._abandoned.discard(pid)
+            elif isinstance(pid, int):
                 self._exits[pid] = status
                 if self.on_exit is not None:
                     self.on_exit(pid, status)
+        elif op == "spawned":  # a reply whose waiter gave up: nobody serves that process
+            pid = message.get("pid")
+            if isinstance(pid, int):
+                self._abandon(pid)
 
     def _check_failure(self) -> None:
         """For the channel's waits (``_cond`` held): the init's set-up failed."""
@@ -483,6 +494,17 @@ class Sandbox:
         """The exit status of ``pid`` if its ``exited`` event has been read."""
         with self._cond:
             return self._exits.get(pid)
+
+    def abandon(self, pid: int) -> None:
+        """Nobody serves process ``pid`` (its spawn's caller gave up): its exit, recorded
+        or to come, is dropped, so that a later process given the same pid is not taken
+        for exited."""
+        with self._cond:
+            self._abandon(pid)
+
+    def _abandon(self, pid: int) -> None:
+        if self._exits.pop(pid, None) is None:
+            self._abandoned.add(pid)
 
     def take_exit(self, pid: int) -> ExitStatus | None:
         """Like ``poll_exit``, and forgotten from then on (``wait`` consumes it the same

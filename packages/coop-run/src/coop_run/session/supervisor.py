@@ -71,6 +71,7 @@ logger = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT = 10.0
 FLUSH_TIMEOUT = 1.0  # how long a kill waits for clients to take their "detached"
 RESTART_KILL_AFTER = 2.0
+RESPAWN_WAIT = 10.0  # a restart's answer waits this long at most for the agent's start
 SANDBOX_THREADS = 4  # blocking sandbox calls at once (spawns, signals, the stop)
 
 # --- the supervisor ---------------------------------------------------------------------
@@ -226,8 +227,18 @@ class Supervisor:
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
-            future.add_done_callback(_close_unserved)
+            future.add_done_callback(self._unserved)
             raise
+
+    def _unserved(self, future: asyncio.Future[Spawned]) -> None:
+        """A spawn finished after its caller gave up: close the PTY master it returned,
+        and forget the process's exit when it comes."""
+        if future.cancelled() or future.exception() is not None:
+            return
+        spawned = future.result()
+        if spawned.master_fd is not None:
+            os.close(spawned.master_fd)
+        self.sandbox.abandon(spawned.pid)
 
     def _attach(self, pty: Pty, master: int, spawned: Spawned) -> None:
         """Give ``pty`` its new process. The loop may have heard of that process's exit
@@ -325,8 +336,12 @@ class Supervisor:
         self.backoff.reset()
         if self._respawn is not None and not self._respawn.done():
             self._respawn_early.set()  # the pending restart happens now
-            return
-        self._schedule_respawn(0)
+        else:
+            self._schedule_respawn(0)
+        # The answer follows the new agent's start (a client that attaches right after
+        # finds it), bounded like a spawn; the loop serves everyone meanwhile.
+        assert self._respawn is not None
+        await asyncio.wait({self._respawn}, timeout=RESPAWN_WAIT)
 
     async def _kill_if_still(self, pid: int) -> None:
         await asyncio.sleep(RESTART_KILL_AFTER)
@@ -578,15 +593,6 @@ class Supervisor:
 
 def _stopping() -> ProtocolError:
     return ProtocolError("the session is stopping", code=protocol.SESSION_NOT_FOUND)
-
-
-def _close_unserved(future: asyncio.Future[Spawned]) -> None:
-    """A spawn finished after its caller gave up: close the PTY master it returned."""
-    if future.cancelled() or future.exception() is not None:
-        return
-    master = future.result().master_fd
-    if master is not None:
-        os.close(master)
 
 
 def _adopted_request(client: socket.socket, message: Mapping[str, Any],
