@@ -33,6 +33,7 @@ from coop_run.ipc.connection import FramedConnection
 from coop_run.ipc.framing import Message
 from coop_run.ipc.schema import encode
 from coop_run.ipc.sockets import bind_unix_socket, is_listening, peer_credentials
+from coop_run.layout import RunLayout
 from coop_run.statefiles import write_text_atomic
 
 # Named explicitly: under ``python -m`` __name__ is "__main__".
@@ -121,7 +122,7 @@ class Daemon:
                  sessions: Sessions | None = None, idle_seconds: float = IDLE_SECONDS) -> None:
         self.paths = paths
         self.socket_path = socket_path
-        self.pid_file = paths.home / "daemon.pid"
+        self.pid_file = RunLayout(paths).daemon_pid
         self.sessions: Sessions = sessions if sessions is not None else NoSessions()
         self.idle_seconds = idle_seconds
         self.web_server = False
