@@ -368,6 +368,3 @@ class Daemon:
 def _file_id(path: Path) -> tuple[int, int]:
     st = path.lstat()
     return st.st_dev, st.st_ino
-
-
-# --- process entry ----------------------------------------------------------------------
