@@ -136,4 +136,5 @@ def check_session_name(name: str) -> None:
     ok = (0 < len(name) <= 63 and name not in (".", "..") and not name.startswith("-")
           and all(c.isascii() and (c.isalnum() or c in "-_.") for c in name))
     if not ok:
-        raise SandboxError(f"invalid session name {name!r} (1-63 of a-z, 0-9, '-', '_', '.')")
+        raise SandboxError(f"invalid session name {name!r} "
+                           "(1-63 of a-z, A-Z, 0-9, '-', '_', '.'; not starting with '-')")
