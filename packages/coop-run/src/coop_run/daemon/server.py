@@ -46,7 +46,7 @@ HANDSHAKE_TIMEOUT = 10.0
 
 
 class Sessions(Protocol):
-    """The session table the daemon serves (filled by the sessions code of issue 4)."""
+    """The session table the daemon serves (``daemon.registry.SessionRegistry``)."""
 
     def list(self) -> list[dict[str, Any]]:
         """One ``ls`` entry per session (SPEC 6 keys)."""
