@@ -54,6 +54,17 @@ def test_init_with_missing_file_is_a_usage_error(run_coop: RunCoop, workspace: P
     assert "nope.toml" in res.stderr
 
 
+def test_a_bad_session_name_is_a_usage_error_before_any_daemon(run_coop: RunCoop,
+                                                                coop_env: Any) -> None:
+    """``-n`` is checked by the rule the daemon applies (``layout.check_session_name``)."""
+    for name in ("a/b", "a b", "..", "x" * 64):
+        res = run_coop("-d", "-n", name)
+        assert res.returncode == 2, (name, res)
+        assert "-n/--name" in res.stderr and "invalid session name" in res.stderr, res
+        assert "Traceback" not in res.stderr
+    assert not (Path(coop_env.coop_home) / "sock").exists()  # no daemon was started
+
+
 def test_status_before_init(run_coop: RunCoop, workspace: Path) -> None:
     (workspace / "coop.toml").write_text(
         '[base]\nimage = "host"\n[agent]\ncommand = "claude"\nargs = ["--x"]\n'

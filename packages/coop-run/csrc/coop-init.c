@@ -8,15 +8,15 @@
  *
  *     coop-init CONTROL_FD DEFAULT_PATH LOOPBACK(0|1)
  *
- * CONTROL_FD is a SOCK_SEQPACKET socket speaking coop_run.initproto's wire format: each
- * record is a 4-byte big-endian length, then "op\0" and "key=value\0" items (a repeated
+ * CONTROL_FD is a SOCK_SEQPACKET socket speaking coop_run.sandbox.initproto's wire format:
+ * each record is a 4-byte big-endian length, then "op\0" and "key=value\0" items (a repeated
  * key is a list). What the records mean is in initproto's docstring; every op and field
  * name, with its kind, comes from initproto.h, which initproto.py generates: the init
  * spells none of its own. An op is taken by one table row (its handler); a record whose
  * op or fields its schema does not name is refused. Two phases:
  *
  * - set-up: "setup" (hostname, what children may hold), then the mount plan of
- *   coop_run.rootfs_mounts one record per operation, ending with "pivot". Every mount
+ *   coop_run.sandbox.mounts, one record per operation, ending with "pivot". Every mount
  *   point is resolved inside the new root exactly as coop_build.rootpath does (symlinks
  *   followed within it), so a symlink in an image can never steer a mount onto the host.
  *   Any failure is reported ("failed") and ends the init.
@@ -61,7 +61,7 @@
 
 #define MAX_ITEMS 16384
 #define ORPHAN_GRACE_MS 2000   /* the supervisor died: end the sandbox after this */
-#define EXIT_BUG 125           /* sandbox_clone.EXEC_FAILED */
+#define EXIT_BUG 125           /* sandbox.clone.EXEC_FAILED */
 #define TEXT_MAX 1024          /* a human message, its prefix included, is cut below this */
 #define MAX_HOPS 40            /* coop_build.rootpath._MAX_HOPS */
 #define MAX_ID (1LL << 53)
@@ -937,8 +937,8 @@ static int resolve_in_root(const char *path, char *out, size_t size)
     return 0;
 }
 
-/* rootfs_mounts.ensure_target: the host-side path of mount point ``path`` inside the
- * root, created (in this session's upper) if missing. 0, or an errno. */
+/* The host-side path of mount point ``path`` inside the root, created (in this
+ * session's upper) if missing. 0, or an errno. */
 static int ensure_target(const char *path, int is_file, char *full, size_t size)
 {
     char rel[PATH_MAX];
@@ -1030,7 +1030,7 @@ static void setup_identity(const struct args *a)
         setup_failed("sethostname: %s", strerror(errno));
 }
 
-/* The mount plan (rootfs_mounts.plan_records), one handler per operation. */
+/* The mount plan (sandbox.mounts.plan_records), one handler per operation. */
 
 static void setup_overlay(const struct args *a)
 {

@@ -26,8 +26,7 @@ from coop_build import rootpath
 from coop_build.idmap import choose_idmap
 from coop_run.errors import SandboxError
 from coop_run.sandbox import caps, initexe, initproto
-from coop_run.sandbox import clone as sandbox_clone
-from coop_run.sandbox.clone import prepare_init
+from coop_run.sandbox.clone import EXEC_FAILED, prepare_init
 from coop_run.sandbox.host import Sandbox
 from support.bench import CoopEnv
 from support.procs import children
@@ -278,7 +277,7 @@ def test_the_constants_copied_into_the_c_source_match_their_python_originals() -
     defined = _c_defines()
     assert defined["MAX_FRAME"] == initproto.MAX_FRAME
     assert defined["MAX_FDS"] == initproto.MAX_FDS
-    assert defined["EXIT_BUG"] == sandbox_clone.EXEC_FAILED
+    assert defined["EXIT_BUG"] == EXEC_FAILED
     assert defined["MAX_HOPS"] == rootpath._MAX_HOPS
 
 

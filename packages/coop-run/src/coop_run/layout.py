@@ -4,12 +4,12 @@ A leaf module (it imports only ``coop_build.paths`` and the errors), so that eac
 where the others listen and keep their records without importing their code: the CLI
 finds the daemon's socket, the daemon finds a supervisor's, the sandbox its own files.
 Computed, never created here. The build store's half of ``COOP_HOME`` (cache, layers,
-rootfs, workspaces) is ``coop_build.paths.CoopPaths``.
+rootfs, workspaces) is ``coop_build.paths.CoopPaths``. No ``dataclasses``: ``coop ls``
+imports this module for the daemon's socket.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from coop_build.paths import CoopPaths
@@ -23,11 +23,16 @@ NETWORK_LOCK = "network.lock"
 NETWORK_STATE = "network.json"
 
 
-@dataclass(frozen=True)
 class SessionDir:
     """``sessions/<name>/``: the sandbox's writable half, its records and sockets."""
 
-    path: Path
+    __slots__ = ("path",)
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"SessionDir({str(self.path)!r})"
 
     @property
     def upper(self) -> Path:
@@ -131,4 +136,5 @@ def check_session_name(name: str) -> None:
     ok = (0 < len(name) <= 63 and name not in (".", "..") and not name.startswith("-")
           and all(c.isascii() and (c.isalnum() or c in "-_.") for c in name))
     if not ok:
-        raise SandboxError(f"invalid session name {name!r} (1-63 of a-z, 0-9, '-', '_', '.')")
+        raise SandboxError(f"invalid session name {name!r} "
+                           "(1-63 of a-z, A-Z, 0-9, '-', '_', '.'; not starting with '-')")

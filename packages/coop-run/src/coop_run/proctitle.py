@@ -1,6 +1,6 @@
 """Process titles for ``ps`` and ``top``: ``coop daemon``, ``coop zygote`` and
 ``coop supervisor NAME``, where a supervisor would otherwise show as the zygote's
-``python -m coop_run.zygote``.
+``python -m coop_run.session.zygote``.
 
 ``setproctitle`` rewrites the memory that holds the command line (``/proc/PID/cmdline``)
 and sets the kernel's 15-byte ``comm``. By default it also takes the environment's block

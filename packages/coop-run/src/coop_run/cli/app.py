@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TextIO
 
 from coop_build.paths import CoopPaths, coop_home, global_config_path
+from coop_run.layout import RunLayout
 
 
 class App:
@@ -47,14 +48,19 @@ class App:
         return CoopPaths(coop_home(dict(self.environ)))
 
     @property
+    def layout(self) -> RunLayout:
+        """The runtime's files under ``COOP_HOME``: the daemon's socket, pid file, log."""
+        return RunLayout(self.paths)
+
+    @property
     def global_config(self) -> Path:
         """``--config`` if given, else ``$XDG_CONFIG_HOME/coop/default.toml``."""
         return self.config if self.config is not None else global_config_path(dict(self.environ))
 
     @property
     def socket_path(self) -> Path:
-        """``--socket`` if given, else ``$COOP_HOME/sock`` (used once the daemon lands)."""
-        return self.socket if self.socket is not None else self.paths.home / "sock"
+        """``--socket`` if given, else ``$COOP_HOME/sock``."""
+        return self.socket if self.socket is not None else self.layout.socket
 
     @property
     def workspace(self) -> Path:

@@ -81,7 +81,7 @@ def _follow(app: App, path: Path, offset: int) -> None:
 @click.pass_obj
 def logs_command(app: App, follow: bool, lines: int) -> None:
     """Tail the daemon log."""
-    path = app.paths.logs / "daemon.log"
+    path = app.layout.daemon_log
     offset = 0
     try:
         tail, offset = _read_tail(path, lines)

@@ -22,7 +22,6 @@ from coop_run.ipc import protocol
 from coop_run.ipc.client import Client
 
 _ENV_REF = re.compile(r"\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)\})", re.ASCII)
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", re.ASCII)
 
 
 def referenced_env(files: Iterable[Path], environ: Mapping[str, str]) -> dict[str, str]:
@@ -108,14 +107,18 @@ def default_session(app: App, *, detach: bool, workspace: Path | None,
     starts another session there (two agents on one repository).
     """
     from coop_run.daemon.autospawn import ensure_daemon
+    from coop_run.errors import SandboxError
+    from coop_run.layout import check_session_name
 
     ws = Path(os.path.realpath(workspace if workspace is not None else app.workspace))
     if not ws.is_dir():
         raise click.BadParameter(f"{display_path(ws, app.environ)} is not a directory",
                                  param_hint="-w/--workspace")
-    if name is not None and _NAME.fullmatch(name) is None:
-        raise click.BadParameter("use 1-63 of a-z, A-Z, 0-9, '-', '_', '.'",
-                                 param_hint="-n/--name")
+    if name is not None:
+        try:
+            check_session_name(name)
+        except SandboxError as exc:
+            raise click.BadParameter(exc.message, param_hint="-n/--name") from exc
     # The daemon may have started in another directory and environment: name the global
     # layer (--config, else this shell's default) so it reads the file whose references
     # we send.

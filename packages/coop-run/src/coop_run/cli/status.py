@@ -127,7 +127,7 @@ def status_command(app: App) -> None:
             coopfile = display_path(loaded.path, environ)
         agent = " ".join([loaded.coopfile.agent.command, *loaded.coopfile.agent.args])
         network = loaded.coopfile.network.mode
-    daemon, sessions = ask_daemon(app.socket_path, app.paths.home / "daemon.pid")
+    daemon, sessions = ask_daemon(app.socket_path, app.layout.daemon_pid)
     view = StatusView(
         daemon=daemon,
         rootfs=rootfs,

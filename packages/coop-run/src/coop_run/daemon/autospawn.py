@@ -21,16 +21,13 @@ from pathlib import Path
 from coop_build.paths import CoopPaths, display_path
 from coop_run.errors import DaemonStartError, DaemonUnavailableError
 from coop_run.ipc.client import Client
+from coop_run.layout import RunLayout
 from coop_run.statefiles import locked
 
 log = logging.getLogger(__name__)
 
 START_TIMEOUT = 2.5
 LOG_TAIL_LINES = 10
-
-
-def daemon_log_path(paths: CoopPaths) -> Path:
-    return paths.logs / "daemon.log"
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES, max_bytes: int = 65536) -> list[str]:
@@ -78,7 +75,7 @@ def daemon_argv(socket_path: Path, ready_fd: int) -> list[str]:
 
 
 def _failure(paths: CoopPaths, reason: str) -> DaemonStartError:
-    log_path = daemon_log_path(paths)
+    log_path = RunLayout(paths).daemon_log
     tail = log_tail(log_path)
     return DaemonStartError(
         f"daemon failed to start: {reason} (log: {display_path(log_path)})", log_tail=tail)
@@ -103,7 +100,7 @@ def start_daemon(paths: CoopPaths, socket_path: Path, *,
     ``COOP_HOME`` and its logs must exist (``prepare_home``, done by ``ensure_daemon``).
     """
     import subprocess  # only when starting one: keeps a plain ``coop ls`` light
-    log_path = daemon_log_path(paths)
+    log_path = RunLayout(paths).daemon_log
     read_fd, write_fd = os.pipe()
     try:
         try:
@@ -160,7 +157,7 @@ def ensure_daemon(paths: CoopPaths, socket_path: Path) -> Client:
     if client is not None:
         return client
     prepare_home(paths)
-    with _locked(paths.home / "daemon.lock"):
+    with _locked(RunLayout(paths).daemon_lock):
         client = connect(socket_path)
         if client is not None:
             return client

@@ -25,7 +25,7 @@ from coop_run.errors import CoopError
 from coop_run.ipc import protocol
 from coop_run.ipc.framing import Message
 from coop_run.ipc.schema import encode
-from coop_run.layout import check_session_name
+from coop_run.layout import RunLayout, check_session_name
 from coop_run.procs import proc_start_time
 from coop_run.sandbox.config import SandboxConfig
 from coop_run.session.config import SupervisorConfig
@@ -58,7 +58,7 @@ class SessionCommands:
         self.registry = registry
         self.environ = dict(os.environ if environ is None else environ)
         registry.on_change.append(daemon.activity_changed)
-        self.zygote = ZygoteClient(self.paths.logs / "daemon.log", self.environ)
+        self.zygote = ZygoteClient(self.layout.daemon_log, self.environ)
         self._create_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary())
         self._starting: dict[str, str] = {}  # name -> workspace, while its create runs
@@ -181,7 +181,7 @@ class SessionCommands:
         env.update(expand_env(coopfile.env, environ))  # secrets: never logged
         mount = (workspace / coopfile.workspace.mount).resolve()
         sandbox = SandboxConfig(
-            name=name, layers=list(layers), session_dir=self.paths.sessions / name,
+            name=name, layers=list(layers), session_dir=self.layout.session(name).path,
             workspace=mount, workspace_inside=coopfile.workspace.path,
             host_image=record.host, persist=list(coopfile.session.persist), env=env,
             user_home=Path(self.environ.get("HOME", "/")),
@@ -190,13 +190,17 @@ class SessionCommands:
             sandbox=sandbox, agent=[coopfile.agent.command, *coopfile.agent.args],
             shell=(coopfile.session.shell,), auto_restart=coopfile.session.auto_restart,
             restart_delay_ms=coopfile.session.restart_delay_ms, cols=size[0], rows=size[1],
-            log_file=self.paths.logs / "sessions" / f"{name}.log",
+            log_file=self.layout.session_log(name),
         )
         return config, coopfile.network.mode, warnings
 
     @property
     def paths(self) -> CoopPaths:
         return self.registry.paths
+
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.registry.paths)
 
     @staticmethod
     def _global_path(value: str | None) -> Path | None:

@@ -29,7 +29,7 @@ def candidates(sessions: Path) -> list[str]:
 
 def _state_dirs(sessions: Path) -> list[str]:
     try:
-        return [e.name for e in sessions.iterdir() if (e / "supervisor.json").exists()]
+        return [e.name for e in sessions.iterdir() if SessionDir(e).supervisor_state.exists()]
     except OSError:
         return []
 

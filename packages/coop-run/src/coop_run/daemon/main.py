@@ -56,8 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     proctitle.set_title(proctitle.DAEMON)  # before it is ready: whoever sees it, sees this
     os.umask(0o077)
     paths = CoopPaths(coop_home())
-    socket_path: Path = args.socket if args.socket is not None else RunLayout(paths).socket
-    _configure_logging(paths.logs / "daemon.log")
+    layout = RunLayout(paths)
+    socket_path: Path = args.socket if args.socket is not None else layout.socket
+    _configure_logging(layout.daemon_log)
     ready_fd: int = args.ready_fd
 
     def ready() -> None:

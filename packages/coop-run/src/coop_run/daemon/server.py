@@ -33,6 +33,7 @@ from coop_run.ipc.connection import FramedConnection
 from coop_run.ipc.framing import Message
 from coop_run.ipc.schema import encode
 from coop_run.ipc.sockets import bind_unix_socket, is_listening, peer_credentials
+from coop_run.layout import RunLayout
 from coop_run.statefiles import write_text_atomic
 
 # Named explicitly: under ``python -m`` __name__ is "__main__".
@@ -45,7 +46,7 @@ HANDSHAKE_TIMEOUT = 10.0
 
 
 class Sessions(Protocol):
-    """The session table the daemon serves (filled by the sessions code of issue 4)."""
+    """The session table the daemon serves (``daemon.registry.SessionRegistry``)."""
 
     def list(self) -> list[protocol.SessionEntry]:
         """One ``ls`` entry per session (SPEC 6)."""
@@ -121,7 +122,7 @@ class Daemon:
                  sessions: Sessions | None = None, idle_seconds: float = IDLE_SECONDS) -> None:
         self.paths = paths
         self.socket_path = socket_path
-        self.pid_file = paths.home / "daemon.pid"
+        self.pid_file = RunLayout(paths).daemon_pid
         self.sessions: Sessions = sessions if sessions is not None else NoSessions()
         self.idle_seconds = idle_seconds
         self.web_server = False
@@ -367,6 +368,3 @@ class Daemon:
 def _file_id(path: Path) -> tuple[int, int]:
     st = path.lstat()
     return st.st_dev, st.st_ino
-
-
-# --- process entry ----------------------------------------------------------------------

@@ -119,13 +119,6 @@ class FramedConnection:
         if data:
             await loop.sock_sendall(self.sock, data)
 
-    async def wait_closed(self) -> None:
-        """Until the peer hangs up (what it sends meanwhile is dropped)."""
-        loop = asyncio.get_running_loop()
-        with contextlib.suppress(OSError):
-            while await loop.sock_recv(self.sock, RECV_SIZE):
-                pass
-
     def take_fds(self) -> list[int]:
         """The descriptors received so far; the caller owns them now."""
         fds, self._fds = self._fds, []

@@ -11,7 +11,7 @@ capability can bring the others back.
 
 ``KEEP`` is the set container runtimes give by default: what package managers, ``su``,
 ``ping`` and servers on low ports need. CAP_NET_RAW is in it only for network modes that
-declare ``net_raw_safe`` (see ``sandbox.child_capabilities``): where the reachability
+declare ``net_raw_safe`` (see ``sandbox.host.child_capabilities``): where the reachability
 rules live inside the sandbox's own network namespace (rootless ``veth``), a packet
 socket would walk past them, so there it is dropped too.
 

@@ -12,7 +12,7 @@ Start-up (S = the calling process, e.g. the session supervisor)::
 
 ``start()`` clones the *current* process, never starting an interpreter (that is what
 keeps a start near the 5 ms floor, FIELD-NOTES); one clone with namespace flags replaces
-fork + unshare + fork. ``prepare_init()`` (``sandbox_clone``) does the first two lines,
+fork + unshare + fork. ``prepare_init()`` (``sandbox.clone``) does the first two lines,
 possibly before the sandbox is known (a session starter's spare keeps one waiting:
 ``Sandbox(config, prepared=...)``).
 The caller should be single-threaded at the clone: as with any fork, locks other

@@ -1,5 +1,5 @@
 """``coop-init``, the sandbox's PID 1: where the binary is, and a sealed in-memory copy
-of it that the cloned child of ``sandbox_clone`` execs.
+of it that the cloned child of ``sandbox.clone`` execs.
 
 The binary is compiled from ``csrc/coop-init.c`` (and its generated ``initproto.h``) when
 the package is built or installed (``hatch_build.py``). The child execs it by descriptor;

@@ -17,7 +17,7 @@ Set-up, supervisor -> init (no ids; a failure ends the init with "failed")::
 
     {"op": "mapped"}                          to the cloned child: ids mapped, exec coop-init
     {"op": "setup", "hostname", "child_caps"} uid 0, hostname, what children may hold
-    the mount plan, one record per operation (``rootfs_mounts.plan_records``):
+    the mount plan, one record per operation (``sandbox.mounts.plan_records``):
     overlay, fresh, bind, symlink, hostentry, and last "pivot"
 
 Supervisor -> init requests (each carries an ``id`` echoed by the reply)::

@@ -156,9 +156,9 @@ class FanOut:
         caller to nudge the program, since the screen cannot be rebuilt from what is
         left). A reconnecting one gets the bytes from ``resume_from`` on; if they are
         gone it gets a ``lagged`` event for the gap instead, and its first ``take`` asks
-        for a redraw. Raises
-        ``ValueError`` for a duplicate id or an offset past
-        the end, ``TypeError`` for a non-integer size or offset.
+        for a redraw. Raises ``ProtocolError`` for a bad window size
+        (``ipc.protocol.check_window``), ``ValueError`` for a duplicate id or an offset past
+        the end, ``TypeError`` for a non-integer offset.
         """
         if client_id in self._clients:
             raise ValueError(f"client {client_id!r} is already attached")

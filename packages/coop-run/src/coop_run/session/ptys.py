@@ -115,11 +115,6 @@ class Pty:
         self.size = (cols, rows)
         self._input = bytearray()
 
-    @property
-    def name(self) -> str:
-        """The id as the protocol's events carry it."""
-        return str(self.id)
-
     def info(self) -> protocol.PtyEntry:
         """This PTY's part of the ``ls`` entry (SPEC 6)."""
         return protocol.PtyEntry(id=self.id, role=self.role, command=" ".join(self.command),

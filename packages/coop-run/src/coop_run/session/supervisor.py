@@ -1,6 +1,6 @@
 """The session supervisor (SPEC 5, docs/architecture.md "The session supervisor").
 
-One process per session, outside the daemon (how it is started: ``supervisor_process``).
+One process per session, outside the daemon (how it is started: ``session.process``).
 The supervisor binds ``supervisor.sock`` (0600, peer uid checked), starts the sandbox
 (cloned from itself, so the init is its child) and the agent on PTY 0, writes
 ``supervisor.json``, tells its starter, then serves on a fresh asyncio loop until killed.

@@ -6,8 +6,8 @@ keeps more private memory. So the daemon runs ``python -m coop_run.session.zygot
 own start; the zygote imports only what a supervisor and its sandbox need, freezes that
 heap (``gc.freeze``: the children's collections never touch it) and keeps one *spare*
 child forked in advance. A ``launch`` hands the session's configuration to the spare,
-which becomes that session's supervisor (``supervisor_process.run_supervisor``); the zygote forks
-the next spare once it is idle again, off the path of any request.
+which becomes that session's supervisor (``session.process.run_supervisor``); the zygote
+forks the next spare once it is idle again, off the path of any request.
 
     daemon --SEQPACKET: launch JSON + reply fd--> zygote --the same--> spare = supervisor
     supervisor --reply fd: {"pid"} or {"error"}--> daemon

@@ -43,7 +43,7 @@ class VethUserNetwork(VethSession):
 
     unshare_net = True
     # The filter is inside the sandbox's netns: a packet socket on the tap bypasses it, so
-    # the sandbox drops CAP_NET_RAW for this mode (sandbox.child_capabilities).
+    # the sandbox drops CAP_NET_RAW for this mode (sandbox.host.child_capabilities).
     net_raw_safe = False
 
     def __init__(self, *, session: str, paths: CoopPaths, resolv_path: Path = HOST_RESOLV,
