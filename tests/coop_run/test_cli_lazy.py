@@ -119,8 +119,7 @@ def test_the_daemon_imports_no_session_stack_until_a_create() -> None:
             "coop_run.daemon.zygote_client"} <= modules
     crossing = {"coop_run.sandbox", "coop_run.sandbox.config", "coop_run.sandbox.network",
                 "coop_run.sandbox.network.base", "coop_run.session", "coop_run.session.config",
-                "coop_run.session.launch", "coop_run.session.fanout",
-                "coop_run.session.scrollback"}
+                "coop_run.session.launch"}
     stack = {m for m in modules if m.startswith(("coop_run.sandbox", "coop_run.session"))}
     assert stack == crossing
     assert sorted(m for m in modules if m == "pydantic" or m.startswith(

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from coop_run.session.scrollback import DEFAULT_CAPACITY, Scrollback
+from coop_run.session.config import DEFAULT_CAPACITY
+from coop_run.session.scrollback import Scrollback
 
 
 class Reference:

@@ -73,6 +73,23 @@ def test_the_daemon_may_import_what_crosses_a_process_line(tmp_path: Path) -> No
         "coop_run.session.ptys" in lines[0]
 
 
+def test_the_cli_only_finds_or_starts_a_daemon(tmp_path: Path) -> None:
+    root = write(tmp_path, {
+        "coop_run/__init__.py": "",
+        "coop_run/cli/__init__.py": "",
+        "coop_run/cli/fast.py": "from coop_run.daemon.autospawn import ensure_daemon\n",
+        "coop_run/cli/bad.py": "def f():\n    from coop_run.daemon.server import Daemon\n",
+        "coop_run/daemon/__init__.py": "",
+        "coop_run/daemon/autospawn.py": "",
+        "coop_run/daemon/server.py": "",
+    })
+    result = run(root)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, lines
+    assert "coop_run.cli.bad (cli) may not import coop_run.daemon.server" in lines[0]
+
+
 def test_the_library_never_imports_the_runtime(tmp_path: Path) -> None:
     root = write(tmp_path, {
         "coop_build/__init__.py": "",

@@ -54,6 +54,11 @@ class SessionDir:
         return self.path / "etc"
 
     @property
+    def lower(self) -> Path:
+        """The empty lower layer of a sandbox started without a build (tests, tools)."""
+        return self.path / "lower"
+
+    @property
     def persist(self) -> Path:
         """Kept across sessions (SPEC 4.2's ``persist`` binds)."""
         return self.path / "persist"

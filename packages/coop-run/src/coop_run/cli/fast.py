@@ -1,4 +1,4 @@
-"""``coop ls`` without click: the command whose start-up time is benchmarked (issue 4).
+"""``coop ls`` without click: the command whose start-up time is benchmarked (tests/bench).
 
 click and what it imports (inspect, uuid, datetime, gettext) cost about as much as
 starting Python, so ``run()`` hands the exact argument lists of ``FAST`` to a plain

@@ -228,21 +228,21 @@ class Sandbox:
         self._owns_dir = True
         sessiondirs.clean_leftovers(sdir, self.idmap)
         sessiondirs.ensure_dirs(sdir, ())
-        real_dir = sdir.path.resolve()
+        real = SessionDir(sdir.path.resolve())
         if not layers:
-            (sdir.path / "lower").mkdir()
-            layers = [sdir.path / "lower"]
+            sdir.lower.mkdir()
+            layers = [sdir.lower]
         spec = MountSpec(
-            root=str(real_dir / "root"),
+            root=str(real.root),
             lowers=tuple(str(p.resolve()) for p in layers),
-            upper=str(real_dir / "upper"),
-            work=str(real_dir / "work"),
+            upper=str(real.upper),
+            work=str(real.work),
             host_image=config.host_image,
             workspace=str(self.workspace_real),
             workspace_inside=config.workspace_inside,
-            persist=tuple((str(real_dir / "persist" / name), f"{config.home.rstrip('/')}/{name}")
+            persist=tuple((str(real.persist / name), f"{config.home.rstrip('/')}/{name}")
                           for name in persist),
-            etc_files=tuple((str(real_dir / "etc" / n), f"/etc/{n}")
+            etc_files=tuple((str(real.etc / n), f"/etc/{n}")
                             for n in ("hostname", "hosts", "resolv.conf")),
         )
         return spec, state

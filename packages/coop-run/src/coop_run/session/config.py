@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coop_run.sandbox.config import SandboxConfig
-from coop_run.session.fanout import DEFAULT_MAX_BACKLOG
-from coop_run.session.scrollback import DEFAULT_CAPACITY
+
+DEFAULT_CAPACITY = 256 * 1024  # scrollback per PTY; SPEC 7.2: at least 256 KiB
+DEFAULT_MAX_BACKLOG = 1024 * 1024  # a client's unsent output before it lags
 
 
 @dataclass

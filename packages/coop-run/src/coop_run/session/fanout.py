@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coop_run.ipc.protocol import check_window
+from coop_run.session.config import DEFAULT_MAX_BACKLOG
 from coop_run.session.scrollback import Scrollback
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_BACKLOG = 1024 * 1024
 DEFAULT_TAKE = 256 * 1024  # well under the 1 MiB frame limit of SPEC 6
 _ALIGN_WINDOW = 4096  # how far into a truncated replay to look for a line start
 

@@ -35,8 +35,9 @@ from coop_run.ipc.framing import (
     encode_message,
 )
 from coop_run.ipc.schema import encode
-from coop_run.session.fanout import DEFAULT_MAX_BACKLOG, FanOut
-from coop_run.session.scrollback import DEFAULT_CAPACITY, Scrollback
+from coop_run.session.config import DEFAULT_CAPACITY, DEFAULT_MAX_BACKLOG
+from coop_run.session.fanout import FanOut
+from coop_run.session.scrollback import Scrollback
 
 logger = logging.getLogger(__name__)
 

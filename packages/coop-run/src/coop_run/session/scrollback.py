@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import logging
 
+from coop_run.session.config import DEFAULT_CAPACITY
+
 logger = logging.getLogger(__name__)
 
-DEFAULT_CAPACITY = 256 * 1024  # SPEC 7.2: at least 256 KiB per PTY
 
 
 class Scrollback:
