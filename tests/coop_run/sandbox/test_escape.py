@@ -42,7 +42,7 @@ from support.procs import stop_pid, wait_for
 from support.require import needs
 from support.rootfs import busybox_available, make_busybox_rootfs
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "network"))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "network"))
 import net_topology as topo
 from net_bench import provide_topology
 
