@@ -37,6 +37,8 @@ test: lint
         exit 1
     fi
     scripts/prepare-test-images || { echo "just test: preparing test images failed" >&2; exit 1; }
+    # The root run's tests act as the test user too: it exists before them (a fresh machine).
+    scripts/ensure-test-user || { echo "just test: creating the test user failed" >&2; exit 1; }
     failed=0
     # Exit 5 means pytest collected nothing: a suite that runs no test proves nothing.
     {{venv}}/pytest; rc=$?

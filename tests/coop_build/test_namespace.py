@@ -192,8 +192,10 @@ def test_chown_to_subids_survives_into_next_step(tmp_path: Path, base: Path,
     if os.geteuid() == 0:
         idmap = IdMap(uid_map=((0, 0, 1), (1, 300000, 65536)),
                       gid_map=((0, 0, 1), (1, 300000, 65536)))
+    elif not idmap.full and choose_idmap(environ={**os.environ, "COOP_IDMAP": "auto"}).full:
+        pytest.skip("the forced single map has no sub-ids to chown to")  # the other param's
     else:
-        require(idmap.full, "this user has no subordinate id range (or COOP_IDMAP=single)")
+        require(idmap.full, "this user has no subordinate id range")
     steps = Steps(tmp_path / "full", idmap)
     try:
         s1 = steps.spec(base)
