@@ -206,6 +206,17 @@ def _fields(cls: type[WireMessage]) -> tuple[_Field, ...]:
     return _FIELDS[cls]
 
 
+def prepare_all() -> None:
+    """Work out every declared message's checks now (``get_type_hints`` costs about
+    0.1 ms a class on first use): a process that forks workers (the zygote) does it once,
+    before its heap is frozen, instead of every supervisor on its first message."""
+    pending: list[type[WireMessage]] = [WireMessage]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        _fields(cls)
+
+
 def decode(cls: type[M], obj: Mapping[str, Any]) -> M:
     """``obj`` (a decoded JSON object) as a ``cls``; ``ProtocolError`` if it does not fit.
     The tag key and a reply's ``ok`` are the caller's to have checked."""

@@ -43,6 +43,7 @@ from coop_build.idmap import IdMap, choose_idmap
 from coop_build.paths import CoopPaths
 from coop_run import proctitle
 from coop_run.errors import CoopError, SandboxError
+from coop_run.ipc import schema
 from coop_run.sandbox import initexe
 from coop_run.sandbox.clone import PreparedInit, prepare_init
 from coop_run.sandbox.network.modes import network_for
@@ -215,9 +216,10 @@ def _spare_main(channel: socket.socket, zygote: int, idmap: IdMap | None) -> NoR
 
 def _preload() -> None:
     """Freeze the heap of what supervisors need (imported above, every network mode
-    included): the spares share it."""
+    included, and every wire message's checks worked out): the spares share it."""
     global _PRELOADED  # noqa: PLW0603 - set once, before any spare is forked
     _PRELOADED = frozenset(sys.modules)
+    schema.prepare_all()
     gc.collect()
     gc.freeze()
 
