@@ -669,3 +669,45 @@ def _one_racing_spawn(sandbox: Sandbox, host_mnt: str, host_pid_ns: str) -> str:
     except SandboxError:
         return "killed inside"
     return "killed inside" if status.signal else f"silent exit {status}"
+
+
+# --- 6. coop's own sockets -----------------------------------------------------------------
+
+# Speaks the handshake to a coop socket: "answered" when the peer replies, "refused" when it
+# hangs up. Run by the host's python3, inside a sandbox of ``image = "host"`` and outside.
+HANDSHAKE = """
+import json, socket, struct, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+body = json.dumps({"version": 1}).encode()
+try:
+    s.sendall(struct.pack(">I", len(body)) + body)
+    print("answered" if s.recv(65536) else "refused")
+except (BrokenPipeError, ConnectionResetError):  # hung up on before or while it spoke
+    print("refused")
+"""
+
+
+def test_the_daemon_refuses_a_process_inside_a_sandbox(start: Start, workspace: Path,
+                                                        coop_env: CoopEnv) -> None:
+    """The workspace holds the daemon's socket (a user who runs coop in the directory that
+    holds COOP_HOME): a process inside reaches the socket file, passes the uid check (its
+    uid 0 is the user), and is still refused: it is not in our user or PID namespace."""
+    home = workspace / ".coop"
+    sock = home / "sock"
+    env = {**os.environ, "COOP_HOME": str(home), "COOP_DAEMON_IDLE_SECONDS": "60"}
+    daemon = subprocess.Popen([sys.executable, "-m", "coop_run.daemon.main", "--socket",
+                               str(sock)], env=env, stdin=subprocess.DEVNULL)
+    try:
+        wait_for(sock.exists, TIMEOUT, "the daemon's socket")
+        outside = subprocess.run(["/usr/bin/python3", "-c", HANDSHAKE, str(sock)],
+                                 capture_output=True, text=True, timeout=30, check=True)
+        assert outside.stdout.strip() == "answered"  # positive control: the user's own CLI
+        sandbox = start("sockets", host_image=True)
+        inside = sandbox_ok(sandbox, f"/usr/bin/python3 -c '{HANDSHAKE}' "
+                                     "/workspace/.coop/sock")
+        assert inside.strip() == "refused"
+    finally:
+        stop_pid(daemon.pid, timeout=10.0)
+        daemon.wait()

@@ -32,7 +32,7 @@ from coop_run.ipc import protocol
 from coop_run.ipc.connection import FramedConnection
 from coop_run.ipc.framing import Message
 from coop_run.ipc.schema import encode
-from coop_run.ipc.sockets import bind_unix_socket, is_listening, peer_credentials
+from coop_run.ipc.sockets import bind_unix_socket, is_listening, peer_credentials, peer_refusal
 from coop_run.layout import RunLayout
 from coop_run.statefiles import write_text_atomic
 
@@ -250,7 +250,6 @@ class Daemon:
 
     async def _accept_loop(self, listener: socket.socket, group: asyncio.TaskGroup) -> None:
         loop = asyncio.get_running_loop()
-        uid = os.geteuid()
         while True:
             try:
                 conn, _ = await loop.sock_accept(listener)
@@ -258,17 +257,12 @@ class Daemon:
                 log.warning("accept failed: %s", exc.strerror or exc)
                 await asyncio.sleep(0.1)  # e.g. out of descriptors: do not spin
                 continue
-            try:
-                pid, peer, _gid = peer_credentials(conn)
-            except OSError as exc:
-                log.warning("dropping a connection without credentials: %s", exc)
+            refusal = peer_refusal(conn)
+            if refusal is not None:
+                log.warning("dropped a connection: %s", refusal)
                 conn.close()
                 continue
-            if peer != uid:
-                log.warning("dropped a connection from uid %d (pid %d): not our user", peer, pid)
-                conn.close()
-                continue
-            task = group.create_task(self._serve(conn, pid))
+            task = group.create_task(self._serve(conn, peer_credentials(conn)[0]))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import logging
 import os
+import select
 import socket
 import stat
 import struct
@@ -35,6 +36,45 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
 
 def peer_uid(sock: socket.socket) -> int:
     return peer_credentials(sock)[1]
+
+
+_NAMESPACES = ("user", "pid")
+
+
+def peer_refusal(sock: socket.socket) -> str | None:
+    """Why a connected peer may not talk to a coop socket, or None when it may: it must be
+    our user, and in our user and PID namespaces.
+
+    The uid alone says nothing inside a sandbox, whose uid 0 is the user: a process there
+    that reaches the socket (a workspace or persist bind containing ``COOP_HOME``) would
+    pass it. The peer's pid (``SO_PEERCRED``, as our namespace sees it) is pinned with a
+    pidfd before its namespaces are read, and the pidfd must still be open on a live
+    process afterwards, so a pid reused in between is never taken for the peer. Whatever
+    cannot be read is refused.
+    """
+    try:
+        pid, uid, _gid = peer_credentials(sock)
+    except OSError as exc:
+        return f"no peer credentials ({exc.strerror or exc})"
+    if uid != os.geteuid():
+        return f"uid {uid} (pid {pid}) is not our user"
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return f"pid {pid} is gone"
+    try:
+        for ns in _NAMESPACES:
+            theirs = Path(f"/proc/{pid}/ns/{ns}").stat()
+            ours = Path(f"/proc/self/ns/{ns}").stat()
+            if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
+                return f"pid {pid} is in another {ns} namespace (inside a sandbox?)"
+        if select.select([pidfd], [], [], 0)[0]:  # readable: it exited, the pid may be reused
+            return f"pid {pid} ended while it was checked"
+    except OSError as exc:
+        return f"the namespaces of pid {pid} cannot be read ({exc.strerror or exc})"
+    finally:
+        os.close(pidfd)
+    return None
 
 
 def _check_length(path: Path) -> None:

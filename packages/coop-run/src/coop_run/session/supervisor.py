@@ -49,7 +49,7 @@ from coop_run.ipc import protocol
 from coop_run.ipc.connection import FramedConnection
 from coop_run.ipc.framing import Message
 from coop_run.ipc.schema import encode
-from coop_run.ipc.sockets import bind_unix_socket, peer_uid
+from coop_run.ipc.sockets import bind_unix_socket, peer_refusal
 from coop_run.layout import SessionDir
 from coop_run.procs import proc_start_time
 from coop_run.sandbox.clone import PreparedInit
@@ -192,13 +192,9 @@ class Supervisor:
         assert self.listener is not None
         while True:  # also while stopping: info still answers, the rest is refused
             conn, _addr = await loop.sock_accept(self.listener)
-            try:
-                uid = peer_uid(conn)
-            except OSError:
-                conn.close()
-                continue
-            if uid != os.geteuid():
-                logger.warning("refused a connection from uid %d", uid)
+            refusal = peer_refusal(conn)
+            if refusal is not None:
+                logger.warning("refused a connection: %s", refusal)
                 conn.close()
                 continue
             self._own(self._serve_conn(conn))
