@@ -259,7 +259,7 @@ class Daemon:
                 continue
             refusal = peer_refusal(conn)
             if refusal is not None:
-                log.warning("dropped a connection: %s", refusal)
+                log.warning("dropped a connection from %s", refusal)
                 conn.close()
                 continue
             task = group.create_task(self._serve(conn, peer_credentials(conn)[0]))

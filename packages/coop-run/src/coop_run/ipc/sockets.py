@@ -55,23 +55,23 @@ def peer_refusal(sock: socket.socket) -> str | None:
     try:
         pid, uid, _gid = peer_credentials(sock)
     except OSError as exc:
-        return f"no peer credentials ({exc.strerror or exc})"
+        return f"a peer without credentials ({exc.strerror or exc})"
     if uid != os.geteuid():
-        return f"uid {uid} (pid {pid}) is not our user"
+        return f"uid {uid} (pid {pid}): not our user"
     try:
         pidfd = os.pidfd_open(pid)
     except OSError:
-        return f"pid {pid} is gone"
+        return f"pid {pid}: gone"
     try:
         for ns in _NAMESPACES:
             theirs = Path(f"/proc/{pid}/ns/{ns}").stat()
             ours = Path(f"/proc/self/ns/{ns}").stat()
             if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
-                return f"pid {pid} is in another {ns} namespace (inside a sandbox?)"
+                return f"pid {pid}: in another {ns} namespace (inside a sandbox?)"
         if select.select([pidfd], [], [], 0)[0]:  # readable: it exited, the pid may be reused
-            return f"pid {pid} ended while it was checked"
+            return f"pid {pid}: ended while it was checked"
     except OSError as exc:
-        return f"the namespaces of pid {pid} cannot be read ({exc.strerror or exc})"
+        return f"pid {pid}: its namespaces cannot be read ({exc.strerror or exc})"
     finally:
         os.close(pidfd)
     return None

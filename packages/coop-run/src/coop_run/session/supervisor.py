@@ -194,7 +194,7 @@ class Supervisor:
             conn, _addr = await loop.sock_accept(self.listener)
             refusal = peer_refusal(conn)
             if refusal is not None:
-                logger.warning("refused a connection: %s", refusal)
+                logger.warning("refused a connection from %s", refusal)
                 conn.close()
                 continue
             self._own(self._serve_conn(conn))
