@@ -98,7 +98,7 @@ CONTRACT: dict[type[schema.WireMessage], dict[str, str]] = {
                            "workspace": STR, "workspace_inside": STR, "host_image": BOOL,
                            "persist": "a list of strings", "home": STR,
                            "env": "an object of strings", "user_home": "a string or null",
-                           "created": "an integer or null"},
+                           "created": "an integer or null", "hide": "a list of strings"},
     launch.LaunchRequest: {"sandbox": "an object (LaunchSandbox)", "network": STR,
                            "coop_home": STR, "agent": "a list of strings",
                            "agent_env": "an object of strings", "shell": "a list of strings",
@@ -264,7 +264,8 @@ def test_window_sizes_have_one_rule() -> None:
 def _config() -> SupervisorConfig:
     box = SandboxConfig(name="s", layers=(Path("/l/1"), Path("/l/2")), persist=(".cache",),
                         session_dir=Path("/h/sessions/s"), workspace=Path("/w"),
-                        env={"A": "b"}, user_home=None, created=5)
+                        env={"A": "b"}, user_home=None, created=5,
+                        hide=(Path("/h"),))
     return SupervisorConfig(sandbox=box, agent=("claude", "--x"), agent_env={"K": "v"},
                             stop_grace=2.0, log_file=Path("/h/logs/s.log"))
 

@@ -711,3 +711,18 @@ def test_the_daemon_refuses_a_process_inside_a_sandbox(start: Start, workspace: 
     finally:
         stop_pid(daemon.pid, timeout=10.0)
         daemon.wait()
+
+
+def test_coop_home_inside_the_workspace_is_hidden(start: Start, workspace: Path) -> None:
+    """A workspace that holds COOP_HOME (coop run in the home directory) shows it inside as
+    an empty read-only directory: no socket, no other session, nothing to write."""
+    coop_home = workspace / ".coop"
+    (coop_home / "sessions" / "other").mkdir(parents=True)
+    (coop_home / "secret").write_text("other sessions' records\n")
+    sandbox = start("hidden", hide=[coop_home])
+    assert sandbox_ok(sandbox, "ls -A /workspace/.coop; echo end") == "end\n"
+    code, _out = sandbox_run(sandbox, "touch /workspace/.coop/x")
+    assert code != 0
+    assert sandbox_ok(sandbox, "echo visible > /workspace/file; cat /workspace/file") == \
+        "visible\n"  # the rest of the workspace is as before
+    assert sorted(p.name for p in coop_home.iterdir()) == ["secret", "sessions"]

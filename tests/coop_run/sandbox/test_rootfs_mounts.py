@@ -14,6 +14,7 @@ from coop_run.sandbox.mounts import (
     Overlay,
     PivotRoot,
     Symlink,
+    hidden_targets,
     plan_mounts,
     plan_records,
     split_plan,
@@ -119,3 +120,19 @@ def test_host_entries_and_symlinks_become_records() -> None:
     records = plan_records(plan_mounts(spec))
     assert {"op": "hostentry", "name": "lib64"} in records
     assert {"op": "symlink", "target": "/dev/fd", "points_to": "/proc/self/fd"} in records
+
+
+def test_a_hidden_directory_is_covered_wherever_a_bind_shows_it() -> None:
+    binds = [("/home/u", "/workspace"), ("/c/sessions/s/persist/.cache", "/root/.cache")]
+    assert hidden_targets(["/home/u/.coop"], binds) == ("/workspace/.coop",)
+    assert hidden_targets(["/home/u"], binds) == ("/workspace",)  # the workspace is it
+    assert hidden_targets(["/home/user2/.coop", "/home/uu"], binds) == ()  # prefixes only
+    assert hidden_targets(["/home/u/.coop", "/home/u/.coop"], binds) == ("/workspace/.coop",)
+    spec = MountSpec(root="/r", lowers=("/l",), upper="/u", work="/w", workspace="/home/u",
+                     hidden=("/workspace/.coop",))
+    ops = plan_mounts(spec)
+    cover = [op for op in ops if isinstance(op, FreshMount) and op.target == "/workspace/.coop"]
+    assert len(cover) == 1 and cover[0].flags & linux.MS_RDONLY
+    workspace_bind = next(i for i, op in enumerate(ops) if getattr(op, "target", None) ==
+                          "/workspace")
+    assert ops.index(cover[0]) > workspace_bind  # over the bind, not under it

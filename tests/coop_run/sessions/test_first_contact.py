@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from coop_cli import complete
-from session_support import Coop, ls_json
+from session_support import Coop, ls_json, write_coopfile
 from supervisor_client import Stream
 
 pytestmark = pytest.mark.asuser
@@ -73,3 +73,21 @@ def test_tab_completes_the_running_sessions_and_never_starts_a_daemon(
     assert coop("shutdown", cwd=host_workspace).returncode == 0
     assert _complete(coop, "coop shell ") == []
     assert "Daemon:     not running" in coop("status", cwd=host_workspace).stdout
+
+
+def test_a_session_in_the_home_directory_is_warned_about_once(coop: Coop) -> None:
+    """The agent sees everything in the home: said when the session is created, not on
+    every later command that finds it."""
+    write_coopfile(coop.home, "host")
+    assert coop("init", cwd=coop.home).returncode == 0
+    first = coop("-d", cwd=coop.home)
+    assert first.returncode == 0, first
+    assert "warning: the workspace is your home directory" in first.stderr
+    again = coop("-d", cwd=coop.home)
+    assert again.returncode == 0 and "already running" in again.stdout
+    assert "home directory" not in again.stderr
+    elsewhere = coop.home / "proj"
+    write_coopfile(elsewhere, "host")
+    assert coop("init", cwd=elsewhere).returncode == 0
+    other = coop("-d", cwd=elsewhere)
+    assert other.returncode == 0 and "home directory" not in other.stderr

@@ -32,6 +32,9 @@ from coop_run.session.config import SupervisorConfig
 
 logger = logging.getLogger(__name__)
 
+HOME_WORKSPACE = ("the workspace is your home directory: the agent sees everything in your "
+                  "home (coop's own directory excepted)")
+
 
 def image_env(entries: Iterable[str]) -> dict[str, str]:
     """A base image's config ``Env`` (``NAME=value`` strings) as a mapping."""
@@ -174,6 +177,9 @@ class SessionCommands:
                 warnings.append("the Coopfile changed since the last build; "
                                 "run coop init to rebuild (using the old rootfs)")
             layers = store.lower_dirs(record)
+            home = self.environ.get("HOME")
+            if home and os.path.realpath(home) == os.path.realpath(workspace):
+                warnings.append(HOME_WORKSPACE)
         except CoopBuildError as exc:
             raise CoopError(exc.message, code=exc.code) from exc
         coopfile = loaded.coopfile
@@ -185,6 +191,7 @@ class SessionCommands:
             workspace=mount, workspace_inside=coopfile.workspace.path,
             host_image=record.host, persist=list(coopfile.session.persist), env=env,
             user_home=Path(self.environ.get("HOME", "/")),
+            hide=(self.paths.home,),  # coop's sockets and sessions, never the agent's
         )
         config = SupervisorConfig(  # noqa: S604 - "shell" is the session's shell argv
             sandbox=sandbox, agent=[coopfile.agent.command, *coopfile.agent.args],

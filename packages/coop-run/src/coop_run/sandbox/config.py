@@ -28,3 +28,4 @@ class SandboxConfig:
     idmap: IdMap | None = None                 # None: choose_idmap()
     user_home: Path | None = None              # for bind checks; None: $HOME
     created: int | None = None                 # COOP_CREATED; None: now
+    hide: Sequence[Path] = ()                  # host dirs never visible inside (COOP_HOME)

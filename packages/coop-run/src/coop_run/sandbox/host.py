@@ -52,7 +52,13 @@ from coop_run.sandbox import caps, initproto, sessiondirs
 from coop_run.sandbox.channel import InitChannel
 from coop_run.sandbox.clone import PreparedInit, prepare_init
 from coop_run.sandbox.config import SandboxConfig
-from coop_run.sandbox.mounts import MountSpec, plan_mounts, plan_records, split_plan
+from coop_run.sandbox.mounts import (
+    MountSpec,
+    hidden_targets,
+    plan_mounts,
+    plan_records,
+    split_plan,
+)
 from coop_run.sandbox.network.base import NetworkMode
 from coop_run.sandbox.network.none import NoNetwork
 from coop_run.statefiles import read_json, write_json_atomic
@@ -232,6 +238,8 @@ class Sandbox:
         if not layers:
             sdir.lower.mkdir()
             layers = [sdir.lower]
+        persist_binds = tuple((str(real.persist / name), f"{config.home.rstrip('/')}/{name}")
+                              for name in persist)
         spec = MountSpec(
             root=str(real.root),
             lowers=tuple(str(p.resolve()) for p in layers),
@@ -240,8 +248,10 @@ class Sandbox:
             host_image=config.host_image,
             workspace=str(self.workspace_real),
             workspace_inside=config.workspace_inside,
-            persist=tuple((str(real.persist / name), f"{config.home.rstrip('/')}/{name}")
-                          for name in persist),
+            persist=persist_binds,
+            hidden=hidden_targets([os.path.realpath(p) for p in config.hide],
+                                  [(str(self.workspace_real), config.workspace_inside),
+                                   *persist_binds]),
             etc_files=tuple((str(real.etc / n), f"/etc/{n}")
                             for n in ("hostname", "hosts", "resolv.conf")),
         )

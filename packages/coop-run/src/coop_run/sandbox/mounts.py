@@ -41,6 +41,7 @@ class MountSpec:
     workspace_inside: str = "/workspace"
     persist: tuple[tuple[str, str], ...] = ()   # (host dir, path inside), read-write
     etc_files: tuple[tuple[str, str], ...] = ()  # (host file, path inside), read-only
+    hidden: tuple[str, ...] = ()   # paths inside covered by an empty read-only tmpfs
     host_dirs: tuple[str, ...] = field(default=HOST_DIRS)
 
 
@@ -126,10 +127,27 @@ def plan_mounts(spec: MountSpec) -> list[Op]:
     if spec.workspace is not None:
         ops.append(Bind(spec.workspace, spec.workspace_inside))
     ops += [Bind(source, inside) for source, inside in spec.persist]
+    # What a bind would show of coop's own directory (its sockets, other sessions): an
+    # empty read-only filesystem over it, which nothing inside may unmount.
+    ops += [FreshMount("tmpfs", inside, NOSUID_NODEV | linux.MS_NOEXEC | linux.MS_RDONLY,
+                       "mode=0555") for inside in spec.hidden]
     ops += [Bind(source, inside, kind="file", readonly=True, optional=spec.host_image)
             for source, inside in spec.etc_files]
     ops.append(PivotRoot())
     return ops
+
+
+def hidden_targets(hidden: Iterable[str], binds: Iterable[tuple[str, str]]) -> tuple[str, ...]:
+    """Where each hidden host directory (a real path) shows inside the sandbox through
+    ``binds`` (host real path, path inside): the targets to cover, in order, once each."""
+    binds = list(binds)
+    found: dict[str, None] = {}
+    for hide in hidden:
+        for source, inside in binds:
+            if hide == source or hide.startswith(source.rstrip("/") + "/"):
+                rel = os.path.relpath(hide, source)
+                found[inside if rel == "." else f"{inside.rstrip('/')}/{rel}"] = None
+    return tuple(found)
 
 
 def split_plan(ops: Sequence[Op], late_sources: Iterable[str]) -> tuple[list[Op], list[Op]]:

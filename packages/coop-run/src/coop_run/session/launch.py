@@ -44,6 +44,7 @@ class LaunchSandbox(WireMessage):
     env: dict[str, str]
     user_home: str | None
     created: int | None
+    hide: list[str]
 
 
 class LaunchRequest(WireMessage):
@@ -89,7 +90,7 @@ def encode_launch(config: SupervisorConfig, *, network: str, coop_home: Path) ->
         workspace=str(box.workspace), workspace_inside=box.workspace_inside,
         host_image=box.host_image, persist=list(box.persist), home=box.home,
         env=dict(box.env), user_home=None if box.user_home is None else str(box.user_home),
-        created=box.created)
+        created=box.created, hide=[str(p) for p in box.hide])
     request = LaunchRequest(
         sandbox=sandbox, network=network, coop_home=str(coop_home), agent=list(config.agent),
         agent_env=dict(config.agent_env), shell=list(config.shell),
@@ -122,7 +123,7 @@ def decode_launch(data: bytes) -> tuple[SupervisorConfig, str, Path]:
         workspace_inside=box.workspace_inside, host_image=box.host_image,
         persist=tuple(box.persist), home=box.home, env=box.env,
         user_home=None if box.user_home is None else Path(box.user_home),
-        created=box.created)
+        created=box.created, hide=tuple(Path(p) for p in box.hide))
     config = SupervisorConfig(
         sandbox=sandbox, agent=tuple(request.agent), agent_env=request.agent_env,
         shell=tuple(request.shell), auto_restart=request.auto_restart,
