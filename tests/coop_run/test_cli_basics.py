@@ -105,7 +105,8 @@ def test_status_reads_the_global_layer_and_config_flag(
     res = run_coop("--config", str(other), "status")
     assert res.returncode == 0, res
     assert "Agent:      codex" in res.stdout
-    assert "Network:    host" in res.stdout
+    assert "Network:    host (shares the host's network: its addresses, its loopback services " \
+        "and its abstract Unix sockets" in res.stdout
 
 
 def test_status_never_trusts_a_stale_pid_file(run_coop: RunCoop, coop_env: Any) -> None:

@@ -726,3 +726,57 @@ def test_coop_home_inside_the_workspace_is_hidden(start: Start, workspace: Path)
     assert sandbox_ok(sandbox, "echo visible > /workspace/file; cat /workspace/file") == \
         "visible\n"  # the rest of the workspace is as before
     assert sorted(p.name for p in coop_home.iterdir()) == ["secret", "sessions"]
+
+
+# Connects to the abstract socket argv[1]: exit 0 and "connected" if it answers.
+ABSTRACT_CONNECT = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(5)
+s.connect(b"\\0" + sys.argv[1].encode())
+print(s.recv(64).decode())
+"""
+
+
+@pytest.fixture
+def abstract_socket() -> Iterator[str]:
+    """A listener on an abstract Unix socket of the host's network namespace (where X11's
+    and D-Bus's live), answering "host-abstract"."""
+    name = f"coop-test-{uuid.uuid4().hex}"
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(b"\0" + name.encode())
+    srv.listen(4)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            if select.select([srv], [], [], 0.1)[0]:
+                conn, _ = srv.accept()
+                with conn:
+                    conn.sendall(b"host-abstract")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield name
+    finally:
+        stop.set()
+        thread.join(TIMEOUT)
+        srv.close()
+    assert not thread.is_alive(), "a test thread did not stop"
+
+
+@pytest.mark.usefixtures("escape_topology")
+def test_only_host_network_shares_the_hosts_abstract_sockets(
+        start: Start, coop_env: CoopEnv, tmp_path: Path, abstract_socket: str) -> None:
+    """Abstract Unix sockets belong to a network namespace: ``none`` and ``veth`` have their
+    own, ``host`` shares the host's (as bwrap's --share-net does), and says so."""
+    script = f"/usr/bin/python3 -c '{ABSTRACT_CONNECT}' {abstract_socket}"
+    for mode in ("none", "veth"):
+        name = f"abs{mode}"
+        sandbox = start(name, host_image=True, network=net(mode, coop_env, name, tmp_path))
+        code, out = sandbox_run(sandbox, script)
+        assert code != 0 and "host-abstract" not in out, (mode, out)
+    shared = start("abshost", host_image=True, network=net("host", coop_env, "abshost",
+                                                           tmp_path))
+    assert sandbox_ok(shared, script).strip() == "host-abstract"  # the positive control

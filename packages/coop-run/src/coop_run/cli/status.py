@@ -17,6 +17,9 @@ from coop_run.cli.app import App
 from coop_run.cli.options import global_options
 from coop_run.proctitle import DAEMON
 
+HOST_NETWORK = ("host (shares the host's network: its addresses, its loopback services and "
+                "its abstract Unix sockets, such as X11's and D-Bus's)")
+
 _LABEL_WIDTH = 12  # "Daemon:     running (PID 1234)": values start in column 13
 
 
@@ -127,6 +130,8 @@ def status_command(app: App) -> None:
             coopfile = display_path(loaded.path, environ)
         agent = " ".join([loaded.coopfile.agent.command, *loaded.coopfile.agent.args])
         network = loaded.coopfile.network.mode
+        if network == "host":  # said plainly: it is no sandbox of the network at all
+            network = HOST_NETWORK
     daemon, sessions = ask_daemon(app.socket_path, app.layout.daemon_pid)
     view = StatusView(
         daemon=daemon,
