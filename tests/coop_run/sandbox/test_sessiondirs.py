@@ -12,7 +12,7 @@ import pytest
 from coop_build.idmap import IdMap
 from coop_build.paths import CoopPaths
 from coop_run.errors import BindPathError, SandboxError
-from coop_run.layout import SessionDir, check_session_name
+from coop_run.layout import SessionDir, check_session_name, refused_mount
 from coop_run.procs import proc_start_time
 from coop_run.sandbox.sessiondirs import (
     check_bind_source,
@@ -171,3 +171,17 @@ def test_a_reaper_leaves_a_directory_with_no_state_alone(tmp_path: Path) -> None
     (kept.persist / ".cache").mkdir(parents=True)
     assert reap_stale(paths, network_reap=lambda _paths: None) == []
     assert sorted(p.name for p in kept.path.iterdir()) == ["persist"]  # no stray .lock
+
+
+def test_the_hosts_own_directories_are_never_a_workspace(tmp_path: Path) -> None:
+    coop_home = tmp_path / "home" / ".coop"
+    coop_home.mkdir(parents=True)
+    for path in ("/", "/etc", "/etc/ssh", "/proc", "/sys/kernel", "/dev", "/boot"):
+        assert refused_mount(Path(path), coop_home) is not None, path
+    assert "coop's own directory" in str(refused_mount(coop_home / "sessions", coop_home))
+    assert refused_mount(coop_home, coop_home) is not None
+    assert refused_mount(tmp_path / "home", coop_home) is None  # holds it: hidden instead
+    assert refused_mount(tmp_path, coop_home) is None
+    link = tmp_path / "innocent"
+    link.symlink_to("/etc")
+    assert refused_mount(link, coop_home) is not None  # a symlink is followed first

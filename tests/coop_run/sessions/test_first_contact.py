@@ -91,3 +91,18 @@ def test_a_session_in_the_home_directory_is_warned_about_once(coop: Coop) -> Non
     assert coop("init", cwd=elsewhere).returncode == 0
     other = coop("-d", cwd=elsewhere)
     assert other.returncode == 0 and "home directory" not in other.stderr
+
+
+def test_a_coopfile_cannot_mount_the_hosts_own_directories(coop: Coop) -> None:
+    """``[workspace] mount = "/etc"`` (a cloned repository's Coopfile) got the host's /etc
+    bound read-write: refused outright, one line, exit 2, and no session."""
+    workspace = coop.home / "proj"
+    write_coopfile(workspace, "host")
+    assert coop("init", cwd=workspace).returncode == 0
+    with (workspace / "coop.toml").open("a") as coopfile:
+        coopfile.write('\n[workspace]\nmount = "/etc"\n')
+    result = coop("-d", cwd=workspace)
+    assert result.returncode == 2, result
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "/etc is the host's own and is never bound into a session" in result.stderr
+    assert ls_json(coop, workspace) == []

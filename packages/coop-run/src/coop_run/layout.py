@@ -10,6 +10,7 @@ imports this module for the daemon's socket.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from coop_build.paths import CoopPaths
@@ -143,3 +144,25 @@ def check_session_name(name: str) -> None:
     if not ok:
         raise SandboxError(f"invalid session name {name!r} "
                            "(1-63 of a-z, A-Z, 0-9, '-', '_', '.'; not starting with '-')")
+
+
+# Host directories no session may have bound, whatever a Coopfile asks: the host's own
+# configuration and kernel interfaces. ``/`` itself is refused too (not what is below it).
+SYSTEM_DIRS = ("/etc", "/proc", "/sys", "/dev", "/boot")
+
+
+def refused_mount(path: Path, coop_home: Path) -> str | None:
+    """Why ``path`` (a real path) may never be a session's workspace, or None: ``/``, a
+    system directory or anything below one, or coop's own directory (its sockets and every
+    session's files) or anything below it. A workspace that holds coop's directory is
+    allowed: the sandbox hides that directory (``SandboxConfig.hide``)."""
+    real = Path(os.path.realpath(path))
+    home = Path(os.path.realpath(coop_home))
+    if real == Path("/"):
+        return "the host's root directory is never bound into a session"
+    for system in SYSTEM_DIRS:
+        if real == Path(system) or real.is_relative_to(system):
+            return f"{system} is the host's own and is never bound into a session"
+    if real == home or real.is_relative_to(home):
+        return f"{home} is coop's own directory and is never bound into a session"
+    return None

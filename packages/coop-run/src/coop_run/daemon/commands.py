@@ -25,7 +25,7 @@ from coop_run.errors import CoopError
 from coop_run.ipc import protocol
 from coop_run.ipc.framing import Message
 from coop_run.ipc.schema import encode
-from coop_run.layout import RunLayout, check_session_name
+from coop_run.layout import RunLayout, check_session_name, refused_mount
 from coop_run.procs import proc_start_time
 from coop_run.sandbox.config import SandboxConfig
 from coop_run.session.config import SupervisorConfig
@@ -186,6 +186,10 @@ class SessionCommands:
         env = image_env(record.env)
         env.update(expand_env(coopfile.env, environ))  # secrets: never logged
         mount = (workspace / coopfile.workspace.mount).resolve()
+        refusal = refused_mount(mount, self.paths.home)
+        if refusal is not None:
+            raise CoopError(f"[workspace].mount = {coopfile.workspace.mount!r}: {refusal}",
+                            code=protocol.INVALID_COOPFILE)
         sandbox = SandboxConfig(
             name=name, layers=list(layers), session_dir=self.layout.session(name).path,
             workspace=mount, workspace_inside=coopfile.workspace.path,
