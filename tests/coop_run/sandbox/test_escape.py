@@ -109,6 +109,14 @@ def _service(addr: str) -> Iterator[int]:
     srv = socket.socket()
     srv.bind((addr, 0))
     srv.listen(16)
+    with _answering(srv, b"host-loopback\n"):
+        yield int(srv.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _answering(srv: socket.socket, reply: bytes) -> Iterator[None]:
+    """Answer every connection to the listening ``srv`` with ``reply`` (in a thread) for
+    the block; then stop, join and close."""
     stop = threading.Event()
 
     def serve() -> None:
@@ -116,12 +124,12 @@ def _service(addr: str) -> Iterator[int]:
             if select.select([srv], [], [], 0.1)[0]:
                 conn, _ = srv.accept()
                 with conn:
-                    conn.sendall(b"host-loopback\n")
+                    conn.sendall(reply)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        yield int(srv.getsockname()[1])
+        yield
     finally:
         stop.set()
         thread.join(TIMEOUT)
@@ -746,24 +754,8 @@ def abstract_socket() -> Iterator[str]:
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(b"\0" + name.encode())
     srv.listen(4)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            if select.select([srv], [], [], 0.1)[0]:
-                conn, _ = srv.accept()
-                with conn:
-                    conn.sendall(b"host-abstract")
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
+    with _answering(srv, b"host-abstract"):
         yield name
-    finally:
-        stop.set()
-        thread.join(TIMEOUT)
-        srv.close()
-    assert not thread.is_alive(), "a test thread did not stop"
 
 
 @pytest.mark.usefixtures("escape_topology")
