@@ -33,11 +33,11 @@ from coop_run.daemon.supervisors import (
     Session,
     cached_entry,
     process_exit,
-    supervisor_request,
     unavailable,
 )
 from coop_run.errors import CoopError
 from coop_run.ipc import protocol
+from coop_run.ipc.connection import request
 from coop_run.ipc.schema import encode
 from coop_run.procs import alive
 
@@ -229,21 +229,20 @@ class SessionRegistry:
 
     async def _info(self, session: Session) -> protocol.SessionEntry | None:
         try:
-            reply = await supervisor_request(session.socket_path,
-                                             encode(protocol.SupervisorInfo()))
-            return protocol.decode_reply(protocol.InfoReply, reply).session
-        except (OSError, TimeoutError, CoopError) as exc:
+            return (await self.command(session, protocol.SupervisorInfo(),
+                                       protocol.InfoReply)).session
+        except CoopError as exc:
             logger.info("session %s: info failed: %s", session.name, exc)
             return None
 
-    async def command(self, session: Session, request: protocol.Request,
+    async def command(self, session: Session, message: protocol.Request,
                       answer: type[RP], *, timeout: float = SUPERVISOR_TIMEOUT,
                       fds: builtins.list[int] | None = None) -> RP:
-        """``request`` to the session's supervisor and its answer as ``answer``; its
+        """``message`` to the session's supervisor and its answer as ``answer``; its
         refusal (with the supervisor's code) or its absence as a ``CoopError``."""
         try:
-            reply = await supervisor_request(session.socket_path, encode(request),
-                                             timeout=timeout, fds=fds)
+            reply = await request(session.socket_path, encode(message), what="supervisor",
+                                  timeout=timeout, fds=fds or ())
         except (OSError, TimeoutError) as exc:
             raise unavailable(session.name, exc) from exc
         return protocol.decode_reply(answer, reply)
@@ -262,15 +261,10 @@ class SessionRegistry:
         """
         async def one(session: Session) -> int:
             try:
-                reply = await supervisor_request(session.socket_path,
-                                                 encode(protocol.DetachClients()), timeout=2.0)
-            except (OSError, TimeoutError, CoopError) as exc:
-                logger.info("session %s: detach_clients failed: %s", session.name, exc)
-                return 0
-            try:
-                return protocol.decode_reply(protocol.DetachedReply, reply).detached
+                return (await self.command(session, protocol.DetachClients(),
+                                           protocol.DetachedReply, timeout=2.0)).detached
             except CoopError as exc:
-                logger.info("session %s: detach_clients refused: %s", session.name, exc)
+                logger.info("session %s: detach_clients failed: %s", session.name, exc)
                 return 0
 
         return sum(await asyncio.gather(*(one(s) for s in list(self._sessions.values()))))

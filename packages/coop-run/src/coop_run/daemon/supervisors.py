@@ -1,5 +1,6 @@
-"""The daemon's side of a supervisor: what it knows of one (``Session``), one command on
-a fresh connection to its socket, and waiting for its process to end on a pidfd.
+"""The daemon's side of a supervisor: what it knows of one (``Session``), its ``ls`` entry
+while it does not answer, the error when it is gone, and waiting for its process to end on
+a pidfd. ``registry.SessionRegistry.command`` is the one way to talk to it.
 
 A session is a supervisor process (``coop_run.session.supervisor``) that outlives the
 daemon; the daemon only remembers where each one listens and talks to it with the same
@@ -15,8 +16,6 @@ from pathlib import Path
 
 from coop_run.errors import CoopError
 from coop_run.ipc import protocol
-from coop_run.ipc.connection import request
-from coop_run.ipc.framing import Message
 from coop_run.procs import open_pidfd
 
 SUPERVISOR_TIMEOUT = 5.0      # an ``info``/``restart``/``adopt`` round trip
@@ -41,12 +40,6 @@ def cached_entry(session: Session) -> protocol.SessionEntry:
                                  pid=session.pid, created=session.created,
                                  state="unreachable", ptys=[], web_clients=0, local_clients=0,
                                  tunnel_clients=0)
-
-
-async def supervisor_request(path: Path, message: Message, *, timeout: float = SUPERVISOR_TIMEOUT,
-                             fds: list[int] | None = None) -> Message:
-    """One command to a supervisor and its answer; ``OSError``/``TimeoutError`` if gone."""
-    return await request(path, message, what="supervisor", timeout=timeout, fds=fds or ())
 
 
 

@@ -83,7 +83,6 @@ class Supervisor:
     def __init__(self, config: SupervisorConfig, *,
                  prepared: PreparedInit | None = None) -> None:
         self.config = config
-        self.session_dir = config.session_dir
         self.layout = SessionDir(config.session_dir)
         self.sandbox = Sandbox(config.sandbox, prepared=prepared)
         self.listener: socket.socket | None = None
@@ -105,7 +104,7 @@ class Supervisor:
     # -- start-up (before the loop: the sandbox clone needs a single thread) -------------
 
     def prepare(self) -> None:
-        self.session_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.layout.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.listener = bind_unix_socket(self.layout.supervisor_socket)
         self.sandbox.on_exit = self._on_exit
         # The agent's spawn goes out while the init still builds the root (pipelined);
