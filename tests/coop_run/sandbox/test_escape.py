@@ -30,6 +30,8 @@ from busybox_sandbox import busybox_config, home_workspace
 from sandbox_helpers import TIMEOUT, read_until_eof
 from sandbox_helpers import ok as sandbox_ok
 from sandbox_helpers import run as sandbox_run
+from supervisor_client import Stream
+from supervisor_client import request as supervisor_request
 
 from coop_build.paths import CoopPaths
 from coop_run.errors import SandboxError
@@ -37,6 +39,8 @@ from coop_run.sandbox import caps
 from coop_run.sandbox.host import Sandbox, child_capabilities
 from coop_run.sandbox.network.base import NetworkMode
 from coop_run.sandbox.network.modes import network_for
+from coop_run.session.config import SupervisorConfig
+from coop_run.session.process import start_supervisor
 from support.bench import CoopEnv
 from support.procs import stop_pid, wait_for
 from support.require import needs
@@ -735,6 +739,68 @@ def test_coop_home_inside_the_workspace_is_hidden(start: Start, workspace: Path)
         "visible\n"  # the rest of the workspace is as before
     assert sorted(p.name for p in coop_home.iterdir()) == ["secret", "sessions"]
 
+
+
+# Connects to the Unix socket argv[1] and prints what it says.
+UNIX_CONNECT = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(5)
+s.connect(sys.argv[1])
+print(s.recv(64).decode())
+"""
+
+
+def test_coop_home_inside_a_persist_directory_is_hidden(start: Start,
+                                                        coop_env: CoopEnv) -> None:
+    """The same cover where a persist bind (``~/.cache`` inside) would show a hidden
+    directory: it is empty and read-only inside, its socket unreachable."""
+    persist = CoopPaths(coop_env.coop_home).sessions / "pers" / "persist" / ".cache"
+    hidden = persist / "coop"
+    hidden.mkdir(parents=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    directory = os.open(hidden, os.O_PATH)
+    try:  # through the descriptor: the path itself is longer than a socket address may be
+        listener.bind(f"/proc/self/fd/{directory}/sock")
+    finally:
+        os.close(directory)
+    listener.listen(1)
+    with _answering(listener, b"coop-home"):
+        sandbox = start("pers", hide=[hidden], host_image=True)
+        assert sandbox_ok(sandbox, "ls -A /root/.cache/coop; echo end") == "end\n"
+        code, out = sandbox_run(sandbox, f"/usr/bin/python3 -c '{UNIX_CONNECT}' "
+                                         "/root/.cache/coop/sock")
+        assert code != 0 and "coop-home" not in out, out
+        assert sandbox_run(sandbox, "touch /root/.cache/coop/x")[0] != 0
+        assert sandbox_ok(sandbox, "echo kept > /root/.cache/f; cat /root/.cache/f") == "kept\n"
+    assert sorted(p.name for p in hidden.iterdir()) == ["sock"]
+
+
+def test_a_supervisor_refuses_a_process_inside_its_own_session(
+        coop_env: CoopEnv, busybox_layer: Path, tmp_path: Path) -> None:
+    """A session told to hide nothing, whose workspace holds COOP_HOME: its own agent
+    reaches its supervisor's socket file, passes the uid check, and is still refused (the
+    supervisor hands it no shell of another session, no kill, no info)."""
+    sandbox = busybox_config(coop_env, busybox_layer, tmp_path, "sup", host_image=True)
+    handle = start_supervisor(SupervisorConfig(
+        sandbox=sandbox, agent=("sh",), log_file=coop_env.coop_home / "logs" / "sup.log"))
+    try:
+        outside = subprocess.run(["/usr/bin/python3", "-c", HANDSHAKE,
+                                  str(handle.socket_path)],
+                                 capture_output=True, text=True, timeout=30, check=True)
+        assert outside.stdout.strip() == "answered"  # positive control: the user's own CLI
+        inside_path = f"/workspace/{handle.socket_path.relative_to(tmp_path)}"
+        shell = Stream.open(handle.socket_path, "shell", cols=200, rows=24,
+                            command=f"/usr/bin/python3 -c '{HANDSHAKE}' {inside_path}")
+        try:
+            assert shell.wait_event("pty_exited")["code"] == 0, bytes(shell.output)
+            assert b"refused" in shell.output and b"answered" not in shell.output
+        finally:
+            shell.close()
+    finally:
+        with contextlib.suppress(OSError, AssertionError):
+            supervisor_request(handle.socket_path, {"cmd": "kill", "force": True})
+        stop_pid(handle.pid, timeout=10.0)
 
 # Connects to the abstract socket argv[1]: exit 0 and "connected" if it answers.
 ABSTRACT_CONNECT = """
