@@ -36,8 +36,8 @@ class Case:
     name: str
     tables: Callable[[Coop], str]  # the coop.toml's tables beyond BASE
     asks: Callable[[Coop], str]    # the ask's line as `coop trust` prints it
-    inside: str = ""               # a command showing the widening took effect...
-    shows: Callable[[Coop], str] = lambda coop: ""  # ...and what it prints
+    inside: Callable[[Coop], str]  # a command showing the widening took effect...
+    shows: Callable[[Coop], str]   # ...and what it prints
 
 
 def mount_line(path: Path, written: str) -> str:
@@ -49,21 +49,28 @@ CASES = [
     Case("the home directory",
          lambda coop: f'{NONE}\n[workspace]\nmount = "{coop.home}"\n',
          lambda coop: mount_line(coop.home, str(coop.home)),
-         "cat /workspace/home-marker", lambda coop: "in the home\n"),
+         lambda coop: "cat /workspace/home-marker", lambda coop: "in the home\n"),
     Case("a directory outside",
          lambda coop: f'{NONE}\n[workspace]\nmount = "../elsewhere"\n',
          lambda coop: mount_line(coop.home / "elsewhere", "../elsewhere"),
-         "cat /workspace/marker", lambda coop: "elsewhere\n"),
+         lambda coop: "cat /workspace/marker", lambda coop: "elsewhere\n"),
+    Case("a directory holding COOP_HOME",  # trusted, and still no trust store inside
+         lambda coop: f'{NONE}\n[workspace]\nmount = "../.."\n',
+         lambda coop: mount_line(coop.home.parent, "../.."),
+         lambda coop: f"ls -A /workspace/{coop.coop_home.relative_to(coop.home.parent)} "
+                      "&& echo end",  # there, and empty
+         lambda coop: "end\n"),
     Case("host network",
          lambda coop: '\n[network]\nmode = "host"\n',
          lambda coop: ('  [network].mode = "host": shares the host\'s network (its addresses, '
                        "its loopback services and its abstract Unix sockets)"),
-         "readlink /proc/self/ns/net", lambda coop: os.readlink("/proc/self/ns/net") + "\n"),
+         lambda coop: "readlink /proc/self/ns/net",
+         lambda coop: os.readlink("/proc/self/ns/net") + "\n"),
     Case("a $VAR secret",
          lambda coop: f'{NONE}\n[env]\nTOKEN = "$MY_SECRET"\n',
          lambda coop: ('  [env].TOKEN = "$MY_SECRET": passes $MY_SECRET from your environment '
                        "into the session"),
-         'echo "$TOKEN"', lambda coop: SECRET + "\n"),
+         lambda coop: 'echo "$TOKEN"', lambda coop: SECRET + "\n"),
 ]
 
 
@@ -120,7 +127,7 @@ def test_an_untrusted_coopfile_runs_only_as_trusted_and_only_as_it_was(
                               "Trusted ./coop.toml (until it changes)\n"), trusted
     created = coop("-d", cwd=project)
     assert (created.returncode, created.stdout) == (0, "session proj created\n"), created
-    inside = coop("shell", "-c", case.inside, cwd=project)
+    inside = coop("shell", "-c", case.inside(coop), cwd=project)
     assert (inside.returncode, inside.stdout) == (0, case.shows(coop)), inside
     assert coop("kill", "-f", cwd=project).returncode == 0
     with (project / "coop.toml").open("a") as coopfile:
