@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from coop_build.envref import env_reference
 from coop_build.errors import CoopfileError
 from coop_build.layers import (
     LoadedCoopfile,
-    env_reference,
     expand_env,
     load_coopfile,
     merge_layers,
@@ -602,3 +603,24 @@ def test_env_reference() -> None:
     assert env_reference("$") is None
     assert env_reference("${}") is None
     assert env_reference(" $A") is None
+    assert env_reference(["$A"]) is None  # raw TOML data: only a string is a reference
+
+
+def test_every_layer_is_kept_as_read_with_its_bytes_digest(home: Path) -> None:
+    """The trust check weighs the workspace's layer apart from the user's own: each is
+    kept as parsed, a file's with the sha256 of exactly the bytes that were parsed."""
+    text = AGENT + '[network]\nmode = "host"\n'
+    global_file(home).write_bytes(b'[env]\nA = "$X"\n')
+    loaded = load_text(home, text, overrides={"session": {"shell": "/bin/bash"}})
+    assert [layer.kind for layer in loaded.layers] == ["global", "workspace", "overrides"]
+    workspace = loaded.layer("workspace")
+    assert workspace is not None and workspace.path == Path.cwd() / "coop.toml"
+    assert workspace.data == {"agent": {"command": "claude"}, "network": {"mode": "host"}}
+    assert workspace.sha256 == hashlib.sha256(text.encode()).hexdigest()
+    overrides = loaded.layer("overrides")
+    assert overrides is not None and (overrides.path, overrides.sha256) == (None, None)
+    assert overrides.data == {"session": {"shell": "/bin/bash"}}
+    global_file(home).unlink()
+    only = load_text(home, text)
+    assert [layer.kind for layer in only.layers] == ["workspace"]
+    assert only.layer("global") is None

@@ -16,7 +16,13 @@ from typing import Any
 
 import pytest
 
-from coop_run.errors import ProtocolError, RemoteError, SessionNotFoundError, SupervisorError
+from coop_run.errors import (
+    ProtocolError,
+    RemoteError,
+    SessionNotFoundError,
+    SupervisorError,
+    UntrustedCoopfileError,
+)
 from coop_run.ipc import protocol, schema
 from coop_run.sandbox.config import SandboxConfig
 from coop_run.session import launch
@@ -68,7 +74,10 @@ CONTRACT: dict[type[schema.WireMessage], dict[str, str]] = {
     protocol.Hello: {"version": INT},
     protocol.HandshakeOk: {"ok": "true", "version": INT},
     protocol.Ok: {"ok": "true"},
-    protocol.ErrorReply: {"ok": "false", "error": STR, "message": STR},
+    protocol.ErrorReply: {"ok": "false", "error": STR, "message": STR,
+                          "untrusted": "an object (Untrusted) or null ?"},
+    protocol.Untrusted: {"path": STR, "sha256": STR, "asks": "a list of CoopfileAsk objects"},
+    protocol.CoopfileAsk: {"kind": STR, "key": STR, "written": STR, "target": STR},
     protocol.LsReply: {"ok": "true", "sessions": "a list of SessionEntry objects"},
     protocol.StatusReply: {"ok": "true", "pid": INT, "version": INT, "uptime": "a number",
                            "sessions": INT, "clients": INT},
@@ -185,6 +194,35 @@ def test_a_refusal_carries_the_peers_code() -> None:
         protocol.decode_reply(protocol.LsReply, {"ok": True})
     with pytest.raises(ProtocolError, match="'sessions' must be a list of SessionEntry"):
         protocol.decode_reply(protocol.LsReply, {"ok": True, "sessions": [{"name": 1}]})
+
+
+def test_an_untrusted_coopfile_refusal_carries_what_it_asks() -> None:
+    """The one refusal with more than a line: a client shows the user each ask and
+    records their yes for the bytes the daemon read. Other refusals stay three keys."""
+    asks = [("mount", "[workspace].mount", "..", "/home/u"),
+            ("env", "[env].T", "$AWS_KEY", "AWS_KEY")]
+    exc = UntrustedCoopfileError("~/w/coop.toml is not trusted: ...\nsecond line",
+                                 path="/home/u/w/coop.toml", sha256="ab" * 32, asks=asks)
+    wire = protocol.error_from(exc)
+    assert wire == {"ok": False, "error": "UNTRUSTED_COOPFILE",
+                    "message": "~/w/coop.toml is not trusted: ...",
+                    "untrusted": {"path": "/home/u/w/coop.toml", "sha256": "ab" * 32, "asks": [
+                        {"kind": "mount", "key": "[workspace].mount", "written": "..",
+                         "target": "/home/u"},
+                        {"kind": "env", "key": "[env].T", "written": "$AWS_KEY",
+                         "target": "AWS_KEY"}]}}
+    with pytest.raises(UntrustedCoopfileError) as info:
+        protocol.decode_reply(protocol.CreateReply, json.loads(json.dumps(wire)))
+    assert (info.value.path, info.value.sha256, info.value.asks) == (
+        "/home/u/w/coop.toml", "ab" * 32, asks)
+    assert info.value.code == "UNTRUSTED_COOPFILE"
+    # a detail that does not fit is a plain refusal with the code (still exit 2)
+    broken = {**wire, "untrusted": {"path": "/x"}}
+    with pytest.raises(RemoteError) as plain:
+        protocol.decode_reply(protocol.CreateReply, broken)
+    assert plain.value.code == "UNTRUSTED_COOPFILE"
+    assert protocol.error_from(RemoteError("gone", code="SESSION_NOT_FOUND")) == {
+        "ok": False, "error": "SESSION_NOT_FOUND", "message": "gone"}
 
 
 def test_a_pty_is_named_by_its_integer_id_as_ls_reports_it() -> None:
@@ -308,7 +346,8 @@ def test_start_up_replies() -> None:
 
 def test_error_codes_of_the_spec() -> None:
     spec = {"SESSION_NOT_FOUND", "SESSION_EXISTS", "PTY_NOT_FOUND", "INVALID_COMMAND",
-            "VERSION_MISMATCH", "MESSAGE_TOO_LARGE", "ROOTFS_NOT_BUILT", "INVALID_COOPFILE"}
+            "VERSION_MISMATCH", "MESSAGE_TOO_LARGE", "ROOTFS_NOT_BUILT", "INVALID_COOPFILE",
+            "UNTRUSTED_COOPFILE"}
     assert spec <= protocol.ERROR_CODES
 
 

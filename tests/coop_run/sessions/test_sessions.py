@@ -198,6 +198,7 @@ def test_env_reaches_the_session_and_never_the_log(coop: Coop, host_workspace: P
     with (host_workspace / "coop.toml").open("a") as fh:
         fh.write('\n[env]\nTOKEN = "$MY_TOKEN"\nPLAIN = "literal"\n')
     assert coop("init", cwd=host_workspace).returncode == 0
+    assert coop("trust", cwd=host_workspace).returncode == 0  # it asks for $MY_TOKEN
     env = {**coop.env, "MY_TOKEN": secret, "NOT_REFERENCED": "nope"}
     proc = subprocess.run([str(COOP), "-d"], cwd=host_workspace, env=env, capture_output=True,
                           text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL, check=False)

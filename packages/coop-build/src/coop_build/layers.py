@@ -10,6 +10,7 @@ the file the user has to edit. Each error is one line: ``FILE: [table].key: prob
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import logging
 import os
@@ -19,13 +20,14 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from coop_build.coopfile import KNOWN_MANAGERS, Coopfile
+from coop_build.envref import env_reference
 from coop_build.errors import CoopfileError
 from coop_build.paths import display_path
 from coop_build.quickcheck import coopfile_paths, env_warning, inputs_digest
@@ -36,12 +38,24 @@ logger = logging.getLogger(__name__)
 OVERRIDES_LABEL = "command line"
 
 _Loc = tuple[str | int, ...]
-_ENV_REF = re.compile(r"\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)\})", re.ASCII)
+LayerKind = Literal["global", "workspace", "overrides"]
 _TOML_POSITION = re.compile(r"^(.*) \(at line (\d+), column (\d+)\)$", re.DOTALL)
 _TOML_TUPLE = re.compile(r"\((?:'[^']*',?\s?)+\)")
 _TOML_ITEM = re.compile(r"'([^']*)'")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
 _SECRET_TABLES = frozenset({"env"})  # values under these never appear in messages
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer as it went into the merge. Kept because not every layer counts the same:
+    the workspace's ``coop.toml`` came with a repository, the global file and the CLI
+    overrides are the user's own (``coop_run.trust`` weighs what the first asks for)."""
+
+    kind: LayerKind
+    data: Mapping[str, Any]  # as parsed; never changed by the merge
+    path: Path | None = None  # the file read (absolute); None for the overrides
+    sha256: str | None = None  # hex digest of the file's exact bytes, as parsed
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,11 @@ class LoadedCoopfile:
     inputs: str = ""
     static_warnings: tuple[str, ...] = ()
     env_refs: tuple[EnvRef, ...] = ()
+    layers: tuple[Layer, ...] = ()  # every layer merged, lowest first
+
+    def layer(self, kind: LayerKind) -> Layer | None:
+        """The layer of that kind, if there was one."""
+        return next((layer for layer in self.layers if layer.kind == kind), None)
 
 
 def load_coopfile(
@@ -81,22 +100,25 @@ def load_coopfile(
     workspace_label = display_path(where.workspace_path, env)
 
     layers: list[tuple[str, Mapping[str, Any]]] = []
+    kept: list[Layer] = []
     sources: list[Path] = []
     raws: list[tuple[Path, bytes | None]] = []
-    global_raw, global_data = _read_layer(where.global_path, global_label, required=False)
-    raws.append((where.global_path, global_raw))
-    if global_data is not None:
-        layers.append((global_label, global_data))
-        sources.append(Path.cwd() / where.global_path)
-    workspace_raw, workspace_data = _read_layer(
-        where.workspace_path, workspace_label, required=where.explicit
+    files: tuple[tuple[LayerKind, Path, str, bool], ...] = (
+        ("global", where.global_path, global_label, False),
+        ("workspace", where.workspace_path, workspace_label, where.explicit),
     )
-    raws.append((where.workspace_path, workspace_raw))
-    if workspace_data is not None:
-        layers.append((workspace_label, workspace_data))
-        sources.append(Path.cwd() / where.workspace_path)
+    for kind, file, label, required in files:
+        raw, data = _read_layer(file, label, required=required)
+        raws.append((file, raw))
+        if raw is None or data is None:
+            continue
+        layers.append((label, data))
+        sources.append(Path.cwd() / file)
+        kept.append(Layer(kind, data, sources[-1], hashlib.sha256(raw).hexdigest()))
+    workspace_data = next((layer.data for layer in kept if layer.kind == "workspace"), None)
     if overrides:
         layers.append((OVERRIDES_LABEL, overrides))
+        kept.append(Layer("overrides", overrides))
 
     merged, provenance = merge_layers(layers)
     try:
@@ -117,6 +139,7 @@ def load_coopfile(
         inputs=inputs_digest(raws, overrides),
         static_warnings=static,
         env_refs=refs,
+        layers=tuple(kept),
     )
 
 
@@ -131,14 +154,6 @@ def expand_env(env: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, 
         name = env_reference(value)
         out[key] = value if name is None else environ.get(name, "")
     return out
-
-
-def env_reference(value: str) -> str | None:
-    """The variable name when ``value`` is exactly ``$NAME`` or ``${NAME}``, else ``None``."""
-    match = _ENV_REF.fullmatch(value)
-    if match is None:
-        return None
-    return match.group(1) or match.group(2)
 
 
 # --- reading -------------------------------------------------------------------------

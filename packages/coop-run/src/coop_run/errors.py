@@ -11,6 +11,7 @@ place (``cli/errors.py``). No ``dataclasses`` here: ``coop ls`` imports this mod
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 _CLASS_BY_CODE: dict[str, type[CoopError]] = {}
@@ -122,6 +123,21 @@ class RemoteError(CoopError, code="REMOTE_ERROR"):
 
 class SessionNotFoundError(RemoteError, code="SESSION_NOT_FOUND"):
     """No session by that name or workspace (exit code 3)."""
+
+
+class UntrustedCoopfileError(CoopError, code="UNTRUSTED_COOPFILE"):
+    """A workspace Coopfile asks for more than the defaults and the user has not trusted
+    these bytes of it (exit code 2; ``coop_run.trust``). ``path`` is the file as trusted,
+    ``sha256`` the digest of the bytes read, ``asks`` each thing it asks as a
+    ``trust.Ask`` tuple (kind, key, value as written, target): never a variable's value.
+    The daemon raises it; a client rebuilds it from the refusal."""
+
+    def __init__(self, message: str, *, code: str | None = None, path: str = "",
+                 sha256: str = "", asks: Sequence[tuple[str, str, str, str]] = ()) -> None:
+        super().__init__(message, code=code)
+        self.path = path
+        self.sha256 = sha256
+        self.asks = list(asks)
 
 
 class SupervisorError(CoopError, code="SUPERVISOR_FAILED"):

@@ -22,6 +22,8 @@ DAEMON_LOCK = "daemon.lock"
 DAEMON_LOG = "daemon.log"
 NETWORK_LOCK = "network.lock"
 NETWORK_STATE = "network.json"
+TRUST = "trust.json"
+TRUST_LOCK = "trust.lock"
 
 
 class SessionDir:
@@ -124,6 +126,15 @@ class RunLayout:
     @property
     def network_lock(self) -> Path:
         return self.paths.home / NETWORK_LOCK
+
+    @property
+    def trust(self) -> Path:
+        """``trust.json``: the workspace Coopfiles the user trusted (``coop_run.trust``)."""
+        return self.paths.home / TRUST
+
+    @property
+    def trust_lock(self) -> Path:
+        return self.paths.home / TRUST_LOCK
 
     @property
     def sessions(self) -> Path:

@@ -30,6 +30,7 @@ COMMANDS: Mapping[str, str] = {
     "shell": "coop_run.cli.session:shell_command",
     "kill": "coop_run.cli.session:kill_command",
     "restart": "coop_run.cli.session:restart_command",
+    "trust": "coop_run.cli.trust:trust_command",
 }
 
 

@@ -8,20 +8,18 @@ No asyncio or pydantic here.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import click
 
+from coop_build.envref import env_reference
 from coop_build.paths import display_path
 from coop_run.cli.app import App
 from coop_run.cli.options import global_options
 from coop_run.ipc import protocol
 from coop_run.ipc.client import Client
-
-_ENV_REF = re.compile(r"\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)\})", re.ASCII)
 
 
 def referenced_env(files: Iterable[Path], environ: Mapping[str, str]) -> dict[str, str]:
@@ -39,11 +37,9 @@ def referenced_env(files: Iterable[Path], environ: Mapping[str, str]) -> dict[st
         if not isinstance(table, dict):
             continue
         for value in table.values():
-            match = _ENV_REF.fullmatch(value) if isinstance(value, str) else None
-            if match is not None:
-                name = match.group(1) or match.group(2)
-                if name in environ:
-                    out[name] = environ[name]
+            name = env_reference(value)
+            if name is not None and name in environ:
+                out[name] = environ[name]
     return out
 
 
@@ -142,16 +138,26 @@ def default_session(app: App, *, detach: bool, workspace: Path | None,
 def _create(app: App, client: Client, request: protocol.Create,
             ws: Path) -> protocol.CreateReply:
     """The daemon's answer to ``create``. Without a Coopfile (a workspace that has no
-    session yet), the first-contact line replaces the missing ``[agent].command``."""
+    session yet), the first-contact line replaces the missing ``[agent].command``. A
+    Coopfile the user has not trusted is shown and asked about at a terminal, and the
+    create tried once more on yes."""
     from coop_run.cli.examples import require_coopfile
-    from coop_run.errors import RemoteError
+    from coop_run.errors import RemoteError, UntrustedCoopfileError
 
     try:
         reply = client.call(request, protocol.CreateReply)
     except RemoteError as exc:
-        if exc.code == "INVALID_COOPFILE":
+        if exc.code == protocol.INVALID_COOPFILE:
             require_coopfile(app, ws)
         raise
+    except UntrustedCoopfileError as exc:
+        from coop_run.cli.trust import ask_to_trust, untrusted
+
+        ask_to_trust(app, exc)
+        try:
+            reply = client.call(request, protocol.CreateReply)
+        except UntrustedCoopfileError as again:  # it changed meanwhile: no second question
+            raise untrusted(app, again) from None
     return reply
 
 

@@ -14,21 +14,25 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coop_build.paths import CoopPaths, display_path
+from coop_run import trust
 from coop_run.daemon.registry import SessionRegistry, pick_name, safe_name
 from coop_run.daemon.server import Connection, Daemon
 from coop_run.daemon.supervisors import Session
 from coop_run.daemon.zygote_client import ZygoteClient
-from coop_run.errors import CoopError
+from coop_run.errors import CoopError, UntrustedCoopfileError
 from coop_run.ipc import protocol
 from coop_run.ipc.framing import Message
 from coop_run.ipc.schema import encode
-from coop_run.layout import RunLayout, check_session_name, refused_mount
+from coop_run.layout import RunLayout, check_session_name
 from coop_run.procs import proc_start_time
 from coop_run.sandbox.config import SandboxConfig
 from coop_run.session.config import SupervisorConfig
+
+if TYPE_CHECKING:
+    from coop_build.layers import LoadedCoopfile
 
 logger = logging.getLogger(__name__)
 
@@ -177,19 +181,19 @@ class SessionCommands:
                 warnings.append("the Coopfile changed since the last build; "
                                 "run coop init to rebuild (using the old rootfs)")
             layers = store.lower_dirs(record)
-            home = self.environ.get("HOME")
-            if home and os.path.realpath(home) == os.path.realpath(workspace):
-                warnings.append(HOME_WORKSPACE)
         except CoopBuildError as exc:
             raise CoopError(exc.message, code=exc.code) from exc
         coopfile = loaded.coopfile
+        refusal = trust.mount_refusal(workspace, coopfile.workspace.mount, self.paths.home)
+        if refusal is not None:
+            raise CoopError(refusal, code=protocol.INVALID_COOPFILE)
+        self._check_trust(loaded, workspace, overrides)
         env = image_env(record.env)
         env.update(expand_env(coopfile.env, environ))  # secrets: never logged
-        mount = (workspace / coopfile.workspace.mount).resolve()
-        refusal = refused_mount(mount, self.paths.home)
-        if refusal is not None:
-            raise CoopError(f"[workspace].mount = {coopfile.workspace.mount!r}: {refusal}",
-                            code=protocol.INVALID_COOPFILE)
+        mount = trust.resolve_mount(workspace, coopfile.workspace.mount)
+        home = self.environ.get("HOME")
+        if home and Path(os.path.realpath(home)) == mount:  # also a trusted mount of it
+            warnings.append(HOME_WORKSPACE)
         sandbox = SandboxConfig(
             name=name, layers=list(layers), session_dir=self.layout.session(name).path,
             workspace=mount, workspace_inside=coopfile.workspace.path,
@@ -204,6 +208,27 @@ class SessionCommands:
             log_file=self.layout.session_log(name),
         )
         return config, coopfile.network.mode, warnings
+
+    def _check_trust(self, loaded: LoadedCoopfile, workspace: Path,
+                     overrides: Mapping[str, Any] | None) -> None:
+        """Refuse a workspace Coopfile that widens the sandbox (a mount outside the
+        workspace, the host's network, variables of the user's environment) unless the
+        user trusted these very bytes for it: ``UntrustedCoopfileError``, which lists what
+        it asks. The global layer and the overrides are the user's own."""
+        layer = loaded.layer("workspace")
+        if layer is None or layer.path is None or layer.sha256 is None:
+            return
+        below = loaded.layer("global")
+        asks = trust.what_it_asks(layer.data, start=workspace, above=overrides,
+                                  below=None if below is None else below.data)
+        if not asks or trust.TrustStore(self.layout).trusts(layer.path, layer.sha256, asks):
+            return
+        key = trust.trust_key(layer.path)
+        logger.info("create in %s refused: %s is not trusted (it asks for %s)", workspace,
+                    key, ", ".join(ask.grant for ask in asks))  # names, never values
+        raise UntrustedCoopfileError(
+            trust.refusal_message(key, display_path(key, self.environ), asks),
+            path=key, sha256=layer.sha256, asks=asks)
 
     @property
     def paths(self) -> CoopPaths:

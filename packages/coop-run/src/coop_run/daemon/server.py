@@ -341,7 +341,7 @@ class Daemon:
         try:
             return await handler(conn, command)
         except CoopError as exc:
-            return protocol.error(exc.code, exc.message)
+            return protocol.error_from(exc)
 
     # --- built-in commands ----------------------------------------------------------------
 

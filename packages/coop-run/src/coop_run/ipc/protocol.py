@@ -14,7 +14,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final, TypeVar
 
-from coop_run.errors import ProtocolError, RemoteError, SessionNotFoundError
+from coop_run.errors import (
+    CoopError,
+    ProtocolError,
+    RemoteError,
+    SessionNotFoundError,
+    UntrustedCoopfileError,
+)
 from coop_run.ipc.schema import WireMessage, decode, encode, table
 
 VERSION: Final = 1
@@ -29,13 +35,14 @@ MESSAGE_TOO_LARGE: Final = "MESSAGE_TOO_LARGE"
 MALFORMED_MESSAGE: Final = "MALFORMED_MESSAGE"
 ROOTFS_NOT_BUILT: Final = "ROOTFS_NOT_BUILT"
 INVALID_COOPFILE: Final = "INVALID_COOPFILE"
+UNTRUSTED_COOPFILE: Final = "UNTRUSTED_COOPFILE"
 NOT_SUPPORTED: Final = "NOT_SUPPORTED"
 INTERNAL_ERROR: Final = "INTERNAL_ERROR"
 
 ERROR_CODES: Final = frozenset({
     SESSION_NOT_FOUND, SESSION_EXISTS, PTY_NOT_FOUND, INVALID_COMMAND, VERSION_MISMATCH,
-    MESSAGE_TOO_LARGE, MALFORMED_MESSAGE, ROOTFS_NOT_BUILT, INVALID_COOPFILE, NOT_SUPPORTED,
-    INTERNAL_ERROR,
+    MESSAGE_TOO_LARGE, MALFORMED_MESSAGE, ROOTFS_NOT_BUILT, INVALID_COOPFILE,
+    UNTRUSTED_COOPFILE, NOT_SUPPORTED, INTERNAL_ERROR,
 })
 
 
@@ -258,13 +265,35 @@ class Ok(Reply):
     pass
 
 
+class CoopfileAsk(WireMessage):
+    """One thing an untrusted workspace Coopfile asks (``coop_run.trust.Ask``): never a
+    variable's value, only its name."""
+
+    kind: str     # "mount", "network", "env"
+    key: str      # "[workspace].mount", "[network].mode", "[env].TOKEN"
+    written: str  # the value as written in the file
+    target: str   # the mount's real path, "host", the variable's name
+
+
+class Untrusted(WireMessage):
+    """What ``create``'s ``UNTRUSTED_COOPFILE`` refusal carries: enough for a client to
+    show the user everything the file asks and to record their yes."""
+
+    path: str     # the file as trusted (``coop_run.trust.trust_key``)
+    sha256: str   # of the exact bytes the daemon read
+    asks: list[CoopfileAsk]
+
+
 class ErrorReply(WireMessage):
-    """``{"ok": false, "error": CODE, "message": one line}``."""
+    """``{"ok": false, "error": CODE, "message": one line}``; ``UNTRUSTED_COOPFILE`` adds
+    ``untrusted`` (other refusals leave it out)."""
 
     OK: ClassVar[bool | None] = False
+    OMIT_UNSET: ClassVar[bool] = True
 
     error: str
     message: str
+    untrusted: Untrusted | None = None
 
 
 class LsReply(Reply):
@@ -410,14 +439,23 @@ def parse_supervisor_command(message: Mapping[str, Any]) -> Request:
     return request
 
 
-def refusal(reply: Mapping[str, Any]) -> RemoteError:
+def refusal(reply: Mapping[str, Any]) -> CoopError:
     """The exception for an ``{"ok": false}`` answer: the peer's code (which decides the
-    CLI's exit code) and message."""
+    CLI's exit code) and message; an untrusted Coopfile's with what it asks."""
     code, message = reply.get("error"), reply.get("message")
     code = code if isinstance(code, str) else INTERNAL_ERROR
     text = message if isinstance(message, str) and message else code
     if code == SESSION_NOT_FOUND:
         return SessionNotFoundError(text)
+    detail = reply.get("untrusted")
+    if code == UNTRUSTED_COOPFILE and isinstance(detail, dict):
+        try:
+            untrusted = decode(Untrusted, detail)
+        except ProtocolError:
+            return RemoteError(text, code=code)
+        return UntrustedCoopfileError(
+            text, path=untrusted.path, sha256=untrusted.sha256,
+            asks=[(a.kind, a.key, a.written, a.target) for a in untrusted.asks])
     return RemoteError(text, code=code)
 
 
@@ -492,11 +530,15 @@ def ok() -> dict[str, Any]:
     return encode(Ok())
 
 
-def error(code: str, message: str) -> dict[str, Any]:
+def error(code: str, message: str, untrusted: Untrusted | None = None) -> dict[str, Any]:
     """``{"ok": false, "error": CODE, "message": ...}``; ``message`` is one line."""
     line = message.splitlines()[0] if message else code
-    return encode(ErrorReply(code, line))
+    return encode(ErrorReply(code, line, untrusted))
 
 
-def error_from(exc: ProtocolError) -> dict[str, Any]:
-    return error(exc.code, exc.message)
+def error_from(exc: CoopError) -> dict[str, Any]:
+    """The refusal of ``exc``: its code and line, and what an untrusted Coopfile asks."""
+    untrusted = None
+    if isinstance(exc, UntrustedCoopfileError):
+        untrusted = Untrusted(exc.path, exc.sha256, [CoopfileAsk(*ask) for ask in exc.asks])
+    return error(exc.code, exc.message, untrusted)

@@ -5,7 +5,8 @@ are its JSON schema, and one checker decodes every wire's messages.
 never an integer) and missing required ones, each with a one-line ``ProtocolError``
 naming the message and the field; nested messages are checked field by field too.
 ``encode(msg)`` is the JSON object: the tag (``cmd``, ``event``, ``type``) or the reply's
-``"ok"`` first, then the fields (a request leaves out the optional ones it does not set).
+``"ok"`` first, then the fields (a request, and an error reply's optional detail, leave
+out the optional ones not set).
 ``describe(cls)`` spells the schema for the contract test that pins every message.
 
 Field types understood: ``str``, ``int``, ``float`` (an integer is accepted), ``bool``,
@@ -43,7 +44,7 @@ class WireMessage:
     TAG_KEY: ClassVar[str | None] = None
     TAG: ClassVar[str | None] = None
     OK: ClassVar[bool | None] = None
-    OMIT_UNSET: ClassVar[bool] = False  # requests: optional fields left at None are not sent
+    OMIT_UNSET: ClassVar[bool] = False  # optional fields left at None are not sent
     FIELDS: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
