@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from coop_build.tlstrust import TLS_VARS
 from support.bench import (
     BenchUnavailable,
     CoopEnv,
@@ -46,7 +47,10 @@ from support.servers import BENCH_PIDS, PROXY_VARS, Registry
 SCRUBBED_VARS = (*PROXY_VARS, "REGISTRY_AUTH_FILE", "DOCKER_CONFIG", "XDG_CACHE_HOME",
                  "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_RUNTIME_DIR", "PIP_INDEX_URL",
                  "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST", "npm_config_registry",
-                 "NPM_CONFIG_REGISTRY", "TMUX", "TMUX_PANE")
+                 "NPM_CONFIG_REGISTRY", "TMUX", "TMUX_PANE",
+                 # TLS trust: build steps inherit these with the files they name
+                 *TLS_VARS, "NPM_CONFIG_CAFILE", "npm_config_userconfig",
+                 "NPM_CONFIG_USERCONFIG")
 
 
 # Every process started during this session inherits this marker in its environment, so
