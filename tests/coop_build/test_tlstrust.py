@@ -56,7 +56,7 @@ def test_npm_cafile_from_the_environment_wins_over_the_npmrc() -> None:
     assert env_upper == [TrustRequest("npm_config_cafile", "npm_config_cafile",
                                       (f"{HOME}/env.pem",), directory=False)]
     from_rc = trust_requests({"HOME": HOME}, npmrc=npmrc)
-    assert from_rc == [TrustRequest("npm_config_cafile", "cafile in ~/.npmrc",
+    assert from_rc == [TrustRequest("npm_config_cafile", "~/.npmrc: cafile",
                                     ("/from-npmrc.pem",), directory=False)]
     assert trust_requests({"HOME": HOME}, npmrc=("~/.npmrc", "registry=https://r/\n")) == []
 
@@ -238,6 +238,15 @@ def test_inherit_trust_reads_the_users_npmrc_and_the_real_paths(
     assert dict(trust.env) == {"npm_config_cafile": str(ca)}
     trust = inherit_trust({"HOME": str(home), "NPM_CONFIG_USERCONFIG": str(tmp_path / "none")})
     assert dict(trust.env) == {}
+
+    # The npmrc's cafile names a file that is gone: said where it was set.
+    (home / ".npmrc").write_text("cafile=~/certs/gone.pem\n")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="coop_build.tlstrust"):
+        trust = inherit_trust({"HOME": str(home)})
+    assert dict(trust.env) == {}
+    assert [r.getMessage() for r in caplog.records] == [
+        f"~/.npmrc: cafile={home}/certs/gone.pem does not exist: build steps do not get it"]
 
 
 def test_inherit_trust_refuses_a_path_under_coop_home(tmp_path: Path) -> None:

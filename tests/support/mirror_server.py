@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import copy
 import hashlib
 import html
 import io
@@ -173,7 +174,7 @@ class Handler(BaseHTTPRequestHandler):
     def _npm(self, path: str, body: bool) -> None:
         parts = path.strip("/").split("/")
         if len(parts) == 2 and parts[1] in self.catalog.packuments:
-            doc = json.loads(json.dumps(self.catalog.packuments[parts[1]]))
+            doc = copy.deepcopy(self.catalog.packuments[parts[1]])
             for meta in doc["versions"].values():
                 meta["dist"]["tarball"] = self.base_url + meta["dist"]["tarball"]
             data = json.dumps(doc).encode()

@@ -8,7 +8,7 @@ same path (the image may not have it). None of it is part of a step's key or of 
 build fingerprint: the same Coopfile builds the same layers on any network.
 
 apt reads none of these variables, so when ``SSL_CERT_FILE`` reaches a step the step
-also gets ``APT_CONFIG``: a one-line apt configuration (``Acquire::https::CaInfo``) that
+also gets ``APT_CONFIG``: an apt configuration file (``Acquire::https::CaInfo``) that
 trusts that file. apt has no option for a directory of certificates.
 
 Everything here but ``inherit_trust`` is pure: which variables, which paths, npmrc
@@ -60,7 +60,7 @@ class TrustRequest:
     """One trust variable the invoking environment sets, before any path is looked at."""
 
     variable: str  # the name the step gets
-    origin: str  # where it was set, for messages: "SSL_CERT_FILE", "cafile in ~/.npmrc"
+    origin: str  # where it was set, for messages: "SSL_CERT_FILE", "~/.npmrc: cafile"
     paths: tuple[str, ...]  # what it names (several only for SSL_CERT_DIR)
     directory: bool  # it names directories, not files
 
@@ -74,8 +74,6 @@ class InheritedTrust:
     warnings: tuple[str, ...] = ()  # one line each: named paths that were left out
     apt_config: str | None = None  # APT_CONFIG's contents, when SSL_CERT_FILE is passed
 
-
-NOTHING = InheritedTrust(env={}, binds=())
 
 # real path (or None when the path does not exist) and whether it is a directory
 Lookup = Callable[[str], tuple[str, bool] | None]
@@ -188,7 +186,7 @@ def trust_requests(
         cafile = expand_home(cafile, environ)
     elif npmrc is not None:
         label, text = npmrc
-        cafile, origin = npmrc_cafile(text, environ), f"cafile in {label}"
+        cafile, origin = npmrc_cafile(text, environ), f"{label}: cafile"
     if cafile:
         out.append(TrustRequest(NPM_CAFILE_VAR, origin, (cafile,), directory=False))
     return out
