@@ -7,6 +7,7 @@ Fixtures (names are a contract other tests rely on):
 - ``test_images``: small images built here and pushed to ``registry`` by skopeo (session);
 - ``debian_image``: the cached debootstrapped bookworm pushed to ``registry`` (session);
 - ``mirror``: loopback apt/pip/npm mirror; ``mirror.env`` for build steps (session);
+- ``resigning_proxy``: the same mirror, https only, behind a TLS re-signing proxy (session);
 - ``hub``: Docker-Hub-like token auth + blob CDN in front of ``registry`` (session).
 """
 
@@ -19,15 +20,18 @@ from pathlib import Path
 
 import pytest
 
+from coop_build.tlstrust import TLS_VARS
 from support.bench import (
     BenchUnavailable,
     CoopEnv,
     Hub,
     Mirror,
+    ResigningProxy,
     push_debian,
     start_hub,
     start_mirror,
     start_registry_retrying,
+    start_resigning_proxy,
 )
 from support.images import TestImages, build_and_push, push
 from support.procs import (
@@ -46,7 +50,10 @@ from support.servers import BENCH_PIDS, PROXY_VARS, Registry
 SCRUBBED_VARS = (*PROXY_VARS, "REGISTRY_AUTH_FILE", "DOCKER_CONFIG", "XDG_CACHE_HOME",
                  "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_RUNTIME_DIR", "PIP_INDEX_URL",
                  "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST", "npm_config_registry",
-                 "NPM_CONFIG_REGISTRY", "TMUX", "TMUX_PANE")
+                 "NPM_CONFIG_REGISTRY", "TMUX", "TMUX_PANE",
+                 # TLS trust: build steps inherit these with the files they name
+                 *TLS_VARS, "NPM_CONFIG_CAFILE", "npm_config_userconfig",
+                 "NPM_CONFIG_USERCONFIG")
 
 
 # Every process started during this session inherits this marker in its environment, so
@@ -167,6 +174,17 @@ def mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mirror]:
     except BenchUnavailable as exc:
         pytest.fail(str(exc), pytrace=False)
     yield mir
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def resigning_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ResigningProxy]:
+    """The mirror over https only, through a proxy that re-signs with the test's own CA."""
+    try:
+        proxy, server = start_resigning_proxy(tmp_path_factory.mktemp("resigning"))
+    except BenchUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield proxy
     server.stop()
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from coop_build.build import PASSTHROUGH_VARS, Builder, BuildOptions, BuildResult, step_environment
-from coop_build.errors import StepFailedError
+from coop_build.errors import InheritedPathError, StepFailedError
 from coop_build.layers import LoadedCoopfile, load_coopfile
 from coop_build.paths import CoopPaths
 from coop_build.progress import Message, ProgressEvent, StepFinished, StepOutput, StepStarted
@@ -504,6 +504,59 @@ def test_interrupted_build_keeps_previous_rootfs(
     assert result.steps_run == 1
     assert scratch_dirs(paths) == []
     assert layer_file(paths, result, 2, "v").read_text() == "v3\n"
+
+
+# -- TLS trust: what steps inherit, outside every key ------------------------------------
+
+
+@pytest.mark.registry
+@pytest.mark.slow
+def test_trust_variables_reach_steps_with_their_files_outside_every_key(
+    test_images: Any, paths: CoopPaths, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    corp = tmp_path / "corp"
+    (corp / "certs").mkdir(parents=True)
+    (corp / "ca.pem").write_text("corp CA\n")
+    (corp / "certs" / "a.pem").write_text("cert a\n")
+    (corp / "npm.pem").write_text("npm CA\n")
+    npmrc = Path(os.environ["HOME"]) / ".npmrc"
+    npmrc.write_text(f"cafile = {corp / 'npm.pem'}\n")
+    ws = tmp_path / "ws"
+    show = ('cat "$SSL_CERT_FILE" "$npm_config_cafile" "$APT_CONFIG"; ls "$SSL_CERT_DIR"; '
+            'echo "pip=$PIP_CERT"; echo x 2>/dev/null > "$SSL_CERT_FILE" || echo read-only')
+    write_coopfile(ws, coopfile_text(test_images.busybox, [show, "echo built > /marker"]))
+    trust = {"SSL_CERT_FILE": str(corp / "ca.pem"), "SSL_CERT_DIR": str(corp / "certs"),
+             "PIP_CERT": str(corp / "ca.pem"), "CURL_CA_BUNDLE": str(corp / "gone.pem")}
+    with caplog.at_level("WARNING", logger="coop_build.tlstrust"):
+        first, rec = run_build(paths, ws, environ={**os.environ, **trust})
+    assert first.steps_run == 3
+    assert rec.output() == [
+        "corp CA", "npm CA",
+        "// coop: build steps trust SSL_CERT_FILE for https, as the invoking user does",
+        f'Acquire::https::CaInfo "{corp / "ca.pem"}";',
+        "a.pem", f"pip={corp / 'ca.pem'}", "read-only",
+    ]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"CURL_CA_BUNDLE={corp / 'gone.pem'} does not exist: build steps do not get it"]
+    assert (corp / "ca.pem").read_text() == "corp CA\n"
+    # The mount points (/run/coop-build for apt's file) went with the step.
+    assert not layer_file(paths, first, 1, "run").exists()
+    assert layer_file(paths, first, 2, "marker").read_text() == "built\n"
+
+    # Another network: no trust at all, or other files. Same keys, same fingerprint.
+    npmrc.unlink()
+    elsewhere = {"SSL_CERT_FILE": str(corp / "certs" / "a.pem"), "HOME": os.environ["HOME"]}
+    for environ in ({**os.environ}, {**os.environ, **elsewhere}):
+        again, _ = run_build(paths, ws, environ=environ)
+        assert (again.steps_run, again.build_key) == (0, first.build_key)
+        assert Builder(paths, environ=environ).fingerprint(load(ws)) == (
+            Builder(paths, environ={**os.environ, **trust}).fingerprint(load(ws)))
+
+    # A path no step may have bound stops the build before any step, in one line.
+    write_coopfile(ws, coopfile_text(test_images.busybox, ["echo changed > /marker"]))
+    with pytest.raises(InheritedPathError, match=r"^NODE_EXTRA_CA_CERTS=/proc/self/fd/0: "):
+        run_build(paths, ws, environ={**os.environ, "NODE_EXTRA_CA_CERTS": "/proc/self/fd/0"})
+    assert Store(paths).workspace_build(ws) == again.record
 
 
 # -- Debian: real apt, pip and npm installs from the loopback mirror --------------------------

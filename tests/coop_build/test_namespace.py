@@ -48,13 +48,14 @@ class Steps:
         self.idmap = idmap
         self.count = 0
 
-    def spec(self, *lowers: Path, host_dirs: bool = False) -> RootfsSpec:
+    def spec(self, *lowers: Path, host_dirs: bool = False,
+             binds: tuple[tuple[str, str], ...] = ()) -> RootfsSpec:
         self.count += 1
         step = self.root / f"step{self.count}"
         (step / "fs").mkdir(parents=True)
         (step / "work").mkdir()
         return RootfsSpec(lowers=lowers, upper=step / "fs", work=step / "work",
-                          host_dirs=host_dirs)
+                          host_dirs=host_dirs, binds=binds)
 
     def run(self, spec: RootfsSpec, command: str, *, env: dict[str, str] | None = None,
             cwd: str = "/") -> tuple[int, list[str]]:
@@ -235,6 +236,32 @@ def test_host_dirs_mode(steps: Steps) -> None:
     assert lines[4:] == ["etc-ro", "usr-ro"]
     assert not Path("/etc/coop-test").exists()
     assert upper_entries(spec) == {"output"}
+
+
+def test_extra_binds_are_read_only_and_leave_no_mount_points(tmp_path: Path, base: Path,
+                                                             steps: Steps) -> None:
+    trust = tmp_path / "trust"
+    (trust / "certs").mkdir(parents=True)
+    (trust / "ca.pem").write_text("corp CA\n")
+    (trust / "certs" / "a.pem").write_text("cert a\n")
+    binds = (
+        (str(trust / "ca.pem"), "/etc/corp/ca.pem"),  # its directory is missing too
+        (str(trust / "certs"), "/opt/corp/certs"),
+        (str(trust / "ca.pem"), "/etc/passwd"),  # over a file the image has
+    )
+    spec = steps.spec(base, binds=binds)
+    code, lines = steps.run(spec, "cat /etc/corp/ca.pem /opt/corp/certs/a.pem /etc/passwd; "
+                                  "echo x 2>/dev/null > /etc/corp/ca.pem || echo file-ro; "
+                                  "touch /opt/corp/certs/b 2>/dev/null || echo dir-ro; "
+                                  "echo kept > /etc/corp/mine")
+    assert code == 0
+    assert lines == ["corp CA", "cert a", "corp CA", "file-ro", "dir-ro"]
+    assert (trust / "ca.pem").read_text() == "corp CA\n"
+    assert sorted(p.name for p in (trust / "certs").iterdir()) == ["a.pem"]
+    # Only what the step itself wrote stays in its layer, not our mount points.
+    assert upper_entries(spec) == {"etc", "etc/corp", "etc/corp/mine"}
+    with pytest.raises(NamespaceError, match="must be absolute"):
+        steps.run(steps.spec(base, binds=(("ca.pem", "/etc/ca.pem"),)), "true")
 
 
 def test_sigint_to_caller_kills_the_namespace(tmp_path: Path, base: Path) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from . import prepare
 from .images import push
 from .servers import Registry, Server, python_server, start_registry
+from .tlsca import ProxyCA, make_test_ca
 
 DEBIAN_REF = "library/debian:bookworm"
 HUB_USER = "coop"
@@ -59,6 +60,37 @@ class Mirror:
             "PIP_INDEX_URL": f"{self.url}/pypi/simple/",
             "PIP_TRUSTED_HOST": "127.0.0.1",
             "npm_config_registry": f"{self.url}/npm/",
+            "no_proxy": "127.0.0.1,localhost",
+        }
+
+
+@dataclass(frozen=True)
+class ResigningProxy:
+    """The mirror behind a proxy that re-signs TLS with its own CA (a company network's).
+
+    Build steps reach it only over https through the proxy; ``ca.ca_cert`` is the one
+    certificate that makes that work.
+    """
+
+    port: int
+    pid: int
+    ca: ProxyCA
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Proxies and https mirror URLs for apt, pip and npm; no trust of any kind."""
+        mirror = f"https://{prepare.MIRROR_HOST}"
+        return {
+            "http_proxy": self.url,
+            "https_proxy": self.url,
+            "HTTP_PROXY": self.url,
+            "HTTPS_PROXY": self.url,
+            "PIP_INDEX_URL": f"{mirror}/pypi/simple/",
+            "npm_config_registry": f"{mirror}/npm/",
             "no_proxy": "127.0.0.1,localhost",
         }
 
@@ -131,6 +163,16 @@ def start_mirror(workdir: Path) -> tuple[Mirror, Server]:
     root = ensure_cache("mirror")
     server, ports = python_server("mirror", "mirror_server.py", ["--root", str(root)], workdir)
     return Mirror(port=ports["port"], pid=server.pid, root=root), server
+
+
+def start_resigning_proxy(workdir: Path) -> tuple[ResigningProxy, Server]:
+    root = ensure_cache("mirror")
+    ca = make_test_ca(workdir / "ca", prepare.MIRROR_HOST)
+    server, ports = python_server(
+        "resigning-proxy", "mirror_server.py",
+        ["--root", str(root), "--tls-cert", str(ca.server_cert), "--tls-key", str(ca.server_key)],
+        workdir)
+    return ResigningProxy(port=ports["port"], pid=server.pid, ca=ca), server
 
 
 def start_hub(workdir: Path, registry: Registry) -> tuple[Hub, Server]:

@@ -6,6 +6,12 @@ One HTTP server on 127.0.0.1 that
 - serves a PEP 503 simple index under ``/pypi/simple/`` and the files under ``/pypi/files/``;
 - serves an npm registry subset under ``/npm/`` (packuments whose tarball URLs point back here).
 
+With ``--tls-cert``/``--tls-key`` it is a re-signing proxy instead, as on company networks:
+``CONNECT coop-test-mirror:443`` is answered by the proxy itself with that certificate (made
+by the test's own CA), and the same files are served inside the tunnel; plain
+``http://coop-test-mirror`` requests are redirected to ``https://`` (so apt's http source
+goes through TLS too). Only clients that trust the test's CA get anything.
+
 Standard library only, so it starts fast and needs nothing from the venv.
 """
 
@@ -13,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import base64
+import copy
 import hashlib
 import html
 import io
 import json
 import re
+import ssl
 import tarfile
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 MIRROR_HOST = "coop-test-mirror"
+TLS_BASE = f"https://{MIRROR_HOST}"
 
 
 def normalize(name: str) -> str:
@@ -35,9 +44,8 @@ def normalize(name: str) -> str:
 class Catalog:
     """What the mirror serves, computed once from the cache directory."""
 
-    def __init__(self, root: Path, base_url: str) -> None:
+    def __init__(self, root: Path) -> None:
         self.root = root.resolve()
-        self.base_url = base_url
         self.wheels: dict[str, list[tuple[str, str]]] = {}
         for path in sorted((self.root / "pypi").glob("*")):
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -57,7 +65,7 @@ class Catalog:
         name, version = str(meta["name"]), str(meta["version"])
         meta["_id"] = f"{name}@{version}"
         meta["dist"] = {
-            "tarball": f"{self.base_url}/npm/{name}/-/{path.name}",
+            "tarball": f"/npm/{name}/-/{path.name}",  # the base is the request's
             "shasum": hashlib.sha1(data).hexdigest(),
             "integrity": "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode(),
         }
@@ -78,6 +86,8 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "coop-test-mirror"
     catalog: Catalog
+    base_url: str  # where npm tarballs are fetched from
+    tls: ssl.SSLContext | None = None  # set: a re-signing proxy for coop-test-mirror:443
 
     def do_GET(self) -> None:
         self._dispatch(body=True)
@@ -86,7 +96,21 @@ class Handler(BaseHTTPRequestHandler):
         self._dispatch(body=False)
 
     def do_CONNECT(self) -> None:
-        self._send(403, b"only http://coop-test-mirror is proxied\n", "text/plain", True)
+        if self.tls is None or self.path != f"{MIRROR_HOST}:443":
+            self._send(403, b"only coop-test-mirror:443 is tunnelled\n", "text/plain", True)
+            return
+        self.send_response(200, "Connection established")
+        self.end_headers()
+        self.close_connection = True
+        try:
+            conn = self.tls.wrap_socket(self.connection, server_side=True)
+        except (ssl.SSLError, OSError) as exc:  # the client did not trust us: its error
+            self.log_message("TLS handshake failed: %s", exc)
+            return
+        try:
+            TunnelHandler(conn, self.client_address, self.server)
+        finally:
+            conn.close()
 
     def _dispatch(self, body: bool) -> None:
         target = self.path
@@ -94,6 +118,9 @@ class Handler(BaseHTTPRequestHandler):
             url = urllib.parse.urlsplit(target)
             if url.scheme != "http" or url.hostname != MIRROR_HOST or url.port not in (None, 80):
                 self._send(403, b"only http://coop-test-mirror is proxied\n", "text/plain", body)
+                return
+            if self.tls is not None:
+                self._redirect(TLS_BASE + url.path, body)
                 return
             self._debian(urllib.parse.unquote(url.path), body)
             return
@@ -147,7 +174,10 @@ class Handler(BaseHTTPRequestHandler):
     def _npm(self, path: str, body: bool) -> None:
         parts = path.strip("/").split("/")
         if len(parts) == 2 and parts[1] in self.catalog.packuments:
-            data = json.dumps(self.catalog.packuments[parts[1]]).encode()
+            doc = copy.deepcopy(self.catalog.packuments[parts[1]])
+            for meta in doc["versions"].values():
+                meta["dist"]["tarball"] = self.base_url + meta["dist"]["tarball"]
+            data = json.dumps(doc).encode()
             self._send(200, data, "application/json", body)
         elif len(parts) == 4 and parts[2] == "-" and parts[1] in self.catalog.packuments:
             found = self.catalog.file("npm", parts[3])
@@ -178,15 +208,29 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
 
+class TunnelHandler(Handler):
+    """Requests inside a CONNECT tunnel, after our TLS handshake: origin-form paths."""
+
+    base_url = TLS_BASE
+    tls = None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="coop loopback package mirror")
     parser.add_argument("--root", type=Path, required=True, help="the cache's mirror/ dir")
     parser.add_argument("--ports-file", type=Path, required=True)
+    parser.add_argument("--tls-cert", type=Path, help="re-sign coop-test-mirror:443 with this")
+    parser.add_argument("--tls-key", type=Path)
     args = parser.parse_args()
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     port = server.server_address[1]
-    Handler.catalog = Catalog(args.root, f"http://127.0.0.1:{port}")
+    Handler.catalog = Catalog(args.root)
+    Handler.base_url = f"http://127.0.0.1:{port}"
+    if args.tls_cert is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        Handler.tls = context
     tmp = args.ports_file.with_suffix(".tmp")
     tmp.write_text(json.dumps({"port": port}))
     tmp.replace(args.ports_file)

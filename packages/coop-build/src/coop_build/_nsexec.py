@@ -174,6 +174,9 @@ def setup_root(req: dict[str, Any], root: str, points: Mountpoints) -> None:
     resolv = os.path.realpath("/etc/resolv.conf")
     if os.path.isfile(resolv):
         linux.bind_mount(resolv, points.ensure("etc/resolv.conf", "file"), readonly=True)
+    for source, target in req.get("binds", ()):
+        kind = "dir" if os.path.isdir(source) else "file"
+        linux.bind_mount(source, points.ensure(target, kind), readonly=True)
 
     os.chdir(root)
     linux.pivot_root(".", ".")

@@ -39,6 +39,7 @@ from coop_build.store import IMAGE_ENV_KEY, BuildRecord, Scratch, Store
 if TYPE_CHECKING:
     from coop_build.idmap import IdMap
     from coop_build.layers import LoadedCoopfile
+    from coop_build.tlstrust import InheritedTrust
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,9 @@ PASSTHROUGH_VARS = (
     "PIP_TRUSTED_HOST",
     "npm_config_registry",
 )
-"""Copied from the invoking environment into build steps: proxies and package mirrors."""
+"""Copied from the invoking environment into build steps: proxies and package mirrors.
+The TLS trust variables follow with the files they name (``tlstrust``); none of these
+is part of a step's key."""
 TAIL_LINES = 20
 HOST_SKELETON = ("proc", "dev", "tmp", "etc", "workspace", "root")
 
@@ -234,6 +237,9 @@ class Builder:
                 return fetched, 0, True
             logger.info("no prebuilt %s in %s: building locally", plan.build_key, repository)
 
+        from coop_build.tlstrust import inherit_trust
+
+        trust = inherit_trust(self._environ, coop_home=self.paths.home)
         explicit_platform = options.platform or loaded.coopfile.base.platform
         total = len(plan.steps)
         log_path = self.paths.build_logs / f"{plan.build_key}.log"
@@ -261,6 +267,7 @@ class Builder:
                         progress=progress,
                         refresh=options.no_cache,
                         platform=explicit_platform,
+                        trust=trust,
                     )
                     steps_run += 1
                 else:
@@ -288,6 +295,7 @@ class Builder:
         progress: ProgressCallback,
         refresh: bool,
         platform: str | None,
+        trust: InheritedTrust,
     ) -> str:
         """Run one step into a scratch dir and publish it; the scratch goes on any failure."""
         scratch = self.store.new_scratch()
@@ -306,6 +314,7 @@ class Builder:
                     log=log,
                     log_path=log_path,
                     progress=progress,
+                    trust=trust,
                 )
             return self.store.publish_layer(
                 scratch,
@@ -361,6 +370,7 @@ class Builder:
         log: IO[str],
         log_path: Path,
         progress: ProgressCallback,
+        trust: InheritedTrust,
     ) -> None:
         from coop_build.namespace import RootfsSpec, run_in_rootfs
 
@@ -368,9 +378,21 @@ class Builder:
         if command is None:
             raise StoreError(f"step {step.description!r} has no command")
         scratch.fs.mkdir()
-        spec = RootfsSpec(lowers=lowers, upper=scratch.fs, work=scratch.work, host_dirs=plan.host)
-        output = _StepLog(log, index, progress)
         env = step_environment(self._environ, image_env)
+        env.update(trust.env)
+        binds = list(trust.binds)
+        if trust.apt_config is not None:
+            from coop_build.tlstrust import APT_CONFIG_PATH
+
+            # Outside fs/: the file is bound into the step, never part of its layer.
+            apt_conf = scratch.path / "apt-tls.conf"
+            apt_conf.write_text(trust.apt_config)
+            apt_conf.chmod(0o644)
+            binds.append((str(apt_conf), APT_CONFIG_PATH))
+            env["APT_CONFIG"] = APT_CONFIG_PATH
+        spec = RootfsSpec(lowers=lowers, upper=scratch.fs, work=scratch.work,
+                          host_dirs=plan.host, binds=tuple(binds))
+        output = _StepLog(log, index, progress)
         code = run_in_rootfs(spec, command, env=env, idmap=self.idmap, output=output)
         log.flush()
         if code != 0:

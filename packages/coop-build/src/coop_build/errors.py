@@ -83,6 +83,11 @@ class ToolError(CoopBuildError, code="TOOL_FAILED"):
     stderr: str = ""
 
 
+class InheritedPathError(CoopBuildError, code="INHERITED_PATH"):
+    """A TLS trust variable of the invoking environment names a path no build step may
+    have bound (relative, unusable, or the kernel's or coop's own)."""
+
+
 class NamespaceError(CoopBuildError, code="NAMESPACE_FAILED"):
     """Creating or entering the build namespaces failed."""
 

@@ -44,6 +44,9 @@ class RootfsSpec:
     upper: Path  # where this step's writes land
     work: Path  # overlay workdir, same filesystem as upper
     host_dirs: bool = False  # image = "host": bind /usr /bin /lib* /etc read-only
+    # more read-only binds: (host path, absolute path inside); missing mount points are
+    # made in ``upper`` and removed after the step, so no layer keeps them
+    binds: tuple[tuple[str, str], ...] = ()
 
 
 def run_in_rootfs(
@@ -65,12 +68,16 @@ def run_in_rootfs(
     """
     for path in (*spec.lowers, spec.upper, spec.work):
         _check_layer_path(path)
+    for source, target in spec.binds:
+        if not (source.startswith("/") and target.startswith("/")):
+            raise NamespaceError(f"bind {source} -> {target}: both paths must be absolute")
     request = {
         "mode": "rootfs",
         "lowers": [str(p.resolve()) for p in spec.lowers],
         "upper": str(spec.upper.resolve()),
         "work": str(spec.work.resolve()),
         "host_dirs": spec.host_dirs,
+        "binds": [list(pair) for pair in spec.binds],
         "command": command,
         "env": dict(env),
         "cwd": cwd,
