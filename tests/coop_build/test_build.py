@@ -523,7 +523,10 @@ def test_trust_variables_reach_steps_with_their_files_outside_every_key(
     npmrc.write_text(f"cafile = {corp / 'npm.pem'}\n")
     ws = tmp_path / "ws"
     show = ('cat "$SSL_CERT_FILE" "$npm_config_cafile" "$APT_CONFIG"; ls "$SSL_CERT_DIR"; '
-            'echo "pip=$PIP_CERT"; echo x 2>/dev/null > "$SSL_CERT_FILE" || echo read-only')
+            'echo "pip=$PIP_CERT"; echo x 2>/dev/null > "$SSL_CERT_FILE" || echo read-only; '
+            # The image's own path of the same name stays the image's (update-ca-certificates
+            # rewrites /etc/ssl/certs, which the host's SSL_CERT_DIR so often names).
+            f'mkdir -p {corp}/certs && echo own > {corp}/certs/a.pem && echo writable')
     write_coopfile(ws, coopfile_text(test_images.busybox, [show, "echo built > /marker"]))
     trust = {"SSL_CERT_FILE": str(corp / "ca.pem"), "SSL_CERT_DIR": str(corp / "certs"),
              "PIP_CERT": str(corp / "ca.pem"), "CURL_CA_BUNDLE": str(corp / "gone.pem")}
@@ -533,12 +536,13 @@ def test_trust_variables_reach_steps_with_their_files_outside_every_key(
     assert rec.output() == [
         "corp CA", "npm CA",
         "// coop: build steps trust SSL_CERT_FILE for https, as the invoking user does",
-        f'Acquire::https::CaInfo "{corp / "ca.pem"}";',
-        "a.pem", f"pip={corp / 'ca.pem'}", "read-only",
+        'Acquire::https::CaInfo "/run/coop-build/trust/1/ca.pem";',
+        "a.pem", "pip=/run/coop-build/trust/1/ca.pem", "read-only", "writable",
     ]
     assert [r.getMessage() for r in caplog.records] == [
         f"CURL_CA_BUNDLE={corp / 'gone.pem'} does not exist: build steps do not get it"]
     assert (corp / "ca.pem").read_text() == "corp CA\n"
+    assert (corp / "certs" / "a.pem").read_text() == "cert a\n"
     # The mount points (/run/coop-build for apt's file) went with the step.
     assert not layer_file(paths, first, 1, "run").exists()
     assert layer_file(paths, first, 2, "marker").read_text() == "built\n"

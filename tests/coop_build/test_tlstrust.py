@@ -114,7 +114,7 @@ class FakeHost:
         return None
 
 
-def test_plan_binds_each_named_path_at_its_own_place() -> None:
+def test_plan_binds_each_real_path_once_at_a_place_of_coops() -> None:
     host = FakeHost(
         files={"/etc/ssl/cert.pem": "/etc/ssl/certs/ca-certificates.crt",
                "/home/me/corp.pem": "/home/me/corp.pem"},
@@ -123,22 +123,22 @@ def test_plan_binds_each_named_path_at_its_own_place() -> None:
     environ = {"SSL_CERT_FILE": "/etc/ssl/cert.pem", "SSL_CERT_DIR": "/opt/certs:/etc/ssl/certs",
                "NODE_EXTRA_CA_CERTS": "/home/me/corp.pem", "PIP_CERT": "/home/me//corp.pem"}
     trust = plan_trust(trust_requests(environ), host)
+    # Never at the host's own path: the image's /etc/ssl/certs stays the image's (a step
+    # that installs ca-certificates rewrites it). Each real file or directory once.
     assert dict(trust.env) == {
-        "SSL_CERT_FILE": "/etc/ssl/cert.pem",
-        "SSL_CERT_DIR": "/opt/certs:/etc/ssl/certs",
-        "NODE_EXTRA_CA_CERTS": "/home/me/corp.pem",
-        "PIP_CERT": "/home/me/corp.pem",
+        "SSL_CERT_FILE": "/run/coop-build/trust/1/ca-certificates.crt",
+        "NODE_EXTRA_CA_CERTS": "/run/coop-build/trust/2/corp.pem",
+        "PIP_CERT": "/run/coop-build/trust/2/corp.pem",
+        "SSL_CERT_DIR": "/run/coop-build/trust/3/certs:/run/coop-build/trust/4/certs",
     }
-    # The real file is bound where the variable points (a symlink's target is not the
-    # image's business); each place once; parents before what lies below them.
     assert trust.binds == (
-        ("/srv/certs", "/opt/certs"),
-        ("/etc/ssl/certs/ca-certificates.crt", "/etc/ssl/cert.pem"),
-        ("/etc/ssl/certs", "/etc/ssl/certs"),
-        ("/home/me/corp.pem", "/home/me/corp.pem"),
+        ("/etc/ssl/certs/ca-certificates.crt", "/run/coop-build/trust/1/ca-certificates.crt"),
+        ("/home/me/corp.pem", "/run/coop-build/trust/2/corp.pem"),
+        ("/srv/certs", "/run/coop-build/trust/3/certs"),
+        ("/etc/ssl/certs", "/run/coop-build/trust/4/certs"),
     )
     assert trust.warnings == ()
-    assert trust.apt_config == apt_config("/etc/ssl/cert.pem")
+    assert trust.apt_config == apt_config("/run/coop-build/trust/1/ca-certificates.crt")
 
 
 def test_missing_paths_are_warned_about_and_left_out() -> None:
@@ -147,8 +147,10 @@ def test_missing_paths_are_warned_about_and_left_out() -> None:
                "SSL_CERT_DIR": "/certs:/gone-dir", "GIT_SSL_CAINFO": "/certs",
                "CURL_CA_BUNDLE": "/gone-too.pem"}
     trust = plan_trust(trust_requests(environ), host)
-    assert dict(trust.env) == {"PIP_CERT": "/ok.pem", "SSL_CERT_DIR": "/certs"}
-    assert trust.binds == (("/certs", "/certs"), ("/ok.pem", "/ok.pem"))
+    assert dict(trust.env) == {"PIP_CERT": "/run/coop-build/trust/1/ok.pem",
+                               "SSL_CERT_DIR": "/run/coop-build/trust/2/certs"}
+    assert trust.binds == (("/ok.pem", "/run/coop-build/trust/1/ok.pem"),
+                           ("/certs", "/run/coop-build/trust/2/certs"))
     assert trust.warnings == (
         "SSL_CERT_FILE=/gone.pem does not exist: build steps do not get it",
         "CURL_CA_BUNDLE=/gone-too.pem does not exist: build steps do not get it",
@@ -225,9 +227,9 @@ def test_inherit_trust_reads_the_users_npmrc_and_the_real_paths(
                "CURL_CA_BUNDLE": str(home / "missing.pem")}
     with caplog.at_level(logging.WARNING, logger="coop_build.tlstrust"):
         trust = inherit_trust(environ, coop_home=tmp_path / "coop")
-    assert dict(trust.env) == {"SSL_CERT_FILE": str(home / "bundle.pem"),
-                               "npm_config_cafile": str(ca)}
-    assert trust.binds == ((str(ca), str(home / "bundle.pem")), (str(ca), str(ca)))
+    assert dict(trust.env) == {"SSL_CERT_FILE": "/run/coop-build/trust/1/corp.pem",
+                               "npm_config_cafile": "/run/coop-build/trust/1/corp.pem"}
+    assert trust.binds == ((str(ca), "/run/coop-build/trust/1/corp.pem"),)
     assert [r.getMessage() for r in caplog.records] == [
         f"CURL_CA_BUNDLE={home / 'missing.pem'} does not exist: build steps do not get it"]
 
@@ -235,7 +237,8 @@ def test_inherit_trust_reads_the_users_npmrc_and_the_real_paths(
     other = tmp_path / "npmrc"
     other.write_text(f"cafile = {ca}\n")
     trust = inherit_trust({"HOME": str(home), "NPM_CONFIG_USERCONFIG": str(other)})
-    assert dict(trust.env) == {"npm_config_cafile": str(ca)}
+    assert dict(trust.env) == {"npm_config_cafile": "/run/coop-build/trust/1/corp.pem"}
+    assert trust.binds == ((str(ca), "/run/coop-build/trust/1/corp.pem"),)
     trust = inherit_trust({"HOME": str(home), "NPM_CONFIG_USERCONFIG": str(tmp_path / "none")})
     assert dict(trust.env) == {}
 

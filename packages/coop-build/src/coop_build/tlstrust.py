@@ -3,9 +3,12 @@
 Behind a proxy that re-signs TLS (most company networks) https works only for programs
 that trust the proxy's CA, and the user's environment says where that CA is:
 ``SSL_CERT_FILE`` and its relatives, or npm's ``cafile``. A build step gets those
-variables, and every file or directory they name is bound read-only into the step at the
-same path (the image may not have it). None of it is part of a step's key or of the
-build fingerprint: the same Coopfile builds the same layers on any network.
+variables, and every file or directory they name is bound read-only into the step, under
+``/run/coop-build/trust/`` (the image may not have the path, and where it has, its own
+trust store must stay its own: a step installing ``ca-certificates`` rewrites
+``/etc/ssl/certs``, which the host's variables very often name); the variables the step
+gets name those places. None of it is part of a step's key or of the build fingerprint:
+the same Coopfile builds the same layers on any network.
 
 apt reads none of these variables, so when ``SSL_CERT_FILE`` reaches a step the step
 also gets ``APT_CONFIG``: an apt configuration file (``Acquire::https::CaInfo``) that
@@ -46,6 +49,8 @@ NPM_CAFILE_VAR = "npm_config_cafile"
 TLS_VARS = (*TLS_FILE_VARS, TLS_DIR_VAR, NPM_CAFILE_VAR)
 APT_CONFIG_PATH = "/run/coop-build/apt-tls.conf"
 """Where a step finds the apt configuration that trusts ``SSL_CERT_FILE``."""
+TRUST_DIR = "/run/coop-build/trust"
+"""Where a step finds the files and directories the trust variables name: ``N/NAME``."""
 
 # Never bound into a step, at or below: the kernel's interfaces. The host's root and its
 # whole /etc or /boot are refused too, only what is below them is not (/etc/ssl/...).
@@ -70,7 +75,7 @@ class InheritedTrust:
     """What build steps get: variables, read-only binds and the apt configuration."""
 
     env: Mapping[str, str]
-    binds: tuple[tuple[str, str], ...]  # (real path on the host, path inside), parents first
+    binds: tuple[tuple[str, str], ...]  # (real path on the host, path inside), once each
     warnings: tuple[str, ...] = ()  # one line each: named paths that were left out
     apt_config: str | None = None  # APT_CONFIG's contents, when SSL_CERT_FILE is passed
 
@@ -214,7 +219,7 @@ def plan_trust(
     warning (the variable too, unless another of its directories remains).
     """
     env: dict[str, str] = {}
-    binds: dict[str, str] = {}  # inside -> real
+    places: dict[str, str] = {}  # real path on the host -> its place inside
     warnings: list[str] = []
     for req in requests:
         kept: list[str] = []
@@ -232,14 +237,15 @@ def plan_trust(
                 kind = "a directory" if is_dir else "not a directory"
                 warnings.append(f"{req.origin}={path} is {kind}: build steps do not get it")
                 continue
-            kept.append(named)
-            binds.setdefault(named, real)
+            if real not in places:
+                places[real] = f"{TRUST_DIR}/{len(places) + 1}/{posixpath.basename(real)}"
+            kept.append(places[real])
         if kept:
             env[req.variable] = ":".join(kept)
     cert_file = env.get("SSL_CERT_FILE")
     apt = apt_config(cert_file) if cert_file is not None else None
-    ordered = tuple((binds[inside], inside) for inside in sorted(binds, key=_depth))
-    return InheritedTrust(env=env, binds=ordered, warnings=tuple(warnings), apt_config=apt)
+    binds = tuple(places.items())
+    return InheritedTrust(env=env, binds=binds, warnings=tuple(warnings), apt_config=apt)
 
 
 def _checked(req: TrustRequest, path: str, coop_home: str | None) -> str:
@@ -255,10 +261,6 @@ def _checked(req: TrustRequest, path: str, coop_home: str | None) -> str:
     if reason is not None:
         raise InheritedPathError(f"{req.origin}={path}: {reason}")
     return named
-
-
-def _depth(path: str) -> tuple[int, str]:
-    return path.count("/"), path
 
 
 def apt_config(cainfo: str) -> str:
