@@ -101,6 +101,8 @@ CONTRACT: dict[type[schema.WireMessage], dict[str, str]] = {
                              "attempt": INT},
     protocol.Detached: {"event": "'detached'"},
     protocol.Lagged: {"event": "'lagged'", "pty": INT, "bytes": INT},
+    protocol.Blocked: {"event": "'blocked'", "pty": INT, "sequence": STR, "reason": STR,
+                       "count": INT},
     protocol.StreamError: {"event": "'error'", "error": STR, "message": STR},
     # the launch wire: daemon -> zygote -> supervisor, and the start-up reply
     launch.LaunchSandbox: {"name": STR, "layers": "a list of strings", "session_dir": STR,
@@ -141,7 +143,7 @@ def test_every_wire_table_dispatches_its_declarations() -> None:
                                                  "kill", "adopt", "detach_clients"}
     assert set(protocol.CLIENT_CONTROLS) == {"resize", "detach"}
     assert set(protocol.EVENTS) == {"pty_exited", "pty_restarting", "detached", "lagged",
-                                    "error"}
+                                    "blocked", "error"}
 
 
 def test_encoded_values() -> None:
@@ -161,6 +163,8 @@ def test_encoded_values() -> None:
     assert schema.encode(protocol.PtyExited(0, 3)) == {"event": "pty_exited", "pty": 0,
                                                         "code": 3, "signal": None}
     assert schema.encode(protocol.Lagged(1, 9)) == {"event": "lagged", "pty": 1, "bytes": 9}
+    assert schema.encode(protocol.Blocked(0, "exit", "blocked", 2)) == {
+        "event": "blocked", "pty": 0, "sequence": "exit", "reason": "blocked", "count": 2}
     # a request leaves out what it does not set; the receiver's defaults apply
     assert schema.encode(protocol.SupervisorAttach(cols=80)) == {
         "cmd": "attach", "pty": 0, "cols": 80, "kind": "local"}

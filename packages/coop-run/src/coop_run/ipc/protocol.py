@@ -394,6 +394,19 @@ class Lagged(Event):
     bytes: int
 
 
+class Blocked(Event):
+    """Input from a web or tunnel client was kept from the PTY (SPEC 7.3, built from an
+    ``inputfilter.Blocked``): ``sequence`` names what (``exit``, ``ctrl-d``, ``ctrl-c``,
+    ``block_sequences[2]``), never its bytes; ``reason`` is ``blocked`` or ``debounced``;
+    ``count`` how many times in the input one filter call saw."""
+
+    TAG = "blocked"
+    pty: int
+    sequence: str
+    reason: str
+    count: int
+
+
 class StreamError(Event):
     """A client's broken stream frame: sent before the client is hung up on."""
 
@@ -403,7 +416,7 @@ class StreamError(Event):
 
 
 EVENTS: Final[Mapping[str, type[Event]]] = table(
-    PtyExited, PtyRestarting, Detached, Lagged, StreamError)
+    PtyExited, PtyRestarting, Detached, Lagged, Blocked, StreamError)
 
 R = TypeVar("R", bound=Request)
 RP = TypeVar("RP", bound=Reply)
