@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import select
 import socket
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import net_topology as topo
@@ -23,51 +20,11 @@ from net_fakesandbox import FakeSandbox
 from coop_build.paths import CoopPaths
 from coop_run.sandbox.network.modes import network_for
 from support.bench import CoopEnv
+from support.loopback import echo_service
 
 pytestmark = pytest.mark.usefixtures("topology")
-TIMEOUT = 5.0
 FLAVOURS = [pytest.param(False, marks=pytest.mark.rootonly, id="root"),
             pytest.param(True, id="rootless")]
-
-
-@contextlib.contextmanager
-def proxy_service() -> Iterator[int]:
-    """A TCP service on the host's 127.0.0.1 answering ``proxy:`` and all it read, on
-    each connection (a thread each), for the block; then stopped, joined, closed."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(16)
-    stop = threading.Event()
-    workers: list[threading.Thread] = []
-
-    def answer(conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(TIMEOUT)
-            data = b""
-            with contextlib.suppress(OSError):
-                while chunk := conn.recv(4096):
-                    data += chunk
-                conn.sendall(b"proxy:" + data)
-
-    def serve() -> None:
-        while not stop.is_set():
-            if select.select([srv], [], [], 0.1)[0]:
-                conn, _ = srv.accept()
-                worker = threading.Thread(target=answer, args=(conn,), daemon=True)
-                workers.append(worker)
-                worker.start()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield int(srv.getsockname()[1])
-    finally:
-        stop.set()
-        thread.join(TIMEOUT)
-        for worker in workers:
-            worker.join(TIMEOUT)
-        srv.close()
-    assert not thread.is_alive() and not any(w.is_alive() for w in workers)
 
 
 def _connects(addr: str, port: int) -> bool:
@@ -82,7 +39,7 @@ def test_veth_opens_exactly_the_inherited_proxies(sandbox: FakeSandbox, coop_env
                                                   rootless: bool) -> None:
     # The host reaches all of these: only the filter stands between them and the session.
     assert _connects(topo.LAN_ADDR, 53) and _connects(topo.LINKLOCAL_ADDR, 80)
-    with proxy_service() as port:
+    with echo_service() as port:
         mode = network_for("veth", session="px", paths=CoopPaths(coop_env.coop_home),
                            resolv_path=resolv, rootless=rootless,
                            proxies=[("127.0.0.1", port), (topo.LAN_ADDR, 80)])
@@ -115,7 +72,7 @@ def test_veth_without_inherited_proxies_opens_nothing(sandbox: FakeSandbox,
                                                       coop_env: CoopEnv, resolv: Path,
                                                       rootless: bool) -> None:
     """The same proxies, not inherited: unreachable (as test_net_modes shows for any)."""
-    with proxy_service() as port:
+    with echo_service() as port:
         mode = network_for("veth", session="py", paths=CoopPaths(coop_env.coop_home),
                            resolv_path=resolv, rootless=rootless)
         try:
