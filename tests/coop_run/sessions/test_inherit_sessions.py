@@ -204,3 +204,26 @@ def test_a_trust_directory_holding_coop_home_shows_it_empty(coop: Coop) -> None:
     assert {coop.coop_home.name, coop.home.name} <= set(lines[1:-1])
     assert lines[-1] == "0"
     assert list(coop.coop_home.iterdir())  # it is not empty on the host
+
+
+def test_a_trust_path_no_session_may_have_is_one_line(coop: Coop) -> None:
+    """As for build steps: a variable naming the kernel's files stops the start, one
+    line, exit 1; nothing is started."""
+    workspace = _workspace(coop, 'mode = "none"')
+    proc = subprocess.run([str(COOP), "-d"], cwd=workspace,
+                          env={**coop.env, "SSL_CERT_FILE": "/proc/self/environ"},
+                          capture_output=True, text=True, timeout=TIMEOUT,
+                          stdin=subprocess.DEVNULL, check=False)
+    assert (proc.returncode, proc.stdout) == (0, "session proj created\n"), proc  # none: no tls
+    assert coop("kill", cwd=workspace).returncode == 0
+    (workspace / "coop.toml").write_text(
+        (workspace / "coop.toml").read_text().replace('mode = "none"', 'mode = "host"'))
+    assert coop("trust", cwd=workspace).returncode == 0
+    proc = subprocess.run([str(COOP), "-d"], cwd=workspace,
+                          env={**coop.env, "SSL_CERT_FILE": "/proc/self/environ"},
+                          capture_output=True, text=True, timeout=TIMEOUT,
+                          stdin=subprocess.DEVNULL, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr == ("error: SSL_CERT_FILE=/proc/self/environ: /proc is the kernel's "
+                           "and is never bound into a session\n")
+    assert coop("ls", cwd=workspace).stdout.count("proj") == 0
