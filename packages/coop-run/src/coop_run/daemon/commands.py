@@ -232,11 +232,11 @@ class SessionCommands:
         if "tls" in names:
             try:
                 trust = inheritance.session_trust(client_env, home=self.environ.get("HOME"),
-                                              coop_home=self.paths.home)
+                                                  coop_home=self.paths.home)
             except CoopBuildError as exc:
                 raise CoopError(exc.message, code=exc.code) from exc
         return inheritance.plan_inheritance(names, coopfile.network.mode, client_env, trust,
-                                        environ=self.environ)
+                                            environ=self.environ)
 
     def _check_trust(self, loaded: LoadedCoopfile, workspace: Path,
                      overrides: Mapping[str, Any] | None) -> None:

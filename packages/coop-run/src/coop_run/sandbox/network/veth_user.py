@@ -6,8 +6,8 @@ sandbox's own network namespace by an nft table installed before anything runs t
 the agent runs without CAP_NET_ADMIN (and CAP_NET_RAW: a packet socket on the tap would
 bypass the output hook), so it cannot lift it.
 
-pasta is started with no port forwarding in either direction (no ``-t/-u`` into the
-sandbox, no ``-T/-U`` from the sandbox to the host's loopback) and ``--no-map-gw`` (the
+pasta is started with no port forwarding into the sandbox (no ``-t/-u``), only the
+ports below from the sandbox to the host's loopback (``-T/-U``), and ``--no-map-gw`` (the
 gateway address is not the host's loopback). DNS: the sandbox asks its own 127.0.0.1:53;
 pasta maps that port (UDP and TCP, nothing else) to our forwarder (dns.py) on an ephemeral
 port of the host's 127.0.0.1, which relays to the host's resolvers. An inherited proxy on
