@@ -116,6 +116,24 @@ def test_bad_network_mode() -> None:
     assert error_of(network={"mode": "bridge"})[:2] == (("network", "mode"), "literal_error")
 
 
+def test_network_inherit_defaults_by_mode_and_as_written() -> None:
+    """Unset: proxies and TLS trust for veth and host, nothing for none; a list replaces
+    the default (an empty one inherits nothing), in a fixed order, once each."""
+    assert make().network.inherited == ("proxy", "tls")
+    assert make(network={"mode": "host"}).network.inherited == ("proxy", "tls")
+    assert make(network={"mode": "none"}).network.inherited == ()
+    assert make(network={"inherit": []}).network.inherited == ()
+    assert make(network={"inherit": ["tls", "proxy", "tls"]}).network.inherited == \
+        ("proxy", "tls")
+    assert make(network={"mode": "none", "inherit": ["tls"]}).network.inherited == ("tls",)
+
+
+def test_bad_network_inherit() -> None:
+    assert error_of(network={"inherit": ["proxy", "dns"]})[:2] == \
+        (("network", "inherit", 1), "literal_error")
+    assert error_of(network={"inherit": "proxy"})[:2] == (("network", "inherit"), "list_type")
+
+
 def test_base_image_host_and_references() -> None:
     host = make(base={"image": "host"})
     assert host.base.is_host

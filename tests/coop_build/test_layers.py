@@ -145,6 +145,14 @@ GOLDEN_ERRORS: list[tuple[str, str]] = [
         './coop.toml: [network].mode: must be one of "none", "host", "veth", got "bridge"',
     ),
     (
+        AGENT + '[network]\ninherit = ["proxy", "certs"]\n',
+        './coop.toml: [network].inherit[1]: must be one of "proxy", "tls", got "certs"',
+    ),
+    (
+        AGENT + '[network]\ninherit = "proxy"\n',
+        './coop.toml: [network].inherit: must be a list of strings, got "proxy"',
+    ),
+    (
         AGENT + '[base]\nimage = "Alpine:3"\n',
         './coop.toml: [base].image: invalid image reference "Alpine:3": repository name must be lowercase',  # noqa: E501
     ),

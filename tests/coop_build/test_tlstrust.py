@@ -12,6 +12,8 @@ import pytest
 
 from coop_build.errors import InheritedPathError
 from coop_build.tlstrust import (
+    SESSION_TRUST_DIR,
+    SESSIONS,
     TLS_FILE_VARS,
     TLS_VARS,
     TrustRequest,
@@ -22,6 +24,7 @@ from coop_build.tlstrust import (
     plan_trust,
     refusal,
     trust_requests,
+    trust_variables,
 )
 
 HOME = "/home/me"
@@ -158,6 +161,41 @@ def test_missing_paths_are_warned_about_and_left_out() -> None:
         "SSL_CERT_DIR=/gone-dir does not exist: build steps do not get it",
     )
     assert trust.apt_config is None  # apt gets nothing without SSL_CERT_FILE
+
+
+def test_a_session_gets_the_same_plan_at_its_own_place() -> None:
+    """Sessions ([network] inherit) reuse the plan: binds under /run/coop/trust/N/, the
+    variables naming them, directories said apart, messages naming sessions."""
+    host = FakeHost(files={"/home/me/corp.pem": "/home/me/corp.pem"},
+                    dirs={"/opt/certs": "/srv/certs"})
+    environ = {"SSL_CERT_FILE": "/home/me/corp.pem", "SSL_CERT_DIR": "/opt/certs:/gone",
+               "PIP_CERT": "/home/me/corp.pem"}
+    trust = plan_trust(trust_requests(environ), host, inside=SESSION_TRUST_DIR,
+                       audience=SESSIONS)
+    assert dict(trust.env) == {"SSL_CERT_FILE": "/run/coop/trust/1/corp.pem",
+                               "PIP_CERT": "/run/coop/trust/1/corp.pem",
+                               "SSL_CERT_DIR": "/run/coop/trust/2/certs"}
+    assert trust.binds == (("/home/me/corp.pem", "/run/coop/trust/1/corp.pem"),
+                           ("/srv/certs", "/run/coop/trust/2/certs"))
+    assert trust.directories == frozenset({"/srv/certs"})
+    assert trust.warnings == ("SSL_CERT_DIR=/gone does not exist: sessions do not get it",)
+    with pytest.raises(InheritedPathError, match=re.escape(
+            "SSL_CERT_FILE=/proc/x: /proc is the kernel's and is never bound into a session")):
+        plan_trust(trust_requests({"SSL_CERT_FILE": "/proc/x"}), host, audience=SESSIONS)
+
+
+def test_trust_variables_are_what_the_plan_reads() -> None:
+    """What a client sends for its session's trust: the trust variables and npm's
+    cafile and userconfig in any spelling, nothing else (HOME, secrets, proxies)."""
+    environ = {name: f"/t/{name}" for name in TLS_FILE_VARS}
+    environ |= {"SSL_CERT_DIR": "/d", "NPM_CONFIG_CAFILE": "/n.pem",
+                "npm_config_userconfig": "/rc", "HOME": HOME, "TOKEN": "s3cret",
+                "https_proxy": "http://u:p@proxy:1", "PIP_CERT": ""}
+    sent = trust_variables(environ)
+    assert set(sent) == {*TLS_FILE_VARS, "SSL_CERT_DIR", "NPM_CONFIG_CAFILE",
+                         "npm_config_userconfig"} - {"PIP_CERT"}
+    assert trust_requests(sent) == trust_requests({k: v for k, v in environ.items()
+                                                   if k != "HOME"})
 
 
 def test_nothing_set_means_nothing_inherited() -> None:

@@ -88,6 +88,35 @@ def test_host_network_asks_unless_the_users_own_layers_give_it(tree: Path) -> No
     assert asks(tree, host, below={"network": {"mode": "none"}}) != []
 
 
+def test_inherit_asks_only_beyond_what_the_users_own_layers_give(tree: Path) -> None:
+    """The mode's default (proxy and tls for veth and host, nothing for none) is no
+    widening; a workspace that names more than the default, or than the user's own
+    list, asks for each item (the proxy variables may carry a password)."""
+    both = {"network": {"inherit": ["proxy", "tls"]}}
+    assert asks(tree, both) == []                                   # veth's default
+    assert asks(tree, {"network": {"inherit": []}}) == []            # narrowing
+    assert asks(tree, {"network": {"mode": "none", "inherit": ["proxy", "tls", "proxy"]}}) == [
+        Ask("inherit", "[network].inherit", "proxy", "proxy"),
+        Ask("inherit", "[network].inherit", "tls", "tls")]
+    # a user who turned it off: the workspace turning it back on asks
+    off = {"network": {"inherit": []}}
+    assert asks(tree, both, below=off) == [
+        Ask("inherit", "[network].inherit", "proxy", "proxy"),
+        Ask("inherit", "[network].inherit", "tls", "tls")]
+    assert asks(tree, both, below={"network": {"inherit": ["tls"]}}) == [
+        Ask("inherit", "[network].inherit", "proxy", "proxy")]
+    assert asks(tree, both, above=off) == []          # a flag's list wins
+    assert asks(tree, {}, below=both) == []           # the user's own choice
+    # the user's none mode: a workspace that only names the list asks
+    assert [a.target for a in asks(tree, {"network": {"inherit": ["proxy"]}},
+                                   below={"network": {"mode": "none"}})] == ["proxy"]
+    [proxy] = asks(tree, {"network": {"mode": "none", "inherit": ["proxy"]}})
+    assert proxy.grant == "inherit proxy"
+    assert proxy.line == ('[network].inherit = "proxy": passes your proxy variables (with '
+                          "any user:password in them) into the session")
+    assert proxy.short == "your proxy settings"
+
+
 def test_every_variable_from_the_environment_is_asked_by_name(tree: Path) -> None:
     env = {"env": {"TOKEN": "$AWS_SECRET_ACCESS_KEY", "B": "${HOME}", "PLAIN": "literal",
                    "NOT": "$AWS/suffix"}}

@@ -89,7 +89,8 @@ CONTRACT: dict[type[schema.WireMessage], dict[str, str]] = {
     protocol.AttachReply: {"ok": "true", "pty": INT, "offset": INT, "cols": INT, "rows": INT,
                            "session": STR},
     protocol.InfoReply: {"ok": "true", "session": "an object (SessionEntry)",
-                         "ptys": "a list of PtyDetail objects"},
+                         "ptys": "a list of PtyDetail objects",
+                         "inherited": "a list of strings or null ?"},
     protocol.PtyReply: {"ok": "true", "pty": INT},
     protocol.DetachedReply: {"ok": "true", "detached": INT},
     # stream mode: a client's controls, the server's events
@@ -109,14 +110,18 @@ CONTRACT: dict[type[schema.WireMessage], dict[str, str]] = {
                            "workspace": STR, "workspace_inside": STR, "host_image": BOOL,
                            "persist": "a list of strings", "home": STR,
                            "env": "an object of strings", "user_home": "a string or null",
-                           "created": "an integer or null", "hide": "a list of strings"},
+                           "created": "an integer or null", "hide": "a list of strings",
+                           "readonly_binds": "a list of LaunchBind objects",
+                           "proxies": "a list of LaunchEndpoint objects"},
+    launch.LaunchBind: {"source": STR, "target": STR, "directory": BOOL},
+    launch.LaunchEndpoint: {"address": STR, "port": INT},
     launch.LaunchRequest: {"sandbox": "an object (LaunchSandbox)", "network": STR,
                            "coop_home": STR, "agent": "a list of strings",
                            "agent_env": "an object of strings", "shell": "a list of strings",
                            "auto_restart": BOOL, "restart_delay_ms": INT,
                            "restart_max_delay_ms": INT, "cols": INT, "rows": INT, "scrollback": INT,
                            "max_backlog": INT, "stop_grace": "a number",
-                           "log_file": "a string or null"},
+                           "log_file": "a string or null", "inherited": "a list of strings"},
     launch.StartedReply: {"pid": INT},
     launch.FailedReply: {"error": STR},
 }
@@ -307,9 +312,13 @@ def _config() -> SupervisorConfig:
     box = SandboxConfig(name="s", layers=(Path("/l/1"), Path("/l/2")), persist=(".cache",),
                         session_dir=Path("/h/sessions/s"), workspace=Path("/w"),
                         env={"A": "b"}, user_home=None, created=5,
-                        hide=(Path("/h"),))
+                        hide=(Path("/h"),),
+                        readonly_binds=(("/c/ca.pem", "/run/coop/trust/1/ca.pem", False),
+                                        ("/c/certs", "/run/coop/trust/2/certs", True)),
+                        proxies=(("127.0.0.1", 3128), ("10.1.2.3", 8080)))
     return SupervisorConfig(sandbox=box, agent=("claude", "--x"), agent_env={"K": "v"},
-                            stop_grace=2.0, log_file=Path("/h/logs/s.log"))
+                            stop_grace=2.0, log_file=Path("/h/logs/s.log"),
+                            inherited=("http_proxy=http://***@127.0.0.1:3128", "no_proxy"))
 
 
 def test_a_launch_round_trips() -> None:

@@ -67,6 +67,23 @@ def test_host_image_binds_host_dirs_before_the_workspace_and_etc_files() -> None
     assert max(hosts) < workspace < etc
 
 
+def test_inherited_files_are_bound_read_only_after_persist_before_hidden() -> None:
+    """[network] inherit's TLS trust: files and directories, read-only, where coop
+    says (never the host's path); before the covers of COOP_HOME and /etc's files."""
+    ops = plan_mounts(MountSpec(
+        root="/r", lowers=("/l",), upper="/u", work="/w", workspace="/ws",
+        persist=(("/p", "/root/.p"),), hidden=("/run/coop/trust/2/certs/coop",),
+        readonly_binds=(("/c/ca.pem", "/run/coop/trust/1/ca.pem", "file"),
+                        ("/c/certs", "/run/coop/trust/2/certs", "dir")),
+        etc_files=(("/e/hosts", "/etc/hosts"),)))
+    ca = ops.index(Bind("/c/ca.pem", "/run/coop/trust/1/ca.pem", kind="file", readonly=True))
+    certs = ops.index(Bind("/c/certs", "/run/coop/trust/2/certs", kind="dir", readonly=True))
+    hidden = next(i for i, op in enumerate(ops) if isinstance(op, FreshMount)
+                  and op.target == "/run/coop/trust/2/certs/coop")
+    assert ops.index(Bind("/p", "/root/.p")) < ca < certs < hidden < ops.index(
+        Bind("/e/hosts", "/etc/hosts", kind="file", readonly=True))
+
+
 @pytest.mark.parametrize("bad", ["/a,b", "/a:b", "/a\\b"])
 def test_plan_refuses_paths_unusable_in_overlay_options(bad: str) -> None:
     with pytest.raises(ValueError, match="overlay"):

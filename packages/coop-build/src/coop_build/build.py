@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from coop_build.errors import BuildInterruptedError, RegistryError, StepFailedError, StoreError
+from coop_build.inherit import MIRROR_VARS, PROXY_VARS
 from coop_build.manifest import config_env, host_platform
 from coop_build.paths import CoopPaths
 from coop_build.progress import (
@@ -43,18 +44,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-PASSTHROUGH_VARS = (
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "PIP_INDEX_URL",
-    "PIP_EXTRA_INDEX_URL",
-    "PIP_TRUSTED_HOST",
-    "npm_config_registry",
-)
+PASSTHROUGH_VARS = (*PROXY_VARS, *MIRROR_VARS)
 """Copied from the invoking environment into build steps: proxies and package mirrors.
 The TLS trust variables follow with the files they name (``tlstrust``); none of these
 is part of a step's key."""

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from coop_build.errors import InvalidReferenceError
+from coop_build.inherit import DEFAULT_INHERIT, INHERIT_NAMES
 from coop_build.reference import HOST_IMAGE, Reference, parse_reference, parse_repository
 
 SYSTEM_MANAGERS = ("apk", "apt", "dnf", "pacman")
@@ -22,6 +23,7 @@ LANGUAGE_MANAGERS = ("pip", "npm")
 KNOWN_MANAGERS = SYSTEM_MANAGERS + LANGUAGE_MANAGERS
 
 NetworkMode = Literal["none", "host", "veth"]
+InheritName = Literal["proxy", "tls"]  # coop_build.inherit.INHERIT_NAMES
 
 _PLATFORM = re.compile(r"[a-z0-9_]+/[a-z0-9_]+(?:/[a-z0-9_.]+)?", re.ASCII)
 _HEX = frozenset("0123456789abcdefABCDEF")
@@ -165,9 +167,19 @@ class WorkspaceTable(_Table):
 
 
 class NetworkTable(_Table):
-    """``[network]``: ``veth`` (NAT, no LAN/host access), ``none`` or ``host``."""
+    """``[network]``: ``veth`` (NAT, no LAN/host access), ``none`` or ``host``; what the
+    session inherits from the invoking environment (``"proxy"``: the proxy variables,
+    ``"tls"``: the TLS trust variables with the files they name; unset: the mode's
+    ``DEFAULT_INHERIT``)."""
 
     mode: NetworkMode = "veth"
+    inherit: list[InheritName] | None = None
+
+    @property
+    def inherited(self) -> tuple[str, ...]:
+        """What the session inherits, in ``InheritName`` order, once each."""
+        chosen = DEFAULT_INHERIT[self.mode] if self.inherit is None else self.inherit
+        return tuple(name for name in INHERIT_NAMES if name in chosen)
 
 
 class SessionTable(_Table):

@@ -416,10 +416,21 @@ def _lower_bound(loc: _Loc) -> Any:
 
 def _choices(loc: _Loc, ctx: Mapping[str, Any]) -> str:
     field = _field_at(loc)
-    options = typing.get_args(field.annotation) if field is not None else ()
+    options = _literal_options(field.annotation) if field is not None else ()
     if options:
         return ", ".join(json.dumps(o) for o in options)
     return str(ctx.get("expected", "?"))
+
+
+def _literal_options(hint: Any) -> tuple[Any, ...]:
+    """The choices of the ``Literal`` in ``hint`` (also inside ``list[...] | None``)."""
+    if typing.get_origin(hint) is typing.Literal:
+        return typing.get_args(hint)
+    for arg in typing.get_args(hint):
+        found = _literal_options(arg)
+        if found:
+            return found
+    return ()
 
 
 def _describe(value: Any, *, secret: bool) -> str:

@@ -1,4 +1,5 @@
-"""The TLS trust settings build steps inherit from the invoking environment (SPEC 13).
+"""The TLS trust settings build steps and sessions inherit from the invoking environment
+(SPEC 13).
 
 Behind a proxy that re-signs TLS (most company networks) https works only for programs
 that trust the proxy's CA, and the user's environment says where that CA is:
@@ -13,6 +14,9 @@ the same Coopfile builds the same layers on any network.
 apt reads none of these variables, so when ``SSL_CERT_FILE`` reaches a step the step
 also gets ``APT_CONFIG``: an apt configuration file (``Acquire::https::CaInfo``) that
 trusts that file. apt has no option for a directory of certificates.
+
+Sessions (``[network] inherit`` naming ``"tls"``) get the same variables and binds, under
+their own place (``SESSION_TRUST_DIR``); they get no ``APT_CONFIG``.
 
 Everything here but ``inherit_trust`` is pure: which variables, which paths, npmrc
 parsing and the refusals; ``inherit_trust`` reads the npm configuration and looks at the
@@ -51,6 +55,11 @@ APT_CONFIG_PATH = "/run/coop-build/apt-tls.conf"
 """Where a step finds the apt configuration that trusts ``SSL_CERT_FILE``."""
 TRUST_DIR = "/run/coop-build/trust"
 """Where a step finds the files and directories the trust variables name: ``N/NAME``."""
+SESSION_TRUST_DIR = "/run/coop/trust"
+"""Where a session finds them."""
+BUILD_STEPS, SESSIONS = "build steps", "sessions"
+"""Who gets the trust, as messages name it."""
+_ONE = {BUILD_STEPS: "a build step", SESSIONS: "a session"}
 
 # Never bound into a step, at or below: the kernel's interfaces. The host's root and its
 # whole /etc or /boot are refused too, only what is below them is not (/etc/ssl/...).
@@ -78,6 +87,7 @@ class InheritedTrust:
     binds: tuple[tuple[str, str], ...]  # (real path on the host, path inside), once each
     warnings: tuple[str, ...] = ()  # one line each: named paths that were left out
     apt_config: str | None = None  # APT_CONFIG's contents, when SSL_CERT_FILE is passed
+    directories: frozenset[str] = frozenset()  # the real paths of ``binds`` that are dirs
 
 
 # real path (or None when the path does not exist) and whether it is a directory
@@ -169,6 +179,16 @@ def expand_home(path: str, environ: Mapping[str, str]) -> str:
 # --- which variables, which paths ------------------------------------------------------
 
 
+def trust_variables(environ: Mapping[str, str]) -> dict[str, str]:
+    """What ``trust_requests`` and ``inherit_trust`` read of ``environ`` (``HOME`` aside):
+    what a client sends for the trust of a session it starts elsewhere (the daemon)."""
+    out = {name: environ[name] for name in (*TLS_FILE_VARS, TLS_DIR_VAR) if environ.get(name)}
+    for name, value in environ.items():
+        if name.lower() in ("npm_config_cafile", "npm_config_userconfig") and value:
+            out[name] = value
+    return out
+
+
 def trust_requests(
     environ: Mapping[str, str], *, npmrc: tuple[str, str] | None = None
 ) -> list[TrustRequest]:
@@ -197,58 +217,67 @@ def trust_requests(
     return out
 
 
-def refusal(path: str, coop_home: str | None = None) -> str | None:
-    """Why ``path`` (absolute, normalised) is never bound into a build step, or None."""
+def refusal(path: str, coop_home: str | None = None, *, into: str = "a build step"
+            ) -> str | None:
+    """Why ``path`` (absolute, normalised) is never bound ``into`` a build step (or a
+    session), or None."""
     if path in _WHOLE_DIRS:
-        return f"{path} as a whole is never bound into a build step"
+        return f"{path} as a whole is never bound into {into}"
     for kernel in _KERNEL_DIRS:
         if path == kernel or path.startswith(kernel + "/"):
-            return f"{kernel} is the kernel's and is never bound into a build step"
+            return f"{kernel} is the kernel's and is never bound into {into}"
     if coop_home and (path == coop_home or path.startswith(coop_home.rstrip("/") + "/")):
-        return f"{coop_home} is coop's own directory and is never bound into a build step"
+        return f"{coop_home} is coop's own directory and is never bound into {into}"
     return None
 
 
 def plan_trust(
-    requests: Sequence[TrustRequest], lookup: Lookup, *, coop_home: str | None = None
+    requests: Sequence[TrustRequest], lookup: Lookup, *, coop_home: str | None = None,
+    inside: str = TRUST_DIR, audience: str = BUILD_STEPS,
 ) -> InheritedTrust:
-    """What build steps get for ``requests``; ``lookup`` tells what a path is on the host.
+    """What build steps (or sessions: ``audience``) get for ``requests``, bound under
+    ``inside``; ``lookup`` tells what a path is on the host.
 
     A path that is relative, unusable or refused raises InheritedPathError (one line); a
     path that does not exist, or is not the kind its variable names, is left out with a
     warning (the variable too, unless another of its directories remains).
     """
+    into = _ONE.get(audience, audience)
     env: dict[str, str] = {}
     places: dict[str, str] = {}  # real path on the host -> its place inside
+    dirs: set[str] = set()
     warnings: list[str] = []
     for req in requests:
         kept: list[str] = []
         for path in req.paths:
-            named = _checked(req, path, coop_home)
+            named = _checked(req, path, coop_home, into)
             found = lookup(named)
             if found is None:
-                warnings.append(f"{req.origin}={path} does not exist: build steps do not get it")
+                warnings.append(f"{req.origin}={path} does not exist: {audience} do not get it")
                 continue
             real, is_dir = found
-            reason = refusal(real, coop_home)
+            reason = refusal(real, coop_home, into=into)
             if reason is not None:
                 raise InheritedPathError(f"{req.origin}={path} resolves to {real}: {reason}")
             if is_dir != req.directory:
                 kind = "a directory" if is_dir else "not a directory"
-                warnings.append(f"{req.origin}={path} is {kind}: build steps do not get it")
+                warnings.append(f"{req.origin}={path} is {kind}: {audience} do not get it")
                 continue
             if real not in places:
-                places[real] = f"{TRUST_DIR}/{len(places) + 1}/{posixpath.basename(real)}"
+                places[real] = f"{inside}/{len(places) + 1}/{posixpath.basename(real)}"
+                if is_dir:
+                    dirs.add(real)
             kept.append(places[real])
         if kept:
             env[req.variable] = ":".join(kept)
     cert_file = env.get("SSL_CERT_FILE")
     apt = apt_config(cert_file) if cert_file is not None else None
     binds = tuple(places.items())
-    return InheritedTrust(env=env, binds=binds, warnings=tuple(warnings), apt_config=apt)
+    return InheritedTrust(env=env, binds=binds, warnings=tuple(warnings), apt_config=apt,
+                          directories=frozenset(dirs))
 
 
-def _checked(req: TrustRequest, path: str, coop_home: str | None) -> str:
+def _checked(req: TrustRequest, path: str, coop_home: str | None, into: str) -> str:
     if not path.startswith("/"):
         raise InheritedPathError(f"{req.origin}={path} is not an absolute path")
     if _UNUSABLE.search(path):
@@ -257,7 +286,7 @@ def _checked(req: TrustRequest, path: str, coop_home: str | None) -> str:
     named = posixpath.normpath(path)
     if named.startswith("//"):
         named = "/" + named.lstrip("/")
-    reason = refusal(named, coop_home)
+    reason = refusal(named, coop_home, into=into)
     if reason is not None:
         raise InheritedPathError(f"{req.origin}={path}: {reason}")
     return named
@@ -274,8 +303,10 @@ def apt_config(cainfo: str) -> str:
 # --- I/O -------------------------------------------------------------------------------
 
 
-def inherit_trust(environ: Mapping[str, str], *, coop_home: Path | None = None) -> InheritedTrust:
-    """The trust settings of ``environ`` for build steps, with the named paths looked at.
+def inherit_trust(environ: Mapping[str, str], *, coop_home: Path | None = None,
+                  inside: str = TRUST_DIR, audience: str = BUILD_STEPS) -> InheritedTrust:
+    """The trust settings of ``environ`` for build steps (or ``audience``, bound under
+    ``inside``), with the named paths looked at.
 
     Reads the user's npm configuration (never runs npm). Each warning is logged once
     here; a refused path raises InheritedPathError.
@@ -290,11 +321,12 @@ def inherit_trust(environ: Mapping[str, str], *, coop_home: Path | None = None) 
         except (OSError, UnicodeDecodeError) as exc:
             logger.warning("cannot read %s for npm's cafile: %s", rc_path, exc)
     home = str(coop_home.resolve()) if coop_home is not None else None
-    trust = plan_trust(trust_requests(environ, npmrc=npmrc), _lookup, coop_home=home)
+    trust = plan_trust(trust_requests(environ, npmrc=npmrc), _lookup, coop_home=home,
+                       inside=inside, audience=audience)
     for warning in trust.warnings:
         logger.warning("%s", warning)
     if trust.env:
-        logger.info("build steps inherit %s", ", ".join(sorted(trust.env)))
+        logger.info("%s inherit %s", audience, ", ".join(sorted(trust.env)))
     return trust
 
 

@@ -1,10 +1,12 @@
 """Trusting a workspace's Coopfile before it widens the sandbox (SPEC 13, "Coopfile trust").
 
 A workspace ``coop.toml`` comes with the repository the user cloned, like an ``.envrc``:
-it is input, not the user's word. Three things in it widen a session beyond coop's
+it is input, not the user's word. Four things in it widen a session beyond coop's
 defaults: a ``[workspace].mount`` that resolves (symlinks followed) outside the directory
-coop was started in, ``[network].mode = "host"``, and ``[env]`` values taken from the
-user's environment (``$NAME``). A session starts on such a file only once the user said
+coop was started in, ``[network].mode = "host"``, ``[env]`` values taken from the user's
+environment (``$NAME``), and a ``[network].inherit`` naming more than the user's own
+layers give (the mode's default, or the user's own list: the proxy variables may carry
+a password, as ``$NAME`` may). A session starts on such a file only once the user said
 yes to exactly what it asks (``coop trust``, or the prompt of a create), and only for the
 bytes they said yes to. The global layer and the CLI's overrides are the user's own: what
 they give is never asked about.
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from coop_build.envref import env_reference
+from coop_build.inherit import DEFAULT_INHERIT
 from coop_run.errors import CoopError
 from coop_run.layout import RunLayout, refused_mount
 from coop_run.statefiles import locked, read_json, write_json_atomic
@@ -42,9 +45,16 @@ _WHAT = {
     "network": "shares the host's network (its addresses, its loopback services and its "
                "abstract Unix sockets)",
     "env": "passes ${target} from your environment into the session",
+    "inherit": "{target}",
 }
 _SHORT = {"mount": "the mount of {target}", "network": "the host's network",
-          "env": "${target}"}
+          "env": "${target}", "inherit": "{target}"}
+_INHERITS = {
+    "proxy": "passes your proxy variables (with any user:password in them) into the session",
+    "tls": "passes your TLS trust variables into the session, the files they name "
+           "bound read-only",
+}
+_INHERIT_SHORT = {"proxy": "your proxy settings", "tls": "your TLS trust settings"}
 
 
 class Ask(NamedTuple):
@@ -54,10 +64,11 @@ class Ask(NamedTuple):
     without importing this module.
     """
 
-    kind: str     # "mount", "network" or "env"
+    kind: str     # "mount", "network", "env" or "inherit"
     key: str      # where the file asks it: "[workspace].mount", "[env].TOKEN"
     written: str  # the value as the file writes it: "../shared", "host", "$AWS_KEY"
-    target: str   # what it gets: the mount's real path, "host", the variable's name
+    target: str   # what it gets: the mount's real path, "host", the variable's name,
+                  # "proxy" or "tls"
 
     @property
     def grant(self) -> str:
@@ -68,12 +79,15 @@ class Ask(NamedTuple):
     @property
     def line(self) -> str:
         """The ask in full, one line, as the user is shown it (never a variable's value)."""
-        what = _WHAT.get(self.kind, "{target}").format(target=_shown(self.target))
+        target = _INHERITS.get(self.target, self.target) if self.kind == "inherit" else self.target
+        what = _WHAT.get(self.kind, "{target}").format(target=_shown(target))
         return f"{self.key} = {_quote(self.written)}: {what}"
 
     @property
     def short(self) -> str:
-        return _SHORT.get(self.kind, "{target}").format(target=_shown(self.target))
+        target = (_INHERIT_SHORT.get(self.target, self.target) if self.kind == "inherit"
+                  else self.target)
+        return _SHORT.get(self.kind, "{target}").format(target=_shown(target))
 
 
 def resolve_mount(start: Path, written: str) -> Path:
@@ -107,6 +121,15 @@ def what_it_asks(workspace: Mapping[str, Any], *, start: Path,
     if (_value(everyone, "network", "mode") == "host"
             and _value(mine, "network", "mode") != "host"):
         asks.append(Ask("network", "[network].mode", "host", "host"))
+
+    mode = _value(everyone, "network", "mode") or "veth"
+    inherit = _value(everyone, "network", "inherit")
+    own = _value(mine, "network", "inherit")
+    granted = DEFAULT_INHERIT.get(str(mode), ()) if own is None else own
+    if isinstance(inherit, list):
+        for item in dict.fromkeys(str(n) for n in inherit):
+            if item not in granted:
+                asks.append(Ask("inherit", "[network].inherit", item, item))
 
     own_names = {env_reference(v) for v in _env(mine).values()} - {None}
     for key, value in _env(everyone).items():

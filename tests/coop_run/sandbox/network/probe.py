@@ -1,6 +1,8 @@
 """Run inside a sandbox-like namespace by the tests; prints one result line.
 
     probe.py tcp ADDR PORT          ok:<banner> | err:<errno name>
+    probe.py echo ADDR PORT TEXT    sends TEXT, ends its side: ok:<all that came back> | err:...
+    probe.py bulk ADDR PORT N       the same with N bytes: ok:<bytes back>:<their sha256> | err:...
     probe.py dns SERVER NAME [tcp]  ok:<address> | nx | err:<errno name>
     probe.py caps                   the effective capability mask (hex)
 Stdlib only (runs under /usr/bin/python3).
@@ -9,10 +11,12 @@ Stdlib only (runs under /usr/bin/python3).
 from __future__ import annotations
 
 import errno
+import hashlib
 import random
 import socket
 import struct
 import sys
+import threading
 
 TIMEOUT = 3.0
 
@@ -29,6 +33,33 @@ def tcp(addr: str, port: int) -> str:
             return "ok:" + conn.recv(64).decode(errors="replace").strip()
     except OSError as exc:
         return _err(exc)
+
+
+def _exchange(addr: str, port: int, data: bytes) -> bytes:
+    with socket.create_connection((addr, port), timeout=TIMEOUT) as conn:
+        sender = threading.Thread(target=lambda: (conn.sendall(data),
+                                                  conn.shutdown(socket.SHUT_WR)))
+        sender.start()
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+        sender.join()
+        return reply
+
+
+def echo(addr: str, port: int, text: str) -> str:
+    try:
+        return "ok:" + _exchange(addr, port, text.encode()).decode(errors="replace").strip()
+    except OSError as exc:
+        return _err(exc)
+
+
+def bulk(addr: str, port: int, size: int) -> str:
+    try:
+        reply = _exchange(addr, port, bytes(i % 251 for i in range(size)))
+    except OSError as exc:
+        return _err(exc)
+    return f"ok:{len(reply)}:{hashlib.sha256(reply).hexdigest()}"
 
 
 def dns(server: str, name: str, use_tcp: bool) -> str:
@@ -72,6 +103,10 @@ def main() -> None:
     cmd = sys.argv[1]
     if cmd == "tcp":
         print(tcp(sys.argv[2], int(sys.argv[3])))
+    elif cmd == "bulk":
+        print(bulk(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
+    elif cmd == "echo":
+        print(echo(sys.argv[2], int(sys.argv[3]), sys.argv[4]))
     elif cmd == "dns":
         print(dns(sys.argv[2], sys.argv[3], len(sys.argv) > 4 and sys.argv[4] == "tcp"))
     elif cmd == "caps":

@@ -60,6 +60,48 @@ def test_inside_table_loads() -> None:
     _nft_check(rules.inside_table(refused=rules.refused_networks()))
 
 
+def test_proxy_openings_are_exactly_the_inherited_proxies() -> None:
+    """The host's 127.0.0.1 ports to forward (53 is the session's DNS), the refused
+    (address, port) pairs to open; public addresses need nothing, and anything else
+    (other loopback addresses, host names, IPv6, bad ports) opens nothing."""
+    refused = rules.refused_networks([N("192.0.2.0/24")])
+    ports, opened = rules.proxy_openings(
+        [("127.0.0.1", 3128), ("127.0.0.1", 3128), ("127.0.0.1", 53), ("127.0.0.2", 8080),
+         ("192.168.1.5", 8080), ("192.0.2.7", 3128), ("10.0.0.1", 0), ("198.51.100.9", 80),
+         ("proxy.corp", 3128), ("::1", 3128)], refused)
+    assert ports == [3128]
+    assert opened == [(ipaddress.IPv4Address("192.168.1.5"), 8080),
+                      (ipaddress.IPv4Address("192.0.2.7"), 3128)]
+    assert rules.proxy_openings([], refused) == ([], [])
+
+
+def test_opened_proxies_load_and_come_before_the_refusal() -> None:
+    """Each opened pair is one accept for its TCP port before the refused set (forwarded
+    and, for the host's own addresses, delivered); without any the text is as before."""
+    opened = [(ipaddress.IPv4Address("192.168.1.5"), 8080)]
+    args = dict(table="coop_7", link="coop7", host_ip=ipaddress.IPv4Address("10.89.0.29"),
+                sandbox_ip=ipaddress.IPv4Address("10.89.0.30"),
+                refused=rules.refused_networks())
+    text = rules.root_table(**args, opened=opened)
+    _nft_check(text)
+    lines = [line.strip() for line in text.splitlines()]
+    forwarded = lines.index("ip daddr 192.168.1.5 tcp dport 8080 accept")
+    assert forwarded < next(i for i, line in enumerate(lines) if line.startswith(
+        "ip daddr {") and "reject" in line)
+    delivered = lines.index('iifname "coop7" ip saddr 10.89.0.30 ip daddr 192.168.1.5 '
+                            "tcp dport 8080 accept")
+    assert delivered < lines.index('iifname "coop7" meta nfproto ipv4 reject with icmpx '
+                                   "admin-prohibited")
+    assert sum("8080" in line for line in lines) == 2
+    plain = rules.root_table(**args)
+    assert [line for line in text.splitlines() if "8080" not in line] == plain.splitlines()
+    inside = rules.inside_table(refused=rules.refused_networks(), opened=opened)
+    _nft_check(inside)
+    assert [line for line in inside.splitlines() if "8080" not in line] == \
+        rules.inside_table(refused=rules.refused_networks()).splitlines()
+    assert "        ip daddr 192.168.1.5 tcp dport 8080 accept\n        ip daddr {" in inside
+
+
 def test_session_name_never_reaches_nft_unquoted() -> None:
     text = rules.root_table(table="t", link="l", host_ip=ipaddress.IPv4Address("10.0.0.1"),
                             sandbox_ip=ipaddress.IPv4Address("10.0.0.2"), refused=[],
@@ -111,6 +153,11 @@ def test_pasta_argv_opens_only_dns_towards_the_host(tmp_path: object) -> None:
                        ("--tcp-ns", "53:40053"), ("--udp-ns", "53:40053")):
         assert argv[argv.index(opt) + 1] == value
     assert "--no-map-gw" in argv and "--ipv4-only" in argv
+    # An inherited proxy's port of the host's loopback: TCP only, same port, never 53.
+    argv = pasta_argv(1234, dns_port=40053, pid_file=__import__("pathlib").Path("/x"),
+                      forward=[3128, 53, 8080])
+    assert argv[argv.index("--tcp-ns") + 1] == "53:40053,3128,8080"
+    assert argv[argv.index("--udp-ns") + 1] == "53:40053"
 
 
 def test_unknown_mode_is_refused(tmp_path: object) -> None:

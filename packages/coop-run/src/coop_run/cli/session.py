@@ -1,7 +1,8 @@
 """Session commands (seed 11.2): bare ``coop``, ``attach``, ``shell``, ``kill``, ``restart``.
 
 The daemon does the Coopfile work; the CLI only reads ``[env]`` with ``tomllib`` to send
-the variables the Coopfile references (and nothing else) from this shell's environment.
+the variables the Coopfile references from this shell's environment, and sends the proxy
+and TLS trust variables a session may inherit (``[network] inherit``: the daemon picks).
 No asyncio or pydantic here.
 """
 
@@ -41,6 +42,15 @@ def referenced_env(files: Iterable[Path], environ: Mapping[str, str]) -> dict[st
             if name is not None and name in environ:
                 out[name] = environ[name]
     return out
+
+
+def inheritable_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The proxy and TLS trust variables of ``environ``: what a session may inherit
+    (the daemon's own environment is not the user's)."""
+    from coop_build.inherit import proxy_variables
+    from coop_build.tlstrust import trust_variables
+
+    return {**proxy_variables(environ), **trust_variables(environ)}
 
 
 def session_key(session: str | None, cwd: Path) -> str:
@@ -120,6 +130,7 @@ def default_session(app: App, *, detach: bool, workspace: Path | None,
     # we send.
     global_config = app.global_config.absolute()
     env = referenced_env([global_config, ws / "coop.toml"], app.environ)
+    env.update(inheritable_env(app.environ))
     cols, rows = _size()
     request = protocol.Create(workspace=str(ws), name=name, detach=detach, env=env,
                               config=str(global_config), cols=cols, rows=rows)

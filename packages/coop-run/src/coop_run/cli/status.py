@@ -1,12 +1,17 @@
-"""``coop status``: rootfs, Coopfile and daemon at a glance (seed 11.3).
+"""``coop status``: rootfs, Coopfile and daemon at a glance (seed 11.3), then what each
+running session of the workspace inherited (``[network] inherit``), as its supervisor
+tells: variable names, proxy URLs masked, the files bound.
 
-Cheap on purpose: it reads a pid file, one store record and the Coopfile, and never
-imports the registry client (requests, oras) or aiohttp.
+Cheap on purpose: it reads a pid file, one store record and the Coopfile, asks the
+daemon and the workspace's supervisors, and never imports the registry client
+(requests, oras) or aiohttp.
 """
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +38,7 @@ class StatusView:
     agent: str
     network: str
     sessions: str
+    inherited: tuple[str, ...] = ()  # lines after the seed's six, under "Inherited:"
 
     def lines(self) -> list[str]:
         rows = (
@@ -43,7 +49,10 @@ class StatusView:
             ("Network", self.network),
             ("Sessions", self.sessions),
         )
-        return [f"{label + ':':<{_LABEL_WIDTH}}{value}" for label, value in rows]
+        out = [f"{label + ':':<{_LABEL_WIDTH}}{value}" for label, value in rows]
+        for index, line in enumerate(self.inherited):
+            out.append(f"{'Inherited:' if index == 0 else '':<{_LABEL_WIDTH}}{line}")
+        return out
 
 
 def daemon_state(pid_file: Path) -> str:
@@ -64,8 +73,10 @@ def daemon_state(pid_file: Path) -> str:
     return f"not responding (PID {pid})"
 
 
-def ask_daemon(socket_path: Path, pid_file: Path) -> tuple[str, str | None]:
-    """The ``Daemon:`` line and, when the daemon answered, the ``Sessions:`` line.
+def ask_daemon(socket_path: Path, pid_file: Path
+               ) -> tuple[str, str | None, list[tuple[str, str]]]:
+    """The ``Daemon:`` line and, when the daemon answered, the ``Sessions:`` line and
+    each session's (name, workspace).
 
     Asks the running daemon over its socket and never starts one: ``coop status``
     reports the state, it does not change it.
@@ -79,14 +90,38 @@ def ask_daemon(socket_path: Path, pid_file: Path) -> tuple[str, str | None]:
     try:
         client = connect(socket_path)
         if client is None:
-            return daemon_state(pid_file), None
+            return daemon_state(pid_file), None, []
         with client:
             status = client.call(protocol.Status(), protocol.StatusReply)
             listing = client.call(protocol.Ls(), protocol.LsReply)
     except CoopError:
-        return daemon_state(pid_file), None
+        return daemon_state(pid_file), None, []
     summary = format_sessions_summary([encode(entry) for entry in listing.sessions])
-    return f"running (PID {status.pid})", summary
+    names = [(entry.name, entry.workspace) for entry in listing.sessions]
+    return f"running (PID {status.pid})", summary, names
+
+
+def inherited_lines(sessions: Sequence[tuple[str, str]], workspace: Path,
+                    socket_of: Callable[[str], Path]) -> list[str]:
+    """``NAME: item`` for what each running session of ``workspace`` inherited, asked of
+    its supervisor (``socket_of(name)``); a session that does not answer is left out."""
+    from coop_run.errors import CoopError
+    from coop_run.ipc import protocol
+    from coop_run.ipc.client import Client
+
+    here = os.path.realpath(workspace)
+    lines: list[str] = []
+    for name, session_workspace in sessions:
+        if os.path.realpath(session_workspace) != here:
+            continue
+        try:
+            with Client.connect(socket_of(name), timeout=2.0, request_timeout=2.0,
+                                what="supervisor") as client:
+                reply = client.call(protocol.SupervisorInfo(), protocol.InfoReply)
+        except (CoopError, OSError):
+            continue
+        lines += [f"{name}: {item}" for item in reply.inherited or ["nothing"]]
+    return lines
 
 
 def rootfs_state(image: str, package_count: int, created: float, now: float) -> str:
@@ -132,7 +167,7 @@ def status_command(app: App) -> None:
         network = loaded.coopfile.network.mode
         if network == "host":  # said plainly: it is no sandbox of the network at all
             network = HOST_NETWORK
-    daemon, sessions = ask_daemon(app.socket_path, app.layout.daemon_pid)
+    daemon, sessions, running = ask_daemon(app.socket_path, app.layout.daemon_pid)
     view = StatusView(
         daemon=daemon,
         rootfs=rootfs,
@@ -141,6 +176,8 @@ def status_command(app: App) -> None:
         network=network,
         # No daemon, no sessions: supervisors without a daemon are picked up by the next one.
         sessions=sessions if sessions is not None else "0 running",
+        inherited=tuple(inherited_lines(running, workspace,
+                                        lambda name: app.layout.session(name).supervisor_socket)),
     )
     for line in view.lines():
         click.echo(line, file=app.out)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from coop_build.paths import CoopPaths, display_path
 from coop_run import trust
+from coop_run.daemon import inheritance
 from coop_run.daemon.registry import SessionRegistry, pick_name, safe_name
 from coop_run.daemon.server import Connection, Daemon
 from coop_run.daemon.supervisors import Session
@@ -32,6 +33,7 @@ from coop_run.sandbox.config import SandboxConfig
 from coop_run.session.config import SupervisorConfig
 
 if TYPE_CHECKING:
+    from coop_build.coopfile import Coopfile
     from coop_build.layers import LoadedCoopfile
 
 logger = logging.getLogger(__name__)
@@ -125,6 +127,11 @@ class SessionCommands:
                 config, network, warnings = self._config(
                     name, Path(workspace), client_env, command.overrides, (cols, rows),
                     global_path=global_path)
+                if config.sandbox.proxies:  # host names of inherited proxies (veth)
+                    opened, unresolved = await inheritance.resolve_endpoints(
+                        config.sandbox.proxies)
+                    config.sandbox.proxies = tuple(opened)
+                    warnings += unresolved
                 handle = await self.zygote.launch(config, network=network,
                                                   coop_home=self.paths.home)
                 session = Session(name=name, workspace=workspace, pid=handle.pid,
@@ -188,7 +195,10 @@ class SessionCommands:
         if refusal is not None:
             raise CoopError(refusal, code=protocol.INVALID_COOPFILE)
         self._check_trust(loaded, workspace, overrides)
+        inherited = self._inheritance(coopfile, client_env)
+        warnings += inherited.warnings
         env = image_env(record.env)
+        env.update(inherited.env)  # proxy passwords: never logged
         env.update(expand_env(coopfile.env, environ))  # secrets: never logged
         mount = trust.resolve_mount(workspace, coopfile.workspace.mount)
         home = self.environ.get("HOME")
@@ -200,14 +210,33 @@ class SessionCommands:
             host_image=record.host, persist=list(coopfile.session.persist), env=env,
             user_home=Path(self.environ.get("HOME", "/")),
             hide=(self.paths.home,),  # coop's sockets and sessions, never the agent's
+            readonly_binds=inherited.binds, proxies=inherited.endpoints,
         )
         config = SupervisorConfig(  # noqa: S604 - "shell" is the session's shell argv
             sandbox=sandbox, agent=[coopfile.agent.command, *coopfile.agent.args],
             shell=(coopfile.session.shell,), auto_restart=coopfile.session.auto_restart,
             restart_delay_ms=coopfile.session.restart_delay_ms, cols=size[0], rows=size[1],
-            log_file=self.layout.session_log(name),
+            log_file=self.layout.session_log(name), inherited=inherited.summary,
         )
+        if inherited.env:
+            logger.info("session %s inherits %s", name, ", ".join(inherited.env))  # names
         return config, coopfile.network.mode, warnings
+
+    def _inheritance(self, coopfile: Coopfile, client_env: Mapping[str, str]
+                     ) -> inheritance.Inheritance:
+        """``[network] inherit`` from the client's variables (never the daemon's own)."""
+        from coop_build.errors import CoopBuildError
+
+        names = coopfile.network.inherited
+        trust = None
+        if "tls" in names:
+            try:
+                trust = inheritance.session_trust(client_env, home=self.environ.get("HOME"),
+                                                  coop_home=self.paths.home)
+            except CoopBuildError as exc:
+                raise CoopError(exc.message, code=exc.code) from exc
+        return inheritance.plan_inheritance(names, coopfile.network.mode, client_env, trust,
+                                            environ=self.environ)
 
     def _check_trust(self, loaded: LoadedCoopfile, workspace: Path,
                      overrides: Mapping[str, Any] | None) -> None:

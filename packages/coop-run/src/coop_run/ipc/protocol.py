@@ -269,7 +269,7 @@ class CoopfileAsk(WireMessage):
     """One thing an untrusted workspace Coopfile asks (``coop_run.trust.Ask``): never a
     variable's value, only its name."""
 
-    kind: str     # "mount", "network", "env"
+    kind: str     # "mount", "network", "env", "inherit"
     key: str      # "[workspace].mount", "[network].mode", "[env].TOKEN"
     written: str  # the value as written in the file
     target: str   # the mount's real path, "host", the variable's name
@@ -339,6 +339,9 @@ class AttachReply(Reply):
 class InfoReply(Reply):
     session: SessionEntry
     ptys: list[PtyDetail]
+    # what the session inherited ([network] inherit), worded for coop status: variable
+    # names, proxy URLs masked, the files bound; never a secret
+    inherited: list[str] | None = None
 
 
 class PtyReply(Reply):

@@ -29,3 +29,7 @@ class SandboxConfig:
     user_home: Path | None = None              # for bind checks; None: $HOME
     created: int | None = None                 # COOP_CREATED; None: now
     hide: Sequence[Path] = ()                  # host dirs never visible inside (COOP_HOME)
+    # inherited ([network] inherit): the TLS trust files (host real path, path inside, is
+    # a directory), bound read-only; the proxies' (IPv4 address, TCP port) a veth opens
+    readonly_binds: Sequence[tuple[str, str, bool]] = ()
+    proxies: Sequence[tuple[str, int]] = ()

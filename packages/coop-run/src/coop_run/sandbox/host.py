@@ -240,6 +240,8 @@ class Sandbox:
             layers = [sdir.lower]
         persist_binds = tuple((str(real.persist / name), f"{config.home.rstrip('/')}/{name}")
                               for name in persist)
+        readonly = tuple((source, inside, "dir" if is_dir else "file")
+                         for source, inside, is_dir in config.readonly_binds)
         spec = MountSpec(
             root=str(real.root),
             lowers=tuple(str(p.resolve()) for p in layers),
@@ -251,7 +253,8 @@ class Sandbox:
             persist=persist_binds,
             hidden=hidden_targets([os.path.realpath(p) for p in config.hide],
                                   [(str(self.workspace_real), config.workspace_inside),
-                                   *persist_binds]),
+                                   *persist_binds, *((s, i) for s, i, _ in readonly)]),
+            readonly_binds=readonly,
             etc_files=tuple((str(real.etc / n), f"/etc/{n}")
                             for n in ("hostname", "hosts", "resolv.conf")),
         )

@@ -41,6 +41,8 @@ class MountSpec:
     workspace_inside: str = "/workspace"
     persist: tuple[tuple[str, str], ...] = ()   # (host dir, path inside), read-write
     etc_files: tuple[tuple[str, str], ...] = ()  # (host file, path inside), read-only
+    # (host path, path inside, "file" or "dir"), read-only: what the session inherits
+    readonly_binds: tuple[tuple[str, str, str], ...] = ()
     hidden: tuple[str, ...] = ()   # paths inside covered by an empty read-only tmpfs
     host_dirs: tuple[str, ...] = field(default=HOST_DIRS)
 
@@ -127,6 +129,8 @@ def plan_mounts(spec: MountSpec) -> list[Op]:
     if spec.workspace is not None:
         ops.append(Bind(spec.workspace, spec.workspace_inside))
     ops += [Bind(source, inside) for source, inside in spec.persist]
+    ops += [Bind(source, inside, kind=kind, readonly=True)
+            for source, inside, kind in spec.readonly_binds]
     # What a bind would show of coop's own directory (its sockets, other sessions): an
     # empty read-only filesystem over it, which nothing inside may unmount.
     ops += [FreshMount("tmpfs", inside, NOSUID_NODEV | linux.MS_NOEXEC | linux.MS_RDONLY,

@@ -30,6 +30,7 @@ class SupervisorConfig:
     max_backlog: int = DEFAULT_MAX_BACKLOG
     stop_grace: float = 5.0                    # kill: SIGTERM, this long, then SIGKILL
     log_file: Path | None = None               # stdout/stderr and logging; None: /dev/null
+    inherited: Sequence[str] = ()              # what it inherited, as coop status shows it
 
     @property
     def session_dir(self) -> Path:

@@ -30,6 +30,21 @@ MAX_LAUNCH = 128 * 1024
 START_TIMEOUT = 20.0  # from a launch to the supervisor's reply (its agent running)
 
 
+class LaunchBind(WireMessage):
+    """A read-only bind of an inherited file or directory (``SandboxConfig.readonly_binds``)."""
+
+    source: str
+    target: str
+    directory: bool
+
+
+class LaunchEndpoint(WireMessage):
+    """An inherited proxy's address and port, which a ``veth`` network opens."""
+
+    address: str
+    port: int
+
+
 class LaunchSandbox(WireMessage):
     """The sandbox part of a launch: ``SandboxConfig`` without its live objects."""
 
@@ -45,6 +60,8 @@ class LaunchSandbox(WireMessage):
     user_home: str | None
     created: int | None
     hide: list[str]
+    readonly_binds: list[LaunchBind]
+    proxies: list[LaunchEndpoint]
 
 
 class LaunchRequest(WireMessage):
@@ -66,6 +83,7 @@ class LaunchRequest(WireMessage):
     max_backlog: int
     stop_grace: float
     log_file: str | None
+    inherited: list[str]
 
 
 class StartedReply(WireMessage):
@@ -90,7 +108,9 @@ def encode_launch(config: SupervisorConfig, *, network: str, coop_home: Path) ->
         workspace=str(box.workspace), workspace_inside=box.workspace_inside,
         host_image=box.host_image, persist=list(box.persist), home=box.home,
         env=dict(box.env), user_home=None if box.user_home is None else str(box.user_home),
-        created=box.created, hide=[str(p) for p in box.hide])
+        created=box.created, hide=[str(p) for p in box.hide],
+        readonly_binds=[LaunchBind(s, t, d) for s, t, d in box.readonly_binds],
+        proxies=[LaunchEndpoint(a, p) for a, p in box.proxies])
     request = LaunchRequest(
         sandbox=sandbox, network=network, coop_home=str(coop_home), agent=list(config.agent),
         agent_env=dict(config.agent_env), shell=list(config.shell),
@@ -98,7 +118,8 @@ def encode_launch(config: SupervisorConfig, *, network: str, coop_home: Path) ->
         restart_max_delay_ms=config.restart_max_delay_ms, cols=config.cols, rows=config.rows,
         scrollback=config.scrollback, max_backlog=config.max_backlog,
         stop_grace=config.stop_grace,
-        log_file=None if config.log_file is None else str(config.log_file))
+        log_file=None if config.log_file is None else str(config.log_file),
+        inherited=list(config.inherited))
     return json.dumps(encode(request), separators=(",", ":")).encode()
 
 
@@ -123,7 +144,9 @@ def decode_launch(data: bytes) -> tuple[SupervisorConfig, str, Path]:
         workspace_inside=box.workspace_inside, host_image=box.host_image,
         persist=tuple(box.persist), home=box.home, env=box.env,
         user_home=None if box.user_home is None else Path(box.user_home),
-        created=box.created, hide=tuple(Path(p) for p in box.hide))
+        created=box.created, hide=tuple(Path(p) for p in box.hide),
+        readonly_binds=tuple((b.source, b.target, b.directory) for b in box.readonly_binds),
+        proxies=tuple((e.address, e.port) for e in box.proxies))
     config = SupervisorConfig(
         sandbox=sandbox, agent=tuple(request.agent), agent_env=request.agent_env,
         shell=tuple(request.shell), auto_restart=request.auto_restart,
@@ -131,7 +154,8 @@ def decode_launch(data: bytes) -> tuple[SupervisorConfig, str, Path]:
         restart_max_delay_ms=request.restart_max_delay_ms, cols=request.cols,
         rows=request.rows, scrollback=request.scrollback, max_backlog=request.max_backlog,
         stop_grace=request.stop_grace,
-        log_file=None if request.log_file is None else Path(request.log_file))
+        log_file=None if request.log_file is None else Path(request.log_file),
+        inherited=tuple(request.inherited))
     return config, request.network, Path(request.coop_home)
 
 

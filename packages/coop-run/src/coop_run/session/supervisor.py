@@ -7,7 +7,8 @@ The supervisor binds ``supervisor.sock`` (0600, peer uid checked), starts the sa
 
 Socket protocol: the daemon's framing and handshake (``{"version": 1}``), then commands::
 
-    info                                  -> {"ok", "session": <ls entry>, "ptys": [detail]}
+    info                                  -> {"ok", "session": <ls entry>, "ptys": [detail],
+                                              "inherited": [line]}
     attach  pty?, cols?, rows?, resume_from? (or offset), kind?   -> stream mode
     shell   command?, cols?, rows?, kind?                         -> new PTY, stream mode
     restart                               -> {"ok", "pty": 0}
@@ -400,7 +401,8 @@ class Supervisor:
         if isinstance(request, protocol.DetachClients):
             return encode(protocol.DetachedReply(self.detach_adopted()))
         if isinstance(request, protocol.SupervisorInfo):
-            return encode(protocol.InfoReply(session=self.info(), ptys=self.pty_details()))
+            return encode(protocol.InfoReply(session=self.info(), ptys=self.pty_details(),
+                                             inherited=list(self.config.inherited)))
         if isinstance(request, protocol.SupervisorRestart):
             if self.stopping:
                 raise _stopping()

@@ -200,7 +200,8 @@ def _spare_main(channel: socket.socket, zygote: int, idmap: IdMap | None) -> NoR
         try:
             config, mode, home = decode_launch(data)
             config.sandbox.network = network_for(mode, session=config.sandbox.name,
-                                                 paths=CoopPaths(home))
+                                                 paths=CoopPaths(home),
+                                                 proxies=config.sandbox.proxies)
             config.sandbox.idmap = idmap
         except Exception as exc:
             message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from coop_build.paths import CoopPaths
@@ -29,11 +30,14 @@ __all__ = ["MODES", "NetworkMode", "network_for", "reap_stale"]
 def network_for(mode: str, *, session: str, paths: CoopPaths,
                 resolv_path: Path = HOST_RESOLV, upstreams: list[Upstream] | None = None,
                 subnet: str = veth_root.DEFAULT_SUBNET,
-                rootless: bool | None = None) -> NetworkMode:
+                rootless: bool | None = None,
+                proxies: Sequence[tuple[str, int]] = ()) -> NetworkMode:
     """The network of one session. Nothing is created until ``resolv_conf``/``attach``.
 
     ``resolv_path`` is where the host's resolvers are read and ``upstreams`` overrides it
     (tests: a resolver on an unprivileged port); ``rootless`` forces the pasta flavour.
+    ``proxies``: the (IPv4 address, TCP port) of the session's inherited proxies, which
+    ``veth`` opens (``rules.proxy_openings``); the other modes need nothing for them.
     """
     if mode == "none":
         return NoNetwork()
@@ -42,9 +46,10 @@ def network_for(mode: str, *, session: str, paths: CoopPaths,
     if mode == "veth":
         if rootless if rootless is not None else os.geteuid() != 0:
             return veth_user.VethUserNetwork(session=session, paths=paths,
-                                             resolv_path=resolv_path, dns_servers=upstreams)
+                                             resolv_path=resolv_path, dns_servers=upstreams,
+                                             proxies=proxies)
         return veth_root.VethRootNetwork(session=session, paths=paths, resolv_path=resolv_path,
-                                         upstreams=upstreams, subnet=subnet)
+                                         upstreams=upstreams, subnet=subnet, proxies=proxies)
     raise NetworkError(f"unknown network mode {mode!r} (expected one of {', '.join(MODES)})")
 
 

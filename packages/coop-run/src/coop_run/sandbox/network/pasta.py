@@ -8,6 +8,7 @@ import logging
 import os
 import select
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 
 from coop_run.errors import NetworkError
@@ -19,18 +20,21 @@ logger = logging.getLogger(__name__)
 STOP_TIMEOUT = 2.0
 
 
-def pasta_argv(ns_pid: int, *, dns_port: int, pid_file: Path) -> list[str]:
+def pasta_argv(ns_pid: int, *, dns_port: int, pid_file: Path,
+               forward: Sequence[int] = ()) -> list[str]:
     """pasta for one sandbox: IPv4 only, no port forwarded into the sandbox, the gateway
     not mapped to the host's loopback, and from the sandbox to the host's loopback only
-    its 127.0.0.1:53 (UDP+TCP) to our DNS forwarder's ``dns_port``.
+    its 127.0.0.1:53 (UDP+TCP) to our DNS forwarder's ``dns_port``, and the TCP ports of
+    ``forward`` (an inherited proxy's) to the same ports of the host's loopback.
 
     pasta's own ``--dns-forward`` is not used: this version (2023-03-09) did not map the
     queries and sent them on to the literal address instead.
     """
     spec = f"53:{dns_port}"
+    tcp = ",".join([spec, *(str(port) for port in forward if port != 53)])
     argv = ["pasta", "--config-net", "--ipv4-only", "--no-map-gw",
             "--tcp-ports", "none", "--udp-ports", "none",
-            "--tcp-ns", spec, "--udp-ns", spec,
+            "--tcp-ns", tcp, "--udp-ns", spec,
             "--no-dhcp", "--dns", "none", "--quiet", "--pid", str(pid_file)]
     if os.geteuid() == 0:
         # pasta would switch to nobody, who may not enter a namespace root made.

@@ -29,7 +29,11 @@ REFUSED_V4: tuple[str, ...] = (
 )
 
 REJECT = "reject with icmpx admin-prohibited"
+DNS_PORT = 53
 _SAFE_COMMENT = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+LOOPBACK = ipaddress.IPv4Address("127.0.0.1")
+
+Endpoint = tuple[ipaddress.IPv4Address, int]
 
 
 def refused_networks(
@@ -43,6 +47,37 @@ def refused_networks(
     nets += [ipaddress.IPv4Network(n, strict=False) for n in host_networks]
     nets += [ipaddress.IPv4Network(f"{a}/32") for a in host_addresses]
     return list(ipaddress.collapse_addresses(nets))
+
+
+def proxy_openings(proxies: Iterable[tuple[str, int]], refused: Iterable[IPv4Net]
+                   ) -> tuple[list[int], list[Endpoint]]:
+    """What a ``veth`` session's inherited proxies need: the ports of the host's
+    127.0.0.1 to forward to the session's own 127.0.0.1 (not 53, the session's DNS), and
+    the refused (address, TCP port) pairs to open. Public addresses need nothing; other
+    loopback addresses, anything not IPv4 and bad ports are left out: only this much
+    of the host is ever opened, and only for an inherited proxy."""
+    refused = list(refused)
+    ports: dict[int, None] = {}
+    opened: dict[Endpoint, None] = {}
+    for host, port in proxies:
+        try:
+            addr = ipaddress.IPv4Address(host)
+        except ValueError:
+            continue
+        if not 0 < port < 65536:
+            continue
+        if addr == LOOPBACK:
+            if port != DNS_PORT:
+                ports[port] = None
+        elif not addr.is_loopback and any(addr in net for net in refused):
+            opened[(addr, port)] = None
+    return list(ports), list(opened)
+
+
+def _accepts(opened: Iterable[Endpoint], prefix: str = "") -> str:
+    """One accept rule per opened (address, TCP port), each on its own line."""
+    return "".join(f"        {prefix}ip daddr {addr} tcp dport {port} accept\n"
+                   for addr, port in opened)
 
 
 def nft_set(nets: Iterable[IPv4Net]) -> str:
@@ -62,6 +97,7 @@ def root_table(
     sandbox_ip: ipaddress.IPv4Address,
     refused: Iterable[IPv4Net],
     session: str = "",
+    opened: Iterable[Endpoint] = (),
 ) -> str:
     """The per-session table for ``veth`` as root: filter, DNS exception and NAT.
 
@@ -69,8 +105,13 @@ def root_table(
     the session's own source address; to the host itself only DNS to the host end; nothing
     may open a connection into the session. The host end's address answers DNS only to the
     session (not to the LAN, which could otherwise route to it through the host).
+    ``opened`` (an inherited proxy's refused address and TCP port) is accepted both ways
+    out: forwarded, or delivered to the host when the address is one of its own.
     """
     refused_set = nft_set(refused)
+    opened = list(opened)
+    forwarded = _accepts(opened)
+    delivered = _accepts(opened, f'iifname "{link}" ip saddr {sandbox_ip} ')
     return f"""table inet {table} {{
     {_comment(session)}
     chain forward {{
@@ -82,14 +123,14 @@ def root_table(
     chain from_session {{
         meta nfproto != ipv4 drop
         ip saddr != {sandbox_ip} drop
-        ip daddr {refused_set} {REJECT}
+{forwarded}        ip daddr {refused_set} {REJECT}
         accept
     }}
     chain input {{
         type filter hook input priority filter - 5; policy accept;
         iifname "{link}" ip saddr {sandbox_ip} ip daddr {host_ip} udp dport 53 accept
         iifname "{link}" ip saddr {sandbox_ip} ip daddr {host_ip} tcp dport 53 accept
-        iifname "{link}" meta nfproto ipv4 {REJECT}
+{delivered}        iifname "{link}" meta nfproto ipv4 {REJECT}
         iifname "{link}" drop
         iifname != {{ "{link}", "lo" }} ip daddr {host_ip} drop
     }}
@@ -101,19 +142,22 @@ def root_table(
 """
 
 
-def inside_table(*, refused: Iterable[IPv4Net]) -> str:
+def inside_table(*, refused: Iterable[IPv4Net], opened: Iterable[Endpoint] = ()) -> str:
     """The table installed inside the session's netns for rootless ``veth`` (pasta).
 
     Loopback stays open: DNS is the sandbox's own 127.0.0.1:53, which pasta maps to our
-    forwarder; everything refused is rejected before pasta would turn it into a host socket.
+    forwarder (and an inherited proxy's port, which pasta maps to the host's 127.0.0.1);
+    everything refused is rejected before pasta would turn it into a host socket, but
+    ``opened`` (an inherited proxy's refused address and TCP port).
     """
     refused_set = nft_set(refused)
+    accepted = _accepts(opened)
     return f"""table inet coop {{
     chain output {{
         type filter hook output priority filter - 5; policy accept;
         oifname "lo" accept
         meta nfproto != ipv4 {REJECT}
-        ip daddr {refused_set} {REJECT}
+{accepted}        ip daddr {refused_set} {REJECT}
     }}
     chain forward {{
         type filter hook forward priority filter - 5; policy drop;

@@ -6,7 +6,9 @@ host end at .1 and the sandbox at .2 of its /30, on links ``coopN`` (host) and `
 other sessions and slots overlapping host routes at least as specific as ``subnet``; the
 kernel refusing a duplicate link name settles races with other COOP_HOMEs. One nft table
 ``inet coop_N`` per session holds the filter, the DNS exception and the masquerade; the
-DNS forwarder (dns.py) answers on the host end.
+DNS forwarder (dns.py) answers on the host end. An inherited proxy on the host's
+127.0.0.1 is relayed to the session's own 127.0.0.1 on its port (relay.py); one at a
+refused address (the LAN, the host's own) is opened for its TCP port only.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from coop_build.paths import CoopPaths
@@ -22,6 +25,7 @@ from coop_run.errors import NetworkError
 from . import ip, nft, rules
 from .dns import DnsForwarder, Upstream, upstreams_from
 from .host import HOST_RESOLV
+from .relay import LoopbackRelay
 from .state import NetState, all_states, network_lock, remove_state, write_state
 from .veth import VethSession
 
@@ -94,10 +98,13 @@ class VethRootNetwork(VethSession):
 
     def __init__(self, *, session: str, paths: CoopPaths, resolv_path: Path = HOST_RESOLV,
                  upstreams: list[Upstream] | None = None,
-                 subnet: str = DEFAULT_SUBNET) -> None:
+                 subnet: str = DEFAULT_SUBNET,
+                 proxies: Sequence[tuple[str, int]] = ()) -> None:
         super().__init__(session=session, paths=paths)
         self.resolv_path = resolv_path
         self.upstreams = upstreams
+        self.proxies = tuple(proxies)
+        self.relay: LoopbackRelay | None = None
         try:
             self.subnet = ipaddress.IPv4Network(subnet)
         except ValueError as exc:
@@ -156,12 +163,13 @@ class VethRootNetwork(VethSession):
                       f"address add {host_ip}/30 dev {link}",
                       f"link set dev {link} up"])
             nets, addrs = ip.host_ipv4()
+            refused = rules.refused_networks(nets, addrs)
+            ports, opened = rules.proxy_openings(self.proxies, refused)
             self.state.table = f"{TABLE_PREFIX}{self.state.slot}"
             write_state(self.paths, self.state)
             nft.apply(rules.root_table(table=self.state.table, link=link, host_ip=host_ip,
-                                       sandbox_ip=sandbox_ip,
-                                       refused=rules.refused_networks(nets, addrs),
-                                       session=self.session))
+                                       sandbox_ip=sandbox_ip, refused=refused,
+                                       session=self.session, opened=opened))
             enable_forwarding()
             upstreams = self.upstreams or upstreams_from(self.resolv_path)
             self.forwarder = DnsForwarder(str(host_ip), upstreams)
@@ -171,6 +179,9 @@ class VethRootNetwork(VethSession):
                       f"address add {sandbox_ip}/30 dev eth0",
                       "link set dev eth0 up",
                       f"route add default via {host_ip} dev eth0"], ns_pid=ns_pid)
+            if ports:  # the namespace's loopback is up: listen there
+                self.relay = LoopbackRelay(ports)
+                self.relay.start(ns_pid)
         except BaseException:
             self.close()
             raise
@@ -178,5 +189,8 @@ class VethRootNetwork(VethSession):
         logger.debug("session %s: veth %s, %s <-> %s", self.session, link, host_ip, sandbox_ip)
 
     def close(self) -> None:
+        if self.relay is not None:
+            self.relay.close()
+            self.relay = None
         super().close()
         self.attached = False
