@@ -51,11 +51,11 @@ class IdMap:
 
     def host_uid(self, inside: int) -> int | None:
         """The host uid that inside uid ``inside`` is, or None when unmapped."""
-        return _translate(self.uid_map, inside)
+        return translate(self.uid_map, inside)
 
     def host_gid(self, inside: int) -> int | None:
         """The host gid that inside gid ``inside`` is, or None when unmapped."""
-        return _translate(self.gid_map, inside)
+        return translate(self.gid_map, inside)
 
     @property
     def owner(self) -> tuple[int, int]:
@@ -66,7 +66,8 @@ class IdMap:
         return uid, gid
 
 
-def _translate(mapping: Mapping3, inside: int) -> int | None:
+def translate(mapping: Mapping3, inside: int) -> int | None:
+    """The outside id that ``inside`` is under ``mapping``; None when unmapped."""
     for first, outside, count in mapping:
         if first <= inside < first + count:
             return outside + inside - first
