@@ -38,6 +38,7 @@ from typing import Any, NoReturn
 from coop_build import linux
 from coop_build.errors import CoopBuildError, ToolError
 from coop_build.idmap import IdMap, write_idmap
+from coop_build.namespace import hand_over
 from coop_build.rootlayout import DEFAULT_PATH, DEV_LINKS, DEV_NODES, HOST_DIRS, host_secrets
 from coop_build.rootpath import resolve_in_root
 
@@ -336,7 +337,7 @@ class Helper:
                 os.mkdir(empty)
                 req["lowers"] = [empty]
                 made.append(empty)
-            give_to_namespace([*made, blank], idmap_from_json(req["idmap"]))
+            hand_over([*made, blank], idmap_from_json(req["idmap"]))
         try:
             return self._run(root)
         finally:
@@ -391,15 +392,6 @@ class Helper:
         finally:
             for fd in (to_h_r, from_h_w, info_r):
                 os.close(fd)
-
-
-def give_to_namespace(paths: list[str], idmap: IdMap) -> None:
-    """Root's namespaces are an unprivileged range: what their root writes into (the
-    step's upper and work dirs, our scratch dir) must be that range's inside 0."""
-    if os.geteuid() == 0:
-        uid, gid = idmap.owner
-        for path in paths:
-            os.chown(path, uid, gid)
 
 
 def idmap_from_json(data: dict[str, list[list[int]]]) -> IdMap:

@@ -725,6 +725,13 @@ class Store:
             return None
         return build
 
+    def host_root_build(self, workspace: Path) -> bool:
+        """The workspace's build is there but holds layers of host root
+        (``host_root_layers``): only a rebuild makes it usable."""
+        record = self.workspace_record(workspace)
+        build = None if record is None else self.get_build(record.build_key)
+        return build is not None and bool(self.host_root_layers(build))
+
     def list_workspaces(self) -> list[WorkspaceRecord]:
         records: list[WorkspaceRecord] = []
         try:

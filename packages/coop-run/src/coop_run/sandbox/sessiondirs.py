@@ -19,7 +19,7 @@ from typing import Any
 
 from coop_build.errors import CoopBuildError, NamespaceError
 from coop_build.idmap import IdMap
-from coop_build.namespace import force_rmtree, remove_tree
+from coop_build.namespace import force_rmtree, hand_over, hand_over_tree, remove_tree
 from coop_build.paths import CoopPaths
 from coop_run.errors import BindPathError, SandboxError
 from coop_run.layout import TRANSIENT, RunLayout, SessionDir, check_session_name
@@ -28,6 +28,8 @@ from coop_run.sandbox.network.modes import reap_stale as reap_network
 from coop_run.statefiles import locked, read_json
 
 logger = logging.getLogger(__name__)
+
+BLANK = "blank"  # etc/blank: the empty file bound read-only over the host's secret files
 
 
 
@@ -178,11 +180,27 @@ def persist_name_ok(name: str) -> bool:
         p not in ("", ".", "..") for p in parts) and "\0" not in name
 
 
-def ensure_dirs(sdir: SessionDir, persist: Iterable[str]) -> None:
-    """Create the session's directories (fresh upper/work/root/etc, persist kept)."""
+def ensure_dirs(sdir: SessionDir, persist: Iterable[str], *, idmap: IdMap | None = None) -> None:
+    """Create the session's directories (fresh upper/work/root/etc, persist kept) and the
+    blank file bound over the host's secrets. With ``idmap`` (root's: coop's id range),
+    what the sandbox's root writes into is handed to it."""
     sdir.path.mkdir(parents=True, exist_ok=True)
     sdir.path.chmod(0o700)
     for path in (sdir.upper, sdir.work, sdir.root, sdir.etc):
         path.mkdir()
+    blank = sdir.etc / BLANK
+    blank.touch(mode=0o444)
+    if idmap is not None:
+        hand_over([sdir.upper, sdir.work, sdir.etc, blank], idmap)
     for name in persist:
         (sdir.persist / name).mkdir(parents=True, exist_ok=True)
+        if idmap is not None:
+            give_persist(sdir.persist / name, idmap)
+
+
+def give_persist(path: Path, idmap: IdMap) -> None:
+    """A persist directory is the sandbox's root's to write. Root's are coop's id range's;
+    one an older coop left to host root is handed over whole, once."""
+    if path.lstat().st_uid == 0 and idmap.owner[0] != 0:
+        logger.info("handing %s to coop's id range", path)
+        hand_over_tree(path, idmap)
