@@ -35,6 +35,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
 #include <linux/capability.h>
 #include <poll.h>
@@ -52,7 +53,6 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -980,29 +980,20 @@ static int ensure_target(const char *path, int is_file, char *full, size_t size)
     return 0;
 }
 
-/* coop_build.linux.bind_mount: read-only needs a remount that keeps the flags a user
- * namespace locks (nosuid, nodev, noexec, atime); a NULL source only makes the mount
- * already at ``target`` read-only. 0, or an errno. */
+/* Bind ``source`` on ``target`` (a NULL source: the mount already there); read-only
+ * by mount_setattr, which unlike a remount needs no repeat of the flags a user
+ * namespace locks (nosuid, nodev, ...), and covers the submounts of a recursive bind.
+ * 0, or an errno. */
 static int bind_mount(const char *source, const char *target, int readonly, int recursive)
 {
-    static const struct { unsigned long st, ms; } kept[] = {
-        {ST_RDONLY, MS_RDONLY}, {ST_NOSUID, MS_NOSUID}, {ST_NODEV, MS_NODEV},
-        {ST_NOEXEC, MS_NOEXEC}, {ST_NOATIME, MS_NOATIME}, {ST_NODIRATIME, MS_NODIRATIME},
-        {ST_RELATIME, MS_RELATIME},
-    };
-    struct statvfs sv;
-    unsigned long flags = MS_BIND | MS_REMOUNT | MS_RDONLY;
+    struct mount_attr ro = {.attr_set = MOUNT_ATTR_RDONLY};
 
     if (source && mount(source, target, NULL, MS_BIND | (recursive ? MS_REC : 0), NULL) < 0)
         return errno;
-    if (!readonly)
-        return 0;
-    if (statvfs(target, &sv) < 0)
+    if (readonly && mount_setattr(AT_FDCWD, target, recursive ? AT_RECURSIVE : 0, &ro,
+                                  sizeof ro) < 0)
         return errno;
-    for (size_t i = 0; i < sizeof kept / sizeof kept[0]; i++)
-        if (sv.f_flag & kept[i].st)
-            flags |= kept[i].ms;
-    return mount(NULL, target, NULL, flags, NULL) < 0 ? errno : 0;
+    return 0;
 }
 
 /* Field ``f`` of a set-up record, which must be there. */
@@ -1019,9 +1010,9 @@ static int flag(const struct args *a, int f)
     return required(a, f)[0] == '1';
 }
 
-/* "setup": the sandbox's hostname, what processes inside may hold. (It is uid 0 of its
- * namespace already: the cloned child became it before its exec, which would otherwise
- * leave root's init, whose host uid its namespace does not map, no capabilities.) */
+/* "setup": uid 0 of the sandbox, its hostname, what processes inside may hold. (Root's
+ * init is uid 0 already: the cloned child became it before its exec, which would
+ * otherwise leave it, whose host uid its namespace does not map, no capabilities.) */
 static void setup_identity(const struct args *a)
 {
     const char *hostname = required(a, F_SETUP_HOSTNAME);
@@ -1034,6 +1025,9 @@ static void setup_identity(const struct args *a)
             setup_failed("%s: bad capability '%s'", schema[a->op].name, a->rec->value[i]);
         child_caps |= 1ULL << cap;
     }
+    if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+        setup_failed("cannot become uid 0 of the sandbox: %s", strerror(errno));
+    setgroups(0, NULL); /* refused after "deny" (a single mapping): nothing to drop then */
     if (sethostname(hostname, strlen(hostname)) < 0)
         setup_failed("sethostname: %s", strerror(errno));
 }

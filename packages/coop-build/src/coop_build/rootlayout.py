@@ -2,9 +2,14 @@
 alike: the default ``PATH``, the host directories an ``image = "host"`` root shares (and
 the secrets among them it never shows), and the minimal ``/dev``."""
 
+# os and str paths: this runs on every session start (pathlib's glob alone took 0.1 ms).
+# ruff: noqa: PTH116, PTH118, PTH208
+
 from __future__ import annotations
 
-from pathlib import Path
+import fnmatch
+import os
+import stat
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HOST_DIRS = ("usr", "bin", "sbin", "lib", "lib64", "lib32", "libx32", "etc")
@@ -27,7 +32,23 @@ DEV_LINKS = (                                                     # symlinks in 
 
 def host_secrets(host_root: str = "/") -> list[tuple[str, bool]]:
     """The ``HOST_SECRETS`` present on the host: (path relative to its /, is a directory),
-    in a fixed order."""
-    top = Path(host_root)
-    return [(str(path.relative_to(top)), path.is_dir())
-            for pattern in HOST_SECRETS for path in sorted(top.glob(pattern))]
+    in a fixed order. (On a session's start path: a few ``lstat`` calls, no globbing.)"""
+    found: list[tuple[str, bool]] = []
+    for pattern in HOST_SECRETS:
+        parent, _, name = pattern.rpartition("/")
+        if "*" in name:
+            try:
+                names = sorted(n for n in os.listdir(os.path.join(host_root, parent))
+                               if fnmatch.fnmatchcase(n, name))
+            except OSError:
+                continue
+        else:
+            names = [name]
+        for entry in names:
+            rel = f"{parent}/{entry}"
+            try:
+                st = os.stat(os.path.join(host_root, rel))
+            except OSError:
+                continue
+            found.append((rel, stat.S_ISDIR(st.st_mode)))
+    return found

@@ -263,7 +263,7 @@ class Sandbox:
                             for n in ("hostname", "hosts", "resolv.conf")),
             secrets=tuple((f"/{rel}", is_dir) for rel, is_dir in host_secrets())
             if config.host_image else (),
-            blank=str(real.etc / sessiondirs.BLANK),
+            blank=str(sessiondirs.blank_file(real.path.parent)) if config.host_image else None,
             # Root's sandbox is coop's id range: the workspace's owners must show through
             # its map, or root's own files there would be nobody's inside.
             idmapped_workspace=self.idmap.owner != (os.geteuid(), os.getegid()),
@@ -397,11 +397,12 @@ class Sandbox:
         try:
             fds = mount_fds.for_record(record)
         except SandboxError:
-            # A path of an init that has gone cannot be opened: say why it went instead.
+            # An init that has gone has no paths to open: then this is a send to it, and
+            # what it said before it went is the failure (as for a send that finds it gone).
             self._collect_failure()
-            if self.failure is not None:
-                raise SandboxError(self.failure) from None
-            raise
+            if self.failure is None:
+                raise
+            raise BrokenPipeError(errno.EPIPE, "the sandbox's init has gone") from None
         if fds is None:
             return  # an optional bind of nothing
         try:

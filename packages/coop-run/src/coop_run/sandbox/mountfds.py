@@ -24,6 +24,7 @@ class MountFds:
 
     def __init__(self, init_pid: int) -> None:
         self.init_pid = init_pid
+        self._root: int | None = None    # /proc/<init>/root: paths are opened below it
         self._userns: int | None = None
 
     def for_record(self, record: dict[str, Any]) -> list[int] | None:
@@ -57,7 +58,10 @@ class MountFds:
         if not path.startswith("/"):
             raise SandboxError(f"cannot give {path} to the sandbox: not an absolute path")
         try:
-            return os.open(f"/proc/{self.init_pid}/root{path}", flags)
+            if self._root is None:
+                self._root = os.open(f"/proc/{self.init_pid}/root",
+                                     os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            return os.open(path.lstrip("/") or ".", flags, dir_fd=self._root)
         except OSError as exc:
             raise SandboxError(f"cannot give {path} to the sandbox: {exc.strerror}") from exc
 
@@ -74,9 +78,10 @@ class MountFds:
                 "supports idmapped mounts (ext4, xfs, btrfs, tmpfs)") from exc
 
     def close(self) -> None:
-        if self._userns is not None:
-            os.close(self._userns)
-            self._userns = None
+        for fd in (self._root, self._userns):
+            if fd is not None:
+                os.close(fd)
+        self._root = self._userns = None
 
 
 def close_all(fds: list[int]) -> None:
