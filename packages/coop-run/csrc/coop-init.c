@@ -477,6 +477,7 @@ struct handler {
 };
 
 #define AFTER_OVERLAY 1u  /* set-up: only once the overlay is mounted */
+#define ONE_OR_NONE (-1)  /* set-up: a descriptor, or a path the init walks itself */
 #define WHILE_STOPPING 2u /* request: taken while the sandbox shuts down too */
 
 static const struct handler *find_handler(const struct handler *table, size_t n,
@@ -1111,12 +1112,20 @@ static void setup_bind(const struct args *a)
 {
     const char *source = required(a, F_BIND_SOURCE), *target = required(a, F_BIND_TARGET);
     int optional = flag(a, F_BIND_OPTIONAL), readonly = flag(a, F_BIND_READONLY), err;
-    char full[PATH_MAX], from[32];
+    char full[PATH_MAX], by_fd[32];
+    const char *from = source; /* no descriptor: a path the init may walk (a plain user's) */
 
+    if (a->nfds) {
+        snprintf(by_fd, sizeof by_fd, "/proc/self/fd/%d", a->fds[0]);
+        from = by_fd;
+    } else if (flag(a, F_BIND_IDMAPPED)) {
+        setup_failed("bind %s on %s: an idmapped mount comes as a descriptor", source, target);
+    } else if (optional && !exists(source, 1)) {
+        return;
+    }
     err = ensure_target(target, flag(a, F_BIND_FILE), full, sizeof full);
     if (err && optional)
         return;
-    snprintf(from, sizeof from, "/proc/self/fd/%d", a->fds[0]);
     if (!err && flag(a, F_BIND_IDMAPPED)) {
         if (move_mount(a->fds[0], "", AT_FDCWD, full, MOVE_MOUNT_F_EMPTY_PATH) < 0)
             err = errno;
@@ -1192,7 +1201,7 @@ static const struct handler setup_ops[] = {
     {OP_LOWER, 0, setup_lower, 1},
     {OP_OVERLAY, 0, setup_overlay, 3},
     {OP_FRESH, AFTER_OVERLAY, setup_fresh, 0},
-    {OP_BIND, AFTER_OVERLAY, setup_bind, 1},
+    {OP_BIND, AFTER_OVERLAY, setup_bind, ONE_OR_NONE},
     {OP_SYMLINK, AFTER_OVERLAY, setup_symlink, 0},
     {OP_HOSTENTRY, AFTER_OVERLAY, setup_hostentry, 0},
     {OP_PIVOT, AFTER_OVERLAY, setup_pivot, 0},
@@ -1242,7 +1251,7 @@ static void build_root(void)
             misfit_failed(&rec, misfit, bad);
         if ((h->flags & AFTER_OVERLAY) && !root[0])
             setup_failed("%s before the overlay", rec.op);
-        if (nfds != h->fds)
+        if (h->fds == ONE_OR_NONE ? nfds > 1 : nfds != h->fds)
             setup_failed("%s: %d descriptors sent, %d expected", rec.op, nfds, h->fds);
         a.fds = fds;
         a.nfds = nfds;

@@ -363,7 +363,7 @@ class Sandbox:
         self.network.attach(pid)
         setup = {"op": "setup", "hostname": self.config.name,
                  "child_caps": sorted(child_capabilities(self.network))}
-        mount_fds = MountFds(pid)
+        mount_fds = MountFds(pid, binds_by_path=self.idmap.owner == (os.geteuid(), os.getegid()))
         try:
             for record in (setup, *plan_records(first)):
                 self._send_setup(record, mount_fds)

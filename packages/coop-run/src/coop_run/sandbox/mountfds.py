@@ -22,8 +22,11 @@ from coop_run.errors import SandboxError
 class MountFds:
     """Opens the descriptors of one init's set-up records (``for_record``)."""
 
-    def __init__(self, init_pid: int) -> None:
+    def __init__(self, init_pid: int, *, binds_by_path: bool = False) -> None:
+        """``binds_by_path``: the init may walk the host paths itself (a plain user's,
+        which is that user): binds other than idmapped ones carry no descriptor."""
         self.init_pid = init_pid
+        self.binds_by_path = binds_by_path
         self._root: int | None = None    # /proc/<init>/root: paths are opened below it
         self._userns: int | None = None
 
@@ -46,6 +49,8 @@ class MountFds:
             return []
         if record["idmapped"]:
             return [self._idmapped(record["source"])]
+        if self.binds_by_path:
+            return []
         try:
             return [self._open(record["source"], directory=not record["file"])]
         except SandboxError:
