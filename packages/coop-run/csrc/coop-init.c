@@ -19,10 +19,11 @@
  *   coop_run.sandbox.mounts, one record per operation, ending with "pivot". Every mount
  *   point is resolved inside the new root exactly as coop_build.rootpath does (symlinks
  *   followed within it), so a symlink in an image can never steer a mount onto the host.
- *   Host directories and files come as descriptors with their records (layers, the
- *   overlay's mount point, upper and work, every bind's source), never as names to walk
- *   to: root's sandbox is an unprivileged id range that may not enter root's 0700
- *   directories. Any failure is reported ("failed") and ends the init.
+ *   The overlay's directories come as descriptors with their records (layers, mount
+ *   point, upper, work), never as names to walk to: root's sandbox is an unprivileged
+ *   id range that may not enter root's 0700 directories; so do root's bind sources (a
+ *   plain user's init is that user and walks them). Any failure is reported ("failed")
+ *   and ends the init.
  * - serving: "ready", then spawn / signal / shutdown on request; reaps; forwards
  *   SIGTERM/SIGINT/SIGHUP sent from outside the PID namespace to every process inside.
  *

@@ -10,10 +10,11 @@ Start-up (S = the calling process, e.g. the session supervisor)::
       S: persist dirs, /etc files, then their bind records            }
       I: persist and /etc binds, "pivot": pivot_root, bounding set, "ready"
 
-The mount records carry their host paths as descriptors S opens (``mountfds``): I is
-uid 0 of its namespace, which for root is coop's unprivileged id range (``idmap``) that
-may not walk root's directories; root's workspace comes as an idmapped mount, so that
-root's files there stay the sandbox's root's.
+The overlay's records carry their directories as descriptors S opens (``mountfds``),
+and so do root's binds: I is uid 0 of its namespace, which for root is coop's
+unprivileged id range (``idmap``) that may not walk root's directories; root's
+workspace comes as an idmapped mount, so that root's files there stay the sandbox's
+root's.
 
 ``start()`` clones the *current* process, never starting an interpreter (that is what
 keeps a start near the 5 ms floor, FIELD-NOTES); one clone with namespace flags replaces

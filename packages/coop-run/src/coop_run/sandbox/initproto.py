@@ -22,12 +22,14 @@ Set-up, supervisor -> init (no ids; a failure ends the init with "failed")::
     lower (one per layer, bottom first), overlay, fresh, bind, symlink, hostentry, and
     last "pivot"
 
-Host paths reach the init as descriptors, never as names it would walk to (root's
-sandbox is an unprivileged id range that may not enter root's 0700 directories): a
-"lower" carries its layer directory, an "overlay" the mount point, upper and work
-directories, a "bind" its source (``O_PATH``, opened by the supervisor through
-``/proc/<init>/root`` so that it lies in the init's mount namespace; with ``idmapped``,
-a detached idmapped mount to attach instead). Their paths travel too, for messages.
+The overlay's directories reach the init as descriptors, never as names it would walk
+to (root's sandbox is an unprivileged id range that may not enter root's 0700
+directories): a "lower" carries its layer directory, an "overlay" the mount point,
+upper and work. A "bind" carries its source the same way when the init may not walk to
+it (root's sandbox; a plain user's init is that user and takes the path), or with
+``idmapped`` a detached idmapped mount to attach. Descriptors are ``O_PATH``, opened by
+the supervisor below ``/proc/<init>/root`` so that they lie in the init's mount
+namespace. The paths travel too, for messages.
 
 Supervisor -> init requests (each carries an ``id`` echoed by the reply)::
 

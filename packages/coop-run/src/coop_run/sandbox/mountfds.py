@@ -1,13 +1,14 @@
 """The descriptors that carry host paths to a sandbox's init with its set-up records.
 
-The init never walks to a host path itself: root's sandbox is an unprivileged id range
-(``coop_build.subids``) that may not enter root's 0700 directories, ``COOP_HOME`` among
-them. So the supervisor opens each host path of a record (a layer; the overlay's mount
-point, upper and work; a bind's source) as an ``O_PATH`` descriptor and sends it with
-the record. It opens them through ``/proc/<init>/root``, which puts them in the init's
-own mount namespace: the kernel binds and overlays only mounts of the caller's
-namespace. A bind marked ``idmapped`` (root's workspace, whose host-root files must stay
-its inside root's) gets a detached idmapped mount instead, which only host root may make.
+Root's sandbox is an unprivileged id range (``coop_build.subids``) that may not enter
+root's 0700 directories, ``COOP_HOME`` among them. So the supervisor opens the host paths
+of a record (a layer; the overlay's mount point, upper and work; for root, a bind's
+source: a plain user's init is that user and walks to its own) as ``O_PATH``
+descriptors and sends them with the record. It opens them below ``/proc/<init>/root``,
+which puts them in the init's own mount namespace: the kernel binds and overlays only
+mounts of the caller's namespace. A bind marked ``idmapped`` (root's workspace, whose
+host-root files must stay its inside root's) gets a detached idmapped mount instead,
+which only host root may make.
 """
 
 from __future__ import annotations

@@ -10,9 +10,8 @@ Every target is a path *inside* the new root, resolved there by ``coop-init`` as
 (``/workspace -> /etc``) can never steer a mount onto the host: before the pivot, an
 absolute symlink would otherwise resolve against the host's /. Missing mount points are
 created in the merged tree, so they land in this session's upper directory and vanish
-with it. Every host path of a record (a layer, a bind's source) reaches the init as a
-descriptor the supervisor opens (``sandbox.mountfds``); the records name them for
-messages.
+with it. The layers (and for root every bind's source) reach the init as descriptors
+the supervisor opens (``sandbox.mountfds``); the records name them for messages.
 """
 
 from __future__ import annotations
