@@ -243,10 +243,10 @@ def test_root_s_sandbox_is_coops_id_range_and_the_workspace_stays_root_s(
     secret.write_text("root's\n")
     secret.chmod(0o600)
     sandbox = start("rootmap")
-    uid, gid = sandbox.idmap.owner
-    assert uid >= 1 << 30 and gid >= 1 << 30
     out = ok(sandbox, "cat /proc/self/uid_map /proc/self/gid_map; grep Groups /proc/self/status")
+    uid, gid = sandbox.idmap.host_uid(0), sandbox.idmap.host_gid(0)
     assert out.split() == ["0", str(uid), "65536", "0", str(gid), "65536", "Groups:"], out
+    assert uid is not None and uid >= 1 << 30 and gid is not None and gid >= 1 << 30
     out = ok(sandbox, "stat -c %u:%g:%a /workspace/root-only; cat /workspace/root-only; "
                       "echo more >> /workspace/root-only; echo new > /workspace/made")
     assert out == "0:0:600\nroot's\n", out
