@@ -241,7 +241,7 @@ class Sandbox:
             raise
         self._owns_dir = True
         sessiondirs.clean_leftovers(sdir, self.idmap)
-        sessiondirs.ensure_dirs(sdir, (), idmap=self.idmap)
+        sessiondirs.ensure_dirs(sdir, (), idmap=self.idmap, blank=config.host_image)
         real = SessionDir(sdir.path.resolve())
         if not layers:
             sdir.lower.mkdir()
@@ -264,7 +264,7 @@ class Sandbox:
                             for n in ("hostname", "hosts", "resolv.conf")),
             secrets=tuple((f"/{rel}", is_dir) for rel, is_dir in host_secrets())
             if config.host_image else (),
-            blank=str(sessiondirs.blank_file(real.path.parent)) if config.host_image else None,
+            blank=str(real.etc / sessiondirs.BLANK) if config.host_image else None,
             # Root's sandbox is coop's id range: the workspace's owners must show through
             # its map, or root's own files there would be nobody's inside.
             idmapped_workspace=self.idmap.owner != (os.geteuid(), os.getegid()),

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from coop_run.statefiles import locked, read_json
 
 logger = logging.getLogger(__name__)
 
-BLANK = "~blank"  # in sessions/: no session is called so ('~' is not in session names)
+BLANK = "blank"  # in etc/: the empty file bound read-only over the host's secret files
 
 
 
@@ -182,30 +181,19 @@ def persist_name_ok(name: str) -> bool:
         p not in ("", ".", "..") for p in parts) and "\0" not in name
 
 
-def blank_file(sessions: Path) -> Path:
-    """``sessions/~blank``: the empty file bound read-only over the host's secret files,
-    one for every session (made once: a file per start costs it a tenth of a ms)."""
-    path = sessions / BLANK
-    try:
-        st = path.lstat()
-        if stat.S_ISREG(st.st_mode) and st.st_size == 0:
-            return path
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    with contextlib.suppress(FileExistsError):  # a start beside us made it
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444))
-    return path
-
-
-def ensure_dirs(sdir: SessionDir, persist: Iterable[str], *, idmap: IdMap | None = None) -> None:
-    """Create the session's directories (fresh upper/work/root/etc, persist kept). With
-    ``idmap`` (root's: coop's id range), what the sandbox's root writes into is handed
-    to it."""
+def ensure_dirs(sdir: SessionDir, persist: Iterable[str], *, idmap: IdMap | None = None,
+                blank: bool = False) -> None:
+    """Create the session's directories (fresh upper/work/root/etc, persist kept), and with
+    ``blank`` the empty file bound read-only over the host's secret files (``BLANK``).
+    With ``idmap`` (root's: coop's id range), what the sandbox's root writes into is
+    handed to it."""
     sdir.path.mkdir(parents=True, exist_ok=True)
     sdir.path.chmod(0o700)
     for path in (sdir.upper, sdir.work, sdir.root, sdir.etc):
         path.mkdir()
+    if blank:
+        os.close(os.open(sdir.etc / BLANK, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                         0o444))
     if idmap is not None:
         hand_over([sdir.upper, sdir.work], idmap)
     for name in persist:
