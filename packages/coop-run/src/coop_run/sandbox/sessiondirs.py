@@ -203,8 +203,9 @@ def ensure_dirs(sdir: SessionDir, persist: Iterable[str], *, idmap: IdMap | None
 
 
 def give_persist(path: Path, idmap: IdMap) -> None:
-    """A persist directory is the sandbox's root's to write. Root's are coop's id range's;
-    one an older coop left to host root is handed over whole, once."""
+    """A persist directory is the sandbox's root's to write: root's belong to coop's id
+    range. One of host root (just made, or left by a coop that ran root's sandboxes as
+    host root) is handed over whole, once."""
     if path.lstat().st_uid == 0 and idmap.owner[0] != 0:
-        logger.info("handing %s to coop's id range", path)
+        logger.debug("handing %s to coop's id range", path)
         hand_over_tree(path, idmap)
