@@ -20,11 +20,13 @@ import pytest
 
 from coop_build.build import PASSTHROUGH_VARS, Builder, BuildOptions, BuildResult, step_environment
 from coop_build.errors import InheritedPathError, StepFailedError
+from coop_build.idmap import choose_idmap
 from coop_build.layers import LoadedCoopfile, load_coopfile
 from coop_build.paths import CoopPaths
 from coop_build.progress import Message, ProgressEvent, StepFinished, StepOutput, StepStarted
 from coop_build.store import Store
 from support.procs import wait_for
+from support.rootfs import as_layer
 
 # -- pure ---------------------------------------------------------------------------------
 
@@ -111,6 +113,7 @@ def fake_build(builder: Builder, loaded: LoadedCoopfile) -> None:
         for step in plan.steps:
             scratch = store.new_scratch()
             scratch.fs.mkdir()
+            as_layer(scratch.fs)
             ids.append(
                 store.publish_layer(
                     scratch,
@@ -405,6 +408,30 @@ def test_host_image(paths: CoopPaths, tmp_path: Path) -> None:
     assert "sh" in layer_file(paths, result, 2, "root/ls").read_text().split()
     again, _ = run_build(paths, ws)
     assert again.steps_run == 0
+
+
+@pytest.mark.rootonly
+def test_root_builds_as_coops_id_range(
+    test_images: Any, paths: CoopPaths, tmp_path: Path
+) -> None:
+    """A build root starts runs as coop's own range (``coop_build.subids``), never as host
+    root: its steps' uid 0 is that range's first id, and nothing in any layer it made,
+    the unpacked image included, belongs to host uid or gid 0."""
+    ws = tmp_path / "ws"
+    step = "cat /proc/self/uid_map > /uid_map; touch /made; chown 7:8 /made"
+    write_coopfile(ws, coopfile_text(test_images.busybox, [step]))
+    result, _ = run_build(paths, ws)
+    uid, gid = choose_idmap().owner
+    assert uid >= 1 << 30 and gid >= 1 << 30
+    assert layer_file(paths, result, 1, "uid_map").read_text().split() == [
+        "0", str(uid), "65536"]
+    made = layer_file(paths, result, 1, "made").stat()
+    assert (made.st_uid, made.st_gid) == (uid + 7, gid + 8)
+    assert layer_file(paths, result, 0, "bin/busybox").stat().st_uid == uid
+    for layer in result.record.layers:
+        fs = paths.layers / layer / "fs"
+        owned = [p for p in (fs, *fs.rglob("*")) if 0 in (p.lstat().st_uid, p.lstat().st_gid)]
+        assert owned == [], f"host root's files in layer {layer}: {owned[:5]}"
 
 
 # -- interruption ------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from coop_build.export import (
 )
 from coop_build.idmap import IdMap, choose_idmap
 from coop_build.layout import Layout
-from coop_build.namespace import remove_tree, run_in_userns
+from coop_build.namespace import hand_over_tree, remove_tree, run_in_userns
 from support.require import require
 
 # Inside the namespace: the overlay dialect of a step's upper dir, with one file per case.
@@ -69,13 +69,10 @@ _MAKE_UPPER = textwrap.dedent(
 
 
 def _full_idmap() -> IdMap:
-    """A map with sub-ids: the user's range, or for root (who has none) one it may write."""
+    """A map with sub-ids: the user's range, or root's (coop's own range)."""
     idmap = choose_idmap(environ={})
-    if idmap.full:
-        return idmap
-    require(os.geteuid() == 0, "this user has no subordinate id range")
-    rest = ((0, 0, 1), (1, 300000, 65536))
-    return IdMap(uid_map=rest, gid_map=rest)
+    require(idmap.full, "this user has no subordinate id range")
+    return idmap
 
 
 @pytest.fixture
@@ -93,7 +90,13 @@ def scratch(tmp_path: Path, idmap: IdMap) -> Iterator[Path]:
 
 
 def make_upper(dest: Path, idmap: IdMap) -> Path:
-    run_in_userns([sys.executable, "-c", _MAKE_UPPER, str(dest)], idmap=idmap)
+    """As the build's namespace makes it. Root's is coop's range, which may not walk the
+    test's 0700 directories: root makes it on the host and hands it over, as coop does."""
+    if os.geteuid() == 0:
+        subprocess.run([sys.executable, "-c", _MAKE_UPPER, str(dest)], check=True)
+        hand_over_tree(dest, idmap)
+    else:
+        run_in_userns([sys.executable, "-c", _MAKE_UPPER, str(dest)], idmap=idmap)
     return dest
 
 

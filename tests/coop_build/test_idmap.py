@@ -97,11 +97,28 @@ def test_choose_full_when_ranges_and_tools(tmp_path: Path) -> None:
                         subgid_path=tmp_path / "missing", environ=env) == single
 
 
-def test_root_needs_no_tools(tmp_path: Path) -> None:
+def test_root_maps_to_coops_range_never_to_itself(tmp_path: Path) -> None:
+    """Root's own entries are ignored; inside 0..65535 is coop's range (reserved here on
+    first use), with no tools needed; COOP_IDMAP=single is inside 0 alone."""
     subuid, subgid = write_subids(tmp_path, "root:100000:65536\n")
     got = choose_idmap(uid=0, gid=0, user="root", subuid_path=subuid, subgid_path=subgid,
                        environ={"PATH": str(tmp_path / "none")})
-    assert got.uid_map == ((0, 0, 1), (1, 100000, 65536))
+    assert got.uid_map == got.gid_map == ((0, 1 << 30, 65536),)
+    assert got.owner == (1 << 30, 1 << 30) and got.full
+    assert subuid.read_text() == subgid.read_text() == (
+        "root:100000:65536\ncoop:1073741824:65536\n")
+    single = choose_idmap(uid=0, gid=0, subuid_path=subuid, subgid_path=subgid,
+                          environ={"COOP_IDMAP": "single"})
+    assert single == IdMap.single(1 << 30, 1 << 30)
+    assert subuid.read_text().count("coop:") == 1  # reserved once
+
+
+def test_root_uses_an_existing_coop_entry(tmp_path: Path) -> None:
+    subuid, subgid = write_subids(tmp_path, "coop:2000000:65536\n")
+    subgid.write_text("coop:3000000:100000\n")
+    got = choose_idmap(uid=0, gid=0, subuid_path=subuid, subgid_path=subgid, environ={})
+    assert got.uid_map == ((0, 2000000, 65536),)
+    assert got.gid_map == ((0, 3000000, 65536),)
 
 
 def test_bad_coop_idmap_value(tmp_path: Path) -> None:
@@ -110,9 +127,14 @@ def test_bad_coop_idmap_value(tmp_path: Path) -> None:
 
 
 def test_this_machine_choice() -> None:
-    """Root has no range here (single); the test user has one unless forced single."""
+    """Root maps to coop's range (never host 0); the test user is inside 0, with its
+    range unless forced single."""
     got = choose_idmap()
-    assert got.host_uid(0) == os.getuid() and got.host_gid(0) == os.getgid()
+    if os.geteuid() == 0:
+        assert got.owner[0] >= 1 << 30 and got.owner[1] >= 1 << 30
+        assert got.host_uid(65535) == got.owner[0] + 65535
+    else:
+        assert got.owner == (os.getuid(), os.getgid())
     if os.environ.get("COOP_IDMAP") == "single":
         assert not got.full
 

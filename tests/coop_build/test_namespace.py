@@ -1,8 +1,8 @@
 """The build runner, for real: overlay + user/mount/pid namespaces on a busybox rootfs.
 
-Runs as root (single mapping: root has no subuid range) and as the test user; the
-``idmap`` fixture also forces the single mapping (COOP_IDMAP=single), so the test
-user's run covers both its full and its single mapping.
+Runs as root (inside 0..65535 = coop's own id range, never host root) and as the test
+user; the ``idmap`` fixture also forces the single mapping (COOP_IDMAP=single), so each
+run covers both its full and its single mapping.
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ import pytest
 from coop_build.errors import NamespaceError, ToolError
 from coop_build.idmap import IdMap, choose_idmap
 from coop_build.namespace import RootfsSpec, remove_tree, run_in_rootfs, run_in_userns
+from coop_build.rootlayout import host_secrets
+from support.host_secrets import planted_secrets
 from support.procs import children, reap_zombies, wait_for
 from support.require import needs, require
-from support.rootfs import busybox_available, make_busybox_rootfs
+from support.rootfs import as_layer, busybox_available, make_busybox_rootfs
 
 pytestmark = needs(busybox_available(), "needs busybox-static")
 
@@ -98,6 +100,7 @@ def test_upper_as_lower_keeps_whiteouts_and_opaque_dirs(tmp_path: Path, steps: S
     (base / "data" / "old").mkdir(parents=True)
     (base / "data" / "old" / "x").write_text("x")
     (base / "data" / "gone.txt").write_text("bye")
+    as_layer(base)
     s1 = steps.spec(base)
     code, _ = steps.run(s1, "rm /data/gone.txt && rm -rf /data/old && mkdir /data/old && "
                             "echo new > /data/old/y")
@@ -190,10 +193,7 @@ def test_host_network_reachable(base: Path, steps: Steps) -> None:
 
 def test_chown_to_subids_survives_into_next_step(tmp_path: Path, base: Path,
                                                  idmap: IdMap) -> None:
-    if os.geteuid() == 0:
-        idmap = IdMap(uid_map=((0, 0, 1), (1, 300000, 65536)),
-                      gid_map=((0, 0, 1), (1, 300000, 65536)))
-    elif not idmap.full and choose_idmap(environ={**os.environ, "COOP_IDMAP": "auto"}).full:
+    if not idmap.full and choose_idmap(environ={**os.environ, "COOP_IDMAP": "auto"}).full:
         pytest.skip("the forced single map has no sub-ids to chown to")  # the other param's
     else:
         require(idmap.full, "this user has no subordinate id range")
@@ -214,7 +214,7 @@ def test_chown_to_subids_survives_into_next_step(tmp_path: Path, base: Path,
 
 
 def test_single_mapping_shows_foreign_owner_as_overflow(tmp_path: Path, base: Path) -> None:
-    single = IdMap.single(os.getuid(), os.getgid())
+    single = IdMap.single(*choose_idmap().owner)  # inside 0 alone (root: coop's range)
     steps = Steps(tmp_path / "single", single)
     code, lines = steps.run(steps.spec(base), "stat -c %u /bin/busybox; chown 5 /tmp/ || "
                                               "echo refused")
@@ -262,6 +262,24 @@ def test_extra_binds_are_read_only_and_leave_no_mount_points(tmp_path: Path, bas
     assert upper_entries(spec) == {"etc", "etc/corp", "etc/corp/mine"}
     with pytest.raises(NamespaceError, match="must be absolute"):
         steps.run(steps.spec(base, binds=(("ca.pem", "/etc/ca.pem"),)), "true")
+
+
+def test_host_dirs_hide_the_hosts_secrets(steps: Steps) -> None:
+    """A host-image step sees /etc, but over each of its secrets an empty read-only file
+    (an empty directory over sudoers.d), whoever runs the build."""
+    with planted_secrets() as planted:
+        secrets = host_secrets()
+        files = [f"/{rel}" for rel, is_dir in secrets if not is_dir]
+        dirs = [f"/{rel}" for rel, is_dir in secrets if is_dir]
+        assert "/etc/shadow" in files
+        assert all(str(p) in files or str(p.parent) in dirs for p in planted.files)
+        script = "; ".join(
+            [f"wc -c < {f} 2>&1; (echo x >> {f}) 2>/dev/null || echo ro" for f in files]
+            + [f"ls -A {d} | wc -l; (touch {d}/x) 2>/dev/null || echo ro" for d in dirs]
+            + ["grep -c '^root:' /etc/passwd"])  # the rest of /etc is the host's
+        code, lines = steps.run(steps.spec(host_dirs=True), script)
+    assert code == 0, lines
+    assert lines == [*(["0", "ro"] * (len(files) + len(dirs))), "1"]
 
 
 def test_sigint_to_caller_kills_the_namespace(tmp_path: Path, base: Path) -> None:

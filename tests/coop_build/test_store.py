@@ -16,6 +16,7 @@ from coop_build.errors import StoreError
 from coop_build.paths import CoopPaths
 from coop_build.steps import BuildPlan, Step, step_key
 from coop_build.store import BuildRecord, Store, workspace_id, write_json_durable
+from support.rootfs import as_layer
 
 
 @pytest.fixture
@@ -44,6 +45,7 @@ def publish(store: Store, step: Step, content: str) -> str:
         scratch = store.new_scratch()
         scratch.fs.mkdir()
         (scratch.fs / "file").write_text(content)
+        as_layer(scratch.fs)
         return store.publish_layer(
             scratch, step_key=step.key, description=step.description, definition=step.definition
         )
@@ -70,6 +72,7 @@ def test_publish_is_one_rename(store: Store, paths: CoopPaths) -> None:
         assert scratch.work.is_dir() and not scratch.fs.exists()
         scratch.fs.mkdir()
         (scratch.fs / "hello").write_text("hi")
+        as_layer(scratch.fs)
         assert store.find_layer(step.key) is None
         assert not paths.layers.exists() or not any(paths.layers.iterdir())
         layer_id = store.publish_layer(
@@ -329,3 +332,21 @@ def test_lock_file_is_private(store: Store, paths: CoopPaths) -> None:
         pass
     assert (paths.home / "build.lock").stat().st_mode & 0o077 == 0
     assert os.access(paths.home / "build.lock", os.R_OK)
+
+
+@pytest.mark.rootonly
+def test_a_layer_of_host_root_is_not_used_as_root(store: Store, paths: CoopPaths) -> None:
+    """Layers made before root's builds ran as coop's id range belong to host root: root
+    must rebuild them (a sandbox of them would hand its agent host root's files)."""
+    plan = make_plan("echo a", "echo b")
+    record = build(store, plan)
+    assert store.build_complete(record)
+    old = record.layers[1]
+    os.chown(paths.layers / old / "fs", 0, 0)  # as an older coop left it
+    assert not store.build_complete(record)
+    assert store.find_layer(plan.steps[1].key) is None
+    assert store.find_layer(plan.steps[0].key) == record.layers[0]
+    assert store.host_root_layers(record) == [old]
+    rebuilt = build(store, plan)
+    assert rebuilt.layers == (record.layers[0], f"{old}~2", *record.layers[2:])
+    assert store.build_complete(rebuilt) and store.host_root_layers(rebuilt) == []

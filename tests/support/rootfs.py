@@ -10,6 +10,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from coop_build.idmap import choose_idmap
+from coop_build.namespace import hand_over_tree
+
 BUSYBOX = Path("/bin/busybox")
 
 
@@ -23,7 +26,9 @@ def busybox_available() -> bool:
 
 
 def make_busybox_rootfs(dest: Path, *, resolv_conf: bool = True) -> Path:
-    """Create ``dest`` as a tiny rootfs: /bin/busybox + applet symlinks, passwd, group.
+    """Create ``dest`` as a tiny rootfs: /bin/busybox + applet symlinks, passwd, group,
+    owned as coop's store would own a layer (as root: by coop's id range, see
+    ``coop_build.subids``).
 
     ``resolv_conf=False`` leaves /etc/resolv.conf absent (the runner must then create a
     mount point for it that does not end up in the step's layer).
@@ -51,4 +56,11 @@ def make_busybox_rootfs(dest: Path, *, resolv_conf: bool = True) -> Path:
     (dest / "etc" / "group").write_text("root:x:0:\ndaemon:x:1:\nnogroup:x:65534:\n")
     if resolv_conf:
         (dest / "etc" / "resolv.conf").write_text("# replaced by the runner\n")
-    return dest
+    return as_layer(dest)
+
+
+def as_layer(tree: Path) -> Path:
+    """``tree`` owned as coop's store owns a layer: as root, by coop's id range (files
+    made as root become its inside root's), so a sandbox's root may change them."""
+    hand_over_tree(tree, choose_idmap())
+    return tree

@@ -19,7 +19,11 @@
  *   coop_run.sandbox.mounts, one record per operation, ending with "pivot". Every mount
  *   point is resolved inside the new root exactly as coop_build.rootpath does (symlinks
  *   followed within it), so a symlink in an image can never steer a mount onto the host.
- *   Any failure is reported ("failed") and ends the init.
+ *   The overlay's directories come as descriptors with their records (layers, mount
+ *   point, upper, work), never as names to walk to: root's sandbox is an unprivileged
+ *   id range that may not enter root's 0700 directories; so do root's bind sources (a
+ *   plain user's init is that user and walks them). Any failure is reported ("failed")
+ *   and ends the init.
  * - serving: "ready", then spawn / signal / shutdown on request; reaps; forwards
  *   SIGTERM/SIGINT/SIGHUP sent from outside the PID namespace to every process inside.
  *
@@ -50,7 +54,6 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -471,9 +474,11 @@ struct handler {
     enum op op;
     unsigned flags;
     void (*run)(const struct args *a);
+    int fds; /* set-up: how many descriptors come with the record (requests check theirs) */
 };
 
 #define AFTER_OVERLAY 1u  /* set-up: only once the overlay is mounted */
+#define ONE_OR_NONE (-1)  /* set-up: a descriptor, or a path the init walks itself */
 #define WHILE_STOPPING 2u /* request: taken while the sandbox shuts down too */
 
 static const struct handler *find_handler(const struct handler *table, size_t n,
@@ -784,9 +789,9 @@ static void run_shutdown(const struct args *a)
 
 /* The requests served once the root is built. */
 static const struct handler requests[] = {
-    {OP_SPAWN, 0, run_spawn},
-    {OP_SIGNAL, 0, run_signal},
-    {OP_SHUTDOWN, WHILE_STOPPING, run_shutdown},
+    {OP_SPAWN, 0, run_spawn, 0},
+    {OP_SIGNAL, 0, run_signal, 0},
+    {OP_SHUTDOWN, WHILE_STOPPING, run_shutdown, 0},
 };
 
 /* One request: the body of a record (NUL-terminated by read_record). */
@@ -853,7 +858,12 @@ static void on_request(void)
 
 /* --- set-up: the root ------------------------------------------------------------ */
 
-static char root[PATH_MAX];        /* host path the overlay is mounted on */
+#define MAX_LOWERS 500             /* overlayfs's own limit */
+
+static char root[PATH_MAX];        /* the overlay, as /proc/self/fd/N (N: its mount) */
+static int root_fd = -1;
+static int lowers[MAX_LOWERS];     /* the layers' directories, bottom first */
+static int n_lowers;
 static uint64_t child_caps;        /* what processes inside may hold */
 static int root_done;
 
@@ -972,28 +982,20 @@ static int ensure_target(const char *path, int is_file, char *full, size_t size)
     return 0;
 }
 
-/* coop_build.linux.bind_mount: read-only needs a remount that keeps the flags a user
- * namespace locks (nosuid, nodev, noexec, atime). 0, or an errno. */
+/* Bind ``source`` on ``target`` (a NULL source: the mount already there); read-only
+ * by mount_setattr, which unlike a remount needs no repeat of the flags a user
+ * namespace locks (nosuid, nodev, ...), and covers the submounts of a recursive bind.
+ * 0, or an errno. */
 static int bind_mount(const char *source, const char *target, int readonly, int recursive)
 {
-    static const struct { unsigned long st, ms; } kept[] = {
-        {ST_RDONLY, MS_RDONLY}, {ST_NOSUID, MS_NOSUID}, {ST_NODEV, MS_NODEV},
-        {ST_NOEXEC, MS_NOEXEC}, {ST_NOATIME, MS_NOATIME}, {ST_NODIRATIME, MS_NODIRATIME},
-        {ST_RELATIME, MS_RELATIME},
-    };
-    struct statvfs sv;
-    unsigned long flags = MS_BIND | MS_REMOUNT | MS_RDONLY;
+    struct mount_attr ro = {.attr_set = MOUNT_ATTR_RDONLY};
 
-    if (mount(source, target, NULL, MS_BIND | (recursive ? MS_REC : 0), NULL) < 0)
+    if (source && mount(source, target, NULL, MS_BIND | (recursive ? MS_REC : 0), NULL) < 0)
         return errno;
-    if (!readonly)
-        return 0;
-    if (statvfs(target, &sv) < 0)
+    if (readonly && mount_setattr(AT_FDCWD, target, recursive ? AT_RECURSIVE : 0, &ro,
+                                  sizeof ro) < 0)
         return errno;
-    for (size_t i = 0; i < sizeof kept / sizeof kept[0]; i++)
-        if (sv.f_flag & kept[i].st)
-            flags |= kept[i].ms;
-    return mount(NULL, target, NULL, flags, NULL) < 0 ? errno : 0;
+    return 0;
 }
 
 /* Field ``f`` of a set-up record, which must be there. */
@@ -1010,7 +1012,9 @@ static int flag(const struct args *a, int f)
     return required(a, f)[0] == '1';
 }
 
-/* "setup": uid 0 of the sandbox, its hostname, what processes inside may hold. */
+/* "setup": uid 0 of the sandbox, its hostname, what processes inside may hold. (Root's
+ * init is uid 0 already: the cloned child became it before its exec, which would
+ * otherwise leave it, whose host uid its namespace does not map, no capabilities.) */
 static void setup_identity(const struct args *a)
 {
     const char *hostname = required(a, F_SETUP_HOSTNAME);
@@ -1032,16 +1036,58 @@ static void setup_identity(const struct args *a)
 
 /* The mount plan (sandbox.mounts.plan_records), one handler per operation. */
 
+/* "lower": one layer's directory (its descriptor), bottom first. */
+static void setup_lower(const struct args *a)
+{
+    const char *path = required(a, F_LOWER_PATH);
+
+    if (n_lowers == MAX_LOWERS)
+        setup_failed("layer %s: more than %d layers", path, MAX_LOWERS);
+    if ((lowers[n_lowers] = fcntl(a->fds[0], F_DUPFD_CLOEXEC, 0)) < 0)
+        setup_failed("layer %s: %s", path, strerror(errno));
+    n_lowers++;
+}
+
+/* "overlay": the layers, upper and work (descriptors 1, 2) on the mount point (0). The
+ * directories are named by descriptor number from /proc/self/fd, the working directory
+ * meanwhile: short names, so even the one string that lists every layer stays within
+ * what fsconfig takes. The new mount is kept as a descriptor, ``root``'s way in. */
 static void setup_overlay(const struct args *a)
 {
-    const char *base = required(a, F_OVERLAY_BASE);
+    const char *where = required(a, F_OVERLAY_ROOT);
+    char lowerdir[256], upper[16], work[16];
+    size_t used = 0;
+    int fs = -1, mnt = -1;
 
-    if ((size_t)snprintf(root, sizeof root, "%s", required(a, F_OVERLAY_ROOT)) >= sizeof root)
-        setup_failed("overlay: root path too long");
-    /* Relative layer paths (from base) keep the option string under a page. */
-    if (chdir(base) < 0 || mount("overlay", root, "overlay", 0,
-                                 required(a, F_OVERLAY_DATA)) < 0 || chdir("/") < 0)
-        setup_failed("overlay on %s: %s", root, strerror(errno));
+    (void)required(a, F_OVERLAY_UPPER);
+    (void)required(a, F_OVERLAY_WORK);
+    if (n_lowers == 0)
+        setup_failed("overlay on %s: no layer", where);
+    for (int i = n_lowers - 1; i >= 0; i--) { /* overlay wants the top layer first */
+        int n = snprintf(lowerdir + used, sizeof lowerdir - used, "%s%d",
+                         i == n_lowers - 1 ? "" : ":", lowers[i]);
+        if (n < 0 || (size_t)n >= sizeof lowerdir - used)
+            setup_failed("overlay on %s: too many layers (%d)", where, n_lowers);
+        used += (size_t)n;
+    }
+    snprintf(upper, sizeof upper, "%d", a->fds[1]);
+    snprintf(work, sizeof work, "%d", a->fds[2]);
+    /* Always userxattr: overlay inside a user namespace needs it (FIELD-NOTES). */
+    if (chdir("/proc/self/fd") < 0 || (fs = fsopen("overlay", FSOPEN_CLOEXEC)) < 0
+        || fsconfig(fs, FSCONFIG_SET_STRING, "lowerdir", lowerdir, 0) < 0
+        || fsconfig(fs, FSCONFIG_SET_STRING, "upperdir", upper, 0) < 0
+        || fsconfig(fs, FSCONFIG_SET_STRING, "workdir", work, 0) < 0
+        || fsconfig(fs, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0
+        || fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0
+        || (mnt = fsmount(fs, FSMOUNT_CLOEXEC, 0)) < 0
+        || move_mount(mnt, "", a->fds[0], "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0
+        || chdir("/") < 0)
+        setup_failed("overlay on %s: %s", where, strerror(errno));
+    close(fs);
+    for (int i = 0; i < n_lowers; i++)
+        close(lowers[i]);
+    root_fd = mnt;
+    snprintf(root, sizeof root, "/proc/self/fd/%d", root_fd);
 }
 
 static void setup_fresh(const struct args *a)
@@ -1060,19 +1106,35 @@ static void setup_fresh(const struct args *a)
         setup_failed("%s on %s: %s", type, target, strerror(err));
 }
 
+/* "bind": the source is the record's descriptor: a path (O_PATH) to bind, or with
+ * "idmapped" a detached mount showing host owners through this sandbox's id map, made
+ * by the supervisor (only host root may idmap a mount of the host's filesystems). */
 static void setup_bind(const struct args *a)
 {
     const char *source = required(a, F_BIND_SOURCE), *target = required(a, F_BIND_TARGET);
-    int optional = flag(a, F_BIND_OPTIONAL), err;
-    char full[PATH_MAX];
+    int optional = flag(a, F_BIND_OPTIONAL), readonly = flag(a, F_BIND_READONLY), err;
+    char full[PATH_MAX], by_fd[32];
+    const char *from = source; /* no descriptor: a path the init may walk (a plain user's) */
 
-    if (optional && !exists(source, 1))
+    if (a->nfds) {
+        snprintf(by_fd, sizeof by_fd, "/proc/self/fd/%d", a->fds[0]);
+        from = by_fd;
+    } else if (flag(a, F_BIND_IDMAPPED)) {
+        setup_failed("bind %s on %s: an idmapped mount comes as a descriptor", source, target);
+    } else if (optional && !exists(source, 1)) {
         return;
+    }
     err = ensure_target(target, flag(a, F_BIND_FILE), full, sizeof full);
     if (err && optional)
         return;
-    if (!err)
-        err = bind_mount(source, full, flag(a, F_BIND_READONLY), flag(a, F_BIND_RECURSIVE));
+    if (!err && flag(a, F_BIND_IDMAPPED)) {
+        if (move_mount(a->fds[0], "", AT_FDCWD, full, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+            err = errno;
+        else if (readonly)
+            err = bind_mount(NULL, full, 1, 0);
+    } else if (!err) {
+        err = bind_mount(from, full, readonly, flag(a, F_BIND_RECURSIVE));
+    }
     if (err)
         setup_failed("bind %s on %s: %s", source, target, strerror(err));
 }
@@ -1130,18 +1192,20 @@ static void setup_pivot(const struct args *a)
     if (chdir(root) < 0 || syscall(SYS_pivot_root, ".", ".") < 0
         || umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
         setup_failed("pivot_root: %s", strerror(errno));
+    close(root_fd);
     root_done = 1;
 }
 
 /* The set-up ops, in the order the supervisor sends them. */
 static const struct handler setup_ops[] = {
-    {OP_SETUP, 0, setup_identity},
-    {OP_OVERLAY, 0, setup_overlay},
-    {OP_FRESH, AFTER_OVERLAY, setup_fresh},
-    {OP_BIND, AFTER_OVERLAY, setup_bind},
-    {OP_SYMLINK, AFTER_OVERLAY, setup_symlink},
-    {OP_HOSTENTRY, AFTER_OVERLAY, setup_hostentry},
-    {OP_PIVOT, AFTER_OVERLAY, setup_pivot},
+    {OP_SETUP, 0, setup_identity, 0},
+    {OP_LOWER, 0, setup_lower, 1},
+    {OP_OVERLAY, 0, setup_overlay, 3},
+    {OP_FRESH, AFTER_OVERLAY, setup_fresh, 0},
+    {OP_BIND, AFTER_OVERLAY, setup_bind, ONE_OR_NONE},
+    {OP_SYMLINK, AFTER_OVERLAY, setup_symlink, 0},
+    {OP_HOSTENTRY, AFTER_OVERLAY, setup_hostentry, 0},
+    {OP_PIVOT, AFTER_OVERLAY, setup_pivot, 0},
 };
 
 /* A set-up record that does not fit its op's schema ends the start: a field renamed on
@@ -1174,8 +1238,6 @@ static void build_root(void)
         struct args a;
         size_t bad;
 
-        for (int i = 0; i < nfds; i++)
-            close(fds[i]);
         if (len == -1)
             _exit(0);
         if (len >= 0) /* blocking: -2 (nothing yet) cannot come back */
@@ -1190,7 +1252,13 @@ static void build_root(void)
             misfit_failed(&rec, misfit, bad);
         if ((h->flags & AFTER_OVERLAY) && !root[0])
             setup_failed("%s before the overlay", rec.op);
-        h->run(&a);
+        if (h->fds == ONE_OR_NONE ? nfds > 1 : nfds != h->fds)
+            setup_failed("%s: %d descriptors sent, %d expected", rec.op, nfds, h->fds);
+        a.fds = fds;
+        a.nfds = nfds;
+        h->run(&a); /* borrows the descriptors: what it keeps, it duplicates */
+        for (int i = 0; i < nfds; i++)
+            close(fds[i]);
     }
 }
 

@@ -17,6 +17,7 @@ enum op {
     OP_SHUTDOWN,
     OP_MAPPED,
     OP_SETUP,
+    OP_LOWER,
     OP_OVERLAY,
     OP_FRESH,
     OP_BIND,
@@ -37,10 +38,11 @@ enum { F_SPAWN_ID, F_SPAWN_ARGV, F_SPAWN_ENV, F_SPAWN_CWD, F_SPAWN_PTY, F_SPAWN_
 enum { F_SIGNAL_ID, F_SIGNAL_PID, F_SIGNAL_SIGNO };
 enum { F_SHUTDOWN_ID, F_SHUTDOWN_GRACE };
 enum { F_SETUP_HOSTNAME, F_SETUP_CHILD_CAPS };
-enum { F_OVERLAY_ROOT, F_OVERLAY_BASE, F_OVERLAY_DATA };
+enum { F_LOWER_PATH };
+enum { F_OVERLAY_ROOT, F_OVERLAY_UPPER, F_OVERLAY_WORK };
 enum { F_FRESH_FSTYPE, F_FRESH_TARGET, F_FRESH_FLAGS, F_FRESH_DATA };
 enum { F_BIND_SOURCE, F_BIND_TARGET, F_BIND_FILE, F_BIND_READONLY, F_BIND_RECURSIVE,
-       F_BIND_OPTIONAL };
+       F_BIND_OPTIONAL, F_BIND_IDMAPPED };
 enum { F_SYMLINK_TARGET, F_SYMLINK_POINTS_TO };
 enum { F_HOSTENTRY_NAME };
 enum { F_READY_PID };
@@ -79,10 +81,13 @@ static const struct op_schema {
         {"hostname", KIND_STR},
         {"child_caps", KIND_INTS},
     }},
+    [OP_LOWER] = {.name = "lower", .count = 1, .field = {
+        {"path", KIND_STR},
+    }},
     [OP_OVERLAY] = {.name = "overlay", .count = 3, .field = {
         {"root", KIND_STR},
-        {"base", KIND_STR},
-        {"data", KIND_STR},
+        {"upper", KIND_STR},
+        {"work", KIND_STR},
     }},
     [OP_FRESH] = {.name = "fresh", .count = 4, .field = {
         {"fstype", KIND_STR},
@@ -90,13 +95,14 @@ static const struct op_schema {
         {"flags", KIND_INT},
         {"data", KIND_STR},
     }},
-    [OP_BIND] = {.name = "bind", .count = 6, .field = {
+    [OP_BIND] = {.name = "bind", .count = 7, .field = {
         {"source", KIND_STR},
         {"target", KIND_STR},
         {"file", KIND_BOOL},
         {"readonly", KIND_BOOL},
         {"recursive", KIND_BOOL},
         {"optional", KIND_BOOL},
+        {"idmapped", KIND_BOOL},
     }},
     [OP_SYMLINK] = {.name = "symlink", .count = 2, .field = {
         {"target", KIND_STR},

@@ -258,7 +258,7 @@ def test_the_c_handles_every_op_and_field_of_the_schema_by_the_header_alone() ->
                 if op in ops and not (op in requests and key == "id")}
     assert used & generated.keys() == expected
     names = set(initproto.SCHEMAS) | {k for fields in initproto.SCHEMAS.values() for k in fields}
-    code = code.replace('mount("overlay", root, "overlay"', "")  # the filesystem type
+    code = code.replace('fsopen("overlay"', "")  # the filesystem type
     spelled = {text for text in re.findall(r'"((?:[^"\\\n]|\\.)*)"', code) if text in names}
     assert spelled == set()
 

@@ -33,7 +33,11 @@ from sandbox_helpers import run as sandbox_run
 from supervisor_client import Stream
 from supervisor_client import request as supervisor_request
 
+from coop_build.build import Builder
+from coop_build.layers import load_coopfile
 from coop_build.paths import CoopPaths
+from coop_build.rootlayout import host_secrets
+from coop_build.store import Store
 from coop_run.errors import SandboxError
 from coop_run.sandbox import caps
 from coop_run.sandbox.host import Sandbox, child_capabilities
@@ -42,6 +46,7 @@ from coop_run.sandbox.network.modes import network_for
 from coop_run.session.config import SupervisorConfig
 from coop_run.session.process import start_supervisor
 from support.bench import CoopEnv
+from support.host_secrets import planted_secrets
 from support.procs import stop_pid, wait_for
 from support.require import needs
 from support.rootfs import busybox_available, make_busybox_rootfs
@@ -230,6 +235,94 @@ def test_host_files_are_invisible_and_the_host_root_unreachable(
     finally:
         for path in canaries:
             path.unlink(missing_ok=True)
+
+
+@pytest.mark.rootonly
+def test_root_s_sandbox_is_coops_id_range_and_the_workspace_stays_root_s(
+        start: Start, workspace: Path) -> None:
+    """Root's sandbox maps inside 0..65535 to coop's own range, never host 0 (with no host
+    group either); the workspace, an idmapped mount, still shows root's files as inside
+    root's and takes the agent's writes as root's, as a user's sandbox does for its user."""
+    secret = workspace / "root-only"
+    secret.write_text("root's\n")
+    secret.chmod(0o600)
+    sandbox = start("rootmap")
+    out = ok(sandbox, "cat /proc/self/uid_map /proc/self/gid_map; grep Groups /proc/self/status")
+    uid, gid = sandbox.idmap.host_uid(0), sandbox.idmap.host_gid(0)
+    assert out.split() == ["0", str(uid), "65536", "0", str(gid), "65536", "Groups:"], out
+    assert uid is not None and uid >= 1 << 30 and gid is not None and gid >= 1 << 30
+    out = ok(sandbox, "stat -c %u:%g:%a /workspace/root-only; cat /workspace/root-only; "
+                      "echo more >> /workspace/root-only; echo new > /workspace/made")
+    assert out == "0:0:600\nroot's\n", out
+    assert secret.read_text() == "root's\nmore\n"
+    made = (workspace / "made").stat()
+    assert (made.st_uid, made.st_gid) == (0, 0)  # root's, as a user's agent makes the user's
+    assert (sandbox.sdir.upper.stat().st_uid, sandbox.sdir.upper.stat().st_gid) == (uid, gid)
+
+
+def test_host_image_shows_no_secret_of_etc(start: Start) -> None:
+    """image = "host" binds the host's /etc, but over its secrets (shadow, gshadow, their
+    backups, sudoers, sudoers.d, the ssh host keys) an empty read-only file or directory,
+    whoever runs coop; and a file only host root may read stays unreadable (root's
+    sandbox has none of host root's powers over it), nor can the agent write it."""
+    private = Path("/etc") / f"coop-private-{uuid.uuid4().hex}"
+    with planted_secrets() as planted:
+        try:
+            if IS_ROOT:
+                private.write_text(planted.token + "\n")
+                private.chmod(0o600)
+            sandbox = start("etcsecrets", host_image=True)
+            secrets = host_secrets()
+            files = [f"/{rel}" for rel, is_dir in secrets if not is_dir]
+            dirs = [f"/{rel}" for rel, is_dir in secrets if is_dir]
+            assert "/etc/shadow" in files
+            assert all(str(p) in files or str(p.parent) in dirs for p in planted.files)
+            script = "; ".join(
+                [f"wc -c < {f} 2>&1; (echo x >> {f}) 2>/dev/null || echo ro" for f in files]
+                + [f"ls -A {d} | wc -l; (touch {d}/x) 2>/dev/null || echo ro" for d in dirs])
+            out = ok(sandbox, script)
+            assert out.split() == ["0", "ro"] * (len(files) + len(dirs)), out
+            assert ok(sandbox, "grep -c '^root:' /etc/passwd").strip() == "1"  # /etc is there
+            if IS_ROOT:
+                code, out = run(sandbox, f"cat {private}; echo x >> {private}")
+                assert code != 0 and planted.token not in out, out
+                assert "Permission denied" in out or "Read-only" in out, out
+                assert private.read_text() == planted.token + "\n"
+        finally:
+            private.unlink(missing_ok=True)
+
+
+@pytest.mark.rootonly
+def test_a_host_root_file_in_a_pulled_image_s_layer_gives_no_power(
+        start: Start, coop_env: CoopEnv, test_images: Any, tmp_path: Path) -> None:
+    """A file of host root's that reaches a sandbox of a pulled image (here: one left in
+    its built layer, as an older coop's layers are) can neither be read nor changed by
+    the agent, who is inside root but not host root."""
+    layers = _built(coop_env, test_images.busybox, tmp_path / "ws")
+    token = f"c4n4ry-{uuid.uuid4().hex}"
+    planted = layers[-1] / "etc" / "root-only"
+    planted.write_text(token + "\n")
+    os.chown(planted, 0, 0)
+    planted.chmod(0o600)
+    sandbox = start("pulled", layers=list(layers))
+    assert ok(sandbox, "cat /etc/coop-test-image").strip()  # the pulled image's own file
+    code, out = run(sandbox, "stat -c %u /etc/root-only; cat /etc/root-only; "
+                             "echo x >> /etc/root-only; chmod 644 /etc/root-only; "
+                             "chown 0 /etc/root-only; cat /etc/root-only")
+    assert code != 0 and token not in out, out
+    assert out.splitlines()[0] == "65534", out  # host root is nobody inside
+    assert planted.read_text() == token + "\n" and planted.stat().st_mode & 0o777 == 0o600
+    assert not (sandbox.sdir.upper / "etc" / "root-only").exists()
+
+
+def _built(env: CoopEnv, image: str, workspace: Path) -> tuple[Path, ...]:
+    """The layer dirs of ``image`` built by coop_build into the test's COOP_HOME."""
+    workspace.mkdir()
+    (workspace / "coop.toml").write_text(f'[base]\nimage = "{image}"\n[agent]\ncommand = "sh"\n')
+    loaded = load_coopfile(workspace=workspace, global_path=workspace / "none.toml")
+    paths = CoopPaths(env.coop_home)
+    result = Builder(paths).build(loaded, workspace)
+    return Store(paths).lower_dirs(result.record)
 
 
 # --- 2. processes -----------------------------------------------------------------------
@@ -494,14 +587,13 @@ def test_setuid_binary_gains_nothing_on_the_host(start: Start) -> None:
     sdir = sandbox.sdir
     st = (sdir.upper / "usr" / "local" / "bin" / "busybox-suid").lstat()
     assert st.st_mode & stat.S_ISUID
+    # Inside root is the invoking user, or for root coop's own id range: never host root.
+    assert st.st_uid == sandbox.idmap.owner[0] != 0
     if IS_ROOT:
-        # Single mapping: it is a setuid-root file on the host, so no other user may reach
-        # it: the session dir is root's and 0700 (with the whole upper below it).
-        assert st.st_uid == 0
+        # A setuid file of coop's range, so no other user may reach it: the session dir
+        # is root's and 0700 (with the whole upper below it).
         sd = sdir.path.stat()
         assert sd.st_uid == 0 and stat.S_IMODE(sd.st_mode) & 0o077 == 0, oct(sd.st_mode)
-    else:
-        assert st.st_uid == os.getuid() != 0  # inside root is the invoking user
     # Run it: from an unprivileged uid inside when one is mapped, else as root inside.
     # busybox drops a setuid euid for most applets (id, sh, sleep) but keeps it for ping,
     # which then runs with euid 0 inside: exactly the privilege a setuid binary can get.
@@ -525,13 +617,12 @@ def test_setuid_binary_gains_nothing_on_the_host(start: Start) -> None:
         seen = ok(sandbox, f"grep Uid /proc/{proc.pid}/status").split()[1:]
         assert seen == inside_uids, seen  # the setuid bit worked inside
         uids, gids = _host_ids(proc.host_pid)
-        # ...and on the host that euid 0 is the invoking user (or a sub-uid), never root
-        # unless root started coop.
-        assert uids[1] == os.geteuid()
+        # ...and on the host that euid 0 is the invoking user (or a sub-uid), or for root
+        # coop's range: never root, whoever started coop.
+        assert uids[1] == sandbox.idmap.owner[0]
         assert all(_mapped(u, sandbox.idmap.uid_map) for u in uids), uids
         assert all(_mapped(g, sandbox.idmap.gid_map) for g in gids), gids
-        if not IS_ROOT:
-            assert 0 not in uids and 0 not in gids, (uids, gids)
+        assert 0 not in uids and 0 not in gids, (uids, gids)
         effective = caps.status_mask(Path(f"/proc/{proc.host_pid}/status").read_text())
         assert not effective & (1 << caps.CAP_SYS_ADMIN)
     finally:

@@ -113,22 +113,54 @@ def test_the_records_carry_the_plan_in_order() -> None:
     records = plan_records(first) + plan_records(late)
     for record in records:  # every one is valid on the wire
         assert initproto.decode(initproto.encode(record))["op"] == record["op"]
-    assert records[0] == {
-        "op": "overlay", "root": "/s/root", "base": "/",
-        "data": "lowerdir=l/b:l/a,upperdir=s/upper,workdir=s/work,userxattr"}
-    assert [r["op"] for r in records[1:4]] == ["fresh", "fresh", "bind"]
-    assert records[1] == {"op": "fresh", "fstype": "proc", "target": "/proc",
+    # The layers bottom first (their descriptors ride along: ``mountfds``), then the overlay.
+    assert records[:3] == [
+        {"op": "lower", "path": "/l/a"}, {"op": "lower", "path": "/l/b"},
+        {"op": "overlay", "root": "/s/root", "upper": "/s/upper", "work": "/s/work"}]
+    assert [r["op"] for r in records[3:6]] == ["fresh", "fresh", "bind"]
+    assert records[3] == {"op": "fresh", "fstype": "proc", "target": "/proc",
                           "flags": linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC,
                           "data": None}
     workspace = next(r for r in records if r.get("target") == "/work/proj")
     assert workspace == {"op": "bind", "source": "/home/u/proj", "target": "/work/proj",
                          "file": False, "readonly": False, "recursive": False,
-                         "optional": False}
+                         "optional": False, "idmapped": False}
     # The late part starts at the first bind of a file the supervisor writes meanwhile.
     assert plan_records(late) == [
         {"op": "bind", "source": "/s/etc/hosts", "target": "/etc/hosts", "file": True,
-         "readonly": True, "recursive": False, "optional": False},
+         "readonly": True, "recursive": False, "optional": False, "idmapped": False},
         {"op": "pivot"}]
+
+
+def test_host_secrets_are_covered_after_the_host_dirs() -> None:
+    """image = "host": the blank file read-only over each secret file, an empty read-only
+    tmpfs over each secret directory, right after the host's directories; none without
+    the host image."""
+    secrets = (("/etc/shadow", False), ("/etc/sudoers.d", True))
+    spec = MountSpec(root="/r", lowers=("/l",), upper="/u", work="/w", host_image=True,
+                     secrets=secrets, blank="/s/etc/blank")
+    ops = plan_mounts(spec)
+    last_host = max(i for i, op in enumerate(ops) if isinstance(op, HostSymlinkOrBind))
+    assert ops[last_host + 1] == Bind("/s/etc/blank", "/etc/shadow", kind="file",
+                                      readonly=True)
+    cover = ops[last_host + 2]
+    assert isinstance(cover, FreshMount) and cover.target == "/etc/sudoers.d"
+    assert cover.flags & linux.MS_RDONLY and cover.data == "mode=0555"
+    plain = plan_mounts(MountSpec(root="/r", lowers=("/l",), upper="/u", work="/w",
+                                  secrets=secrets, blank="/s/etc/blank"))
+    assert not any(getattr(op, "target", "").startswith(("/etc/shadow", "/etc/sudoers"))
+                   for op in plain)
+    with pytest.raises(ValueError, match="blank"):
+        plan_mounts(MountSpec(root="/r", lowers=("/l",), upper="/u", work="/w",
+                              host_image=True, secrets=secrets))
+
+
+def test_root_s_workspace_is_an_idmapped_bind() -> None:
+    spec = MountSpec(root="/r", lowers=("/l",), upper="/u", work="/w", workspace="/ws",
+                     idmapped_workspace=True)
+    assert Bind("/ws", "/workspace", idmapped=True) in plan_mounts(spec)
+    record = next(r for r in plan_records(plan_mounts(spec)) if r.get("source") == "/ws")
+    assert record["idmapped"] is True
 
 
 def test_host_entries_and_symlinks_become_records() -> None:

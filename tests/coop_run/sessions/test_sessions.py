@@ -24,6 +24,8 @@ from session_support import (
     write_coopfile,
 )
 
+from coop_build.paths import CoopPaths
+from coop_build.store import Store
 from coop_run.daemon.commands import image_env
 from coop_run.daemon.registry import pick_name, safe_name
 from support.procs import pid_alive, wait_for
@@ -103,6 +105,29 @@ def test_create_list_shell_kill_on_busybox(coop: Coop, test_images: Any) -> None
     session_dir = coop.coop_home / "sessions" / "nlst"
     left = {p.name for p in session_dir.iterdir()} if session_dir.exists() else set()
     assert left <= {"persist"}, left
+
+
+@pytest.mark.rootonly
+def test_a_rootfs_with_host_root_files_is_rebuilt_never_started(
+        coop: Coop, host_workspace: Path) -> None:
+    """A build from when root's sandboxes ran as host root (its layers are host uid 0's)
+    never reaches a sandbox: one line says to rebuild, and coop rebuild makes it usable."""
+    paths = CoopPaths(coop.coop_home)
+    record = Store(paths).workspace_build(host_workspace)
+    assert record is not None
+    for fs in Store(paths).lower_dirs(record):
+        os.chown(fs, 0, 0)  # as that coop left them
+    refused = coop("-d", cwd=host_workspace)
+    assert refused.returncode == 5, refused
+    assert refused.stderr.strip().splitlines() == [
+        "error: the rootfs of ~/proj was built when root's sandboxes ran as host root: "
+        "run coop rebuild there"], refused
+    rebuilt = coop("rebuild", cwd=host_workspace)
+    assert rebuilt.returncode == 0, rebuilt
+    created = coop("-d", cwd=host_workspace)
+    assert created.returncode == 0, created
+    out = coop("shell", "proj", "-c", "stat -c %u /tmp /workspace", cwd=host_workspace)
+    assert out.returncode == 0 and out.stdout.split() == ["0", "0"], out
 
 
 def test_unknown_session_exits_3(coop: Coop, host_workspace: Path) -> None:

@@ -3,8 +3,13 @@
 Layer dirs hold files of sub-uids that the host user cannot read, and their owners only
 make sense as the build namespace sees them, so ``export`` runs this module there::
 
-    python -m coop_build._layertar export SRC OUT.tar.gz RESULT.json
+    python -m coop_build._layertar export SRC OUT.tar.gz RESULT.json [IDMAP.json]
     python -m coop_build._layertar import IN.tar.gz DEST RESULT.json
+
+Root runs it on the host instead (root's namespaces are coop's id range, which may not
+walk root's directories) and passes the map: export then writes each owner as the id
+it is inside (``IdMap.json``: ``{"uid_map": [[inside, outside, count], ...], ...}``);
+root's importer hands what it unpacked to the range afterwards.
 
 Export translates overlay's format to OCI's (char 0:0 -> ``.wh.NAME``, opaque dir ->
 ``.wh..wh..opq``, ``*.overlay.*`` xattrs dropped) and is deterministic: entries sorted,
@@ -23,7 +28,7 @@ import os
 import stat
 import sys
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -115,19 +120,39 @@ def _walk(root: Path, rel: str = "") -> Iterator[tuple[str, Path]]:
             yield from _walk(root, child_rel)
 
 
-def _base_info(name: str, st: os.stat_result) -> tarfile.TarInfo:
+Owners = Callable[[int, int], tuple[int, int]]
+OVERFLOW_ID = 65534  # what the kernel shows for an owner a namespace does not map
+
+
+def _as_seen(uid: int, gid: int) -> tuple[int, int]:
+    return uid, gid
+
+
+def inside_owners(uid_map: list[list[int]], gid_map: list[list[int]]) -> Owners:
+    """Host owners -> the ids a namespace with these maps sees (the overflow id when
+    unmapped), as ``stat`` inside it would report them."""
+    def inside(mapping: list[list[int]], host: int) -> int:
+        for first, outside, count in mapping:
+            if outside <= host < outside + count:
+                return first + host - outside
+        return OVERFLOW_ID
+
+    return lambda uid, gid: (inside(uid_map, uid), inside(gid_map, gid))
+
+
+def _base_info(name: str, st: os.stat_result, owners: Owners) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.mode = stat.S_IMODE(st.st_mode)
-    info.uid = st.st_uid
-    info.gid = st.st_gid
+    info.uid, info.gid = owners(st.st_uid, st.st_gid)
     info.uname = ""
     info.gname = ""
     info.mtime = int(st.st_mtime)
     return info
 
 
-def write_layer(src: Path, out: IO[bytes]) -> tuple[str, str, int]:
-    """Write ``src`` (an overlay upper dir) as a gzip OCI layer to ``out``.
+def write_layer(src: Path, out: IO[bytes], owners: Owners = _as_seen) -> tuple[str, str, int]:
+    """Write ``src`` (an overlay upper dir) as a gzip OCI layer to ``out``; ``owners``
+    turns the owners ``stat`` reports into those the layer records.
 
     Returns ``(diff_id, digest, size)``: the sha256 of the plain tar, and the sha256 and
     length of the gzip stream.
@@ -139,11 +164,11 @@ def write_layer(src: Path, out: IO[bytes]) -> tuple[str, str, int]:
         plain = _HashingWriter(gz)
         with tarfile.open(fileobj=plain, mode="w|", format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
                           encoding="utf-8") as tar:
-            _add_tree(tar, src)
+            _add_tree(tar, src, owners)
     return plain.digest(), compressed.digest(), compressed.size
 
 
-def _add_tree(tar: tarfile.TarFile, root: Path) -> None:
+def _add_tree(tar: tarfile.TarFile, root: Path, owners: Owners) -> None:
     seen_inodes: dict[tuple[int, int], str] = {}
     for rel, path in _walk(root):
         st = os.lstat(path)
@@ -151,13 +176,13 @@ def _add_tree(tar: tarfile.TarFile, root: Path) -> None:
         parent, _, base = rel.rpartition("/")
         if _is_whiteout(st, xattrs):
             wh_name = f"{parent}/{WHITEOUT_PREFIX}{base}" if parent else WHITEOUT_PREFIX + base
-            info = _base_info(wh_name, st)
+            info = _base_info(wh_name, st, owners)
             info.type = tarfile.REGTYPE
             info.mode = 0
             tar.addfile(info)
             continue
         kept = {k: v for k, v in xattrs.items() if not _is_overlay_xattr(k)}
-        info = _base_info(rel, st)
+        info = _base_info(rel, st, owners)
         if kept:
             # tarfile decodes pax values as UTF-8 with surrogateescape; binary values survive.
             info.pax_headers = {
@@ -168,7 +193,7 @@ def _add_tree(tar: tarfile.TarFile, root: Path) -> None:
             info.type = tarfile.DIRTYPE
             tar.addfile(info)
             if _is_opaque(xattrs):
-                opq = _base_info(f"{rel}/{OPAQUE_MARKER}", st)
+                opq = _base_info(f"{rel}/{OPAQUE_MARKER}", st, owners)
                 opq.type = tarfile.REGTYPE
                 opq.mode = 0
                 tar.addfile(opq)
@@ -355,15 +380,20 @@ def _restore_dir_times(dest: Path, dir_times: list[tuple[str, int]]) -> None:
 
 def main(argv: list[str]) -> int:
     """Entry point for the subprocess; the result goes to a JSON file the parent reads."""
-    if len(argv) != 4 or argv[0] not in ("export", "import"):
-        sys.stderr.write("usage: _layertar export SRC OUT RESULT | import IN DEST RESULT\n")
+    if len(argv) not in (4, 5) or argv[0] not in ("export", "import"):
+        sys.stderr.write("usage: _layertar export SRC OUT RESULT [IDMAP] | "
+                         "import IN DEST RESULT\n")
         return 2
-    verb, first, second, result_path = argv
+    verb, first, second, result_path = argv[:4]
+    owners: Owners = _as_seen
+    if len(argv) == 5:
+        maps = json.loads(Path(argv[4]).read_text(encoding="utf-8"))
+        owners = inside_owners(maps["uid_map"], maps["gid_map"])
     result: dict[str, Any]
     try:
         if verb == "export":
             with Path(second).open("wb") as out:
-                diff_id, digest, size = write_layer(Path(first), out)
+                diff_id, digest, size = write_layer(Path(first), out, owners)
             result = {"diff_id": diff_id, "digest": digest, "size": size}
         else:
             dest = Path(second)

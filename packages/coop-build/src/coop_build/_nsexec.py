@@ -7,6 +7,12 @@ It reads one JSON request on stdin, then::
                        C --fork--> P = PID 1: overlay, /proc, /dev, /tmp, binds, pivot_root
                                    P --fork--> /bin/sh -c COMMAND   (P reaps until it exits)
 
+C opens the step's directories (layers, upper, work, the helper's scratch dir) as
+``O_PATH`` descriptors before it becomes uid 0 of the namespace, and the mounts name
+them as ``/proc/self/fd/N``: while C is still the caller's own host uid it may walk the
+caller's private directories (root's ``/root``, a 0700 ``COOP_HOME``), which root's
+namespace uid (an unprivileged id of coop's range) may not.
+
 Each process gets PR_SET_PDEATHSIG from its parent, so killing the caller or H tears the
 whole tree down; H kills P on SIGTERM/SIGINT and waits, and P's death empties the PID
 namespace before C can reap it. The shell's stdout and stderr are H's stdout; H's stderr
@@ -15,7 +21,7 @@ exit code (128+N for a signal).
 """
 
 # This module works on str paths and raw fds in freshly forked processes, on purpose.
-# ruff: noqa: PTH102, PTH106, PTH108, PTH112, PTH113, PTH114, PTH115, PTH118, PTH120, PTH202, PTH211
+# ruff: noqa: PTH102, PTH106, PTH108, PTH112, PTH113, PTH114, PTH115, PTH118, PTH119, PTH120, PTH202, PTH211
 
 from __future__ import annotations
 
@@ -32,10 +38,12 @@ from typing import Any, NoReturn
 from coop_build import linux
 from coop_build.errors import CoopBuildError, ToolError
 from coop_build.idmap import IdMap, write_idmap
-from coop_build.rootlayout import DEFAULT_PATH, DEV_LINKS, DEV_NODES, HOST_DIRS
+from coop_build.namespace import hand_over
+from coop_build.rootlayout import DEFAULT_PATH, DEV_LINKS, DEV_NODES, HOST_DIRS, host_secrets
 from coop_build.rootpath import resolve_in_root
 
 SETUP_FAILED = 125
+BLANK = "blank"  # an empty read-only file in the helper's scratch dir, bound over secrets
 NS_FLAGS = (
     linux.CLONE_NEWUSER | linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWUTS
     | linux.CLONE_NEWIPC
@@ -130,17 +138,30 @@ def overlay_options(lowers: list[str], upper: str, work: str) -> str:
     )
 
 
+def fd_path(fd: int) -> str:
+    """A path naming what ``fd`` is, whoever may walk to it."""
+    return f"/proc/self/fd/{fd}"
+
+
+def open_dirs(req: dict[str, Any], scratch: str) -> None:
+    """C, still the caller's host uid: the step's directories as descriptors, named as
+    ``/proc/self/fd/N`` in ``req`` from now on; then into the helper's scratch dir, which
+    holds the root's mount point (the mounts' relative targets start there)."""
+    def opened(path: str) -> str:
+        return fd_path(os.open(path, os.O_PATH | os.O_DIRECTORY))
+
+    req["lowers"] = [opened(p) for p in req["lowers"]]
+    req["upper"] = opened(req["upper"])
+    req["work"] = opened(req["work"])
+    os.chdir(scratch)
+
+
 def setup_root(req: dict[str, Any], root: str, points: Mountpoints) -> None:
-    """Everything PID 1 mounts before ``pivot_root`` (runs in the new mount namespace)."""
+    """Everything PID 1 mounts before ``pivot_root`` (runs in the new mount namespace;
+    ``root`` is relative to the helper's scratch dir, the working directory)."""
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
-    # Relative layer paths keep the option string under a page however many layers.
-    base = os.path.commonpath([*req["lowers"], req["upper"], req["work"]])
-    os.chdir(base)
-    rel = [os.path.relpath(p, base) for p in req["lowers"]]
-    data = overlay_options(rel, os.path.relpath(req["upper"], base),
-                           os.path.relpath(req["work"], base))
-    linux.mount("overlay", root, "overlay", 0, data)
-    os.chdir("/")
+    linux.mount("overlay", root, "overlay", 0,
+                overlay_options(req["lowers"], req["upper"], req["work"]))
 
     proc = points.ensure("proc", "dir")
     linux.mount("proc", proc, "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
@@ -168,6 +189,14 @@ def setup_root(req: dict[str, Any], root: str, points: Mountpoints) -> None:
                 points.ensure(name, "symlink", os.readlink(host))
             elif os.path.isdir(host):
                 linux.bind_mount(host, points.ensure(name, "dir"), readonly=True, recursive=True)
+        # The host's secrets under them: an empty read-only file or directory over each.
+        for rel, is_dir in host_secrets():
+            target = points.ensure(rel, "dir" if is_dir else "file")
+            if is_dir:
+                linux.mount("tmpfs", target, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV
+                            | linux.MS_NOEXEC | linux.MS_RDONLY, "mode=0555")
+            else:
+                linux.bind_mount(BLANK, target, readonly=True)
 
     # The host's resolver config, followed to its real file (often a symlink into /run),
     # bound over wherever the rootfs's /etc/resolv.conf leads.
@@ -244,6 +273,9 @@ def child(req: dict[str, Any], helper: int, fds: tuple[int, int, int], root: str
         os.write(to_h, b"u")
         if os.read(from_h, 1) != b"g":
             os._exit(SETUP_FAILED)
+        if req["mode"] == "rootfs":
+            open_dirs(req, os.path.dirname(root))
+            root = os.path.basename(root)
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
         with contextlib.suppress(OSError):  # refused after "deny" (single mapping)
@@ -300,14 +332,21 @@ class Helper:
             tmpdir = tempfile.mkdtemp(prefix=".coop-mnt-", dir=os.path.dirname(req["work"]))
             root = os.path.join(tmpdir, "root")
             os.mkdir(root)
+            made = [tmpdir, root, req["upper"], req["work"]]
+            blank = os.path.join(tmpdir, BLANK)
+            os.close(os.open(blank, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444))
             if not req["lowers"]:
                 empty = os.path.join(tmpdir, "empty")
                 os.mkdir(empty)
                 req["lowers"] = [empty]
+                made.append(empty)
+            hand_over([*made, blank], idmap_from_json(req["idmap"]))
         try:
             return self._run(root)
         finally:
             if tmpdir:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(tmpdir, BLANK))
                 for sub in ("root", "empty"):
                     with contextlib.suppress(FileNotFoundError):
                         os.rmdir(os.path.join(tmpdir, sub))

@@ -326,12 +326,15 @@ class Builder:
         platform: str | None,
     ) -> list[str]:
         """The base layer: an unpacked image, or an empty skeleton for ``image = "host"``."""
+        from coop_build.namespace import hand_over_tree
+
         if plan.host:
             scratch.fs.mkdir()
             for name in HOST_SKELETON:
                 (scratch.fs / name).mkdir()
             (scratch.fs / "tmp").chmod(0o1777)
             (scratch.fs / "root").chmod(0o700)
+            hand_over_tree(scratch.fs, self.idmap)
             return []
         from coop_build.pull import pull_image
         from coop_build.reference import parse_reference
@@ -346,6 +349,8 @@ class Builder:
             environ=self._environ,
         )
         unpack_image(self.paths.cache_oci, pulled.umoci_tag, scratch.fs)
+        # umoci unpacks as us; root's steps and sessions run as coop's id range instead.
+        hand_over_tree(scratch.fs, self.idmap)
         return config_env(pulled.config)
 
     def _run_command(

@@ -5,14 +5,17 @@ image has one layer per build step and the config's labels name the build key an
 step keys. ``fetch_prebuilt`` imports such an image layer by layer, each into the layer
 dir of its step key, so a later local change to the Coopfile still reuses the steps
 below it. Conversion runs inside the build's user namespace (``_layertar``), where the
-files' owners are the ones the build saw and sub-uid files are readable.
+files' owners are the ones the build saw and sub-uid files are readable (root converts
+on the host, translating owners by the build's map).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -26,6 +29,7 @@ from coop_build.errors import (
     NotFoundError,
     RegistryError,
     StoreError,
+    ToolError,
     UnsupportedImageError,
 )
 from coop_build.idmap import IdMap, choose_idmap
@@ -162,15 +166,26 @@ def push_target(ref: str) -> tuple[Reference, str | None]:
 
 
 def _run_layertar(verb: str, first: Path, second: Path, workdir: Path, idmap: IdMap) -> None:
-    """Run ``_layertar VERB`` in a user namespace with ``idmap``; its error becomes ours."""
-    from coop_build.namespace import run_in_userns
+    """Run ``_layertar VERB`` where the layer's owners are what the build saw: in a user
+    namespace with ``idmap``, or, for root (whose namespaces are coop's range and may not
+    walk root's directories), on the host with the map to translate owners by; then
+    root hands an imported layer to the range. Its error becomes ours."""
+    from coop_build.namespace import hand_over_tree, run_in_userns
 
     result = workdir / "result.json"
     argv = [sys.executable, "-m", "coop_build._layertar", verb, str(first), str(second),
             str(result)]
+    as_root = os.geteuid() == 0
+    if as_root and verb == "export":
+        maps = workdir / "idmap.json"
+        maps.write_text(json.dumps({"uid_map": idmap.uid_map, "gid_map": idmap.gid_map}))
+        argv.append(str(maps))
     failure: CoopBuildError | None = None
     try:
-        run_in_userns(argv, idmap=idmap)
+        if as_root:
+            _run_host(argv)
+        else:
+            run_in_userns(argv, idmap=idmap)
     except CoopBuildError as exc:
         failure = exc
     try:
@@ -183,6 +198,17 @@ def _run_layertar(verb: str, first: Path, second: Path, workdir: Path, idmap: Id
         raise failure
     if not isinstance(data, dict):
         raise StoreError(f"cannot {verb} layer {first}: the converter left no result")
+    if as_root and verb == "import":
+        hand_over_tree(second, idmap)
+
+
+def _run_host(argv: list[str]) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False,
+                          stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        raise ToolError(f"{argv[0]} failed: {lines[-1] if lines else f'exit {proc.returncode}'}",
+                        tool=argv[0], stderr=proc.stderr)
 
 
 def export_layer(

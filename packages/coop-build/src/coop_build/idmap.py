@@ -1,11 +1,16 @@
-"""Which uids/gids a build namespace maps, and writing those maps.
+"""Which uids/gids a namespace (a build step's, a sandbox's) maps, and writing those maps.
 
-Inside id 0 is always the invoking user. When the user owns a subordinate range in
-``/etc/subuid`` and ``/etc/subgid`` (and can apply it: root, or the setuid
-``newuidmap``/``newgidmap`` helpers), inside ids 1..N map to that range, so package
-managers that chown files to system users work. Otherwise only the single id is mapped.
-``COOP_IDMAP=single`` forces the single mapping (tests use it; so can a user whose
-range is shared with something else).
+For a plain user, inside id 0 is the invoking user. When the user owns a subordinate
+range in ``/etc/subuid`` and ``/etc/subgid`` (and the setuid ``newuidmap``/``newgidmap``
+helpers to apply it), inside ids 1..N map to that range, so package managers that chown
+files to system users work. Otherwise only the single id is mapped.
+
+Root is no stronger than a user: its inside ids 0..65535 map to coop's own reserved
+range (``subids``), never to host uid 0, so nothing in a namespace root starts has host
+root's file powers.
+
+``COOP_IDMAP=single`` forces the single mapping (inside 0 only; tests use it; so can a
+user whose range is shared with something else).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from coop_build import subids
 from coop_build.errors import NamespaceError, ToolError
 
 logger = logging.getLogger(__name__)
@@ -45,14 +51,23 @@ class IdMap:
 
     def host_uid(self, inside: int) -> int | None:
         """The host uid that inside uid ``inside`` is, or None when unmapped."""
-        return _translate(self.uid_map, inside)
+        return translate(self.uid_map, inside)
 
     def host_gid(self, inside: int) -> int | None:
         """The host gid that inside gid ``inside`` is, or None when unmapped."""
-        return _translate(self.gid_map, inside)
+        return translate(self.gid_map, inside)
+
+    @property
+    def owner(self) -> tuple[int, int]:
+        """The host (uid, gid) of inside 0: what the namespace's root creates is theirs."""
+        uid, gid = self.host_uid(0), self.host_gid(0)
+        if uid is None or gid is None:
+            raise NamespaceError("an id map must map inside id 0")
+        return uid, gid
 
 
-def _translate(mapping: Mapping3, inside: int) -> int | None:
+def translate(mapping: Mapping3, inside: int) -> int | None:
+    """The outside id that ``inside`` is under ``mapping``; None when unmapped."""
     for first, outside, count in mapping:
         if first <= inside < first + count:
             return outside + inside - first
@@ -125,10 +140,12 @@ def choose_idmap(  # noqa: PLR0917 (the documented signature)
             user = pwd.getpwuid(uid).pw_name
         except KeyError:
             user = None
-    single = IdMap.single(uid, gid)
     mode = env.get("COOP_IDMAP", "auto") or "auto"
     if mode not in ("auto", "single"):
         raise NamespaceError(f"COOP_IDMAP must be 'auto' or 'single', got {mode!r}")
+    if uid == 0:
+        return root_idmap(Path(subuid_path), Path(subgid_path), single=mode == "single")
+    single = IdMap.single(uid, gid)
     if mode == "single":
         return single
     names = (str(uid),) if user is None else (user, str(uid))
@@ -136,12 +153,21 @@ def choose_idmap(  # noqa: PLR0917 (the documented signature)
     gid_ranges = _read_ranges(Path(subgid_path), names)
     if not uid_ranges or not gid_ranges:
         return single
-    if uid != 0:
-        path = env.get("PATH", os.defpath)
-        if not (shutil.which("newuidmap", path=path) and shutil.which("newgidmap", path=path)):
-            logger.info("subordinate ids found but newuidmap/newgidmap missing: single mapping")
-            return single
+    path = env.get("PATH", os.defpath)
+    if not (shutil.which("newuidmap", path=path) and shutil.which("newgidmap", path=path)):
+        logger.info("subordinate ids found but newuidmap/newgidmap missing: single mapping")
+        return single
     return IdMap(uid_map=build_full_map(uid, uid_ranges), gid_map=build_full_map(gid, gid_ranges))
+
+
+def root_idmap(subuid: Path, subgid: Path, *, single: bool = False) -> IdMap:
+    """Root's maps: inside 0..65535 (inside 0 alone with ``single``) to coop's range,
+    reserved in ``subuid``/``subgid`` on first use (``subids``)."""
+    (ustart, ucount), (gstart, gcount) = subids.coop_ranges(subuid, subgid)
+    if single:
+        return IdMap.single(ustart, gstart)
+    return IdMap(uid_map=((0, ustart, min(ucount, subids.BLOCK)),),
+                 gid_map=((0, gstart, min(gcount, subids.BLOCK)),))
 
 
 def _read_ranges(path: Path, names: tuple[str, ...]) -> list[tuple[int, int]]:

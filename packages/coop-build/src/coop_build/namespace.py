@@ -4,8 +4,9 @@ The rootfs is an overlay of read-only layer directories with this step's ``upper
 top; after the step, ``upper`` *is* the step's layer (whiteouts and opaque dirs
 included) and can be a lower of the next one. The step sees the host's network, the
 host's resolv.conf, a fresh ``/proc``, a minimal ``/dev`` and a tmpfs ``/tmp``; uid 0
-inside is the invoking user (plus the subordinate range when there is one, see
-``idmap``). Nothing of the host outside those mounts is reachable (``pivot_root``).
+inside is the invoking user (plus the subordinate range when there is one), or for root
+coop's own id range (see ``idmap``). Nothing of the host outside those mounts is
+reachable (``pivot_root``).
 
 The work happens in a separate helper interpreter (``_nsexec``), so the caller's threads
 never meet ``fork``; this module only talks to it over pipes.
@@ -22,13 +23,13 @@ import signal
 import stat
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from coop_build.errors import NamespaceError, ToolError
-from coop_build.idmap import IdMap
+from coop_build.idmap import IdMap, Mapping3, translate
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +106,9 @@ def run_in_userns(argv: Sequence[str], *, idmap: IdMap) -> None:
     """Run a host program as uid 0 of a new user namespace with ``idmap`` (no new root).
 
     For files that belong to sub-ids on the host (e.g. ``rm -rf`` of a layer built with
-    the full mapping). Raises ToolError with the program's output when it fails.
+    the full mapping). Root's namespaces are coop's id range, which cannot walk root's
+    private directories: root works on its trees from the host instead. Raises
+    ToolError with the program's output when it fails.
     """
     if not argv:
         raise NamespaceError("run_in_userns needs a program to run")
@@ -134,6 +137,55 @@ def remove_tree(path: Path, idmap: IdMap) -> None:
         run_in_userns([rm, "-rf", "--", str(path.absolute())], idmap=idmap)
         return
     force_rmtree(path)
+
+
+def hand_over(paths: Iterable[str | os.PathLike[str]], idmap: IdMap) -> None:
+    """Root's namespaces are an unprivileged range: what their root is to write into (a
+    step's upper and work dirs, a session's) must be that range's inside 0. A no-op for
+    anyone but root."""
+    if os.geteuid() == 0:
+        uid, gid = idmap.owner
+        for path in paths:
+            os.chown(path, uid, gid, follow_symlinks=False)
+
+
+def hand_over_tree(path: Path, idmap: IdMap) -> None:
+    """Give a tree host root made (a layer it unpacked, a session's old files) to the
+    namespaces of ``idmap``: each owner, read as an inside id, becomes the host id it
+    maps to (ids the map lacks become inside 0's); owners that are the map's already stay.
+    Set-id bits, which chown clears, are put back. Only root can; for anyone else this
+    does nothing (their trees are theirs already).
+    """
+    if os.geteuid() != 0:
+        return
+    try:
+        for entry in _tree(path):
+            st = entry.lstat()
+            uid = _handed(st.st_uid, idmap.uid_map, idmap.owner[0])
+            gid = _handed(st.st_gid, idmap.gid_map, idmap.owner[1])
+            if (uid, gid) == (st.st_uid, st.st_gid):
+                continue
+            os.chown(entry, uid, gid, follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+                entry.chmod(stat.S_IMODE(st.st_mode))
+    except OSError as exc:
+        raise NamespaceError(f"cannot hand {exc.filename or path} to coop's id range: "
+                             f"{exc.strerror}") from exc
+
+
+def _tree(path: Path) -> Iterator[Path]:
+    """``path`` and everything below it; symlinks are not followed."""
+    yield path
+    for top, dirs, files in os.walk(path):
+        for name in (*dirs, *files):
+            yield Path(top, name)
+
+
+def _handed(host: int, mapping: Mapping3, fallback: int) -> int:
+    if any(outside <= host < outside + count for _, outside, count in mapping):
+        return host
+    mapped = translate(mapping, host)
+    return fallback if mapped is None else mapped
 
 
 def force_rmtree(path: Path) -> None:

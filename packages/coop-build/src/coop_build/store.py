@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import secrets
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -246,6 +247,12 @@ class GcReport:
     layers_removed: tuple[str, ...]
 
 
+def _host_root_owned(st: os.stat_result) -> bool:
+    """Root's layers belong to coop's id range (``coop_build.subids``); one of host root
+    is from a coop that ran root's builds as host root."""
+    return st.st_uid == 0 and os.geteuid() == 0
+
+
 def _check_layer_id(layer_id: str, where: str) -> None:
     if not layer_id or "/" in layer_id or layer_id.startswith(".") or "\0" in layer_id:
         raise StoreError(f"{where}: invalid layer id {layer_id!r}")
@@ -425,8 +432,29 @@ class Store:
         return self.paths.layers / layer_id
 
     def layer_complete(self, layer_id: str) -> bool:
+        """The layer is published whole, and made for the namespaces we run (not a
+        ``host_root_layer``)."""
         path = self.layer_path(layer_id)
-        return (path / STEP_META).is_file() and (path / "fs").is_dir()
+        try:
+            fs = (path / "fs").lstat()
+        except OSError:
+            return False
+        return ((path / STEP_META).is_file() and stat.S_ISDIR(fs.st_mode)
+                and not _host_root_owned(fs))
+
+    def host_root_layers(self, record: BuildRecord) -> list[str]:
+        """The layers of ``record`` made before root's builds ran as coop's id range: their
+        files are host root's, which root's sandboxes must never be given (``coop
+        rebuild`` replaces them)."""
+        found = []
+        for layer_id in record.layers:
+            try:
+                fs = (self.layer_path(layer_id) / "fs").lstat()
+            except OSError:
+                continue
+            if _host_root_owned(fs):
+                found.append(layer_id)
+        return found
 
     def layer_meta(self, layer_id: str) -> dict[str, Any]:
         """The ``step.json`` of a published layer."""
@@ -696,6 +724,13 @@ class Store:
         if build is None or not self.build_complete(build):
             return None
         return build
+
+    def host_root_build(self, workspace: Path) -> bool:
+        """The workspace's build is there but holds layers of host root
+        (``host_root_layers``): only a rebuild makes it usable."""
+        record = self.workspace_record(workspace)
+        build = None if record is None else self.get_build(record.build_key)
+        return build is not None and bool(self.host_root_layers(build))
 
     def list_workspaces(self) -> list[WorkspaceRecord]:
         records: list[WorkspaceRecord] = []

@@ -178,6 +178,10 @@ class SessionCommands:
                                    overrides=overrides, environ=environ)
             store = Store(self.paths)
             record = store.workspace_build(workspace)
+            if record is None and store.host_root_build(workspace):
+                raise CoopError(f"the rootfs of {display_path(workspace, self.environ)} was "
+                                "built when root's sandboxes ran as host root: run coop "
+                                "rebuild there", code=protocol.ROOTFS_NOT_BUILT)
             if record is None:
                 raise CoopError(f"no rootfs built for {display_path(workspace, self.environ)}: "
                                 "run coop init there first", code=protocol.ROOTFS_NOT_BUILT)

@@ -4,7 +4,8 @@ path until it execs ``coop-init`` (``csrc/coop-init.c``), ahead of its sandbox o
 ``prepare_init`` clones the *current* process (never a new interpreter) into user,
 mount, PID, UTS, IPC and optionally network namespaces, and maps its ids. The child
 closes what it inherited, waits for "mapped" and execs ``coop-init`` by descriptor
-(``initexe``): as uid 0 of its namespace, so the exec leaves it its capabilities there.
+(``initexe``): as uid 0 of its namespace (root's clone becomes it first), so the exec
+leaves it its capabilities there.
 ``coop-init`` then sets up what needs no sandbox (signals, loopback, private propagation)
 and waits for the set-up records naming its root. ``Sandbox.start`` calls
 ``prepare_init``, or takes an init made earlier (a session starter's spare keeps one
@@ -201,6 +202,14 @@ def _init_child(sock: socket.socket, exe: int, net_lo_up: bool) -> NoReturn:
         received = initproto.recv(sock)
         if received is None or received.message["op"] != "mapped":
             os._exit(0)  # a spare's init nobody needed (or a confused parent: never exec)
+        if os.getuid() != 0:
+            # Root's clone is still host uid 0, which root's map (coop's range) leaves
+            # out: an exec would leave it no capabilities. uid 0 of the namespace first,
+            # with no supplementary group (root's would be host gid 0's). A plain user's
+            # clone is its uid 0 already (coop-init drops its groups).
+            os.setgroups([])
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
         os.set_inheritable(sock.fileno(), True)
         argv = ["coop-init", str(sock.fileno()), DEFAULT_PATH, "1" if net_lo_up else "0"]
         os.execve(exe, argv, {})  # noqa: S606 - exec by descriptor, no shell

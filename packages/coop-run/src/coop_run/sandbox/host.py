@@ -4,11 +4,17 @@ Start-up (S = the calling process, e.g. the session supervisor)::
 
     S --clone(NEWUSER|NEWNS|NEWPID|NEWUTS|NEWIPC[|NEWNET])--> I = PID 1
       S: id maps, "mapped"                                   (prepare_init; may run ahead)
-      I: exec coop-init: signalfd, loopback up, private propagation  } in parallel
+      I: uid 0, exec coop-init: signalfd, loopback up, private propagation  } in parallel
       S: session dirs, network.attach(I), "setup", the mount records  }
-      I: uid 0, hostname, overlay, /proc, /dev, ...                   } in parallel
+      I: hostname, overlay, /proc, /dev, ...                          } in parallel
       S: persist dirs, /etc files, then their bind records            }
       I: persist and /etc binds, "pivot": pivot_root, bounding set, "ready"
+
+The overlay's records carry their directories as descriptors S opens (``mountfds``),
+and so do root's binds: I is uid 0 of its namespace, which for root is coop's
+unprivileged id range (``idmap``) that may not walk root's directories; root's
+workspace comes as an idmapped mount, so that root's files there stay the sandbox's
+root's.
 
 ``start()`` clones the *current* process, never starting an interpreter (that is what
 keeps a start near the 5 ms floor, FIELD-NOTES); one clone with namespace flags replaces
@@ -43,8 +49,9 @@ from typing import Any
 
 from coop_build.errors import CoopBuildError
 from coop_build.idmap import choose_idmap
+from coop_build.namespace import hand_over
 from coop_build.paths import CoopPaths
-from coop_build.rootlayout import DEFAULT_PATH
+from coop_build.rootlayout import DEFAULT_PATH, host_secrets
 from coop_run.errors import BindPathError, CoopError, InitProtocolError, SandboxError
 from coop_run.layout import SessionDir, check_session_name
 from coop_run.procs import proc_start_time
@@ -52,6 +59,7 @@ from coop_run.sandbox import caps, initproto, sessiondirs
 from coop_run.sandbox.channel import InitChannel
 from coop_run.sandbox.clone import PreparedInit, prepare_init
 from coop_run.sandbox.config import SandboxConfig
+from coop_run.sandbox.mountfds import MountFds, close_all
 from coop_run.sandbox.mounts import (
     MountSpec,
     hidden_targets,
@@ -233,7 +241,7 @@ class Sandbox:
             raise
         self._owns_dir = True
         sessiondirs.clean_leftovers(sdir, self.idmap)
-        sessiondirs.ensure_dirs(sdir, ())
+        sessiondirs.ensure_dirs(sdir, (), idmap=self.idmap, blank=config.host_image)
         real = SessionDir(sdir.path.resolve())
         if not layers:
             sdir.lower.mkdir()
@@ -257,6 +265,12 @@ class Sandbox:
             readonly_binds=readonly,
             etc_files=tuple((str(real.etc / n), f"/etc/{n}")
                             for n in ("hostname", "hosts", "resolv.conf")),
+            secrets=tuple((f"/{rel}", is_dir) for rel, is_dir in host_secrets())
+            if config.host_image else (),
+            blank=str(real.etc / sessiondirs.BLANK) if config.host_image else None,
+            # Root's sandbox is coop's id range: the workspace's owners must show through
+            # its map, or root's own files there would be nobody's inside.
+            idmapped_workspace=self.idmap.owner != (os.geteuid(), os.getegid()),
         )
         return spec, state
 
@@ -320,9 +334,11 @@ class Sandbox:
                                                  allowed=(sdir.persist,))
             if real != path:
                 raise BindPathError(f"refusing to bind {path} (-> {real}): not a plain directory")
-        (sdir.etc / "hostname").write_text(self.config.name + "\n")
-        (sdir.etc / "hosts").write_text(hosts_file(self.config.name))
-        (sdir.etc / "resolv.conf").write_text(self.resolv)
+            sessiondirs.give_persist(path, self.idmap)
+        for name, text in (("hostname", self.config.name + "\n"),
+                           ("hosts", hosts_file(self.config.name)), ("resolv.conf", self.resolv)):
+            (sdir.etc / name).write_text(text)
+            hand_over([sdir.etc / name], self.idmap)
 
     def _start(self, wait_ready: bool) -> None:
         # The init first: its own set-up overlaps ours (2 cores), and a failure below
@@ -351,12 +367,13 @@ class Sandbox:
         self.network.attach(pid)
         setup = {"op": "setup", "hostname": self.config.name,
                  "child_caps": sorted(child_capabilities(self.network))}
+        mount_fds = MountFds(pid, binds_by_path=self.idmap.owner == (os.geteuid(), os.getegid()))
         try:
             for record in (setup, *plan_records(first)):
-                self._channel.send(record)
+                self._send_setup(record, mount_fds)
             self._finish_dirs(spec)
             for record in plan_records(late):
-                self._channel.send(record)
+                self._send_setup(record, mount_fds)
         except OSError as exc:
             if exc.errno not in _PEER_GONE:
                 raise
@@ -364,6 +381,8 @@ class Sandbox:
             # caller hears that from the wait for "ready", or from its first request.
             logger.info("sandbox %s: the init went during set-up (%s)", self.config.name,
                         exc.strerror)
+        finally:
+            mount_fds.close()
         # While the init finishes its root: the record naming it, and other sessions'
         # leftovers (ours is recorded alive, so it is left alone).
         state["init"] = {"pid": pid, "start": proc_start_time(pid)}
@@ -376,6 +395,24 @@ class Sandbox:
             deadline = time.monotonic() + START_TIMEOUT
             self._channel.wait_for(lambda: True if self._ready else None, deadline,
                                    "the sandbox to start", self._check_failure)
+
+    def _send_setup(self, record: dict[str, Any], mount_fds: MountFds) -> None:
+        """One set-up record with the descriptors of its host paths (``mountfds``)."""
+        try:
+            fds = mount_fds.for_record(record)
+        except SandboxError:
+            # An init that has gone has no paths to open: then this is a send to it, and
+            # what it said before it went is the failure (as for a send that finds it gone).
+            self._collect_failure()
+            if self.failure is None:
+                raise
+            raise BrokenPipeError(errno.EPIPE, "the sandbox's init has gone") from None
+        if fds is None:
+            return  # an optional bind of nothing
+        try:
+            self._channel.send(record, fds)
+        finally:
+            close_all(fds)
 
     # --- the control channel (``channel.InitChannel``) --------------------------------
 

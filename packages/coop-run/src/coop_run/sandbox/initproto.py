@@ -15,10 +15,21 @@ the same entries from ``csrc/initproto.h``, which ``c_header`` writes.
 
 Set-up, supervisor -> init (no ids; a failure ends the init with "failed")::
 
-    {"op": "mapped"}                          to the cloned child: ids mapped, exec coop-init
-    {"op": "setup", "hostname", "child_caps"} uid 0, hostname, what children may hold
+    {"op": "mapped"}                          to the cloned child: ids mapped, become uid
+                                              0 of the namespace, exec coop-init
+    {"op": "setup", "hostname", "child_caps"} hostname, what children may hold
     the mount plan, one record per operation (``sandbox.mounts.plan_records``):
-    overlay, fresh, bind, symlink, hostentry, and last "pivot"
+    lower (one per layer, bottom first), overlay, fresh, bind, symlink, hostentry, and
+    last "pivot"
+
+The overlay's directories reach the init as descriptors, never as names it would walk
+to (root's sandbox is an unprivileged id range that may not enter root's 0700
+directories): a "lower" carries its layer directory, an "overlay" the mount point,
+upper and work. A "bind" carries its source the same way when the init may not walk to
+it (root's sandbox; a plain user's init is that user and takes the path), or with
+``idmapped`` a detached idmapped mount to attach. Descriptors are ``O_PATH``, opened by
+the supervisor below ``/proc/<init>/root`` so that they lie in the init's mount
+namespace. The paths travel too, for messages.
 
 Supervisor -> init requests (each carries an ``id`` echoed by the reply)::
 
@@ -68,10 +79,11 @@ SCHEMAS: dict[str, dict[str, str]] = {
     "shutdown": {"id": "int", "grace": "float"},
     "mapped": {},
     "setup": {"hostname": "str", "child_caps": "ints"},
-    "overlay": {"root": "str", "base": "str", "data": "str"},
+    "lower": {"path": "str"},
+    "overlay": {"root": "str", "upper": "str", "work": "str"},
     "fresh": {"fstype": "str", "target": "str", "flags": "int", "data": "str"},
     "bind": {"source": "str", "target": "str", "file": "bool", "readonly": "bool",
-             "recursive": "bool", "optional": "bool"},
+             "recursive": "bool", "optional": "bool", "idmapped": "bool"},
     "symlink": {"target": "str", "points_to": "str"},
     "hostentry": {"name": "str"},
     "pivot": {},

@@ -10,7 +10,8 @@ Every target is a path *inside* the new root, resolved there by ``coop-init`` as
 (``/workspace -> /etc``) can never steer a mount onto the host: before the pivot, an
 absolute symlink would otherwise resolve against the host's /. Missing mount points are
 created in the merged tree, so they land in this session's upper directory and vanish
-with it.
+with it. The layers (and for root every bind's source) reach the init as descriptors
+the supervisor opens (``sandbox.mountfds``); the records name them for messages.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ class MountSpec:
     readonly_binds: tuple[tuple[str, str, str], ...] = ()
     hidden: tuple[str, ...] = ()   # paths inside covered by an empty read-only tmpfs
     host_dirs: tuple[str, ...] = field(default=HOST_DIRS)
+    # host_image: the host's secrets under host_dirs (path inside, is a directory), and
+    # the empty file bound read-only over each file among them (a tmpfs covers a dir).
+    secrets: tuple[tuple[str, bool], ...] = ()
+    blank: str | None = None
+    idmapped_workspace: bool = False  # root: host owners show through the sandbox's map
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,7 @@ class Bind:
     readonly: bool = False
     recursive: bool = False
     optional: bool = False       # skip quietly when the source or mount point cannot exist
+    idmapped: bool = False       # the source's owners show through the sandbox's id map
 
 
 @dataclass(frozen=True)
@@ -126,8 +133,9 @@ def plan_mounts(spec: MountSpec) -> list[Op]:
     ]
     if spec.host_image:
         ops += [HostSymlinkOrBind(name) for name in spec.host_dirs]
+        ops += _covered_secrets(spec)
     if spec.workspace is not None:
-        ops.append(Bind(spec.workspace, spec.workspace_inside))
+        ops.append(Bind(spec.workspace, spec.workspace_inside, idmapped=spec.idmapped_workspace))
     ops += [Bind(source, inside) for source, inside in spec.persist]
     ops += [Bind(source, inside, kind=kind, readonly=True)
             for source, inside, kind in spec.readonly_binds]
@@ -138,6 +146,21 @@ def plan_mounts(spec: MountSpec) -> list[Op]:
     ops += [Bind(source, inside, kind="file", readonly=True, optional=spec.host_image)
             for source, inside in spec.etc_files]
     ops.append(PivotRoot())
+    return ops
+
+
+def _covered_secrets(spec: MountSpec) -> list[Op]:
+    """An empty read-only tmpfs over each secret directory, the blank file bound
+    read-only over each secret file: /etc's secrets never show, whoever runs coop."""
+    ops: list[Op] = []
+    for inside, is_dir in spec.secrets:
+        if is_dir:
+            ops.append(FreshMount("tmpfs", inside, NOSUID_NODEV | linux.MS_NOEXEC
+                                  | linux.MS_RDONLY, "mode=0555"))
+        elif spec.blank is None:
+            raise ValueError("covering the host's secret files needs a blank file")
+        else:
+            ops.append(Bind(spec.blank, inside, kind="file", readonly=True))
     return ops
 
 
@@ -167,14 +190,10 @@ def split_plan(ops: Sequence[Op], late_sources: Iterable[str]) -> tuple[list[Op]
 # --- records for coop-init -------------------------------------------------------------
 
 
-def _overlay_record(op: Overlay) -> dict[str, Any]:
-    # Relative layer paths (coop-init changes to ``base``) keep the option string under
-    # a page however many layers.
-    base = os.path.commonpath([*op.lowers, op.upper, op.work])
-    lowers = ":".join(os.path.relpath(p, base) for p in reversed(op.lowers))
-    data = (f"lowerdir={lowers},upperdir={os.path.relpath(op.upper, base)},"
-            f"workdir={os.path.relpath(op.work, base)},userxattr")
-    return {"op": "overlay", "root": op.target, "base": base, "data": data}
+def _overlay_records(op: Overlay) -> list[dict[str, Any]]:
+    """One "lower" per layer (bottom first), then the overlay itself."""
+    return [*({"op": "lower", "path": lower} for lower in op.lowers),
+            {"op": "overlay", "root": op.target, "upper": op.upper, "work": op.work}]
 
 
 def plan_records(ops: Sequence[Op]) -> list[dict[str, Any]]:
@@ -182,14 +201,15 @@ def plan_records(ops: Sequence[Op]) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     for op in ops:
         if isinstance(op, Overlay):
-            records.append(_overlay_record(op))
+            records += _overlay_records(op)
         elif isinstance(op, FreshMount):
             records.append({"op": "fresh", "fstype": op.fstype, "target": op.target,
                             "flags": op.flags, "data": op.data})
         elif isinstance(op, Bind):
             records.append({"op": "bind", "source": op.source, "target": op.target,
                             "file": op.kind == "file", "readonly": op.readonly,
-                            "recursive": op.recursive, "optional": op.optional})
+                            "recursive": op.recursive, "optional": op.optional,
+                            "idmapped": op.idmapped})
         elif isinstance(op, Symlink):
             records.append({"op": "symlink", "target": op.target, "points_to": op.points_to})
         elif isinstance(op, HostSymlinkOrBind):

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from coop_build.errors import CoopBuildError, NamespaceError
 from coop_build.idmap import IdMap
-from coop_build.namespace import force_rmtree, remove_tree
+from coop_build.namespace import force_rmtree, hand_over, hand_over_tree, remove_tree
 from coop_build.paths import CoopPaths
 from coop_run.errors import BindPathError, SandboxError
 from coop_run.layout import TRANSIENT, RunLayout, SessionDir, check_session_name
@@ -28,6 +29,8 @@ from coop_run.sandbox.network.modes import reap_stale as reap_network
 from coop_run.statefiles import locked, read_json
 
 logger = logging.getLogger(__name__)
+
+BLANK = "blank"  # in etc/: the empty file bound read-only over the host's secret files
 
 
 
@@ -178,11 +181,31 @@ def persist_name_ok(name: str) -> bool:
         p not in ("", ".", "..") for p in parts) and "\0" not in name
 
 
-def ensure_dirs(sdir: SessionDir, persist: Iterable[str]) -> None:
-    """Create the session's directories (fresh upper/work/root/etc, persist kept)."""
+def ensure_dirs(sdir: SessionDir, persist: Iterable[str], *, idmap: IdMap | None = None,
+                blank: bool = False) -> None:
+    """Create the session's directories (fresh upper/work/root/etc, persist kept), and with
+    ``blank`` the empty file bound read-only over the host's secret files (``BLANK``).
+    With ``idmap`` (root's: coop's id range), what the sandbox's root writes into is
+    handed to it."""
     sdir.path.mkdir(parents=True, exist_ok=True)
     sdir.path.chmod(0o700)
     for path in (sdir.upper, sdir.work, sdir.root, sdir.etc):
         path.mkdir()
+    if blank:
+        os.close(os.open(sdir.etc / BLANK, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                         0o444))
+    if idmap is not None:
+        hand_over([sdir.upper, sdir.work], idmap)
     for name in persist:
         (sdir.persist / name).mkdir(parents=True, exist_ok=True)
+        if idmap is not None:
+            give_persist(sdir.persist / name, idmap)
+
+
+def give_persist(path: Path, idmap: IdMap) -> None:
+    """A persist directory is the sandbox's root's to write: root's belong to coop's id
+    range. One of host root (just made, or left by a coop that ran root's sandboxes as
+    host root) is handed over whole, once."""
+    if path.lstat().st_uid == 0 and idmap.owner[0] != 0:
+        logger.debug("handing %s to coop's id range", path)
+        hand_over_tree(path, idmap)
