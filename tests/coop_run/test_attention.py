@@ -98,6 +98,7 @@ def test_silence_can_be_turned_off() -> None:
 
 
 def test_a_new_process_starts_a_new_stream(att: Attention) -> None:
-    assert att.output(b"\x1bPunfinished", 1.0) is None  # the old process died in a DCS
+    assert att.output(b"\x1bPunfinished" + b"x" * BURST, 1.0) is None  # died in a DCS
     att.new_stream()
-    assert att.output(BEL, 2.0) == Signal(BELL)
+    assert att.silence_due() is None  # the dead process's burst is not waiting for anyone
+    assert att.output(BEL, 1.0 + 2 * QUIET) == Signal(BELL)  # and no late silence either

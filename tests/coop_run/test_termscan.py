@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from itertools import pairwise
 
 import pytest
 
@@ -107,7 +108,7 @@ def expected(signals: list[tuple[int, Signal]], size: int,
     """What ``feed`` returns per chunk: the chunk's last notification, else a bell."""
     bounds = [0, *cuts, size]
     out: list[Signal | None] = []
-    for start, end in zip(bounds, bounds[1:], strict=False):
+    for start, end in pairwise(bounds):
         inside = [s for i, s in signals if start <= i < end]
         notes = [s for s in inside if s.reason == NOTIFICATION]
         out.append(notes[-1] if notes else (Signal(BELL) if inside else None))
@@ -117,7 +118,7 @@ def expected(signals: list[tuple[int, Signal]], size: int,
 def scanned(stream: bytes, cuts: list[int]) -> list[Signal | None]:
     scanner = OutputScanner()
     bounds = [0, *cuts, len(stream)]
-    return [scanner.feed(stream[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [scanner.feed(stream[a:b]) for a, b in pairwise(bounds)]
 
 
 def cuttings(stream: bytes, pairs: bool = True) -> Iterator[list[int]]:

@@ -72,8 +72,10 @@ class Attention:
         return announce
 
     def new_stream(self) -> None:
-        """A new process writes behind this PTY: forget the old one's open sequence."""
+        """A new process writes behind this PTY: forget the old one's open sequence and
+        its burst (the mark stays until a client types)."""
         self._scanner = OutputScanner()
+        self._run = 0
 
     def typed(self, data: bytes) -> bool:
         """A client sent ``data``; whether that cleared the mark (to announce)."""
