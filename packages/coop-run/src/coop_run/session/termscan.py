@@ -33,7 +33,7 @@ NOTIFICATION: Final = "notification"
 MAX_TEXT: Final = 256  # characters of a notification kept for the event
 _KEEP: Final = 4 * MAX_TEXT + 16  # bytes of an OSC's payload kept (the rest is never read)
 
-_ESC, _BEL, _CAN, _SUB = 0x1B, 0x07, 0x18, 0x1A
+_ESC, _BEL = 0x1B, 0x07  # (CAN 0x18 and SUB 0x1a: ``_abort_at``)
 _BACKSLASH, _OSC_INTRO = 0x5C, 0x5D  # "\" (ST = ESC \), "]" (OSC = ESC ])
 _STRING_INTROS: Final = frozenset(b"PX^_")  # DCS, SOS, PM, APC
 _NOTIFICATION_OPENINGS: Final = (b"9;", b"777;notify;")
@@ -49,8 +49,8 @@ _CONTROLS: Final = dict.fromkeys([*range(0x20), *range(0x7F, 0xA0)], " ")
 
 @dataclass(frozen=True, slots=True)
 class Signal:
-    """What a chunk of output asked for: ``bell``, or a ``notification`` with its text
-    (``None`` when the notification carried none)."""
+    """What asks for the user: a ``bell`` or a ``notification`` with its text (``None``
+    when it carried none) found here, or ``silence`` (``session.attention``)."""
 
     reason: str
     text: str | None = None
