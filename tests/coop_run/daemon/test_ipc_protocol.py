@@ -66,7 +66,9 @@ CONTRACT: dict[type[schema.WireMessage], dict[str, str]] = {
                             "created": "an integer or null", "state": STR,
                             "ptys": "a list of PtyEntry objects", "web_clients": INT,
                             "local_clients": INT, "tunnel_clients": INT},
-    protocol.PtyEntry: {"id": INT, "role": STR, "command": STR, "state": STR},
+    protocol.PtyEntry: {"id": INT, "role": STR, "command": STR, "state": STR,
+                        "attention": "an object (PtyAttention) or null"},
+    protocol.PtyAttention: {"reason": STR, "since": INT, "text": OPT_S},
     protocol.PtyDetail: {"id": INT, "pid": "an integer or null",
                          "host_pid": "an integer or null", "offset": INT, "cols": INT,
                          "rows": INT, "clients": INT},
@@ -104,6 +106,8 @@ CONTRACT: dict[type[schema.WireMessage], dict[str, str]] = {
     protocol.Lagged: {"event": "'lagged'", "pty": INT, "bytes": INT},
     protocol.Blocked: {"event": "'blocked'", "pty": INT, "sequence": STR, "reason": STR,
                        "count": INT},
+    protocol.Attention: {"event": "'attention'", "pty": INT, "active": BOOL, "reason": OPT_S,
+                         "text": OPT_S},
     protocol.StreamError: {"event": "'error'", "error": STR, "message": STR},
     # the launch wire: daemon -> zygote -> supervisor, and the start-up reply
     launch.LaunchSandbox: {"name": STR, "layers": "a list of strings", "session_dir": STR,
@@ -121,6 +125,7 @@ CONTRACT: dict[type[schema.WireMessage], dict[str, str]] = {
                            "auto_restart": BOOL, "restart_delay_ms": INT,
                            "restart_max_delay_ms": INT, "cols": INT, "rows": INT, "scrollback": INT,
                            "max_backlog": INT, "stop_grace": "a number",
+                           "silence_burst": INT, "silence_after": "a number",
                            "log_file": "a string or null", "inherited": "a list of strings"},
     launch.StartedReply: {"pid": INT},
     launch.FailedReply: {"error": STR},
@@ -148,7 +153,7 @@ def test_every_wire_table_dispatches_its_declarations() -> None:
                                                  "kill", "adopt", "detach_clients"}
     assert set(protocol.CLIENT_CONTROLS) == {"resize", "detach"}
     assert set(protocol.EVENTS) == {"pty_exited", "pty_restarting", "detached", "lagged",
-                                    "blocked", "error"}
+                                    "blocked", "attention", "error"}
 
 
 def test_encoded_values() -> None:
@@ -159,17 +164,30 @@ def test_encoded_values() -> None:
     assert schema.encode(protocol.LsReply([])) == {"ok": True, "sessions": []}
     entry = protocol.SessionEntry(
         name="s", workspace="/w", pid=7, created=1, state="running",
-        ptys=[protocol.PtyEntry(id=0, role="agent", command="sh", state="running")],
+        ptys=[protocol.PtyEntry(id=0, role="agent", command="sh", state="running",
+                                attention=None),
+              protocol.PtyEntry(id=1, role="shell", command="sh", state="running",
+                                attention=protocol.PtyAttention("bell", 1700000000))],
         web_clients=0, local_clients=1, tunnel_clients=0)
     wire = schema.encode(protocol.LsReply([entry]))
-    assert wire["sessions"][0]["ptys"] == [{"id": 0, "role": "agent", "command": "sh",
-                                            "state": "running"}]
+    assert wire["sessions"][0]["ptys"] == [
+        {"id": 0, "role": "agent", "command": "sh", "state": "running", "attention": None},
+        {"id": 1, "role": "shell", "command": "sh", "state": "running",
+         "attention": {"reason": "bell", "since": 1700000000}}]
     assert protocol.decode_reply(protocol.LsReply, wire) == protocol.LsReply([entry])
     assert schema.encode(protocol.PtyExited(0, 3)) == {"event": "pty_exited", "pty": 0,
                                                         "code": 3, "signal": None}
     assert schema.encode(protocol.Lagged(1, 9)) == {"event": "lagged", "pty": 1, "bytes": 9}
     assert schema.encode(protocol.Blocked(0, "exit", "blocked", 2)) == {
         "event": "blocked", "pty": 0, "sequence": "exit", "reason": "blocked", "count": 2}
+    # attention: set with its reason (and a notification's text), cleared without
+    assert schema.encode(protocol.Attention(0, True, "notification", "done")) == {
+        "event": "attention", "pty": 0, "active": True, "reason": "notification",
+        "text": "done"}
+    assert schema.encode(protocol.Attention(2, True, "bell")) == {
+        "event": "attention", "pty": 2, "active": True, "reason": "bell"}
+    assert schema.encode(protocol.Attention(2, False)) == {"event": "attention", "pty": 2,
+                                                           "active": False}
     # a request leaves out what it does not set; the receiver's defaults apply
     assert schema.encode(protocol.SupervisorAttach(cols=80)) == {
         "cmd": "attach", "pty": 0, "cols": 80, "kind": "local"}

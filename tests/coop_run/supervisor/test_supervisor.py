@@ -132,7 +132,8 @@ def test_two_clients_type_and_see_the_same_output(start: Start) -> None:
     a.wait_output(b"\r\nthere\r\n")
     entry = session(handle)
     assert (entry["local_clients"], entry["web_clients"], entry["tunnel_clients"]) == (1, 1, 0)
-    assert entry["ptys"] == [{"id": 0, "role": "agent", "command": "sh", "state": "running"}]
+    assert entry["ptys"] == [{"id": 0, "role": "agent", "command": "sh", "state": "running",
+                              "attention": None}]
     assert entry["state"] == "running" and entry["pid"] == handle.pid
     assert set(entry) == {"name", "workspace", "pid", "created", "state", "ptys",
                           "web_clients", "local_clients", "tunnel_clients"}
@@ -203,6 +204,74 @@ def test_a_client_that_stops_reading_lags_and_never_slows_the_other(start: Start
     assert len(slow.output) < len(fast.output)
     slow.close()
     fast.close()
+
+
+def attention(stream: Stream) -> list[dict[str, Any]]:
+    return [e for e in stream.events if e.get("event") == "attention"]
+
+
+def test_a_bell_marks_the_pty_for_every_client_until_one_types(start: Start) -> None:
+    handle = start()
+    a = Stream.open(handle.socket_path, cols=80, rows=24)
+    b = Stream.open(handle.socket_path, cols=80, rows=24, kind="web")
+    a.run("printf '\\007'; echo rang-$((40+2))", "rang-42")
+    bell = {"event": "attention", "pty": 0, "active": True, "reason": "bell"}
+    for client in (a, b):
+        client.wait_output(b"\x07rang-42")  # the bell itself passes through
+        client.wait(lambda c=client: attention(c) == [bell], "the bell's event")
+    mark = session(handle)["ptys"][0]["attention"]
+    assert mark["reason"] == "bell" and abs(mark["since"] - time.time()) < 60
+    assert set(mark) == {"reason", "since"}
+    # A client that attaches now is told at once, after the scrollback.
+    c = Stream.open(handle.socket_path, cols=80, rows=24, kind="web")
+    c.wait(lambda: attention(c) == [bell], "the mark on attach")
+    assert c.items[-1] == bell
+    # A terminal's own answer (busybox sh asks where the cursor is) is not typing: once
+    # the resize sent after it has been applied, the report was read, and the mark stays.
+    b.type(b"\x1b[5;1R")
+    b.control({"type": "resize", "cols": 79, "rows": 24})
+    wait_for(lambda: pty_detail(handle)["cols"] == 79, TIMEOUT, "b's resize")
+    assert session(handle)["ptys"][0]["attention"] == mark
+    a.run("echo sti''ll", "still")  # a key: cleared, for everyone
+    cleared = {"event": "attention", "pty": 0, "active": False}
+    for client in (a, b, c):
+        client.wait(lambda c=client: attention(c)[-1:] == [cleared], "the clear")
+        assert attention(client) == [bell, cleared]
+    assert session(handle)["ptys"][0]["attention"] is None
+    for client in (a, b, c):
+        client.close()
+
+
+def test_notifications_carry_their_text_and_progress_is_none(start: Start) -> None:
+    handle = start()
+    a = Stream.open(handle.socket_path, cols=80, rows=24)
+    # ConEmu's progress (OSC 9;4) and a title are no notification, and their BEL no bell.
+    a.run("printf '\\033]9;4;1;50\\007\\033]0;title\\007'; echo no-$((40+2))", "no-42")
+    a.run("printf '\\033]777;notify;Build;done in 3s\\033\\\\'; echo n-$((40+2))", "n-42")
+    a.wait(lambda: len(attention(a)) == 1, "the notification")
+    assert attention(a) == [{"event": "attention", "pty": 0, "active": True,
+                             "reason": "notification", "text": "Build: done in 3s"}]
+    assert session(handle)["ptys"][0]["attention"]["text"] == "Build: done in 3s"
+    # Typing the next command clears it; its OSC 9 marks the PTY again.
+    a.run("printf '\\033]9;Tests: 12 passed\\033\\\\'; echo m-$((40+2))", "m-42")
+    a.wait(lambda: len(attention(a)) == 3, "the second notification")
+    assert [(e["active"], e.get("text")) for e in attention(a)] == [
+        (True, "Build: done in 3s"), (False, None), (True, "Tests: 12 passed")]
+    a.close()
+
+
+def test_silence_after_a_burst_marks_the_pty(start: Start) -> None:
+    handle = start(silence_burst=2000, silence_after=0.3)
+    a = Stream.open(handle.socket_path, cols=80, rows=24)
+    a.run("seq 1 1000; echo do''ne", "done")  # about 4 KB, then the prompt, then quiet
+    silence = {"event": "attention", "pty": 0, "active": True, "reason": "silence"}
+    a.wait(lambda: attention(a) == [silence], "the silence")
+    assert a.items[-1] == silence  # after all the output, the prompt included
+    assert session(handle)["ptys"][0]["attention"]["reason"] == "silence"
+    a.type(b"\x15")  # Ctrl+U: a key, no command
+    a.wait(lambda: attention(a)[-1]["active"] is False, "the clear")
+    assert session(handle)["ptys"][0]["attention"] is None
+    a.close()
 
 
 def test_agent_exit_is_announced_and_the_agent_restarted(start: Start) -> None:

@@ -39,7 +39,7 @@ _SESSION_KEYS = (
     "local_clients",
     "tunnel_clients",
 )
-_PTY_KEYS = ("id", "role", "command", "state")
+_PTY_KEYS = ("id", "role", "command", "state", "attention")
 
 
 def format_elapsed(seconds: float) -> str:

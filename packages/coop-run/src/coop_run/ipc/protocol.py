@@ -224,6 +224,16 @@ def check_window(cols: int, rows: int) -> None:
 
 # --- what ``ls`` and ``info`` report -------------------------------------------------------
 
+class PtyAttention(WireMessage):
+    """Why a PTY wants the user (SPEC 13 "Attention"), in its ``ls`` entry."""
+
+    OMIT_UNSET: ClassVar[bool] = True
+
+    reason: str              # "bell", "notification" or "silence" (after a burst of output)
+    since: int               # Unix seconds when it was marked
+    text: str | None = None  # a notification's text (at most 256 characters), if it had one
+
+
 class PtyEntry(WireMessage):
     """One PTY in a session's ``ls`` entry (SPEC 6); ``id`` is what ``attach`` takes."""
 
@@ -231,6 +241,7 @@ class PtyEntry(WireMessage):
     role: str            # "agent" (PTY 0) or "shell"
     command: str
     state: str           # "running", "exited", "restarting", "crash-looping", "dead"
+    attention: PtyAttention | None  # null unless it wants the user (cleared by typing)
 
 
 class SessionEntry(WireMessage):
@@ -410,6 +421,20 @@ class Blocked(Event):
     count: int
 
 
+class Attention(Event):
+    """A PTY wants the user (``active``, with the ``reason``, and a notification's
+    ``text`` if it had one), or no longer does (``active`` false: a client typed into it;
+    no reason). Sent to every client of the PTY; a client that attaches while the PTY is
+    marked gets it too, after the scrollback, so no event on attach means no mark."""
+
+    TAG = "attention"
+    OMIT_UNSET: ClassVar[bool] = True
+    pty: int
+    active: bool
+    reason: str | None = None  # "bell", "notification", "silence"
+    text: str | None = None
+
+
 class StreamError(Event):
     """A client's broken stream frame: sent before the client is hung up on."""
 
@@ -419,7 +444,7 @@ class StreamError(Event):
 
 
 EVENTS: Final[Mapping[str, type[Event]]] = table(
-    PtyExited, PtyRestarting, Detached, Lagged, Blocked, StreamError)
+    PtyExited, PtyRestarting, Detached, Lagged, Blocked, Attention, StreamError)
 
 R = TypeVar("R", bound=Request)
 RP = TypeVar("RP", bound=Reply)

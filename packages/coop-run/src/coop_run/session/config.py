@@ -11,6 +11,13 @@ from coop_run.sandbox.config import SandboxConfig
 
 DEFAULT_CAPACITY = 256 * 1024  # scrollback per PTY; SPEC 7.2: at least 256 KiB
 DEFAULT_MAX_BACKLOG = 1024 * 1024  # a client's unsent output before it lags
+# Silence after a burst marks a PTY as wanting the user (SPEC 13; ``session.attention``):
+# at least SILENCE_BURST bytes of output since a client typed, then SILENCE_AFTER seconds
+# of quiet. 4 KiB is more than a keystroke's echo or a prompt's redraw, less than a
+# finished answer or command; 10 s is longer than the pauses inside a build's output and
+# short enough that a phone hears about the end of a job while it still matters.
+SILENCE_BURST = 4096
+SILENCE_AFTER = 10.0
 
 
 @dataclass
@@ -29,6 +36,8 @@ class SupervisorConfig:
     scrollback: int = DEFAULT_CAPACITY
     max_backlog: int = DEFAULT_MAX_BACKLOG
     stop_grace: float = 5.0                    # kill: SIGTERM, this long, then SIGKILL
+    silence_burst: int = SILENCE_BURST         # bytes of output that make a burst
+    silence_after: float = SILENCE_AFTER       # quiet after it that marks; <= 0: never
     log_file: Path | None = None               # stdout/stderr and logging; None: /dev/null
     inherited: Sequence[str] = ()              # what it inherited, as coop status shows it
 

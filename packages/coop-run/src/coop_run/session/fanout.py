@@ -255,6 +255,10 @@ class FanOut:
         for client in self._clients.values():
             client.queue.append(dict(event))
 
+    def send_event(self, client_id: Hashable, event: dict[str, Any]) -> None:
+        """Queue a control event for one client (the state it attached into)."""
+        self._client(client_id).queue.append(dict(event))
+
     def _drop(self, client: _Client) -> int:
         """Forget a client's queued bytes (keeping its events); returns how many."""
         dropped = client.queued

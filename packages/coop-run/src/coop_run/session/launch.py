@@ -82,6 +82,8 @@ class LaunchRequest(WireMessage):
     scrollback: int
     max_backlog: int
     stop_grace: float
+    silence_burst: int
+    silence_after: float
     log_file: str | None
     inherited: list[str]
 
@@ -117,7 +119,8 @@ def encode_launch(config: SupervisorConfig, *, network: str, coop_home: Path) ->
         auto_restart=config.auto_restart, restart_delay_ms=config.restart_delay_ms,
         restart_max_delay_ms=config.restart_max_delay_ms, cols=config.cols, rows=config.rows,
         scrollback=config.scrollback, max_backlog=config.max_backlog,
-        stop_grace=config.stop_grace,
+        stop_grace=config.stop_grace, silence_burst=config.silence_burst,
+        silence_after=config.silence_after,
         log_file=None if config.log_file is None else str(config.log_file),
         inherited=list(config.inherited))
     return json.dumps(encode(request), separators=(",", ":")).encode()
@@ -153,7 +156,8 @@ def decode_launch(data: bytes) -> tuple[SupervisorConfig, str, Path]:
         restart_delay_ms=request.restart_delay_ms,
         restart_max_delay_ms=request.restart_max_delay_ms, cols=request.cols,
         rows=request.rows, scrollback=request.scrollback, max_backlog=request.max_backlog,
-        stop_grace=request.stop_grace,
+        stop_grace=request.stop_grace, silence_burst=request.silence_burst,
+        silence_after=request.silence_after,
         log_file=None if request.log_file is None else Path(request.log_file),
         inherited=tuple(request.inherited))
     return config, request.network, Path(request.coop_home)

@@ -6,6 +6,12 @@ read as soon as it is there and never waits for a client; a ``StreamClient`` is 
 only while its socket accepts more, taking from the FanOut one batch at a time, so a
 client that stops reading only grows its FanOut backlog, which FanOut bounds (``lagged``).
 Pure decisions (back-off, notices) are functions at the top, apart from the I/O.
+
+Each chunk of output also goes through the PTY's ``Attention`` (SPEC 13): a bell, a
+notification or silence after a burst marks the PTY, input from a client clears the mark,
+and every client gets an ``attention`` event either way. Silence is watched with one
+``loop.call_at`` timer per PTY, armed for when it would be due and re-armed from there
+(never once per chunk).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import os
 import socket
 import struct
 import termios
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,9 +42,16 @@ from coop_run.ipc.framing import (
     encode_message,
 )
 from coop_run.ipc.schema import encode
-from coop_run.session.config import DEFAULT_CAPACITY, DEFAULT_MAX_BACKLOG
+from coop_run.session.attention import Attention
+from coop_run.session.config import (
+    DEFAULT_CAPACITY,
+    DEFAULT_MAX_BACKLOG,
+    SILENCE_AFTER,
+    SILENCE_BURST,
+)
 from coop_run.session.fanout import FanOut
 from coop_run.session.scrollback import Scrollback
+from coop_run.session.termscan import Signal
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +115,8 @@ class Pty:
     def __init__(self, loop: asyncio.AbstractEventLoop, pty_id: int, role: str,
                  command: Sequence[str], *, cols: int, rows: int,
                  scrollback: int = DEFAULT_CAPACITY,
-                 max_backlog: int = DEFAULT_MAX_BACKLOG) -> None:
+                 max_backlog: int = DEFAULT_MAX_BACKLOG, silence_burst: int = SILENCE_BURST,
+                 silence_after: float = SILENCE_AFTER) -> None:
         self.loop = loop
         self.id = pty_id
         self.role = role  # "agent" or "shell"
@@ -115,11 +130,17 @@ class Pty:
         self.started = 0.0
         self.size = (cols, rows)
         self._input = bytearray()
+        self.attention = Attention(burst=silence_burst, quiet=silence_after)
+        self.attention_since = 0  # Unix seconds when the current mark was set
+        self._silence: asyncio.TimerHandle | None = None
 
     def info(self) -> protocol.PtyEntry:
         """This PTY's part of the ``ls`` entry (SPEC 6)."""
+        mark = self.attention.mark
+        attention = None if mark is None else protocol.PtyAttention(
+            reason=mark.reason, since=self.attention_since, text=mark.text)
         return protocol.PtyEntry(id=self.id, role=self.role, command=" ".join(self.command),
-                                 state=self.state)
+                                 state=self.state, attention=attention)
 
     # -- the process behind the id --------------------------------------------------------
 
@@ -131,15 +152,18 @@ class Pty:
         self.started = self.loop.time()
         self.state = "running"
         self._input.clear()
+        self.attention.new_stream()
         self._apply_size(self.size)
         self.loop.add_reader(master, self._on_output)
 
     def detach_master(self) -> None:
-        """Read what is left of the old process's output, then close its master."""
+        """Read what is left of the old process's output, then close its master (an
+        ended process is not waiting for anyone: no silence mark for it)."""
         master = self.master
         if master is None:
             return
         self._drain()
+        self._disarm_silence()
         self.loop.remove_reader(master)
         self.loop.remove_writer(master)
         os.close(master)
@@ -165,6 +189,11 @@ class Pty:
             self.loop.remove_reader(self.master)
             return False
         self.publish(data)
+        mark = self.attention.output(data, self.loop.time())
+        if mark is not None:
+            self._announce(mark)
+        elif self._silence is None:
+            self._arm_silence()
         return True
 
     def _on_output(self) -> None:
@@ -185,10 +214,49 @@ class Pty:
         for client in list(self.clients.values()):
             client.kick()
 
+    # -- attention ----------------------------------------------------------------------
+
+    def _announce(self, mark: Signal) -> None:
+        self.attention_since = int(time.time())
+        logger.debug("pty %s wants the user: %s", self.id, mark.reason)
+        self.publish_event(self._attention_event(mark))
+
+    def _attention_event(self, mark: Signal | None) -> dict[str, Any]:
+        if mark is None:
+            return encode(protocol.Attention(pty=self.id, active=False))
+        return encode(protocol.Attention(pty=self.id, active=True, reason=mark.reason,
+                                         text=mark.text))
+
+    def _arm_silence(self) -> None:
+        due = self.attention.silence_due()
+        if due is not None:
+            self._silence = self.loop.call_at(due, self._silence_check)
+
+    def _disarm_silence(self) -> None:
+        if self._silence is not None:
+            self._silence.cancel()
+            self._silence = None
+
+    def _silence_check(self) -> None:
+        self._silence = None
+        mark = self.attention.check_silence(self.loop.time())
+        if mark is not None:
+            self._announce(mark)
+        else:
+            self._arm_silence()  # output came meanwhile: due later, or not at all
+
+    def _typed(self, data: bytes) -> None:
+        if self.attention.typed(data):
+            logger.debug("pty %s: a client typed, mark cleared", self.id)
+            self.publish_event(self._attention_event(None))
+
     # -- input and window size ------------------------------------------------------------
 
     def write_input(self, data: bytes) -> None:
-        if self.master is None or not data:
+        if not data:
+            return
+        self._typed(data)
+        if self.master is None:
             return
         if self._input:
             self._input += data
@@ -245,6 +313,8 @@ class Pty:
         ``ProtocolError`` for bad values). ``session`` names it for "detached from NAME"."""
         attached = self.fanout.add_client(client.id, cols, rows, resume_from=resume_from)
         self.clients[client.id] = client
+        if self.attention.mark is not None:
+            self.fanout.send_event(client.id, self._attention_event(self.attention.mark))
         self.resized(attached.size)
         if attached.redraw:
             self.wiggle()
@@ -259,6 +329,7 @@ class Pty:
         for client in list(self.clients.values()):
             client.close()
         self.detach_master()
+        self._disarm_silence()
 
 
 class StreamClient:

@@ -155,9 +155,8 @@ class Supervisor:
         loop.set_default_executor(ThreadPoolExecutor(SANDBOX_THREADS,
                                                       thread_name_prefix="sandbox-call"))
         assert self.listener is not None and self._agent_start is not None
-        agent = Pty(loop, 0, "agent", self.config.agent, cols=self.config.cols,
-                    rows=self.config.rows, scrollback=self.config.scrollback,
-                    max_backlog=self.config.max_backlog)
+        agent = self._new_pty(0, "agent", self.config.agent, self.config.cols,
+                              self.config.rows)
         self.ptys[0] = agent
         master, host_pid, pid = self._agent_start
         agent.attach_master(master, pid, host_pid)
@@ -178,6 +177,14 @@ class Supervisor:
             await self._done.wait()
             for task in list(self._tasks):  # idle connections, pending restarts: all end
                 task.cancel()
+
+    def _new_pty(self, pty_id: int, role: str, argv: Sequence[str], cols: int,
+                 rows: int) -> Pty:
+        config = self.config
+        assert self._loop is not None
+        return Pty(self._loop, pty_id, role, argv, cols=cols, rows=rows,
+                   scrollback=config.scrollback, max_backlog=config.max_backlog,
+                   silence_burst=config.silence_burst, silence_after=config.silence_after)
 
     def _own(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``coro`` as a task of serve()'s TaskGroup, cancelled when the session ends."""
@@ -357,8 +364,7 @@ class Supervisor:
             return None
         assert self._loop is not None
         pty_id = max(self.ptys) + 1  # (taken when it is added: shells may start at once)
-        pty = Pty(self._loop, pty_id, "shell", argv, cols=cols, rows=rows,
-                  scrollback=self.config.scrollback, max_backlog=self.config.max_backlog)
+        pty = self._new_pty(pty_id, "shell", argv, cols, rows)
         self.ptys[pty_id] = pty
         self._attach(pty, spawned.master_fd, spawned)
         return pty
