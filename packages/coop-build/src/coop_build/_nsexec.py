@@ -153,6 +153,9 @@ def open_dirs(req: dict[str, Any], scratch: str) -> None:
     req["lowers"] = [opened(p) for p in req["lowers"]]
     req["upper"] = opened(req["upper"])
     req["work"] = opened(req["work"])
+    # Extra read-only binds (the TLS trust files) may lie below root's 0700 directories.
+    req["binds"] = [[fd_path(os.open(source, os.O_PATH)), target]
+                    for source, target in req.get("binds", ())]
     os.chdir(scratch)
 
 
