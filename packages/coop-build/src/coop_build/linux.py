@@ -69,6 +69,7 @@ class _MountAttr(ctypes.Structure):
 
 # prctl(2) options used here.
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
 
