@@ -110,6 +110,12 @@ def test_inherit_asks_only_beyond_what_the_users_own_layers_give(tree: Path) -> 
     # the user's none mode: a workspace that only names the list asks
     assert [a.target for a in asks(tree, {"network": {"inherit": ["proxy"]}},
                                    below={"network": {"mode": "none"}})] == ["proxy"]
+    # the user's none mode: a workspace that only switches to veth turns on veth's
+    # default inheritance, which the user's own mode withheld
+    assert [a.target for a in asks(tree, {"network": {"mode": "veth"}},
+                                   below={"network": {"mode": "none"}})] == ["proxy", "tls"]
+    assert asks(tree, {"network": {"mode": "veth", "inherit": []}},
+                below={"network": {"mode": "none"}}) == []
     [proxy] = asks(tree, {"network": {"mode": "none", "inherit": ["proxy"]}})
     assert proxy.grant == "inherit proxy"
     assert proxy.line == ('[network].inherit = "proxy": passes your proxy variables (with '

@@ -122,10 +122,18 @@ def what_it_asks(workspace: Mapping[str, Any], *, start: Path,
             and _value(mine, "network", "mode") != "host"):
         asks.append(Ask("network", "[network].mode", "host", "host"))
 
+    # What reaches the session against what the user's layers alone would have passed:
+    # a workspace that turns the user's "none" into "veth" also turns on veth's default
+    # inheritance (the user's proxy credentials), which the user's own mode withheld.
     mode = _value(everyone, "network", "mode") or "veth"
     inherit = _value(everyone, "network", "inherit")
-    own = _value(mine, "network", "inherit")
-    granted = DEFAULT_INHERIT.get(str(mode), ()) if own is None else own
+    if inherit is None:
+        inherit = list(DEFAULT_INHERIT.get(str(mode), ()))
+    granted = _value(mine, "network", "inherit")
+    if granted is None:  # what both the session's mode and the user's own mode would give
+        user_mode = _value(mine, "network", "mode") or "veth"
+        granted = [item for item in DEFAULT_INHERIT.get(str(mode), ())
+                   if item in DEFAULT_INHERIT.get(str(user_mode), ())]
     if isinstance(inherit, list):
         for item in dict.fromkeys(str(n) for n in inherit):
             if item not in granted:
