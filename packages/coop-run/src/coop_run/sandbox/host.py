@@ -291,9 +291,7 @@ class Sandbox:
             if existing is not None and sessiondirs.state_owner_alive(existing):
                 raise SandboxError(f"session {config.name} already has a running sandbox",
                                    code="SESSION_EXISTS")
-            home = config.user_home or Path(os.environ.get("HOME", "/"))
-            self.workspace_real = sessiondirs.check_bind_source(
-                config.workspace, home=home, workspace=config.workspace)
+            self.workspace_real = sessiondirs.check_resolved(config.workspace, "the workspace")
             persist = []
             for name in config.persist:
                 if not sessiondirs.persist_name_ok(name):
@@ -312,6 +310,13 @@ class Sandbox:
             # Before anything else: reap_stale finds it.
             write_json_atomic(sdir.sandbox_state, state)
         return state, persist, layers
+
+    def _coop_homes(self) -> list[Path]:
+        """The coop directories no workspace may be (``layout.refused_mount``): this
+        session's and those the config hides."""
+        sessions = self.sdir.path.parent
+        own = sessions.parent if sessions.name == "sessions" else sessions
+        return [own, *self.config.hide]
 
     def _reap_others(self) -> None:
         sessions = self.sdir.path.parent
@@ -367,8 +372,12 @@ class Sandbox:
         self.network.attach(pid)
         setup = {"op": "setup", "hostname": self.config.name,
                  "child_caps": sorted(child_capabilities(self.network))}
-        mount_fds = MountFds(pid, binds_by_path=self.idmap.owner == (os.geteuid(), os.getegid()))
+        mount_fds = MountFds(pid, binds_by_path=self.idmap.owner == (os.geteuid(), os.getegid()),
+                             owner=self.idmap.owner)
         try:
+            # Opened once, checked from its descriptor, mounted from it: never walked again.
+            mount_fds.open_workspace(str(self.workspace_real), self._coop_homes(),
+                                     idmapped=spec.idmapped_workspace)
             for record in (setup, *plan_records(first)):
                 self._send_setup(record, mount_fds)
             self._finish_dirs(spec)
