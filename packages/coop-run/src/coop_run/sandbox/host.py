@@ -120,17 +120,21 @@ def forced_env(config: SandboxConfig, workspace_real: Path, created: int) -> dic
     }
 
 
-def child_capabilities(network: NetworkMode) -> frozenset[int]:
+def child_capabilities(network: NetworkMode, *, host_root_files: bool = False) -> frozenset[int]:
     """What processes inside may hold: ``caps.KEEP``, less CAP_NET_RAW unless the network
-    mode says raw sockets cannot get around its filter (``net_raw_safe``).
+    mode says raw sockets cannot get around its filter (``net_raw_safe``), less
+    CAP_SETFCAP where the sandbox's root writes as host root (``host_root_files``: root's
+    idmapped workspace).
 
     A mode that filters inside the sandbox's own netns (rootless veth: nft output hook)
     is bypassed by a packet socket on its interface, which that netns's root may open
-    with CAP_NET_RAW: a hand-made SYN to the LAN went straight out through pasta.
+    with CAP_NET_RAW: a hand-made SYN to the LAN went straight out through pasta. A file
+    capability set through root's workspace is stored for host root (the mount maps the
+    sandbox's root to it), so it would take effect on the host: ``setcap
+    cap_setuid+ep`` there made a binary any host user could become root with.
     """
-    if network.net_raw_safe:
-        return caps.KEEP
-    return caps.KEEP - {caps.CAP_NET_RAW}
+    kept = caps.KEEP if network.net_raw_safe else caps.KEEP - {caps.CAP_NET_RAW}
+    return kept - {caps.CAP_SETFCAP} if host_root_files else kept
 
 
 def hosts_file(name: str) -> str:
@@ -371,7 +375,8 @@ class Sandbox:
         # network is attached. Closing the socket instead makes it exit.
         self.network.attach(pid)
         setup = {"op": "setup", "hostname": self.config.name,
-                 "child_caps": sorted(child_capabilities(self.network))}
+                 "child_caps": sorted(child_capabilities(
+                     self.network, host_root_files=spec.idmapped_workspace))}
         mount_fds = MountFds(pid, binds_by_path=self.idmap.owner == (os.geteuid(), os.getegid()),
                              owner=self.idmap.owner)
         try:
