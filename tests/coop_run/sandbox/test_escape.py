@@ -579,6 +579,8 @@ def test_network_modes_declare_whether_raw_sockets_are_safe(coop_env: CoopEnv) -
     for mode, raw_ok in (("none", True), ("host", True)):
         assert child_capabilities(network_for(mode, session="m", paths=paths)) == (
             caps.KEEP if raw_ok else caps.KEEP - {caps.CAP_NET_RAW})
+    none = network_for("none", session="m", paths=paths)
+    assert child_capabilities(none, host_root_files=True) == caps.KEEP - {caps.CAP_SETFCAP}
     rootless = network_for("veth", session="m", paths=paths, rootless=True)
     assert caps.CAP_NET_RAW not in child_capabilities(rootless)
     if IS_ROOT:
