@@ -316,11 +316,9 @@ class Sandbox:
         return state, persist, layers
 
     def _coop_homes(self) -> list[Path]:
-        """The coop directories no workspace may be (``layout.refused_mount``): this
-        session's and those the config hides."""
-        sessions = self.sdir.path.parent
-        own = sessions.parent if sessions.name == "sessions" else sessions
-        return [own, *self.config.hide]
+        """The coop directories no workspace may be in (``layout.refused_mount``): those
+        the config hides (the daemon's ``COOP_HOME``) and this session's own."""
+        return [*self.config.hide, self.sdir.path]
 
     def _reap_others(self) -> None:
         sessions = self.sdir.path.parent
