@@ -78,6 +78,21 @@ def test_the_start_directory_is_taken_by_its_real_path(tree: Path) -> None:
     assert [a.target for a in found] == [str(tree / "outside")]
 
 
+def test_the_mount_resolved_once_is_the_one_judged(tree: Path) -> None:
+    """The daemon resolves the mount once and passes it: a symlink changed since (here
+    ``to-sub`` now leading outside) changes nothing of what is judged, nor of what is
+    refused, and the path judged is the one it sends."""
+    resolved = resolve_mount(tree / "start", "to-sub")
+    (tree / "start" / "to-sub").unlink()
+    (tree / "start" / "to-sub").symlink_to("/etc")
+    assert what_it_asks(mount("to-sub"), start=tree / "start", mount=resolved) == []
+    assert mount_refusal(tree / "start", "to-sub", tree / "home", resolved=resolved) is None
+    assert mount_refusal(tree / "start", "to-sub", tree / "home") is not None
+    outside = resolve_mount(tree / "start", "to-outside")
+    found = what_it_asks(mount("to-sub"), start=tree / "start", mount=outside)
+    assert found == [Ask("mount", "[workspace].mount", "to-sub", str(tree / "outside"))]
+
+
 def test_host_network_asks_unless_the_users_own_layers_give_it(tree: Path) -> None:
     host = {"network": {"mode": "host"}}
     assert asks(tree, host) == [Ask("network", "[network].mode", "host", "host")]

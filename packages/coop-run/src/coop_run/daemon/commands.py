@@ -195,16 +195,19 @@ class SessionCommands:
         except CoopBuildError as exc:
             raise CoopError(exc.message, code=exc.code) from exc
         coopfile = loaded.coopfile
-        refusal = trust.mount_refusal(workspace, coopfile.workspace.mount, self.paths.home)
+        # Resolved once: the path refused or trusted is the path sent (the supervisor
+        # then mounts only the directory whose real path this is).
+        mount = trust.resolve_mount(workspace, coopfile.workspace.mount)
+        refusal = trust.mount_refusal(workspace, coopfile.workspace.mount, self.paths.home,
+                                      resolved=mount)
         if refusal is not None:
             raise CoopError(refusal, code=protocol.INVALID_COOPFILE)
-        self._check_trust(loaded, workspace, overrides)
+        self._check_trust(loaded, workspace, overrides, mount)
         inherited = self._inheritance(coopfile, client_env)
         warnings += inherited.warnings
         env = image_env(record.env)
         env.update(inherited.env)  # proxy passwords: never logged
         env.update(expand_env(coopfile.env, environ))  # secrets: never logged
-        mount = trust.resolve_mount(workspace, coopfile.workspace.mount)
         home = self.environ.get("HOME")
         if home and Path(os.path.realpath(home)) == mount:  # also a trusted mount of it
             warnings.append(HOME_WORKSPACE)
@@ -243,7 +246,7 @@ class SessionCommands:
                                             environ=self.environ)
 
     def _check_trust(self, loaded: LoadedCoopfile, workspace: Path,
-                     overrides: Mapping[str, Any] | None) -> None:
+                     overrides: Mapping[str, Any] | None, mount: Path) -> None:
         """Refuse a workspace Coopfile that widens the sandbox (a mount outside the
         workspace, the host's network, variables of the user's environment) unless the
         user trusted these very bytes for it: ``UntrustedCoopfileError``, which lists what
@@ -253,7 +256,7 @@ class SessionCommands:
             return
         below = loaded.layer("global")
         asks = trust.what_it_asks(layer.data, start=workspace, above=overrides,
-                                  below=None if below is None else below.data)
+                                  below=None if below is None else below.data, mount=mount)
         if not asks or trust.TrustStore(self.layout).trusts(layer.path, layer.sha256, asks):
             return
         key = trust.trust_key(layer.path)
