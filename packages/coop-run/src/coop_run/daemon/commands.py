@@ -221,6 +221,8 @@ class SessionCommands:
             shell=(coopfile.session.shell,), auto_restart=coopfile.session.auto_restart,
             restart_delay_ms=coopfile.session.restart_delay_ms, cols=size[0], rows=size[1],
             log_file=self.layout.session_log(name), inherited=inherited.summary,
+            block_sequences=tuple(coopfile.input_filter.blocked_bytes()),
+            ctrl_c_debounce_ms=coopfile.input_filter.ctrl_c_debounce_ms,
         )
         if inherited.env:
             logger.info("session %s inherits %s", name, ", ".join(inherited.env))  # names
