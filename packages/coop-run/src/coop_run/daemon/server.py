@@ -205,6 +205,10 @@ class Daemon:
                 await self._stopping.wait()
                 accept.cancel()
                 idle.cancel()
+                # Its reader on the listener must go before the listener does: a closed
+                # descriptor still in the loop's selector would make the next one that
+                # gets its number unwatchable (the closers open pidfds and sockets).
+                await asyncio.wait([accept])
                 listener.close()
                 await self._run_closers()
                 await self._detach_all()
