@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import json
 import re
+import socket
+import struct
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -65,7 +67,6 @@ class Coop:
 @pytest.fixture
 def coop(coop_env: Any) -> Iterator[Coop]:
     runner = Coop(coop_env)
-    runner.env["COOP_WEB_HEARTBEAT_SECONDS"] = "1"  # a dead client is found in seconds
     yield runner
     stop_started(coop_env.coop_home)
 
@@ -134,12 +135,17 @@ class Served:
     links: Links
 
 
-@pytest.fixture
-def served(coop: Coop) -> Served:
+def serve_session(coop: Coop) -> Served:
+    """``~/proj`` built, its session running, a detached server on a free port."""
     workspace = make_workspace(coop, "proj")
     result = coop("-d", cwd=workspace)
     assert result.returncode == 0, result
     return Served(coop, workspace, serve(coop, "-p", "0", "-d"))
+
+
+@pytest.fixture
+def served(coop: Coop) -> Served:
+    return serve_session(coop)
 
 
 # --- a browser's side ----------------------------------------------------------------------
@@ -161,6 +167,7 @@ class Terminal:
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.ws = ws
         self.output = bytearray()
+        self.frames: list[int] = []  # the size of each binary frame received
         self.events: list[dict[str, Any]] = []
         self.attached: dict[str, Any] = {}
         self.closed = False
@@ -187,11 +194,11 @@ class Terminal:
         message = await asyncio.wait_for(self.ws.receive(), timeout)
         if message.type == aiohttp.WSMsgType.BINARY:
             self.output += message.data
+            self.frames.append(len(message.data))
         elif message.type == aiohttp.WSMsgType.TEXT:
             self.events.append(json.loads(message.data))
         else:
             self.closed = True
-            raise ConnectionError(f"the socket ended: {message.type.name}")
 
     async def wait(self, predicate: Callable[[], bool], what: str,
                    timeout: float = TIMEOUT) -> None:
@@ -199,8 +206,9 @@ class Terminal:
         deadline = loop.time() + timeout
         while not predicate():
             remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise AssertionError(f"timed out waiting for {what}: output tail "
+            if remaining <= 0 or self.closed:
+                ended = "timed out" if remaining <= 0 else "the socket ended"
+                raise AssertionError(f"{ended} waiting for {what}: output tail "
                                      f"{bytes(self.output[-300:])!r}, events {self.events}")
             try:
                 await self.pump(remaining)
@@ -224,6 +232,15 @@ class Terminal:
 
     async def control(self, message: dict[str, Any]) -> None:
         await self.ws.send_str(json.dumps(message))
+
+    def cut(self) -> None:
+        """Drop the connection as a phone losing its network does: a reset, no close."""
+        sock = self.ws.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        connection = self.ws._response.connection
+        assert connection is not None and connection.transport is not None
+        connection.transport.abort()
+        self.closed = True
 
     async def run(self, command: str, marker: str) -> bytes:
         mark = len(self.output)
