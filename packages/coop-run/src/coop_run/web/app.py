@@ -34,6 +34,7 @@ access_logger = logging.getLogger("coop_run.web.access")
 STATIC = Path(__file__).parent / "static"  # the front end's bundle, once it is built
 MAX_BODY = MAX_FRAME_SIZE  # a REST body, as large as an IPC message at most
 SAFE_METHODS: Final = frozenset({"GET", "HEAD"})
+NOT_PAGES: Final = ("/api/", "/ws")  # their URLs keep the token: no cookie, no redirect
 
 INDEX = b"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>coop</title>
@@ -70,7 +71,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if access == "read-only" and changes:
         return forbidden("this link is read-only")
     if (source == "query" and token is not None and request.method == "GET"
-            and not websocket and not request.path.startswith("/api/")):
+            and not websocket and not request.path.startswith(NOT_PAGES)):
         return _move_token_to_cookie(request, token)
     request[ACCESS] = access
     response = await handler(request)
