@@ -266,3 +266,21 @@ def test_bad_requests_and_a_kill_reach_the_browser(served: Served) -> None:
             await phone.wait(lambda: phone.closed, "the socket to close")
 
     run(check())
+
+
+def test_stopping_the_server_detaches_its_browsers_and_keeps_the_session(
+        served: Served) -> None:
+    links = served.links
+
+    async def check() -> None:
+        async with client_session() as session:
+            phone = await Terminal.open(session, links.base, links.token)
+            await phone.run("echo be''fore", "before")
+            stopped = await asyncio.to_thread(served.coop, "serve", "--stop")
+            assert stopped.returncode == 0
+            await phone.wait_event("detached")
+            await phone.wait(lambda: phone.closed, "the socket to close")
+            assert not phone.events_named("pty_exited")
+
+    run(check())
+    assert ls_json(served)[0]["ptys"][0]["state"] == "running"

@@ -64,10 +64,6 @@ class Keeper:
         self._watch: asyncio.Task[None] | None = None
         self._respawns = 0
 
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
-
     def start(self) -> None:
         """Start the keeper unless it runs, watched by a task of the running loop that
         starts it again if it dies (up to ``RESPAWN_LIMIT`` times)."""

@@ -13,19 +13,28 @@ every socket when the server stops.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
 import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from coop_run.ipc import protocol
+from coop_run.ipc.schema import encode
+
 logger = logging.getLogger(__name__)
 
 _ids = itertools.count(1)
 
 
-class Closable(Protocol):
+class Socket(Protocol):
+    """What the registry does with a client's WebSocket."""
+
+    async def send_str(self, data: str) -> None: ...
+
     async def close(self) -> object: ...
 
 
@@ -33,7 +42,7 @@ class Closable(Protocol):
 class WebClient:
     """One open WebSocket of the web server."""
 
-    socket: Closable
+    socket: Socket
     remote: str
     read_only: bool
     role: Literal["events", "terminal"]
@@ -77,11 +86,12 @@ class WebClients:
         if self._clients.pop(client.id, None) is not None:
             logger.info("%s left", client.describe())
 
-    def on_pty(self, session: str, pty: int) -> list[WebClient]:
-        return [c for c in self._clients.values()
-                if c.role == "terminal" and (c.session, c.pty) == (session, pty)]
-
     async def close_all(self) -> None:
-        """The server stops: every socket is closed (each handler then ends)."""
+        """The server stops: every terminal is told ``detached`` (as the daemon's
+        shutdown tells a local one), every socket is closed, and each handler ends."""
+        detached = json.dumps(encode(protocol.Detached()))
         for client in list(self._clients.values()):
+            if client.role == "terminal":
+                with contextlib.suppress(ConnectionError):
+                    await client.socket.send_str(detached)
             await client.socket.close()

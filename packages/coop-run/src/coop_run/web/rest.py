@@ -29,6 +29,7 @@ from coop_run.web.context import ACCESS, CONTEXT, WebContext
 logger = logging.getLogger(__name__)
 
 EVENTS_COALESCE = 0.02  # changes this close together reach a page as one list
+EVENTS_INPUT = 64 * 1024  # the event stream reads nothing of a page's; a frame at most this
 
 CREATE_FIELDS = frozenset({"name", "workspace", "cols", "rows"})
 SHELL_FIELDS = frozenset({"command", "cols", "rows"})
@@ -119,7 +120,7 @@ async def close_pty(request: web.Request) -> web.Response:
 async def events(request: web.Request) -> web.StreamResponse:
     """Every session's ``ls`` entry now, then again whenever one changes."""
     context = _context(request)
-    ws = web.WebSocketResponse(heartbeat=context.heartbeat)
+    ws = web.WebSocketResponse(heartbeat=context.heartbeat, max_msg_size=EVENTS_INPUT)
     client = context.clients.add(WebClient(ws, request.remote or "?",
                                            request[ACCESS] == "read-only", "events"))
     try:
