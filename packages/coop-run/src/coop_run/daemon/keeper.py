@@ -117,7 +117,7 @@ class Keeper:
 
 def _wait_exit(pid: int, start: int | None) -> None:
     """Block until the process (pid, start time) has ended; at once if it already has."""
-    pidfd = open_pidfd(pid, start or None)
+    pidfd = open_pidfd(pid, start)
     if pidfd is None:
         return
     try:
@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
     paths = CoopPaths(coop_home())
-    _wait_exit(args.pid, args.start)
+    _wait_exit(args.pid, args.start or proc_start_time(args.pid))
     if not crashed(RunLayout(paths), args.pid):
         return 0
     log.warning("the daemon %d died while serving a detached web server: starting a new one",
