@@ -3,8 +3,8 @@ real decoder reads back, a second ``coop serve``, the foreground ended by Ctrl+C
 ``coop serve --stop``, bad arguments in one line, a detached server back with the same
 link after ``kill -9`` of the daemon, and tokens in no log.
 
-Network rule: ``-H 0.0.0.0`` binds every address, but the tests only look at the network
-links and send traffic to 127.0.0.1.
+Network rule: ``-H 0.0.0.0`` is served only inside a network namespace the test makes (its
+one address besides loopback is on a veth pair inside it), and requests go to 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -18,9 +18,12 @@ import struct
 import subprocess
 import threading
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
+import pytest
+from coop_cli import COOP
 from web_support import (
     Coop,
     Links,
@@ -35,7 +38,6 @@ from web_support import (
 )
 
 from coop_run.cli.serve import render_half_blocks
-from coop_run.web.addresses import local_addresses
 from support.procs import pid_alive, processes_with_env, wait_for
 from support.require import needs
 
@@ -106,27 +108,73 @@ def test_half_blocks_draw_two_rows_a_line() -> None:
     assert render_half_blocks(light) == ["█▄▀", "  ▀"]  # an odd last row: dark below
 
 
+# Asks for a path on the server at 127.0.0.1:PORT, from where it runs: the status, or 0.
+STATUS = """
+import http.client, sys
+try:
+    conn = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=10)
+    conn.request("GET", sys.argv[2])
+    print(conn.getresponse().status)
+except OSError:
+    print(0)
+"""
+NETWORK_ADDRESS = "192.0.2.77"  # TEST-NET-1, on a veth pair inside the test's namespace
+
+
+@pytest.fixture
+def own_network() -> Iterator[str]:
+    """A network namespace of the test's own with one address besides loopback: a server
+    told ``-H 0.0.0.0`` there listens on nothing of the machine's (the network rule)."""
+    name = f"coopweb-{os.getpid()}"
+    steps = [["ip", "netns", "add", name],
+             ["ip", "-n", name, "link", "set", "lo", "up"],
+             ["ip", "-n", name, "link", "add", "coop0", "type", "veth", "peer", "name",
+              "coop1"],
+             ["ip", "-n", name, "addr", "add", f"{NETWORK_ADDRESS}/24", "dev", "coop0"],
+             ["ip", "-n", name, "link", "set", "coop0", "up"],
+             ["ip", "-n", name, "link", "set", "coop1", "up"]]
+    try:
+        for step in steps:
+            subprocess.run(step, check=True, capture_output=True, timeout=30)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30,
+                       check=False)
+
+
+@pytest.mark.rootonly
 @needs(shutil.which("zbarimg") is not None, "needs zbarimg (Debian's zbar-tools)")
-def test_links_and_a_qr_code_of_the_network_url(coop: Coop, tmp_path: Path) -> None:
+def test_links_and_a_qr_code_of_the_network_url(coop: Coop, tmp_path: Path,
+                                                own_network: str) -> None:
+    """``-H 0.0.0.0``: one network link per address that is not loopback (the namespace's
+    one), the read-only link on it, and the QR code of the network link, read back by a
+    real decoder. The daemon (autostarted by this ``coop``) lives in that namespace."""
     token = "a-token-of-my-own_" + "x" * 14
-    result = coop("serve", "-p", "0", "-H", "0.0.0.0", "-d", "--token", token)
-    assert result.returncode == 0, result
-    links = parse_links(result.stdout)
-    addresses = [str(a) for a in local_addresses()
-                 if a.version == 4 and not a.is_loopback]
-    assert addresses, "a machine with a network address"
+    inside = ["ip", "netns", "exec", own_network]
+    served = subprocess.run([*inside, str(COOP), "serve", "-p", "0", "-H", "0.0.0.0", "-d",
+                             "--token", token], cwd=coop.home, env=coop.env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert served.returncode == 0, served
+    links = parse_links(served.stdout)
     port = links.port
     assert links.local == f"http://127.0.0.1:{port}/?token={token}"
-    assert links.network == [f"http://{a}:{port}/?token={token}" for a in addresses]
-    assert links.read_only == f"http://{addresses[0]}:{port}/?token={links.read_only_token}"
+    assert links.network == [f"http://{NETWORK_ADDRESS}:{port}/?token={token}"]
+    assert links.read_only == (
+        f"http://{NETWORK_ADDRESS}:{port}/?token={links.read_only_token}")
     assert len(links.read_only_token) * 6 >= 128 and links.read_only_token != token
-    assert decode_qr(result.stdout, tmp_path) == links.network[0]
-    assert f"Scan the code to open http://{addresses[0]}:{port}/ on a phone." in result.stdout
-    assert get(links.local) == 303  # this machine's own link works (loopback only)
+    assert decode_qr(served.stdout, tmp_path) == links.network[0]
+    assert f"Scan the code to open http://{NETWORK_ADDRESS}:{port}/ on a phone." in served.stdout
+
+    def status() -> str:
+        return subprocess.run([*inside, "/usr/bin/python3", "-c", STATUS, str(port),
+                               f"/?token={token}"], capture_output=True, text=True,
+                              timeout=30, check=True).stdout.strip()
+
+    assert status() == "303"  # the local link works, inside the namespace (loopback only)
     stopped = coop("serve", "--stop")
     assert (stopped.returncode, stopped.stdout) == (
         0, "web server stopped (sessions keep running)\n")
-    assert get(links.local) == 0
+    assert status() == "0"
 
 
 def test_a_loopback_server_prints_no_qr_code_and_says_why(coop: Coop) -> None:
