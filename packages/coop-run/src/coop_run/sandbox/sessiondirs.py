@@ -45,12 +45,7 @@ def check_bind_source(path: Path, *, home: Path, workspace: Path,
                       allowed: Iterable[Path] = ()) -> Path:
     """The real path of ``path`` if it lies inside ``home``, ``workspace`` (or one of
     ``allowed``, for coop's own directories); else BindPathError naming both paths."""
-    try:
-        real = path.resolve(strict=True)
-    except FileNotFoundError:
-        raise BindPathError(f"bind source {path} does not exist") from None
-    except (OSError, RuntimeError) as exc:
-        raise BindPathError(f"bind source {path} cannot be resolved: {exc}") from None
+    real = _real_path(path, "bind source")
     roots = [home, workspace, *allowed]
     for root in roots:
         try:
@@ -69,18 +64,23 @@ def check_resolved(path: Path, what: str) -> Path:
     """``path`` if it is the real path of an existing directory (what the daemon
     resolved and checked: the caller then opens it once, ``mountfds.open_workspace``),
     else BindPathError: a path that resolves elsewhere was changed after the check."""
-    try:
-        real = path.resolve(strict=True)
-    except FileNotFoundError:
-        raise BindPathError(f"{what} {path} does not exist") from None
-    except (OSError, RuntimeError) as exc:
-        raise BindPathError(f"{what} {path} cannot be resolved: {exc}") from None
+    real = _real_path(path, what)
     if real != path:
         raise BindPathError(f"refusing to bind {what} {path}: it resolves to {real}, "
                             "not to the directory checked")
     if not real.is_dir():
         raise BindPathError(f"refusing to bind {what} {path}: not a directory")
     return real
+
+
+def _real_path(path: Path, what: str) -> Path:
+    """The real path of the existing ``path``, else BindPathError naming it as ``what``."""
+    try:
+        return path.resolve(strict=True)
+    except FileNotFoundError:
+        raise BindPathError(f"{what} {path} does not exist") from None
+    except (OSError, RuntimeError) as exc:
+        raise BindPathError(f"{what} {path} cannot be resolved: {exc}") from None
 
 
 # --- state file ------------------------------------------------------------------------
