@@ -245,7 +245,7 @@ class Sandbox:
             raise
         self._owns_dir = True
         sessiondirs.clean_leftovers(sdir, self.idmap)
-        sessiondirs.ensure_dirs(sdir, (), idmap=self.idmap, blank=config.host_image)
+        sessiondirs.ensure_dirs(sdir, idmap=self.idmap, blank=config.host_image)
         real = SessionDir(sdir.path.resolve())
         if not layers:
             sdir.lower.mkdir()

@@ -199,12 +199,11 @@ def persist_name_ok(name: str) -> bool:
         p not in ("", ".", "..") for p in parts) and "\0" not in name
 
 
-def ensure_dirs(sdir: SessionDir, persist: Iterable[str], *, idmap: IdMap | None = None,
-                blank: bool = False) -> None:
-    """Create the session's directories (fresh upper/work/root/etc, persist kept), and with
-    ``blank`` the empty file bound read-only over the host's secret files (``BLANK``).
-    With ``idmap`` (root's: coop's id range), what the sandbox's root writes into is
-    handed to it."""
+def ensure_dirs(sdir: SessionDir, *, idmap: IdMap | None = None, blank: bool = False) -> None:
+    """Create the session's fresh directories (upper/work/root/etc; the persist ones come
+    later, ``Sandbox._finish_dirs``), and with ``blank`` the empty file bound read-only
+    over the host's secret files (``BLANK``). With ``idmap`` (root's: coop's id range),
+    what the sandbox's root writes into is handed to it."""
     sdir.path.mkdir(parents=True, exist_ok=True)
     sdir.path.chmod(0o700)
     for path in (sdir.upper, sdir.work, sdir.root, sdir.etc):
@@ -214,10 +213,6 @@ def ensure_dirs(sdir: SessionDir, persist: Iterable[str], *, idmap: IdMap | None
                          0o444))
     if idmap is not None:
         hand_over([sdir.upper, sdir.work], idmap)
-    for name in persist:
-        (sdir.persist / name).mkdir(parents=True, exist_ok=True)
-        if idmap is not None:
-            give_persist(sdir.persist / name, idmap)
 
 
 def give_persist(path: Path, idmap: IdMap) -> None:
