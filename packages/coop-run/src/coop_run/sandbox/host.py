@@ -375,7 +375,8 @@ class Sandbox:
         setup = {"op": "setup", "hostname": self.config.name,
                  "child_caps": sorted(child_capabilities(
                      self.network, host_root_files=spec.idmapped_workspace))}
-        mount_fds = MountFds(pid, binds_by_path=self.idmap.owner == (os.geteuid(), os.getegid()),
+        # Only root's sandbox (an idmapped workspace) is an id range that cannot walk them.
+        mount_fds = MountFds(pid, binds_by_path=not spec.idmapped_workspace,
                              owner=self.idmap.owner)
         try:
             # Opened once, checked from its descriptor, mounted from it: never walked again.
