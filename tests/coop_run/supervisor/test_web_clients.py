@@ -87,18 +87,19 @@ def test_a_read_only_client_watches_and_neither_types_nor_sizes(start: Start) ->
     viewer = Stream.open(handle.socket_path, kind="web", cols=40, rows=10, read_only=True)
     phone = Stream.open(handle.socket_path, kind="web", cols=50, rows=20, sizing=False)
     assert size(handle) == (100, 30)
+    # Each client's resize goes first: what it sends next, answered, proves it was read.
+    viewer.control({"type": "resize", "cols": 20, "rows": 5})
     viewer.type(b"echo view''er-typed\r")
     refused = viewer.wait_event("blocked")
     assert refused == {"event": "blocked", "pty": 0, "sequence": "input",
                        "reason": "read-only", "count": 1}
-    viewer.control({"type": "resize", "cols": 20, "rows": 5})
     writer.run("echo wri''ter", "writer")
     viewer.wait_output(b"writer\r\n")  # it sees everything
     phone.wait_output(b"writer\r\n")
     assert b"viewer-typed" not in writer.output
     assert size(handle) == (100, 30)
-    phone.run("echo pho''ne", "phone")  # it types, and still does not size
     phone.control({"type": "resize", "cols": 30, "rows": 12})
+    phone.run("echo pho''ne", "phone")  # it types, and still does not size
     writer.control({"type": "resize", "cols": 90, "rows": 28})
     wait_for(lambda: size(handle) == (90, 28), TIMEOUT, "the writer's resize")
     for stream in (writer, viewer, phone):
