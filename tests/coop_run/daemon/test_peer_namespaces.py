@@ -27,6 +27,10 @@ def _accept_from(argv: list[str], path: Path) -> tuple[str | None, subprocess.Po
     proc = subprocess.Popen([*argv, sys.executable, "-c", CONNECT, str(path)])
     try:
         conn, _ = listener.accept()
+    except BaseException:  # it never connected (unshare refused?): leave no process behind
+        proc.kill()
+        proc.wait(TIMEOUT)
+        raise
     finally:
         listener.close()
     with conn:

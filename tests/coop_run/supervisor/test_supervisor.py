@@ -14,14 +14,13 @@ import select
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from busybox_sandbox import home_workspace
 from other_uid import as_other_user, cooptest_user
-from sup_helpers import stop_supervisor, supervisor_config
+from sup_helpers import Start, stop_supervisor
 from supervisor_client import Stream, connect, info, recv_message, request
 
 from coop_run.errors import SupervisorError
@@ -37,7 +36,6 @@ from coop_run.session.launch import (
 from coop_run.session.process import start_supervisor
 from coop_run.session.ptys import CRASH_LOOP_AFTER, Backoff, exit_notice, restart_notice
 from coop_run.statefiles import read_json
-from support.bench import CoopEnv
 from support.procs import pid_alive, wait_for
 from support.require import needs
 from support.rootfs import busybox_available
@@ -46,33 +44,6 @@ pytestmark = needs(busybox_available(), "needs busybox-static")
 
 TIMEOUT = 15.0
 PROMPT = 0.5  # "at once": generous on a loaded machine, far below a stop's grace
-Start = Callable[..., SupervisorHandle]
-
-
-@pytest.fixture
-def make_config(coop_env: CoopEnv, busybox_layer: Path) -> Callable[..., SupervisorConfig]:
-    """Configurations of busybox sessions, all on the one workspace ``~/proj``."""
-    workspace = home_workspace(coop_env)
-
-    def make(name: str = "proj", agent: tuple[str, ...] = ("sh",),
-             **changes: Any) -> SupervisorConfig:
-        return supervisor_config(coop_env, busybox_layer, workspace, name, agent, **changes)
-
-    return make
-
-
-@pytest.fixture
-def start(make_config: Callable[..., SupervisorConfig]) -> Iterator[Start]:
-    handles: list[SupervisorHandle] = []
-
-    def go(name: str = "proj", **changes: Any) -> SupervisorHandle:
-        handle = start_supervisor(make_config(name, **changes))
-        handles.append(handle)
-        return handle
-
-    yield go
-    for handle in handles:
-        stop_supervisor(handle)
 
 
 def pty_detail(handle: SupervisorHandle, pty: int = 0) -> dict[str, Any]:

@@ -5,21 +5,15 @@ a stream and closed, and the ``watch`` feed of its ``ls`` entry."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import pytest
-from busybox_sandbox import home_workspace
-from sup_helpers import stop_supervisor, supervisor_config
+from sup_helpers import Start
 from supervisor_client import Stream, connect, info, recv_message, request
 
 from coop_run.inputfilter import BLOCKED_NOTICE, DEBOUNCED_NOTICE, HOLD_SECONDS
 from coop_run.ipc.framing import encode_message
-from coop_run.session.config import SupervisorConfig
 from coop_run.session.launch import SupervisorHandle
-from coop_run.session.process import start_supervisor
-from support.bench import CoopEnv
 from support.procs import wait_for
 from support.require import needs
 from support.rootfs import busybox_available
@@ -27,24 +21,6 @@ from support.rootfs import busybox_available
 pytestmark = needs(busybox_available(), "needs busybox-static")
 
 TIMEOUT = 15.0
-Start = Callable[..., SupervisorHandle]
-
-
-@pytest.fixture
-def start(coop_env: CoopEnv, busybox_layer: Path) -> Iterator[Start]:
-    workspace = home_workspace(coop_env)
-    handles: list[SupervisorHandle] = []
-
-    def go(**changes: Any) -> SupervisorHandle:
-        config: SupervisorConfig = supervisor_config(coop_env, busybox_layer, workspace,
-                                                     **changes)
-        handle = start_supervisor(config)
-        handles.append(handle)
-        return handle
-
-    yield go
-    for handle in handles:
-        stop_supervisor(handle)
 
 
 def size(handle: SupervisorHandle, pty: int = 0) -> tuple[int, int]:
@@ -111,18 +87,19 @@ def test_a_read_only_client_watches_and_neither_types_nor_sizes(start: Start) ->
     viewer = Stream.open(handle.socket_path, kind="web", cols=40, rows=10, read_only=True)
     phone = Stream.open(handle.socket_path, kind="web", cols=50, rows=20, sizing=False)
     assert size(handle) == (100, 30)
+    # Each client's resize goes first: what it sends next, answered, proves it was read.
+    viewer.control({"type": "resize", "cols": 20, "rows": 5})
     viewer.type(b"echo view''er-typed\r")
     refused = viewer.wait_event("blocked")
     assert refused == {"event": "blocked", "pty": 0, "sequence": "input",
                        "reason": "read-only", "count": 1}
-    viewer.control({"type": "resize", "cols": 20, "rows": 5})
     writer.run("echo wri''ter", "writer")
     viewer.wait_output(b"writer\r\n")  # it sees everything
     phone.wait_output(b"writer\r\n")
     assert b"viewer-typed" not in writer.output
     assert size(handle) == (100, 30)
-    phone.run("echo pho''ne", "phone")  # it types, and still does not size
     phone.control({"type": "resize", "cols": 30, "rows": 12})
+    phone.run("echo pho''ne", "phone")  # it types, and still does not size
     writer.control({"type": "resize", "cols": 90, "rows": 28})
     wait_for(lambda: size(handle) == (90, 28), TIMEOUT, "the writer's resize")
     for stream in (writer, viewer, phone):

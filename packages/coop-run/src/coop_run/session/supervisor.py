@@ -534,6 +534,7 @@ class Supervisor:
         hangs up (or says anything) or the session ends."""
         loop = asyncio.get_running_loop()
         hang_up = loop.create_task(conn.receive())
+        waiting: asyncio.Task[bool] | None = None
         last: Message | None = None
         try:
             while True:
@@ -546,11 +547,12 @@ class Supervisor:
                 done, _ = await asyncio.wait({hang_up, waiting},
                                              return_when=asyncio.FIRST_COMPLETED)
                 if hang_up in done:
-                    waiting.cancel()
                     return
                 await asyncio.sleep(WATCH_COALESCE)
-        finally:
+        finally:  # a cancelled watch (the session ends) leaves neither task pending
             hang_up.cancel()
+            if waiting is not None:
+                waiting.cancel()
 
     def detach_adopted(self) -> int:
         """Send ``detached`` to every client the daemon handed over and hang up on it."""
