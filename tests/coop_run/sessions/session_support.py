@@ -24,7 +24,7 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +51,12 @@ class Coop:
         self.coop_home: Path = coop_env.coop_home
         self.home: Path = coop_env.home
 
-    def __call__(self, *args: str, cwd: Path, timeout: float = RUN_TIMEOUT) -> Result:
-        proc = subprocess.run([str(COOP), *args], cwd=cwd, env=self.env, capture_output=True,
-                              text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-                              check=False)
+    def __call__(self, *args: str, cwd: Path, timeout: float = RUN_TIMEOUT,
+                 env: Mapping[str, str] | None = None) -> Result:
+        """``coop ARGS`` in ``cwd``; ``env``: variables of this run only, over the test's."""
+        proc = subprocess.run([str(COOP), *args], cwd=cwd, env={**self.env, **(env or {})},
+                              capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL, check=False)
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     def daemon_pid(self) -> int | None:

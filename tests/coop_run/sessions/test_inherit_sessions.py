@@ -12,18 +12,15 @@ service; only loopback is contacted.
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
-from coop_cli import COOP
 from session_support import Coop, supervisor_info
 
 from coop_run.sandbox.network.pasta import tun_usable
 from support.loopback import echo_service
 from support.require import needs
 
-TIMEOUT = 60.0
 # Talks to the proxy from inside: the host image's python3 (the host's /usr).
 CLIENT = ("import socket,sys\n"
           "try:\n"
@@ -65,9 +62,7 @@ def _trust_files(home: Path) -> tuple[Path, Path]:
 
 
 def _start(coop: Coop, workspace: Path, env: dict[str, str]) -> None:
-    proc = subprocess.run([str(COOP), "-d"], cwd=workspace, env={**coop.env, **env},
-                          capture_output=True, text=True, timeout=TIMEOUT,
-                          stdin=subprocess.DEVNULL, check=False)
+    proc = coop("-d", cwd=workspace, env=env)
     assert proc.returncode == 0, proc.stderr
 
 
@@ -173,9 +168,7 @@ def test_a_workspace_turning_inheritance_on_needs_trust(coop: Coop) -> None:
     workspace = _workspace(coop, 'mode = "none"\ninherit = ["proxy"]')
     secret = f"pw-{os.getpid()}-trust"
     env = {"https_proxy": f"http://me:{secret}@127.0.0.1:3128"}
-    refused = subprocess.run([str(COOP), "-d"], cwd=workspace, env={**coop.env, **env},
-                             capture_output=True, text=True, timeout=TIMEOUT,
-                             stdin=subprocess.DEVNULL, check=False)
+    refused = coop("-d", cwd=workspace, env=env)
     assert refused.returncode == 2
     assert refused.stderr == ("error: ./coop.toml is not trusted: it asks for your proxy "
                               "settings; to allow that, run: coop trust ./coop.toml\n")
@@ -215,19 +208,13 @@ def test_a_trust_path_no_session_may_have_is_one_line(coop: Coop) -> None:
     """As for build steps: a variable naming the kernel's files stops the start, one
     line, exit 1; nothing is started."""
     workspace = _workspace(coop, 'mode = "none"')
-    proc = subprocess.run([str(COOP), "-d"], cwd=workspace,
-                          env={**coop.env, "SSL_CERT_FILE": "/proc/self/environ"},
-                          capture_output=True, text=True, timeout=TIMEOUT,
-                          stdin=subprocess.DEVNULL, check=False)
+    proc = coop("-d", cwd=workspace, env={"SSL_CERT_FILE": "/proc/self/environ"})
     assert (proc.returncode, proc.stdout) == (0, "session proj created\n"), proc  # none: no tls
     assert coop("kill", cwd=workspace).returncode == 0
     (workspace / "coop.toml").write_text(
         (workspace / "coop.toml").read_text().replace('mode = "none"', 'mode = "host"'))
     assert coop("trust", cwd=workspace).returncode == 0
-    proc = subprocess.run([str(COOP), "-d"], cwd=workspace,
-                          env={**coop.env, "SSL_CERT_FILE": "/proc/self/environ"},
-                          capture_output=True, text=True, timeout=TIMEOUT,
-                          stdin=subprocess.DEVNULL, check=False)
+    proc = coop("-d", cwd=workspace, env={"SSL_CERT_FILE": "/proc/self/environ"})
     assert proc.returncode == 1
     assert proc.stderr == ("error: SSL_CERT_FILE=/proc/self/environ: /proc is the kernel's "
                            "and is never bound into a session\n")

@@ -224,9 +224,7 @@ def test_env_reaches_the_session_and_never_the_log(coop: Coop, host_workspace: P
         fh.write('\n[env]\nTOKEN = "$MY_TOKEN"\nPLAIN = "literal"\n')
     assert coop("init", cwd=host_workspace).returncode == 0
     assert coop("trust", cwd=host_workspace).returncode == 0  # it asks for $MY_TOKEN
-    env = {**coop.env, "MY_TOKEN": secret, "NOT_REFERENCED": "nope"}
-    proc = subprocess.run([str(COOP), "-d"], cwd=host_workspace, env=env, capture_output=True,
-                          text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL, check=False)
+    proc = coop("-d", cwd=host_workspace, env={"MY_TOKEN": secret, "NOT_REFERENCED": "nope"})
     assert proc.returncode == 0, proc.stderr
     out = coop("shell", "-c", 'echo "$TOKEN/$PLAIN/${NOT_REFERENCED:-unset}"', cwd=host_workspace)
     assert out.stdout.strip() == f"{secret}/literal/unset", out

@@ -179,8 +179,8 @@ def refused_mount(path: Path, coop_home: Path) -> str | None:
     if real == Path("/"):
         return "the host's root directory is never bound into a session"
     for system in SYSTEM_DIRS:
-        if real == Path(system) or real.is_relative_to(system):
+        if real.is_relative_to(system):  # the directory itself too
             return f"{system} is the host's own and is never bound into a session"
-    if real == home or real.is_relative_to(home):
+    if real.is_relative_to(home):
         return f"{home} is coop's own directory and is never bound into a session"
     return None

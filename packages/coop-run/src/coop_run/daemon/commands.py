@@ -240,14 +240,14 @@ class SessionCommands:
         from coop_build.errors import CoopBuildError
 
         names = coopfile.network.inherited
-        trust = None
+        tls = None
         if "tls" in names:
             try:
-                trust = inheritance.session_trust(client_env, home=self.environ.get("HOME"),
-                                                  coop_home=self.paths.home)
+                tls = inheritance.session_trust(client_env, home=self.environ.get("HOME"),
+                                                coop_home=self.paths.home)
             except CoopBuildError as exc:
                 raise CoopError(exc.message, code=exc.code) from exc
-        return inheritance.plan_inheritance(names, coopfile.network.mode, client_env, trust,
+        return inheritance.plan_inheritance(names, coopfile.network.mode, client_env, tls,
                                             environ=self.environ)
 
     def _check_trust(self, loaded: LoadedCoopfile, workspace: Path,
