@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from coop_cli import COOP, Result, coop_environ, stop_started
+from coop_cli import COOP, Result, coop_environ, read_pid, stop_started
 
 RUN_TIMEOUT = 60.0
 TIMEOUT = 20.0
@@ -54,10 +54,7 @@ class Coop:
                                 stderr=subprocess.PIPE, text=True)
 
     def daemon_pid(self) -> int | None:
-        try:
-            return int((self.coop_home / "daemon.pid").read_text().strip())
-        except (OSError, ValueError):
-            return None
+        return read_pid(self.coop_home)
 
     def logs(self) -> dict[Path, bytes]:
         """Every log coop wrote: the daemon's, the sessions', the builds'."""
