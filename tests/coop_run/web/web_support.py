@@ -15,7 +15,7 @@ import re
 import socket
 import struct
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,6 +103,12 @@ class Links:
     def port(self) -> int:
         return int(self.base.rsplit(":", 1)[1])
 
+    async def terminal(self, session: aiohttp.ClientSession, *, read_only: bool = False,
+                       **query: Any) -> Terminal:
+        """A PTY's WebSocket of ``proj`` on this server, with the full or read-only token."""
+        token = self.read_only_token if read_only else self.token
+        return await Terminal.open(session, self.base, token, **query)
+
 
 def token_of(url: str) -> str:
     found = TOKEN.search(url)
@@ -156,6 +162,14 @@ def run(coro: Any) -> Any:
 async def client_session(**headers: str) -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(headers=headers or None) as session:
         yield session
+
+
+def browse(check: Callable[[aiohttp.ClientSession], Awaitable[None]]) -> None:
+    """Run ``check`` on a fresh loop with one client session, as one browser visit."""
+    async def visit() -> None:
+        async with client_session() as session:
+            await check(session)
+    run(visit())
 
 
 class Terminal:
