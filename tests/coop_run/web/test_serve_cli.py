@@ -28,7 +28,6 @@ from web_support import (
     Coop,
     Links,
     Served,
-    Terminal,
     client_session,
     make_workspace,
     parse_links,
@@ -309,7 +308,7 @@ def test_a_detached_server_comes_back_after_the_daemon_is_killed(served: Served)
 
     async def session_back() -> None:
         async with client_session() as session:
-            terminal = await Terminal.open(session, links.base, links.token)
+            terminal = await links.terminal(session)
             await terminal.run("echo st''ill-here", "still-here")
             await terminal.ws.close()
 
@@ -364,7 +363,7 @@ def test_the_tokens_reach_no_log(coop: Coop) -> None:
                         f"{links.base}/ws?session=nope&token={links.token}"):
                 async with session.get(url) as response:
                     await response.read()
-            terminal = await Terminal.open(session, links.base, links.token)
+            terminal = await links.terminal(session)
             await terminal.run("echo lo''gged", "logged")
             await terminal.control({"type": "resize", "cols": 0, "rows": 0})
             await terminal.ws.close()

@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 import aiohttp
-from web_support import Coop, Served, Terminal, client_session, run, serve_session
+from web_support import Coop, Served, browse, client_session, run, serve_session
 
 from coop_run.inputfilter import BLOCKED_NOTICE
 from support.procs import wait_for
@@ -40,25 +40,24 @@ def ls_json(served: Served) -> list[dict[str, Any]]:
 def test_bytes_flow_both_ways_and_ls_counts_web_clients(served: Served) -> None:
     links = served.links
 
-    async def check() -> None:
-        async with client_session() as session:
-            one = await Terminal.open(session, links.base, links.token, cols=90, rows=30)
-            assert one.attached == {"event": "attached", "pty": 0, "offset": 0, "cols": 90,
-                                    "rows": 30, "session": "proj", "read_only": False}
-            out = await one.run("stty size; echo $((6*7))", "42")
-            assert b"\r\n30 90\r\n" in out
-            two = await Terminal.open(session, links.base, links.token)
-            await two.wait_output(b"42\r\n")  # the scrollback first, then live output
-            await two.run("echo fr''om-two", "from-two")
-            await one.wait_output(b"from-two\r\n")
-            listing = await asyncio.to_thread(served.coop, "ls")
-            assert re.search(r"^proj .* 2 web\s", listing.stdout, flags=re.M), listing
-            await one.ws.close()
-            await asyncio.to_thread(wait_for, lambda: ls_json(served)[0]["web_clients"] == 1,
-                                    TIMEOUT, "one web client to be left")
-            await two.ws.close()
+    async def check(session: aiohttp.ClientSession) -> None:
+        one = await links.terminal(session, cols=90, rows=30)
+        assert one.attached == {"event": "attached", "pty": 0, "offset": 0, "cols": 90,
+                                "rows": 30, "session": "proj", "read_only": False}
+        out = await one.run("stty size; echo $((6*7))", "42")
+        assert b"\r\n30 90\r\n" in out
+        two = await links.terminal(session)
+        await two.wait_output(b"42\r\n")  # the scrollback first, then live output
+        await two.run("echo fr''om-two", "from-two")
+        await one.wait_output(b"from-two\r\n")
+        listing = await asyncio.to_thread(served.coop, "ls")
+        assert re.search(r"^proj .* 2 web\s", listing.stdout, flags=re.M), listing
+        await one.ws.close()
+        await asyncio.to_thread(wait_for, lambda: ls_json(served)[0]["web_clients"] == 1,
+                                TIMEOUT, "one web client to be left")
+        await two.ws.close()
 
-    run(check())
+    browse(check)
 
 
 def test_a_cut_connection_resumes_with_exactly_the_missed_bytes(served: Served) -> None:
@@ -66,7 +65,7 @@ def test_a_cut_connection_resumes_with_exactly_the_missed_bytes(served: Served) 
 
     async def check() -> None:
         async with client_session() as session:
-            phone = await Terminal.open(session, links.base, links.token)
+            phone = await links.terminal(session)
             await phone.run("echo rea''dy", "ready")
             start = len(phone.output)
             await phone.type(COUNTER.encode() + b"\r")
@@ -74,7 +73,7 @@ def test_a_cut_connection_resumes_with_exactly_the_missed_bytes(served: Served) 
             left_at = phone.offset
             phone.cut()  # the Wi-Fi drops in the middle of the burst
         async with client_session() as session:
-            back = await Terminal.open(session, links.base, links.token, offset=left_at)
+            back = await links.terminal(session, offset=left_at)
             assert back.attached["offset"] == left_at
             await back.wait_output(b"\r\nDONE\r\n", timeout=60.0)
             assert not back.events_named("lagged")
@@ -88,23 +87,22 @@ def test_a_cut_connection_resumes_with_exactly_the_missed_bytes(served: Served) 
 def test_a_gap_the_scrollback_lost_is_a_lag_and_a_redraw(served: Served) -> None:
     links = served.links
 
-    async def check() -> None:
-        async with client_session() as session:
-            phone = await Terminal.open(session, links.base, links.token)
-            await phone.run("echo rea''dy", "ready")
-            left_at = phone.offset
-            await phone.ws.close()
-            desk = await Terminal.open(session, links.base, links.token)
-            await desk.run("seq 1 100000; echo DO''NE", "DONE")  # past the 256 KiB ring
-            back = await Terminal.open(session, links.base, links.token, offset=left_at)
-            lagged = await back.wait_event("lagged")
-            assert lagged["pty"] == 0 and lagged["bytes"] > SEQ_100000 > 256 * 1024
-            assert back.offset == back.attached["offset"] + lagged["bytes"]
-            await back.run("echo af''ter", "after")
-            for terminal in (desk, back):
-                await terminal.ws.close()
+    async def check(session: aiohttp.ClientSession) -> None:
+        phone = await links.terminal(session)
+        await phone.run("echo rea''dy", "ready")
+        left_at = phone.offset
+        await phone.ws.close()
+        desk = await links.terminal(session)
+        await desk.run("seq 1 100000; echo DO''NE", "DONE")  # past the 256 KiB ring
+        back = await links.terminal(session, offset=left_at)
+        lagged = await back.wait_event("lagged")
+        assert lagged["pty"] == 0 and lagged["bytes"] > SEQ_100000 > 256 * 1024
+        assert back.offset == back.attached["offset"] + lagged["bytes"]
+        await back.run("echo af''ter", "after")
+        for terminal in (desk, back):
+            await terminal.ws.close()
 
-    run(check())
+    browse(check)
 
 
 def test_a_paused_browser_lags_alone_and_gets_coalesced_frames(served: Served) -> None:
@@ -113,37 +111,36 @@ def test_a_paused_browser_lags_alone_and_gets_coalesced_frames(served: Served) -
     the PTY and the other clients never wait. What piled up arrives in large frames."""
     links = served.links
 
-    async def check() -> None:
-        async with client_session() as session:
-            desk = await Terminal.open(session, links.base, links.token)
-            phone = await Terminal.open(session, links.base, links.token)
-            await desk.run("echo rea''dy", "ready")
-            await phone.wait_output(b"ready\r\n")
-            # a small pile-up: no loss, and it comes in few large frames
-            await phone.control({"type": "pause"})
-            mark, frames = len(desk.output), len(phone.frames)
-            await desk.run("seq -f n%.0f 1 40000; echo DO''NE", "DONE")  # 280 KB, many reads
-            await phone.control({"type": "resume"})
-            await phone.wait_output(b"\r\nDONE\r\n")
-            assert not phone.events_named("lagged")
-            piled = phone.frames[frames:]
-            assert sum(piled) >= 280_000 and len(piled) <= 12, piled
-            assert len(desk.frames) - len(piled) > len(piled)
-            # a large one: its backlog goes, the other client gets every byte at once
-            await phone.control({"type": "pause"})
-            mark = len(desk.output)
-            await desk.run("seq -f n%.0f 1 600000; echo DO''NE", "DONE")  # 5.2 MB
-            burst = bytes(desk.output[mark:])
-            assert numbers(burst) == list(range(1, 600001))
-            assert not desk.events_named("lagged")
-            await phone.control({"type": "resume"})
-            lagged = await phone.wait_event("lagged")
-            assert lagged["bytes"] > 2_000_000
-            await phone.run("echo ba''ck", "back")  # typing works again at once
-            for terminal in (desk, phone):
-                await terminal.ws.close()
+    async def check(session: aiohttp.ClientSession) -> None:
+        desk = await links.terminal(session)
+        phone = await links.terminal(session)
+        await desk.run("echo rea''dy", "ready")
+        await phone.wait_output(b"ready\r\n")
+        # a small pile-up: no loss, and it comes in few large frames
+        await phone.control({"type": "pause"})
+        mark, frames = len(desk.output), len(phone.frames)
+        await desk.run("seq -f n%.0f 1 40000; echo DO''NE", "DONE")  # 280 KB, many reads
+        await phone.control({"type": "resume"})
+        await phone.wait_output(b"\r\nDONE\r\n")
+        assert not phone.events_named("lagged")
+        piled = phone.frames[frames:]
+        assert sum(piled) >= 280_000 and len(piled) <= 12, piled
+        assert len(desk.frames) - len(piled) > len(piled)
+        # a large one: its backlog goes, the other client gets every byte at once
+        await phone.control({"type": "pause"})
+        mark = len(desk.output)
+        await desk.run("seq -f n%.0f 1 600000; echo DO''NE", "DONE")  # 5.2 MB
+        burst = bytes(desk.output[mark:])
+        assert numbers(burst) == list(range(1, 600001))
+        assert not desk.events_named("lagged")
+        await phone.control({"type": "resume"})
+        lagged = await phone.wait_event("lagged")
+        assert lagged["bytes"] > 2_000_000
+        await phone.run("echo ba''ck", "back")  # typing works again at once
+        for terminal in (desk, phone):
+            await terminal.ws.close()
 
-    run(check())
+    browse(check)
 
 
 def test_the_heartbeat_finds_a_dead_phone(coop: Coop) -> None:
@@ -154,29 +151,28 @@ def test_the_heartbeat_finds_a_dead_phone(coop: Coop) -> None:
     served = serve_session(coop)
     links = served.links
 
-    async def check() -> None:
-        async with client_session() as session:
-            live = await Terminal.open(session, links.base, links.token)
-            asleep = await session.ws_connect(f"{links.base}/ws", autoping=False,
-                                              params={"session": "proj",
-                                                      "token": links.token})
-            await asyncio.to_thread(wait_for, lambda: ls_json(served)[0]["web_clients"] == 2,
-                                    TIMEOUT, "both clients")
-            keep_reading = asyncio.get_running_loop().create_task(
-                live.wait(lambda: False, "never", timeout=60.0))
-            try:
-                await asyncio.to_thread(
-                    wait_for, lambda: ls_json(served)[0]["web_clients"] == 1, TIMEOUT,
-                    "the sleeping phone to be dropped")
-                assert not keep_reading.done()  # the live one is still there
-            finally:
-                keep_reading.cancel()
-                await asyncio.gather(keep_reading, return_exceptions=True)
-            await live.run("echo sti''ll", "still")
-            await asleep.close()
-            await live.ws.close()
+    async def check(session: aiohttp.ClientSession) -> None:
+        live = await links.terminal(session)
+        asleep = await session.ws_connect(f"{links.base}/ws", autoping=False,
+                                          params={"session": "proj",
+                                                  "token": links.token})
+        await asyncio.to_thread(wait_for, lambda: ls_json(served)[0]["web_clients"] == 2,
+                                TIMEOUT, "both clients")
+        keep_reading = asyncio.get_running_loop().create_task(
+            live.wait(lambda: False, "never", timeout=60.0))
+        try:
+            await asyncio.to_thread(
+                wait_for, lambda: ls_json(served)[0]["web_clients"] == 1, TIMEOUT,
+                "the sleeping phone to be dropped")
+            assert not keep_reading.done()  # the live one is still there
+        finally:
+            keep_reading.cancel()
+            await asyncio.gather(keep_reading, return_exceptions=True)
+        await live.run("echo sti''ll", "still")
+        await asleep.close()
+        await live.ws.close()
 
-    run(check())
+    browse(check)
     log = (served.coop.coop_home / "logs" / "daemon.log").read_text()
     assert re.search(r"web client \d+ \(127\.0\.0\.1, writable\): proj pty 0 left", log)
 
@@ -184,103 +180,97 @@ def test_the_heartbeat_finds_a_dead_phone(coop: Coop) -> None:
 def test_web_input_to_the_agent_goes_through_the_filter(served: Served) -> None:
     links = served.links
 
-    async def check() -> None:
-        async with client_session() as session:
-            phone = await Terminal.open(session, links.base, links.token)
-            for key in b"exit\r":  # a keystroke per message, as a browser sends them
-                await phone.type(bytes([key]))
-            assert await phone.wait_event("blocked") == {
-                "event": "blocked", "pty": 0, "sequence": "exit", "reason": "blocked",
-                "count": 1}
-            assert (await phone.wait_event("notice"))["text"] == BLOCKED_NOTICE.decode()
-            for key in b"\x04":
-                await phone.type(bytes([key]))
-            await phone.wait(lambda: len(phone.events_named("blocked")) == 2, "ctrl-d")
-            assert phone.events_named("blocked")[1]["sequence"] == "ctrl-d"
-            await phone.run("echo st''ill-here", "still-here")  # the agent never exited
-            assert ls_json(served)[0]["ptys"][0]["state"] == "running"
-            # a shell opened from the web is the user's own: not filtered
-            async with session.post(f"{links.base}/api/sessions/proj/shell",
-                                    headers={"Authorization": "Bearer " + links.token},
-                                    json={}) as response:
-                pty = (await response.json())["pty"]
-            shell = await Terminal.open(session, links.base, links.token, pty=pty)
-            await shell.run("echo in-''shell", "in-shell")
-            await shell.type(b"exit 3\r")
-            exited = await shell.wait_event("pty_exited")
-            assert (exited["pty"], exited["code"]) == (pty, 3)
-            await phone.ws.close()
+    async def check(session: aiohttp.ClientSession) -> None:
+        phone = await links.terminal(session)
+        for key in b"exit\r":  # a keystroke per message, as a browser sends them
+            await phone.type(bytes([key]))
+        assert await phone.wait_event("blocked") == {
+            "event": "blocked", "pty": 0, "sequence": "exit", "reason": "blocked",
+            "count": 1}
+        assert (await phone.wait_event("notice"))["text"] == BLOCKED_NOTICE.decode()
+        for key in b"\x04":
+            await phone.type(bytes([key]))
+        await phone.wait(lambda: len(phone.events_named("blocked")) == 2, "ctrl-d")
+        assert phone.events_named("blocked")[1]["sequence"] == "ctrl-d"
+        await phone.run("echo st''ill-here", "still-here")  # the agent never exited
+        assert ls_json(served)[0]["ptys"][0]["state"] == "running"
+        # a shell opened from the web is the user's own: not filtered
+        async with session.post(f"{links.base}/api/sessions/proj/shell",
+                                headers={"Authorization": "Bearer " + links.token},
+                                json={}) as response:
+            pty = (await response.json())["pty"]
+        shell = await links.terminal(session, pty=pty)
+        await shell.run("echo in-''shell", "in-shell")
+        await shell.type(b"exit 3\r")
+        exited = await shell.wait_event("pty_exited")
+        assert (exited["pty"], exited["code"]) == (pty, 3)
+        await phone.ws.close()
 
-    run(check())
+    browse(check)
 
 
 def test_a_read_only_viewer_sees_everything_and_changes_nothing(served: Served) -> None:
     links = served.links
 
-    async def check() -> None:
-        async with client_session() as session:
-            desk = await Terminal.open(session, links.base, links.token, cols=100, rows=30)
-            viewer = await Terminal.open(session, links.base, links.read_only_token,
-                                         cols=20, rows=5)
-            assert viewer.attached["read_only"] is True
-            await viewer.type(b"echo vie''wer-typed\r")
-            refused = await viewer.wait_event("blocked")
-            assert (refused["sequence"], refused["reason"]) == ("input", "read-only")
-            await viewer.control({"type": "resize", "cols": 10, "rows": 3})
-            out = await desk.run("stty size; echo de''sk", "desk")
-            assert b"\r\n30 100\r\n" in out  # the viewer never sized the PTY
-            await viewer.wait_output(b"desk\r\n")
-            assert b"viewer-typed" not in desk.output
-            # a phone that asks not to size the PTY types but keeps the desk's size
-            phone = await Terminal.open(session, links.base, links.token, cols=40,
-                                        rows=12, size=0)
-            assert b"\r\n30 100\r\n" in await phone.run("stty size; echo ph''one", "phone")
-            for terminal in (desk, viewer, phone):
-                await terminal.ws.close()
+    async def check(session: aiohttp.ClientSession) -> None:
+        desk = await links.terminal(session, cols=100, rows=30)
+        viewer = await links.terminal(session, read_only=True, cols=20, rows=5)
+        assert viewer.attached["read_only"] is True
+        await viewer.type(b"echo vie''wer-typed\r")
+        refused = await viewer.wait_event("blocked")
+        assert (refused["sequence"], refused["reason"]) == ("input", "read-only")
+        await viewer.control({"type": "resize", "cols": 10, "rows": 3})
+        out = await desk.run("stty size; echo de''sk", "desk")
+        assert b"\r\n30 100\r\n" in out  # the viewer never sized the PTY
+        await viewer.wait_output(b"desk\r\n")
+        assert b"viewer-typed" not in desk.output
+        # a phone that asks not to size the PTY types but keeps the desk's size
+        phone = await links.terminal(session, cols=40, rows=12, size=0)
+        assert b"\r\n30 100\r\n" in await phone.run("stty size; echo ph''one", "phone")
+        for terminal in (desk, viewer, phone):
+            await terminal.ws.close()
 
-    run(check())
+    browse(check)
 
 
 def test_bad_requests_and_a_kill_reach_the_browser(served: Served) -> None:
     links = served.links
 
-    async def check() -> None:
-        async with client_session() as session:
-            for params, status in (({"session": "nope"}, 404), ({"pty": "7"}, 404),
-                                   ({"pty": "x"}, 400), ({"offset": "99999999"}, 400),
-                                   ({"session": ""}, 400), ({"size": "2"}, 400)):
-                query = {"session": "proj", "token": links.token, **params}
-                try:
-                    await session.ws_connect(f"{links.base}/ws", params=query)
-                except aiohttp.WSServerHandshakeError as exc:
-                    assert exc.status == status, params
-                else:
-                    raise AssertionError(f"{params} opened a terminal")
-            phone = await Terminal.open(session, links.base, links.token)
-            await phone.control({"type": "nope"})
-            error = await phone.wait_event("error")
-            assert error["error"] == "INVALID_COMMAND"
-            await phone.run("echo sti''ll", "still")
-            assert (await asyncio.to_thread(served.coop, "kill", "proj")).returncode == 0
-            await phone.wait_event("detached")
-            await phone.wait(lambda: phone.closed, "the socket to close")
+    async def check(session: aiohttp.ClientSession) -> None:
+        for params, status in (({"session": "nope"}, 404), ({"pty": "7"}, 404),
+                               ({"pty": "x"}, 400), ({"offset": "99999999"}, 400),
+                               ({"session": ""}, 400), ({"size": "2"}, 400)):
+            query = {"session": "proj", "token": links.token, **params}
+            try:
+                await session.ws_connect(f"{links.base}/ws", params=query)
+            except aiohttp.WSServerHandshakeError as exc:
+                assert exc.status == status, params
+            else:
+                raise AssertionError(f"{params} opened a terminal")
+        phone = await links.terminal(session)
+        await phone.control({"type": "nope"})
+        error = await phone.wait_event("error")
+        assert error["error"] == "INVALID_COMMAND"
+        await phone.run("echo sti''ll", "still")
+        assert (await asyncio.to_thread(served.coop, "kill", "proj")).returncode == 0
+        await phone.wait_event("detached")
+        await phone.wait(lambda: phone.closed, "the socket to close")
 
-    run(check())
+    browse(check)
 
 
 def test_stopping_the_server_detaches_its_browsers_and_keeps_the_session(
         served: Served) -> None:
     links = served.links
 
-    async def check() -> None:
-        async with client_session() as session:
-            phone = await Terminal.open(session, links.base, links.token)
-            await phone.run("echo be''fore", "before")
-            stopped = await asyncio.to_thread(served.coop, "serve", "--stop")
-            assert stopped.returncode == 0
-            await phone.wait_event("detached")
-            await phone.wait(lambda: phone.closed, "the socket to close")
-            assert not phone.events_named("pty_exited")
+    async def check(session: aiohttp.ClientSession) -> None:
+        phone = await links.terminal(session)
+        await phone.run("echo be''fore", "before")
+        stopped = await asyncio.to_thread(served.coop, "serve", "--stop")
+        assert stopped.returncode == 0
+        await phone.wait_event("detached")
+        await phone.wait(lambda: phone.closed, "the socket to close")
+        assert not phone.events_named("pty_exited")
 
-    run(check())
+    browse(check)
     assert ls_json(served)[0]["ptys"][0]["state"] == "running"

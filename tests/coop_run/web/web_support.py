@@ -15,14 +15,14 @@ import re
 import socket
 import struct
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from coop_cli import COOP, Result, coop_environ, stop_started
+from coop_cli import COOP, Result, coop_environ, read_pid, stop_started
 
 RUN_TIMEOUT = 60.0
 TIMEOUT = 20.0
@@ -54,10 +54,7 @@ class Coop:
                                 stderr=subprocess.PIPE, text=True)
 
     def daemon_pid(self) -> int | None:
-        try:
-            return int((self.coop_home / "daemon.pid").read_text().strip())
-        except (OSError, ValueError):
-            return None
+        return read_pid(self.coop_home)
 
     def logs(self) -> dict[Path, bytes]:
         """Every log coop wrote: the daemon's, the sessions', the builds'."""
@@ -105,6 +102,12 @@ class Links:
     @property
     def port(self) -> int:
         return int(self.base.rsplit(":", 1)[1])
+
+    async def terminal(self, session: aiohttp.ClientSession, *, read_only: bool = False,
+                       **query: Any) -> Terminal:
+        """A PTY's WebSocket of ``proj`` on this server, with the full or read-only token."""
+        token = self.read_only_token if read_only else self.token
+        return await Terminal.open(session, self.base, token, **query)
 
 
 def token_of(url: str) -> str:
@@ -159,6 +162,14 @@ def run(coro: Any) -> Any:
 async def client_session(**headers: str) -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(headers=headers or None) as session:
         yield session
+
+
+def browse(check: Callable[[aiohttp.ClientSession], Awaitable[None]]) -> None:
+    """Run ``check`` on a fresh loop with one client session, as one browser visit."""
+    async def visit() -> None:
+        async with client_session() as session:
+            await check(session)
+    run(visit())
 
 
 class Terminal:

@@ -82,9 +82,7 @@ def link_hosts(bind_host: str, addresses: list[Address]) -> tuple[str, list[str]
     return local, list(dict.fromkeys(network))
 
 
-def links(bind_host: str, port: int, token: str,
-          addresses: list[Address] | None = None) -> list[str]:
-    """The local URL with ``token``, then one per network host."""
-    local, network = link_hosts(bind_host, local_addresses() if addresses is None
-                                else addresses)
+def links(bind_host: str, port: int, token: str, addresses: list[Address]) -> list[str]:
+    """The local URL with ``token``, then one per network host of ``addresses``."""
+    local, network = link_hosts(bind_host, addresses)
     return [f"http://{host}:{port}/?token={token}" for host in (local, *network)]

@@ -128,9 +128,10 @@ class WebControl:
                 self._keep()
             server = self.server
             assert server is not None
+            urls, read_only_urls = server.links()
             reply = protocol.ServeReply(
                 started=started, detached=self.detached, host=server.host,
-                port=server.port, urls=server.urls, read_only_urls=server.read_only_urls)
+                port=server.port, urls=urls, read_only_urls=read_only_urls)
         if started and not request.detach and conn is not None:
             return await self._foreground(conn, reply, server)
         return encode(reply)

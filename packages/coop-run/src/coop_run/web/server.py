@@ -12,7 +12,7 @@ from aiohttp import web
 
 from coop_run.errors import CoopError
 from coop_run.ipc import protocol
-from coop_run.web.addresses import links, url_host
+from coop_run.web.addresses import links, local_addresses, url_host
 from coop_run.web.app import AccessLog, access_logger, build_app
 from coop_run.web.context import WebContext
 
@@ -70,10 +70,10 @@ class WebServer:
         self.stop_reason = reason
         self.stopped.set()
 
-    @property
-    def urls(self) -> list[str]:
-        return links(self.host, self.port, self.context.tokens.full)
-
-    @property
-    def read_only_urls(self) -> list[str]:
-        return links(self.host, self.port, self.context.tokens.read_only)
+    def links(self) -> tuple[list[str], list[str]]:
+        """The links with the full token, then with the read-only one, from one look at
+        this machine's addresses: both lists name the same hosts (the CLI pairs them)."""
+        addresses = local_addresses()
+        tokens = self.context.tokens
+        return (links(self.host, self.port, tokens.full, addresses),
+                links(self.host, self.port, tokens.read_only, addresses))

@@ -160,14 +160,14 @@ class Relay:
 
     async def _forward(self, items: Sequence[StreamItem]) -> bool:
         """Send one read's frames: joined bytes, events as text; False at the end."""
-        pending = bytearray()
+        pending: list[bytes] = []
         for item in items:
             if isinstance(item, Data):
-                pending += item.data
+                pending.append(item.data)
                 continue
             if pending:
-                await self.ws.send_bytes(bytes(pending))
-                pending.clear()
+                await self._send_bytes(pending)
+                pending = []
             if isinstance(item, Control):
                 await self.ws.send_str(json.dumps(item.message, ensure_ascii=False))
                 if item.message.get("event") == protocol.Detached.TAG:
@@ -177,8 +177,13 @@ class Relay:
                                self.client.describe(), item.message)
                 return False
         if pending:
-            await self.ws.send_bytes(bytes(pending))
+            await self._send_bytes(pending)
         return True
+
+    async def _send_bytes(self, chunks: list[bytes]) -> None:
+        """One binary frame of ``chunks``: a lone chunk (the usual read) goes as it is,
+        without a copy; several are joined once."""
+        await self.ws.send_bytes(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     async def _up(self) -> None:
         """Browser -> supervisor, until the browser closes (or is closed by ``_down``)."""
