@@ -34,11 +34,11 @@ from coop_build.tlstrust import (
     inherit_trust,
     trust_variables,
 )
+from coop_run.sandbox.network.base import DNS_PORT
 
 logger = logging.getLogger(__name__)
 
 RESOLVE_TIMEOUT = 2.0  # seconds for a proxy's host name at session start
-DNS_PORT = 53  # rootless veth maps the session's 127.0.0.1:53 to its DNS forwarder
 
 Endpoint = tuple[str, int]  # (IPv4 address or host name, TCP port)
 

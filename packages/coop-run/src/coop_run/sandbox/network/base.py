@@ -33,6 +33,10 @@ class NetworkMode(Protocol):
         ...
 
 
+DNS_PORT = 53
+"""Where a session's resolver answers (rootless veth: its DNS forwarder on 127.0.0.1), so
+no inherited proxy may take that port."""
+
 # Written inside sandboxes that must not resolve anything: no nameserver answers there.
 NO_RESOLVER = (
     "# coop: this session has no network\nnameserver 127.0.0.1\n"

@@ -25,10 +25,10 @@ from pathlib import Path
 
 from coop_run.errors import NetworkError
 from coop_run.ipc.sockets import recv_exact
+from coop_run.sandbox.network.base import DNS_PORT
 
 logger = logging.getLogger(__name__)
 
-DNS_PORT = 53
 MAX_UDP = 4096
 MAX_PENDING = 256
 MAX_TCP_CLIENTS = 16

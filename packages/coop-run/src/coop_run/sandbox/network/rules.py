@@ -11,6 +11,8 @@ import ipaddress
 import re
 from collections.abc import Iterable
 
+from coop_run.sandbox.network.base import DNS_PORT
+
 IPv4Net = ipaddress.IPv4Network
 
 # Destinations no session may reach: "this network", RFC 1918, CGNAT, loopback, link-local,
@@ -29,7 +31,6 @@ REFUSED_V4: tuple[str, ...] = (
 )
 
 REJECT = "reject with icmpx admin-prohibited"
-DNS_PORT = 53
 _SAFE_COMMENT = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 LOOPBACK = ipaddress.IPv4Address("127.0.0.1")
 
