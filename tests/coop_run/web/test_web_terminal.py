@@ -37,6 +37,19 @@ def ls_json(served: Served) -> list[dict[str, Any]]:
     return sessions
 
 
+def test_a_plain_request_on_the_socket_route_attaches_nothing(served: Served) -> None:
+    """``/ws`` without the upgrade is refused before the supervisor sends any scrollback:
+    the session never counts it as a client."""
+    links = served.links
+
+    async def check(session: aiohttp.ClientSession) -> None:
+        async with session.get(f"{links.base}/ws?session=proj&token={links.token}") as answer:
+            body = await answer.json()
+        assert (answer.status, body["error"]) == (400, "INVALID_COMMAND"), body
+        assert ls_json(served)[0]["web_clients"] == 0
+
+    browse(check)
+
 def test_bytes_flow_both_ways_and_ls_counts_web_clients(served: Served) -> None:
     links = served.links
 

@@ -89,6 +89,11 @@ async def terminal_socket(context: WebContext, request: web.Request,
         session = context.registry.find(name)
     except CoopError as exc:
         return context.refusal(protocol.error_from(exc))
+    ws = web.WebSocketResponse(heartbeat=context.heartbeat, max_msg_size=MAX_INPUT,
+                               compress=False)
+    if not ws.can_prepare(request).ok:  # refused before it costs the session an attach
+        return context.refusal(protocol.error(protocol.INVALID_COMMAND,
+                                              "a WebSocket upgrade is required"))
     try:
         sock, reply = await open_stream(session.socket_path, encode(attach),
                                         what="supervisor", timeout=OPEN_TIMEOUT)
@@ -104,8 +109,6 @@ async def terminal_socket(context: WebContext, request: web.Request,
     except ProtocolError:
         sock.close()
         raise
-    ws = web.WebSocketResponse(heartbeat=context.heartbeat, max_msg_size=MAX_INPUT,
-                               compress=False)
     client = WebClient(ws, request.remote or "?", read_only, "terminal", session=name,
                        pty=answer.pty, sizing=attach.sizing is not False,
                        cols=attach.cols, rows=attach.rows)
