@@ -2,7 +2,8 @@
 drop-in, planted under the host's /etc by root and removed afterwards (with the
 directories made for them), so the masks over every kind of secret are proven even on a
 machine without sshd or sudo. As a plain user nothing can be planted: the host's own
-/etc/shadow is the case then.
+/etc/shadow is the case then. ``mask_probe`` is the check a build step and a sandbox
+both run over them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from coop_build.rootlayout import host_secrets
 
 CONTENT = "coop-test-secret"
 
@@ -54,3 +57,19 @@ def planted_secrets() -> Iterator[Planted]:
             path.unlink(missing_ok=True)
         for parent in reversed(made_dirs):
             parent.rmdir()
+
+
+def mask_probe(planted: Planted) -> tuple[str, list[str]]:
+    """A shell script that prints, for each of the host's secrets, its size (a file) or
+    entry count (a directory) and ``ro`` when it cannot be written, and the lines it
+    prints when every mask holds. Checks first that the secrets coop masks include
+    /etc/shadow and every file ``planted`` made."""
+    secrets = host_secrets()
+    files = [f"/{rel}" for rel, is_dir in secrets if not is_dir]
+    dirs = [f"/{rel}" for rel, is_dir in secrets if is_dir]
+    assert "/etc/shadow" in files
+    assert all(str(p) in files or str(p.parent) in dirs for p in planted.files)
+    script = "; ".join(
+        [f"wc -c < {f} 2>&1; (echo x >> {f}) 2>/dev/null || echo ro" for f in files]
+        + [f"ls -A {d} | wc -l; (touch {d}/x) 2>/dev/null || echo ro" for d in dirs])
+    return script, ["0", "ro"] * (len(files) + len(dirs))
