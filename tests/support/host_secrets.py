@@ -22,11 +22,10 @@ CONTENT = "coop-test-secret"
 
 @dataclass(frozen=True)
 class Planted:
-    """What ``planted_secrets`` made: secret files (each holding ``token``) and dirs."""
+    """What ``planted_secrets`` made: secret files, each holding ``token``."""
 
     token: str
     files: tuple[Path, ...]
-    dirs: tuple[Path, ...]
 
 
 @contextlib.contextmanager
@@ -35,7 +34,7 @@ def planted_secrets() -> Iterator[Planted]:
     (0440), each holding a token; nothing as a plain user."""
     token = f"{CONTENT}-{uuid.uuid4().hex}"
     if os.geteuid() != 0:
-        yield Planted(token, (), ())
+        yield Planted(token, ())
         return
     made_dirs: list[Path] = []
     files: list[Path] = []
@@ -51,7 +50,7 @@ def planted_secrets() -> Iterator[Planted]:
             files.append(path)
             with os.fdopen(fd, "w") as out:
                 out.write(token + "\n")
-        yield Planted(token, tuple(files), (Path("/etc/sudoers.d"),))
+        yield Planted(token, tuple(files))
     finally:
         for path in files:
             path.unlink(missing_ok=True)
