@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -44,7 +45,9 @@ from support.procs import (
     with_descendants,
 )
 from support.require import apply_needs
-from support.servers import BENCH_PIDS, PROXY_VARS, Registry
+from support.servers import BENCH_PIDS, PROXY_VARS, Registry, Server
+
+T = TypeVar("T")
 
 # Anything that could point code under test at real registries, proxies or user state.
 SCRUBBED_VARS = (*PROXY_VARS, "REGISTRY_AUTH_FILE", "DOCKER_CONFIG", "XDG_CACHE_HOME",
@@ -169,22 +172,23 @@ def debian_image(registry: Registry) -> str:
 @pytest.fixture(scope="session")
 def mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mirror]:
     """The loopback apt/pip/npm mirror."""
-    try:
-        mir, server = start_mirror(tmp_path_factory.mktemp("mirror"))
-    except BenchUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
-    yield mir
-    server.stop()
+    yield from _served(start_mirror, tmp_path_factory.mktemp("mirror"))
 
 
 @pytest.fixture(scope="session")
 def resigning_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ResigningProxy]:
     """The mirror over https only, through a proxy that re-signs with the test's own CA."""
+    yield from _served(start_resigning_proxy, tmp_path_factory.mktemp("resigning"))
+
+
+def _served(start: Callable[[Path], tuple[T, Server]], workdir: Path) -> Iterator[T]:
+    """A session fixture's bench server from its prepared cache, stopped afterwards; a
+    cache that is missing fails the test in one line."""
     try:
-        proxy, server = start_resigning_proxy(tmp_path_factory.mktemp("resigning"))
+        handle, server = start(workdir)
     except BenchUnavailable as exc:
         pytest.fail(str(exc), pytrace=False)
-    yield proxy
+    yield handle
     server.stop()
 
 

@@ -2,7 +2,8 @@
 drop-in, planted under the host's /etc by root and removed afterwards (with the
 directories made for them), so the masks over every kind of secret are proven even on a
 machine without sshd or sudo. As a plain user nothing can be planted: the host's own
-/etc/shadow is the case then.
+/etc/shadow is the case then. ``mask_probe`` is the check a build step and a sandbox
+both run over them.
 """
 
 from __future__ import annotations
@@ -14,16 +15,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from coop_build.rootlayout import host_secrets
+
 CONTENT = "coop-test-secret"
 
 
 @dataclass(frozen=True)
 class Planted:
-    """What ``planted_secrets`` made: secret files (each holding ``token``) and dirs."""
+    """What ``planted_secrets`` made: secret files, each holding ``token``."""
 
     token: str
     files: tuple[Path, ...]
-    dirs: tuple[Path, ...]
 
 
 @contextlib.contextmanager
@@ -32,7 +34,7 @@ def planted_secrets() -> Iterator[Planted]:
     (0440), each holding a token; nothing as a plain user."""
     token = f"{CONTENT}-{uuid.uuid4().hex}"
     if os.geteuid() != 0:
-        yield Planted(token, (), ())
+        yield Planted(token, ())
         return
     made_dirs: list[Path] = []
     files: list[Path] = []
@@ -48,9 +50,25 @@ def planted_secrets() -> Iterator[Planted]:
             files.append(path)
             with os.fdopen(fd, "w") as out:
                 out.write(token + "\n")
-        yield Planted(token, tuple(files), (Path("/etc/sudoers.d"),))
+        yield Planted(token, tuple(files))
     finally:
         for path in files:
             path.unlink(missing_ok=True)
         for parent in reversed(made_dirs):
             parent.rmdir()
+
+
+def mask_probe(planted: Planted) -> tuple[str, list[str]]:
+    """A shell script that prints, for each of the host's secrets, its size (a file) or
+    entry count (a directory) and ``ro`` when it cannot be written, and the lines it
+    prints when every mask holds. Checks first that the secrets coop masks include
+    /etc/shadow and every file ``planted`` made."""
+    secrets = host_secrets()
+    files = [f"/{rel}" for rel, is_dir in secrets if not is_dir]
+    dirs = [f"/{rel}" for rel, is_dir in secrets if is_dir]
+    assert "/etc/shadow" in files
+    assert all(str(p) in files or str(p.parent) in dirs for p in planted.files)
+    script = "; ".join(
+        [f"wc -c < {f} 2>&1; (echo x >> {f}) 2>/dev/null || echo ro" for f in files]
+        + [f"ls -A {d} | wc -l; (touch {d}/x) 2>/dev/null || echo ro" for d in dirs])
+    return script, ["0", "ro"] * (len(files) + len(dirs))

@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from coop_build.idmap import inside_id
+
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 _OVERLAY_XATTRS = ("user.overlay.", "trusted.overlay.")
@@ -132,10 +134,8 @@ def inside_owners(uid_map: list[list[int]], gid_map: list[list[int]]) -> Owners:
     """Host owners -> the ids a namespace with these maps sees (the overflow id when
     unmapped), as ``stat`` inside it would report them."""
     def inside(mapping: list[list[int]], host: int) -> int:
-        for first, outside, count in mapping:
-            if outside <= host < outside + count:
-                return first + host - outside
-        return OVERFLOW_ID
+        found = inside_id(mapping, host)
+        return OVERFLOW_ID if found is None else found
 
     return lambda uid, gid: (inside(uid_map, uid), inside(gid_map, gid))
 

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from coop_build.errors import InvalidReferenceError
-from coop_build.inherit import DEFAULT_INHERIT, INHERIT_NAMES
+from coop_build.inherit import DEFAULT_INHERIT, INHERIT_NAMES, InheritName
 from coop_build.reference import HOST_IMAGE, Reference, parse_reference, parse_repository
 
 SYSTEM_MANAGERS = ("apk", "apt", "dnf", "pacman")
@@ -23,7 +23,6 @@ LANGUAGE_MANAGERS = ("pip", "npm")
 KNOWN_MANAGERS = SYSTEM_MANAGERS + LANGUAGE_MANAGERS
 
 NetworkMode = Literal["none", "host", "veth"]
-InheritName = Literal["proxy", "tls"]  # coop_build.inherit.INHERIT_NAMES
 
 _PLATFORM = re.compile(r"[a-z0-9_]+/[a-z0-9_]+(?:/[a-z0-9_.]+)?", re.ASCII)
 _HEX = frozenset("0123456789abcdefABCDEF")

@@ -20,7 +20,7 @@ import os
 import pwd
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +71,15 @@ def translate(mapping: Mapping3, inside: int) -> int | None:
     for first, outside, count in mapping:
         if first <= inside < first + count:
             return outside + inside - first
+    return None
+
+
+def inside_id(mapping: Iterable[Sequence[int]], host: int) -> int | None:
+    """The inside id that host id ``host`` is under ``mapping`` (the reverse of
+    ``translate``); None when the map does not reach it."""
+    for first, outside, count in mapping:
+        if outside <= host < outside + count:
+            return first + host - outside
     return None
 
 

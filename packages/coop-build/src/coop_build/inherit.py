@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 PROXY_VARS = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
 """The proxy variables, in both spellings programs read."""
@@ -20,9 +21,10 @@ PROXY_URL_VARS = tuple(name for name in PROXY_VARS if name.lower() != "no_proxy"
 MIRROR_VARS = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST", "npm_config_registry")
 """Package mirrors: build steps only."""
 MASK = "***"
-INHERIT_NAMES = ("proxy", "tls")
+InheritName = Literal["proxy", "tls"]
 """What ``[network] inherit`` may name: the proxy variables, the TLS trust (``tlstrust``)."""
-DEFAULT_INHERIT: dict[str, tuple[str, ...]] = {
+INHERIT_NAMES: tuple[InheritName, ...] = get_args(InheritName)
+DEFAULT_INHERIT: dict[str, tuple[InheritName, ...]] = {
     "veth": INHERIT_NAMES, "host": INHERIT_NAMES, "none": ()}
 """What a session inherits when ``[network].inherit`` is unset, by network mode: an agent
 with a network gets the user's proxies and TLS trust."""

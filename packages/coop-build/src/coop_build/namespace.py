@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from coop_build.errors import NamespaceError, ToolError
-from coop_build.idmap import IdMap, Mapping3, translate
+from coop_build.idmap import IdMap, Mapping3, inside_id, translate
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def _tree(path: Path) -> Iterator[Path]:
 
 
 def _handed(host: int, mapping: Mapping3, fallback: int) -> int:
-    if any(outside <= host < outside + count for _, outside, count in mapping):
+    if inside_id(mapping, host) is not None:
         return host
     mapped = translate(mapping, host)
     return fallback if mapped is None else mapped
