@@ -2,11 +2,12 @@
 
 A running sandbox keeps ``upper/`` and ``work/`` (the overlay's writable half), ``root/``
 (the empty mount point of the overlay), ``etc/`` (generated hostname, hosts, resolv.conf,
-bound read-only inside so they never land in any layer) and ``persist/`` (kept across
-sessions). ``sandbox.json`` records who owns them: the creating process while starting,
-then the init. Sessions outlive whoever started them, so nothing is tied to the
-creator's life; instead the next start calls ``reap_stale()``, which removes what
-belongs to sandboxes whose recorded process is gone.
+bound read-only inside so they never land in any layer), with ``image = "host"``
+``host/`` (the writable halves of the overlays at the host's directories) and
+``persist/`` (kept across sessions). ``sandbox.json`` records who owns them: the
+creating process while starting, then the init. Sessions outlive whoever started them,
+so nothing is tied to the creator's life; instead the next start calls
+``reap_stale()``, which removes what belongs to sandboxes whose recorded process is gone.
 """
 
 from __future__ import annotations
@@ -182,20 +183,28 @@ def persist_name_ok(name: str) -> bool:
 
 
 def ensure_dirs(sdir: SessionDir, persist: Iterable[str], *, idmap: IdMap | None = None,
-                blank: bool = False) -> None:
-    """Create the session's directories (fresh upper/work/root/etc, persist kept), and with
-    ``blank`` the empty file bound read-only over the host's secret files (``BLANK``).
-    With ``idmap`` (root's: coop's id range), what the sandbox's root writes into is
-    handed to it."""
+                blank: bool = False, host_layers: int = 0) -> None:
+    """Create the session's directories (fresh upper/work/root/etc, persist kept), with
+    ``blank`` the empty file bound read-only over the host's secret files (``BLANK``),
+    and ``host/upperN`` and ``host/workN`` for ``host_layers`` host directories. With
+    ``idmap`` (root's: coop's id range), what the sandbox's root writes into is handed
+    to it."""
     sdir.path.mkdir(parents=True, exist_ok=True)
     sdir.path.chmod(0o700)
-    for path in (sdir.upper, sdir.work, sdir.root, sdir.etc):
+    writable = [sdir.upper, sdir.work]
+    for path in (*writable, sdir.root, sdir.etc):
         path.mkdir()
     if blank:
         os.close(os.open(sdir.etc / BLANK, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
                          0o444))
+    if host_layers:
+        sdir.host.mkdir()
+        for index in range(host_layers):
+            writable += [sdir.host / f"upper{index}", sdir.host / f"work{index}"]
+            writable[-2].mkdir()
+            writable[-1].mkdir()
     if idmap is not None:
-        hand_over([sdir.upper, sdir.work], idmap)
+        hand_over(writable, idmap)
     for name in persist:
         (sdir.persist / name).mkdir(parents=True, exist_ok=True)
         if idmap is not None:
