@@ -13,14 +13,27 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 from coop_cli import COOP, RUN_TIMEOUT, Result, coop_environ
 
+from coop_build.idmap import choose_idmap
+from coop_build.namespace import remove_tree
+
 pytestmark = [pytest.mark.registry, pytest.mark.debian, pytest.mark.slow, pytest.mark.asuser]
+
+
+@pytest.fixture(autouse=True)
+def remove_the_store(coop_env: Any) -> Iterator[None]:
+    """apt's files in the built layers belong to the user's sub-ids, which only a
+    namespace of theirs may remove: left behind, they break pytest's own clean-up of old
+    temporary directories (and any later run's)."""
+    yield
+    if coop_env.coop_home.exists():
+        remove_tree(coop_env.coop_home, choose_idmap())
 
 PACKAGES = {"apt": ["jq"], "pip": ["six==1.17.0"], "npm": ["is-number"]}
 CHECKS = [

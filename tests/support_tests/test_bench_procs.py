@@ -76,7 +76,11 @@ def _run_inner(tmp_path: Path, body: str, **environ: str) -> subprocess.Complete
         "[pytest]\nmarkers =\n    rootonly: root only\n    needs: needs\n"
         "addopts = -p no:cacheprovider --strict-markers\n")
     env = dict(os.environ, PYTHONPATH=str(TESTS_DIR), PYTHONDONTWRITEBYTECODE="1", **environ)
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", str(tmp_path)], cwd=tmp_path,
+    # Its own temporary root: pytest removes old runs' directories, which must never be
+    # the outer run's (nor what other users' sub-ids left there).
+    basetemp = tmp_path / "inner-tmp"
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", f"--basetemp={basetemp}",
+                           str(tmp_path)], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=120, check=False)
 
 

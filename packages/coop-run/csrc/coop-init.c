@@ -1112,6 +1112,11 @@ static void setup_fresh(const struct args *a)
     if (parse_int(required(a, F_FRESH_FLAGS), 0, 1LL << 32, &flags))
         setup_failed("%s: bad flags", schema[a->op].name);
     err = ensure_target(target, 0, full, sizeof full);
+    /* A cover hides what lies at its target. Where the init itself may not walk to it (a
+     * directory of host root's, bound into root's sandbox), nothing it starts may either:
+     * it holds every right any process inside will have. */
+    if (err == EACCES && flag(a, F_FRESH_COVER))
+        return;
     if (!err && mount(type, full, type, (unsigned long)flags, a->one[F_FRESH_DATA]) < 0)
         err = errno;
     if (err)

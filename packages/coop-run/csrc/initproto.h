@@ -41,7 +41,7 @@ enum { F_SHUTDOWN_ID, F_SHUTDOWN_GRACE };
 enum { F_SETUP_HOSTNAME, F_SETUP_CHILD_CAPS };
 enum { F_LOWER_PATH };
 enum { F_OVERLAY_ROOT, F_OVERLAY_UPPER, F_OVERLAY_WORK };
-enum { F_FRESH_FSTYPE, F_FRESH_TARGET, F_FRESH_FLAGS, F_FRESH_DATA };
+enum { F_FRESH_FSTYPE, F_FRESH_TARGET, F_FRESH_FLAGS, F_FRESH_DATA, F_FRESH_COVER };
 enum { F_BIND_SOURCE, F_BIND_TARGET, F_BIND_FILE, F_BIND_READONLY, F_BIND_RECURSIVE,
        F_BIND_OPTIONAL, F_BIND_IDMAPPED };
 enum { F_SYMLINK_TARGET, F_SYMLINK_POINTS_TO };
@@ -91,11 +91,12 @@ static const struct op_schema {
         {"upper", KIND_STR},
         {"work", KIND_STR},
     }},
-    [OP_FRESH] = {.name = "fresh", .count = 4, .field = {
+    [OP_FRESH] = {.name = "fresh", .count = 5, .field = {
         {"fstype", KIND_STR},
         {"target", KIND_STR},
         {"flags", KIND_INT},
         {"data", KIND_STR},
+        {"cover", KIND_BOOL},
     }},
     [OP_BIND] = {.name = "bind", .count = 7, .field = {
         {"source", KIND_STR},

@@ -139,7 +139,7 @@ def test_the_records_carry_the_plan_in_order() -> None:
     assert [r["op"] for r in records[3:6]] == ["fresh", "fresh", "bind"]
     assert records[3] == {"op": "fresh", "fstype": "proc", "target": "/proc",
                           "flags": linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC,
-                          "data": None}
+                          "data": None, "cover": False}
     workspace = next(r for r in records if r.get("target") == "/work/proj")
     assert workspace == {"op": "bind", "source": "/home/u/proj", "target": "/work/proj",
                          "file": False, "readonly": False, "recursive": False,
@@ -165,7 +165,7 @@ def test_host_secrets_are_covered_after_the_host_dirs() -> None:
                                       readonly=True)
     cover = ops[last_host + 2]
     assert isinstance(cover, FreshMount) and cover.target == "/etc/sudoers.d"
-    assert cover.flags & linux.MS_RDONLY and cover.data == "mode=0555"
+    assert cover.flags & linux.MS_RDONLY and cover.data == "mode=0555" and cover.cover
     plain = plan_mounts(MountSpec(root="/r", lowers=("/l",), upper="/u", work="/w",
                                   secrets=secrets, blank="/s/etc/blank"))
     assert not any(getattr(op, "target", "").startswith(("/etc/shadow", "/etc/sudoers"))

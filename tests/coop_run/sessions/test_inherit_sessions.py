@@ -192,7 +192,9 @@ def test_a_workspace_turning_inheritance_on_needs_trust(coop: Coop) -> None:
 @VETH_USABLE
 def test_a_trust_directory_holding_coop_home_shows_it_empty(coop: Coop) -> None:
     """coop's own directory never shows inside (SPEC 13), also through an inherited
-    directory that holds it: it is covered there as under the workspace."""
+    directory that holds it: it is covered there as under the workspace. Root's sandbox
+    runs as coop's id range, which may not even list root's 0700 directory: the cover is
+    then left out, since nothing inside may walk there either."""
     workspace = _workspace(coop, 'inherit = ["tls"]')
     holder = coop.coop_home.parent
     _start(coop, workspace, {"SSL_CERT_DIR": str(holder)})
@@ -201,7 +203,10 @@ def test_a_trust_directory_holding_coop_home_shows_it_empty(coop: Coop) -> None:
                    f'ls -A "$SSL_CERT_DIR/{coop.coop_home.name}" | wc -l')
     lines = shown.splitlines()
     assert lines[0] == inside
-    assert {coop.coop_home.name, coop.home.name} <= set(lines[1:-1])
+    if os.geteuid() == 0 and holder.stat().st_mode & 0o005 == 0:
+        assert "Permission denied" in shown, shown
+    else:
+        assert {coop.coop_home.name, coop.home.name} <= set(lines[1:-1])
     assert lines[-1] == "0"
     assert list(coop.coop_home.iterdir())  # it is not empty on the host
 

@@ -244,6 +244,9 @@ def open_dirs(req: dict[str, Any], scratch: str) -> None:
         layer["lowers"] = [opened(p) for p in layer["lowers"]]
         layer["upper"] = opened(layer["upper"])
         layer["work"] = opened(layer["work"])
+    # Extra read-only binds (the TLS trust files) may lie below root's 0700 directories.
+    req["binds"] = [[fd_path(os.open(source, os.O_PATH)), target]
+                    for source, target in req.get("binds", ())]
     os.chdir(scratch)
 
 

@@ -84,7 +84,7 @@ SCHEMAS: dict[str, dict[str, str]] = {
     "setup": {"hostname": "str", "child_caps": "ints"},
     "lower": {"path": "str"},
     "overlay": {"root": "str", "upper": "str", "work": "str"},
-    "fresh": {"fstype": "str", "target": "str", "flags": "int", "data": "str"},
+    "fresh": {"fstype": "str", "target": "str", "flags": "int", "data": "str", "cover": "bool"},
     "bind": {"source": "str", "target": "str", "file": "bool", "readonly": "bool",
              "recursive": "bool", "optional": "bool", "idmapped": "bool"},
     "symlink": {"target": "str", "points_to": "str"},

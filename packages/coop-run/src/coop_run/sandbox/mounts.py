@@ -87,6 +87,7 @@ class FreshMount:
     target: str
     flags: int
     data: str | None = None
+    cover: bool = False          # hides what is there: skipped where the init cannot reach
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,7 @@ def plan_mounts(spec: MountSpec) -> list[Op]:
     # What a bind would show of coop's own directory (its sockets, other sessions): an
     # empty read-only filesystem over it, which nothing inside may unmount.
     ops += [FreshMount("tmpfs", inside, NOSUID_NODEV | linux.MS_NOEXEC | linux.MS_RDONLY,
-                       "mode=0555") for inside in spec.hidden]
+                       "mode=0555", cover=True) for inside in spec.hidden]
     ops += [Bind(source, inside, kind="file", readonly=True, optional=spec.host_image)
             for source, inside in spec.etc_files]
     ops.append(PivotRoot())
@@ -187,7 +188,7 @@ def _covered_secrets(spec: MountSpec) -> list[Op]:
     for inside, is_dir in spec.secrets:
         if is_dir:
             ops.append(FreshMount("tmpfs", inside, NOSUID_NODEV | linux.MS_NOEXEC
-                                  | linux.MS_RDONLY, "mode=0555"))
+                                  | linux.MS_RDONLY, "mode=0555", cover=True))
         elif spec.blank is None:
             raise ValueError("covering the host's secret files needs a blank file")
         else:
@@ -235,7 +236,7 @@ def plan_records(ops: Sequence[Op]) -> list[dict[str, Any]]:
             records += _overlay_records(op)
         elif isinstance(op, FreshMount):
             records.append({"op": "fresh", "fstype": op.fstype, "target": op.target,
-                            "flags": op.flags, "data": op.data})
+                            "flags": op.flags, "data": op.data, "cover": op.cover})
         elif isinstance(op, Bind):
             records.append({"op": "bind", "source": op.source, "target": op.target,
                             "file": op.kind == "file", "readonly": op.readonly,
