@@ -183,6 +183,18 @@ def test_root_s_workspace_is_an_idmapped_bind() -> None:
     assert record["idmapped"] is True
 
 
+def test_the_plan_splits_before_the_first_host_overlay_whose_dirs_come_late() -> None:
+    """The supervisor makes the host overlays' upper and work dirs while the init mounts
+    the root: the first part ends before the first overlay that needs them."""
+    ops = plan_mounts(MountSpec(root="/r", lowers=("/l",), upper="/u", work="/w",
+                                host_image=True, host_layers=HOST_LAYERS, workspace="/ws"))
+    first, late = split_plan(ops, [layer.upper for layer in HOST_LAYERS])
+    assert first + late == ops
+    assert late[0] == HostOverlay("/usr", ("/usr", "/l/usr"), "/s/host/upper0",
+                                  "/s/host/work0")
+    assert not any(isinstance(op, HostOverlay) for op in first)
+
+
 def test_host_layers_and_entries_become_records() -> None:
     """A host directory's overlay: its lowers as "lower" records (the host's first), then
     "hostlayer" with the place inside; a host symlink is a "hostentry"."""

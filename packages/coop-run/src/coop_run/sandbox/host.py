@@ -244,8 +244,7 @@ class Sandbox:
         self._owns_dir = True
         sessiondirs.clean_leftovers(sdir, self.idmap)
         host = host_layout() if config.host_image else HostLayout((), ())
-        sessiondirs.ensure_dirs(sdir, (), idmap=self.idmap, blank=config.host_image,
-                                host_layers=len(host.dirs))
+        sessiondirs.ensure_dirs(sdir, (), idmap=self.idmap, blank=config.host_image)
         real = SessionDir(sdir.path.resolve())
         if not layers:
             sdir.lower.mkdir()
@@ -336,6 +335,8 @@ class Sandbox:
     def _finish_dirs(self, spec: MountSpec) -> None:
         """What the init needs only after the id maps: done while it sets up (2 cores)."""
         sdir = self.sdir
+        if spec.host_layers:  # a slow disk takes 1 ms or more for these
+            sessiondirs.ensure_host_dirs(sdir, len(spec.host_layers), self.idmap)
         home = self.config.user_home or Path(os.environ.get("HOME", "/"))
         for source, _inside in spec.persist:
             path = Path(source)
@@ -369,7 +370,8 @@ class Sandbox:
         except ValueError as exc:
             raise SandboxError(str(exc)) from exc
         self.env = base_env(self.config, self.workspace_real, self.created)
-        late_sources = [source for source, _ in (*spec.persist, *spec.etc_files)]
+        late_sources = [*(source for source, _ in (*spec.persist, *spec.etc_files)),
+                        *(layer.upper for layer in spec.host_layers)]
         first, late = split_plan(plan, late_sources)
         # The init has its namespaces and ids. It builds the root as the records come,
         # while we write what its last binds need; nothing runs inside before the

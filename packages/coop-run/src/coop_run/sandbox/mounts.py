@@ -211,11 +211,12 @@ def hidden_targets(hidden: Iterable[str], binds: Iterable[tuple[str, str]]) -> t
 
 def split_plan(ops: Sequence[Op], late_sources: Iterable[str]) -> tuple[list[Op], list[Op]]:
     """The plan in two parts, so the init overlaps its work with the supervisor's: up to
-    the first bind of a ``late_sources`` path, and the rest, which needs those sources
-    (the supervisor creates them meanwhile)."""
+    the first bind of a ``late_sources`` path (or host overlay whose upper is one), and
+    the rest, which needs those sources (the supervisor creates them meanwhile)."""
     late = set(late_sources)
     first_late = next((i for i, op in enumerate(ops)
-                       if isinstance(op, Bind) and op.source in late), len(ops))
+                       if (isinstance(op, Bind) and op.source in late)
+                       or (isinstance(op, HostOverlay) and op.upper in late)), len(ops))
     return list(ops[:first_late]), list(ops[first_late:])
 
 

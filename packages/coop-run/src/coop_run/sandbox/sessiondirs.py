@@ -117,7 +117,9 @@ def clean_leftovers(sdir: SessionDir, idmap: IdMap | None) -> None:
     """
     for name in TRANSIENT:
         path = sdir.path / name
-        if not path.exists() and not path.is_symlink():
+        try:
+            path.lstat()  # one call for a missing entry (most are, on a session's start)
+        except FileNotFoundError:
             continue
         try:
             try:
@@ -183,32 +185,37 @@ def persist_name_ok(name: str) -> bool:
 
 
 def ensure_dirs(sdir: SessionDir, persist: Iterable[str], *, idmap: IdMap | None = None,
-                blank: bool = False, host_layers: int = 0) -> None:
-    """Create the session's directories (fresh upper/work/root/etc, persist kept), with
-    ``blank`` the empty file bound read-only over the host's secret files (``BLANK``),
-    and ``host/upperN`` and ``host/workN`` for ``host_layers`` host directories. With
-    ``idmap`` (root's: coop's id range), what the sandbox's root writes into is handed
-    to it."""
+                blank: bool = False) -> None:
+    """Create the session's directories (fresh upper/work/root/etc, persist kept), and with
+    ``blank`` the empty file bound read-only over the host's secret files (``BLANK``).
+    With ``idmap`` (root's: coop's id range), what the sandbox's root writes into is
+    handed to it."""
     sdir.path.mkdir(parents=True, exist_ok=True)
     sdir.path.chmod(0o700)
-    writable = [sdir.upper, sdir.work]
-    for path in (*writable, sdir.root, sdir.etc):
+    for path in (sdir.upper, sdir.work, sdir.root, sdir.etc):
         path.mkdir()
     if blank:
         os.close(os.open(sdir.etc / BLANK, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
                          0o444))
-    if host_layers:
-        sdir.host.mkdir()
-        for index in range(host_layers):
-            writable += [sdir.host / f"upper{index}", sdir.host / f"work{index}"]
-            writable[-2].mkdir()
-            writable[-1].mkdir()
     if idmap is not None:
-        hand_over(writable, idmap)
+        hand_over([sdir.upper, sdir.work], idmap)
     for name in persist:
         (sdir.persist / name).mkdir(parents=True, exist_ok=True)
         if idmap is not None:
             give_persist(sdir.persist / name, idmap)
+
+
+def ensure_host_dirs(sdir: SessionDir, count: int, idmap: IdMap | None) -> None:
+    """image = "host": ``host/upperN`` and ``host/workN`` for ``count`` host directories
+    (``coop_build.hostlayer``), handed to root's range as the session's upper is."""
+    sdir.host.mkdir()
+    made = []
+    for index in range(count):
+        made += [sdir.host / f"upper{index}", sdir.host / f"work{index}"]
+        made[-2].mkdir()
+        made[-1].mkdir()
+    if idmap is not None:
+        hand_over(made, idmap)
 
 
 def give_persist(path: Path, idmap: IdMap) -> None:
