@@ -23,6 +23,7 @@ import pytest
 from coop_cli import COOP, RUN_TIMEOUT, Result, coop_environ, remove_the_store
 from session_support import Coop
 
+from coop_build.hostlayer import system_identity
 from support.prepare import APT_MIRROR_STEP, MIRROR_HOST
 from support.require import require
 
@@ -144,3 +145,19 @@ def test_apt_adds_what_the_host_lacks_and_refuses_in_one_line_to_replace_its_own
         failed
     assert len(failed.stderr.splitlines()) == 1, failed
     assert host_package("jq") == jq_before
+
+
+def test_a_build_from_another_release_of_the_host_is_used_with_one_warning(
+        coop: Coop, host_workspace: Path) -> None:
+    """The host image's build records the system it was made on; after a release upgrade
+    (here: the record says another) a session still starts on it, and says why it is old."""
+    record_path = next((coop.coop_home / "rootfs").glob("*/build.json"))
+    record = json.loads(record_path.read_text())
+    assert record["system"] == system_identity()
+    record["system"] = "debian 11 x86_64; usr etc; bin -> usr/bin"
+    record_path.write_text(json.dumps(record))
+    started = coop("-d", cwd=host_workspace)
+    assert started.returncode == 0, started
+    assert started.stderr.splitlines() == [
+        'warning: the host\'s system changed since the last build of image = "host"; run '
+        "coop init to rebuild (using the old rootfs)"], started
