@@ -152,6 +152,24 @@ def test_host_is_invisible_and_proc_is_private(tmp_path: Path, base: Path,
     assert str(os.getpid()) not in lines[sep + 1:] or os.getpid() < 50
 
 
+def test_pid1_holds_no_way_out(tmp_path: Path, base: Path, steps: Steps) -> None:
+    """PID 1 opened the layers (and any trust file) before it became the namespace's
+    root; a step, the same uid, must find none of those descriptors in /proc/1/fd: one of
+    them followed by ``..`` walked out of pivot_root to the host's files."""
+    marker = tmp_path / "host-secret"
+    marker.write_text("secret\n")
+    trust = tmp_path / "ca.pem"
+    trust.write_text("corp CA\n")
+    spec = steps.spec(base, binds=((str(trust), "/etc/ca.pem"),))
+    code, lines = steps.run(spec, "ls /proc/1/fd 2>&1 | head -3; "
+                                  "for f in /proc/1/fd/*; do cat \"$f/../host-secret\" "
+                                  "\"$f/../../host-secret\" 2>/dev/null; done; "
+                                  "cat /etc/ca.pem; echo end")
+    assert code == 0, lines
+    assert "secret" not in lines, lines
+    assert lines[-2:] == ["corp CA", "end"], lines
+
+
 def test_env_cwd_and_signal_exit(base: Path, steps: Steps) -> None:
     spec = steps.spec(base)
     code, lines = steps.run(spec, 'echo "$FOO|$PATH|$HOME"; pwd', env={"FOO": "bar"},

@@ -3,11 +3,13 @@ reservation against files of the test's own."""
 
 from __future__ import annotations
 
+import pwd
 import threading
 from pathlib import Path
 
 import pytest
 
+from coop_build import subids
 from coop_build.errors import NamespaceError
 from coop_build.subids import (
     BLOCK,
@@ -18,6 +20,7 @@ from coop_build.subids import (
     parse_entries,
     parse_id_map,
     pick_block,
+    range_refusal,
 )
 
 SUBID = """\
@@ -109,3 +112,41 @@ def test_an_unwritable_file_is_one_line(tmp_path: Path) -> None:
     missing_dir = tmp_path / "no" / "subuid"
     with pytest.raises(NamespaceError, match=r"cannot reserve an id range .*No such file"):
         coop_ranges(missing_dir, tmp_path / "subgid")
+
+
+def test_a_range_that_would_give_root_or_someone_else_its_ids_is_refused() -> None:
+    others = [("alice", 100000, 65536), ("coop", FLOOR, BLOCK)]
+    assert range_refusal((FLOOR, BLOCK), others, [0, 1000]) is None
+    assert range_refusal((0, BLOCK), others, []) == "it starts at 0 (host root)"
+    assert range_refusal((FLOOR, 1000), others, []) == (
+        f"it holds 1000 ids, fewer than the {BLOCK} a sandbox maps")
+    assert range_refusal((100000, BLOCK), others, []) == "it overlaps alice's range 100000:65536"
+    assert range_refusal((FLOOR, BLOCK), others, [FLOOR + 7]) == (
+        f"it holds uid {FLOOR + 7}, an account of this machine")
+
+
+def test_a_bad_entry_of_coops_is_refused_in_one_line(tmp_path: Path) -> None:
+    """An entry filed by hand (or by someone else) is checked at every use, not only when
+    coop reserves one: ``coop:0:65536`` would map root's sandboxes to host root again."""
+    subuid, subgid = tmp_path / "subuid", tmp_path / "subgid"
+    subuid.write_text("coop:0:65536\n")
+    subgid.write_text(f"coop:{FLOOR}:{BLOCK}\n")
+    with pytest.raises(NamespaceError, match=r"subuid: the 'coop' entry 0:65536 cannot hold "
+                                             r"root's sandboxes: it starts at 0 \(host root\)$"):
+        coop_ranges(subuid, subgid)
+
+
+def test_a_login_named_coop_stops_root_from_using_the_range(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """shadow's newuidmap hands a user the ranges filed under its name: with a login named
+    ``coop`` (made before or after the reservation), that user could act with the ids of
+    root's sandboxes. The account database is the machine's, so it is stood in for."""
+    subuid, subgid = tmp_path / "subuid", tmp_path / "subgid"
+    subuid.write_text(f"coop:{FLOOR}:{BLOCK}\n")
+    subgid.write_text(f"coop:{FLOOR}:{BLOCK}\n")
+    assert coop_ranges(subuid, subgid) == ((FLOOR, BLOCK), (FLOOR, BLOCK))
+    account = pwd.struct_passwd(("coop", "x", 1234, 1234, "", "/home/coop", "/bin/sh"))
+    monkeypatch.setattr(subids.pwd, "getpwnam",
+                        lambda name: account if name == "coop" else pwd.getpwnam(name))
+    with pytest.raises(NamespaceError, match="a user named 'coop' exists on this machine"):
+        coop_ranges(subuid, subgid)

@@ -124,6 +124,17 @@ def test_the_daemon_imports_no_session_stack_until_a_create() -> None:
     assert stack == crossing
     assert sorted(m for m in modules if m == "pydantic" or m.startswith(
         ("pydantic.", "coop_build.layers", "coop_build.store"))) == []
+    # the web server is loaded when one starts (daemon.extensions), not before
+    assert "coop_run.daemon.extensions" in modules
+    assert top_packages(modules, ("aiohttp", "yarl", "multidict", "qrcode")) == []
+    assert sorted(m for m in modules if m.startswith("coop_run.web")) == []
+
+
+def test_coop_serve_runs_without_aiohttp(coop_env: Any, tmp_path: Path) -> None:
+    """The command prints links and a QR code; the server's stack is the daemon's."""
+    modules, out = imported_by(["serve", "--stop"], coop_environ(coop_env), tmp_path)
+    assert "coop_run.cli.serve" in modules and out == "no web server is running\n"
+    assert top_packages(modules, ("aiohttp", "asyncio", "pydantic")) == []
 
 
 def test_help_lists_every_command_as_an_eager_group_would(

@@ -72,6 +72,25 @@ def test_window_size_is_the_smallest_client() -> None:
     assert fan.clients == ()
 
 
+def test_clients_that_do_not_size_never_change_the_size() -> None:
+    """Read-only viewers and "do not size for me" clients (issue 12) get the output and
+    keep their window, but the size is the smallest among the others."""
+    fan = FanOut()
+    assert fan.add_client("viewer", 40, 10, sizing=False).size is None
+    assert fan.size() is None  # nobody sizes: the PTY keeps what it has
+    assert fan.add_client("desk", 120, 40).size == (120, 40)
+    assert fan.resize("viewer", 20, 5) is None
+    assert fan.add_client("phone", 50, 20, sizing=False).size is None
+    assert fan.size() == (120, 40)
+    assert fan.set_sizing("phone", True) == (50, 20)  # it joins the rule
+    assert fan.set_sizing("phone", False) == (120, 40)
+    assert fan.set_sizing("phone", False) is None
+    assert fan.remove_client("desk") is None  # the last sizing client: size kept
+    fan.publish(b"seen by all")
+    assert b"".join(i for i in fan.take("viewer").items if isinstance(i, bytes)) == \
+        b"seen by all"
+
+
 def test_bad_calls_are_refused() -> None:
     fan = FanOut(Scrollback(16), max_backlog=16)
     fan.add_client("a", 80, 24)

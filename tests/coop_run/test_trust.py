@@ -78,6 +78,21 @@ def test_the_start_directory_is_taken_by_its_real_path(tree: Path) -> None:
     assert [a.target for a in found] == [str(tree / "outside")]
 
 
+def test_the_mount_resolved_once_is_the_one_judged(tree: Path) -> None:
+    """The daemon resolves the mount once and passes it: a symlink changed since (here
+    ``to-sub`` now leading outside) changes nothing of what is judged, nor of what is
+    refused, and the path judged is the one it sends."""
+    resolved = resolve_mount(tree / "start", "to-sub")
+    (tree / "start" / "to-sub").unlink()
+    (tree / "start" / "to-sub").symlink_to("/etc")
+    assert what_it_asks(mount("to-sub"), start=tree / "start", mount=resolved) == []
+    assert mount_refusal(tree / "start", "to-sub", tree / "home", resolved=resolved) is None
+    assert mount_refusal(tree / "start", "to-sub", tree / "home") is not None
+    outside = resolve_mount(tree / "start", "to-outside")
+    found = what_it_asks(mount("to-sub"), start=tree / "start", mount=outside)
+    assert found == [Ask("mount", "[workspace].mount", "to-sub", str(tree / "outside"))]
+
+
 def test_host_network_asks_unless_the_users_own_layers_give_it(tree: Path) -> None:
     host = {"network": {"mode": "host"}}
     assert asks(tree, host) == [Ask("network", "[network].mode", "host", "host")]
@@ -110,6 +125,12 @@ def test_inherit_asks_only_beyond_what_the_users_own_layers_give(tree: Path) -> 
     # the user's none mode: a workspace that only names the list asks
     assert [a.target for a in asks(tree, {"network": {"inherit": ["proxy"]}},
                                    below={"network": {"mode": "none"}})] == ["proxy"]
+    # the user's none mode: a workspace that only switches to veth turns on veth's
+    # default inheritance, which the user's own mode withheld
+    assert [a.target for a in asks(tree, {"network": {"mode": "veth"}},
+                                   below={"network": {"mode": "none"}})] == ["proxy", "tls"]
+    assert asks(tree, {"network": {"mode": "veth", "inherit": []}},
+                below={"network": {"mode": "none"}}) == []
     [proxy] = asks(tree, {"network": {"mode": "none", "inherit": ["proxy"]}})
     assert proxy.grant == "inherit proxy"
     assert proxy.line == ('[network].inherit = "proxy": passes your proxy variables (with '

@@ -39,28 +39,33 @@ CONTRACT: dict[type[schema.WireMessage], dict[str, str]] = {
     protocol.Attach: {"cmd": "'attach'", "session": OPT_S, "pty": OPT_I, "cols": OPT_I,
                       "rows": OPT_I, "offset": OPT_I},
     protocol.Shell: {"cmd": "'shell'", "session": OPT_S, "command": OPT_S, "cols": OPT_I,
-                     "rows": OPT_I},
+                     "rows": OPT_I, "detach": OPT_B},
     protocol.Ls: {"cmd": "'ls'"},
     protocol.Kill: {"cmd": "'kill'", "session": OPT_S, "force": OPT_B, "all": OPT_B},
     protocol.Serve: {"cmd": "'serve'", "port": OPT_I, "host": OPT_S, "token": OPT_S,
-                     "stop": OPT_B},
+                     "stop": OPT_B, "detach": OPT_B},
     protocol.Tunnel: {"cmd": "'tunnel'", "stun": OPT_S, "no_stun": OPT_B, "stop": OPT_B,
                       "answer": OPT_S},
     protocol.Shutdown: {"cmd": "'shutdown'"},
     protocol.Status: {"cmd": "'status'"},
     protocol.Logs: {"cmd": "'logs'", "session": OPT_S, "pty": OPT_I, "lines": OPT_I},
     protocol.Restart: {"cmd": "'restart'", "session": OPT_S},
+    protocol.ClosePty: {"cmd": "'close_pty'", "pty": INT, "session": OPT_S},
     # a supervisor's commands
     protocol.SupervisorInfo: {"cmd": "'info'", "session": OPT_S},
     protocol.SupervisorAttach: {"cmd": "'attach'", "session": OPT_S, "pty": "an integer ?",
                                 "cols": OPT_I, "rows": OPT_I, "resume_from": OPT_I,
-                                "offset": OPT_I, "kind": "a string ?"},
+                                "offset": OPT_I, "kind": "a string ?",
+                                "read_only": OPT_B, "sizing": OPT_B},
     protocol.SupervisorShell: {"cmd": "'shell'", "session": OPT_S, "command": OPT_S,
-                               "cols": OPT_I, "rows": OPT_I, "kind": "a string ?"},
+                               "cols": OPT_I, "rows": OPT_I, "kind": "a string ?",
+                               "detach": OPT_B},
     protocol.SupervisorRestart: {"cmd": "'restart'", "session": OPT_S},
     protocol.SupervisorKill: {"cmd": "'kill'", "session": OPT_S, "force": "a boolean ?"},
     protocol.Adopt: {"cmd": "'adopt'", "request": "an object", "session": OPT_S},
     protocol.DetachClients: {"cmd": "'detach_clients'", "session": OPT_S},
+    protocol.SupervisorClose: {"cmd": "'close'", "pty": INT, "session": OPT_S},
+    protocol.Watch: {"cmd": "'watch'", "session": OPT_S},
     # what ls and info report (SPEC 6): PTYs by their integer id
     protocol.SessionEntry: {"name": STR, "workspace": STR, "pid": INT,
                             "created": "an integer or null", "state": STR,
@@ -95,9 +100,15 @@ CONTRACT: dict[type[schema.WireMessage], dict[str, str]] = {
                          "inherited": "a list of strings or null ?"},
     protocol.PtyReply: {"ok": "true", "pty": INT},
     protocol.DetachedReply: {"ok": "true", "detached": INT},
+    protocol.ServeReply: {"ok": "true", "started": BOOL, "detached": BOOL, "host": STR,
+                          "port": INT, "urls": "a list of strings",
+                          "read_only_urls": "a list of strings"},
+    protocol.ServeStopped: {"ok": "true", "stopped": BOOL},
     # stream mode: a client's controls, the server's events
     protocol.Resize: {"type": "'resize'", "cols": INT, "rows": INT},
     protocol.Detach: {"type": "'detach'"},
+    protocol.Pause: {"type": "'pause'"},
+    protocol.Resume: {"type": "'resume'"},
     protocol.PtyExited: {"event": "'pty_exited'", "pty": INT, "code": "an integer or null",
                          "signal": OPT_I},
     protocol.PtyRestarting: {"event": "'pty_restarting'", "pty": INT, "delay": "a number",
@@ -108,7 +119,14 @@ CONTRACT: dict[type[schema.WireMessage], dict[str, str]] = {
                        "count": INT},
     protocol.Attention: {"event": "'attention'", "pty": INT, "active": BOOL, "reason": OPT_S,
                          "text": OPT_S},
+    protocol.Notice: {"event": "'notice'", "pty": INT, "text": STR},
     protocol.StreamError: {"event": "'error'", "error": STR, "message": STR},
+    protocol.Attached: {"event": "'attached'", "pty": INT, "offset": INT, "cols": INT,
+                        "rows": INT, "session": STR, "read_only": BOOL},
+    protocol.SessionChanged: {"event": "'session'", "session": "an object (SessionEntry)"},
+    protocol.SessionList: {"event": "'sessions'",
+                           "sessions": "a list of SessionEntry objects"},
+    protocol.ServerStopped: {"event": "'server_stopped'", "reason": STR},
     # the launch wire: daemon -> zygote -> supervisor, and the start-up reply
     launch.LaunchSandbox: {"name": STR, "layers": "a list of strings", "session_dir": STR,
                            "workspace": STR, "workspace_inside": STR, "host_image": BOOL,
@@ -126,7 +144,8 @@ CONTRACT: dict[type[schema.WireMessage], dict[str, str]] = {
                            "restart_max_delay_ms": INT, "cols": INT, "rows": INT, "scrollback": INT,
                            "max_backlog": INT, "stop_grace": "a number",
                            "silence_burst": INT, "silence_after": "a number",
-                           "log_file": "a string or null", "inherited": "a list of strings"},
+                           "log_file": "a string or null", "inherited": "a list of strings",
+                           "block_sequences": "a list of strings", "ctrl_c_debounce_ms": INT},
     launch.StartedReply: {"pid": INT},
     launch.FailedReply: {"error": STR},
 }
@@ -148,12 +167,16 @@ def test_every_message_is_pinned() -> None:
 
 def test_every_wire_table_dispatches_its_declarations() -> None:
     assert set(protocol.COMMANDS) == {"create", "attach", "shell", "ls", "kill", "serve",
-                                      "tunnel", "shutdown", "status", "logs", "restart"}
+                                      "tunnel", "shutdown", "status", "logs", "restart",
+                                      "close_pty"}
     assert set(protocol.SUPERVISOR_COMMANDS) == {"info", "attach", "shell", "restart",
-                                                 "kill", "adopt", "detach_clients"}
+                                                 "kill", "adopt", "detach_clients", "close",
+                                                 "watch"}
     assert set(protocol.CLIENT_CONTROLS) == {"resize", "detach"}
+    assert set(protocol.WEB_CONTROLS) == {"resize", "detach", "pause", "resume"}
     assert set(protocol.EVENTS) == {"pty_exited", "pty_restarting", "detached", "lagged",
-                                    "blocked", "attention", "error"}
+                                    "blocked", "attention", "notice", "error", "attached",
+                                    "session", "sessions", "server_stopped"}
 
 
 def test_encoded_values() -> None:
@@ -311,9 +334,15 @@ def test_controls() -> None:
     assert protocol.parse_control({"type": "resize", "cols": 80, "rows": 24}) == \
         protocol.Resize(80, 24)
     assert protocol.parse_control({"type": "detach"}) == protocol.Detach()
-    for bad in ({"type": "resize", "cols": 80}, {"type": "nope"}, {}, {"type": 1}):
+    for bad in ({"type": "resize", "cols": 80}, {"type": "nope"}, {}, {"type": 1},
+                {"type": "pause"}):  # a web client's flow control, not a socket's
         with pytest.raises(ProtocolError):
             protocol.parse_control(bad)
+    web = protocol.WEB_CONTROLS
+    assert protocol.parse_control({"type": "pause"}, web) == protocol.Pause()
+    assert protocol.parse_control({"type": "resume"}, web) == protocol.Resume()
+    with pytest.raises(ProtocolError):
+        protocol.parse_control({"type": "pause", "now": True}, web)
 
 
 def test_window_sizes_have_one_rule() -> None:
@@ -336,7 +365,8 @@ def _config() -> SupervisorConfig:
                         proxies=(("127.0.0.1", 3128), ("10.1.2.3", 8080)))
     return SupervisorConfig(sandbox=box, agent=("claude", "--x"), agent_env={"K": "v"},
                             stop_grace=2.0, log_file=Path("/h/logs/s.log"),
-                            inherited=("http_proxy=http://***@127.0.0.1:3128", "no_proxy"))
+                            inherited=("http_proxy=http://***@127.0.0.1:3128", "no_proxy"),
+                            block_sequences=(b"\x1b:q\r", b"rm -rf"), ctrl_c_debounce_ms=250)
 
 
 def test_a_launch_round_trips() -> None:
@@ -356,6 +386,7 @@ Change = Callable[[dict[str, Any]], object]
     (lambda m: m["sandbox"].update(extra=1), "unknown field 'extra'"),
     (lambda m: m.update(stop_grace="2"), "field 'stop_grace' must be a number"),
     (lambda m: m.update(agent=[]), "empty agent command"),
+    (lambda m: m.update(block_sequences=["zz"]), "block_sequences must be hex"),
 ])
 def test_a_malformed_launch_is_one_line(change: Change, words: str) -> None:
     message = json.loads(launch.encode_launch(_config(), network="none", coop_home=Path("/h")))

@@ -10,9 +10,11 @@ namespace made by the test bench (tests/coop_run/sandbox/network/net_topology.py
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import select
+import shutil
 import signal
 import socket
 import stat
@@ -260,6 +262,98 @@ def test_root_s_sandbox_is_coops_id_range_and_the_workspace_stays_root_s(
     assert (sandbox.sdir.upper.stat().st_uid, sandbox.sdir.upper.stat().st_gid) == (uid, gid)
 
 
+@pytest.mark.rootonly
+def test_root_s_workspace_maps_host_root_alone(start: Start, workspace: Path) -> None:
+    """Root's workspace shows host root's files as the agent's and no other host owner's:
+    another user's 0600 file is nobody's and unreadable inside, the agent can give no
+    file to another host id, and a file capability it sets never reaches the host
+    (stored for host root, it would make a binary any host user becomes root with)."""
+    other = workspace / "other-user"
+    other.write_text("not the agent's\n")
+    os.chown(other, 1000, 1000)
+    other.chmod(0o600)
+    sandbox = start("rootalone", host_image=True)  # the host's setcap and python3 inside
+    code, out = run(sandbox, "stat -c %u:%g /workspace/other-user; cat /workspace/other-user")
+    assert code != 0 and "not the agent's" not in out, out
+    assert out.startswith("65534:65534\n") and "Permission denied" in out, out
+    code, out = run(sandbox, "touch /workspace/given && chown 5:5 /workspace/given")
+    assert code != 0, out
+    given = (workspace / "given").stat()
+    assert (given.st_uid, given.st_gid) == (0, 0)
+    if shutil.which("setcap"):
+        setcap = "setcap cap_setuid+ep /workspace/capped"
+    else:  # a v2 capability blob: effective, CAP_SETUID permitted
+        blob = (0x02000001).to_bytes(4, "little") + (1 << 7).to_bytes(4, "little") + bytes(12)
+        setcap = (f"python3 -c \"import os; os.setxattr('/workspace/capped', "
+                  f"'security.capability', bytes.fromhex('{blob.hex()}'))\"")
+    code, out = run(sandbox, f"cp /bin/true /workspace/capped && {setcap}")
+    assert code != 0, out
+    assert (workspace / "capped").is_file()
+    with pytest.raises(OSError) as no_cap:
+        os.getxattr(workspace / "capped", "security.capability")
+    assert no_cap.value.errno == errno.ENODATA
+
+
+def _refused_start(env: CoopEnv, layer: Path, workspace: Path, name: str) -> str:
+    """Start a sandbox that must be refused: the one-line reason; nothing of it is left."""
+    sandbox = Sandbox(busybox_config(env, layer, workspace, name))
+    try:
+        with pytest.raises(SandboxError) as refused:
+            sandbox.start()
+        assert sandbox.state == "stopped" and not sandbox.alive
+    finally:
+        sandbox.stop(force=True)
+    message = str(refused.value)
+    assert "\n" not in message, message
+    return message
+
+
+def test_a_workspace_leading_outside_is_refused(coop_env: CoopEnv, busybox_layer: Path,
+                                                workspace: Path, tmp_path: Path) -> None:
+    """A workspace path that is not the real directory it was checked as (its last part a
+    symlink to a directory elsewhere) is refused in one line, and so is a system
+    directory given as the workspace itself: the supervisor checks the very directory it
+    mounts, not only the daemon the path it resolved."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "marker").write_text("outside\n")
+    (workspace / "sub").symlink_to(outside)
+    message = _refused_start(coop_env, busybox_layer, workspace / "sub", "wsout")
+    assert "refusing to bind the workspace" in message and str(outside) in message, message
+    (workspace / "etc").symlink_to("/etc")
+    message = _refused_start(coop_env, busybox_layer, workspace / "etc", "wsetc")
+    assert "refusing to bind the workspace" in message and "/etc" in message, message
+    message = _refused_start(coop_env, busybox_layer, Path("/etc"), "wsetc2")
+    assert message.startswith("refusing to bind the workspace /etc: /etc is the host's own")
+
+
+def test_a_workspace_swapped_after_its_check_is_refused(
+        coop_env: CoopEnv, busybox_layer: Path, workspace: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An agent of another session on the same tree swaps the workspace for a symlink
+    to a directory of its choice between the checks and the mount (here, deterministically,
+    right after the supervisor's own checks): the start is refused, as the directory
+    opened for the mount is not the one checked."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "marker").write_text("outside\n")
+    checked = workspace / "sub"
+    checked.mkdir()
+    prepare = Sandbox._prepare
+
+    def prepare_then_swap(self: Sandbox) -> Any:
+        done = prepare(self)
+        checked.rename(workspace / "sub-was")
+        checked.symlink_to(outside)
+        return done
+
+    monkeypatch.setattr(Sandbox, "_prepare", prepare_then_swap)
+    message = _refused_start(coop_env, busybox_layer, checked, "wsswap")
+    assert message == (f"refusing to bind the workspace {checked}: it is now {outside} "
+                       "(it changed after it was checked)"), message
+    assert (outside / "marker").read_text() == "outside\n"
+
+
 def test_host_image_shows_no_secret_of_etc(start: Start) -> None:
     """image = "host" binds the host's /etc, but over its secrets (shadow, gshadow, their
     backups, sudoers, sudoers.d, the ssh host keys) an empty read-only file or directory,
@@ -485,6 +579,8 @@ def test_network_modes_declare_whether_raw_sockets_are_safe(coop_env: CoopEnv) -
     for mode, raw_ok in (("none", True), ("host", True)):
         assert child_capabilities(network_for(mode, session="m", paths=paths)) == (
             caps.KEEP if raw_ok else caps.KEEP - {caps.CAP_NET_RAW})
+    none = network_for("none", session="m", paths=paths)
+    assert child_capabilities(none, host_root_files=True) == caps.KEEP - {caps.CAP_SETFCAP}
     rootless = network_for("veth", session="m", paths=paths, rootless=True)
     assert caps.CAP_NET_RAW not in child_capabilities(rootless)
     if IS_ROOT:

@@ -234,8 +234,11 @@ def open_dirs(req: dict[str, Any], scratch: str) -> None:
     """C, still the caller's host uid: the step's directories as descriptors, named as
     ``/proc/self/fd/N`` in ``req`` from now on; then into the helper's scratch dir, which
     holds the root's mount point (the mounts' relative targets start there)."""
-    def opened(path: str) -> str:
-        return fd_path(os.open(path, os.O_PATH | os.O_DIRECTORY))
+    fds: list[int] = []
+
+    def opened(path: str, flags: int = os.O_DIRECTORY) -> str:
+        fds.append(os.open(path, os.O_PATH | flags))
+        return fd_path(fds[-1])
 
     req["lowers"] = [opened(p) for p in req["lowers"]]
     req["upper"] = opened(req["upper"])
@@ -245,9 +248,17 @@ def open_dirs(req: dict[str, Any], scratch: str) -> None:
         layer["upper"] = opened(layer["upper"])
         layer["work"] = opened(layer["work"])
     # Extra read-only binds (the TLS trust files) may lie below root's 0700 directories.
-    req["binds"] = [[fd_path(os.open(source, os.O_PATH)), target]
-                    for source, target in req.get("binds", ())]
+    req["binds"] = [[opened(source, 0), target] for source, target in req.get("binds", ())]
+    req["fds"] = fds
     os.chdir(scratch)
+
+
+def close_dirs(req: dict[str, Any]) -> None:
+    """P, once the root is set up: drop every descriptor ``open_dirs`` made. Each leads
+    outside the new root (``/proc/1/fd/N/..`` walks past ``pivot_root``), and the step's
+    processes, the same uid as PID 1, could otherwise follow them from ``/proc/1/fd``."""
+    for fd in req.pop("fds", ()):
+        os.close(fd)
 
 
 def setup_root(req: dict[str, Any], root: str, points: Mountpoints) -> None:
@@ -320,9 +331,13 @@ def pid1(req: dict[str, Any], root: str, info_w: int, life_r: int) -> NoReturn:
         # No handlers: as PID 1 we are then immune to signals sent from inside.
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
+        # Nothing inside may read PID 1's memory or descriptors (its ids never change, so
+        # the kernel would leave it open to processes of the same uid).
+        linux.prctl(linux.PR_SET_DUMPABLE, 0)
         try:
             setup_root(req, root, points)
         finally:
+            close_dirs(req)
             os.write(info_w, json.dumps(points.actions).encode())
             os.close(info_w)
         env = dict(req["env"])

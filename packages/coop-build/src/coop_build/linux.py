@@ -69,6 +69,7 @@ class _MountAttr(ctypes.Structure):
 
 # prctl(2) options used here.
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -168,21 +169,23 @@ def set_pdeathsig(signum: int) -> None:
     prctl(PR_SET_PDEATHSIG, signum)
 
 
-def idmapped_clone(path: str | os.PathLike[str], userns_fd: int, *,
-                   recursive: bool = False) -> int:
-    """A detached copy of the mount at ``path`` (a bind, not yet attached anywhere) that
-    shows its files' owners through the id map of the user namespace ``userns_fd``: a
-    host id H reads as whatever inside id H maps to there, and files made through it
-    get the host id inside id H maps to. Returns its descriptor (close-on-exec), for a
-    process in that namespace to attach with ``move_mount``. Needs host root's
-    CAP_SYS_ADMIN and a filesystem that supports idmapped mounts.
+def idmapped_clone(dir_fd: int, userns_fd: int, *, recursive: bool = False) -> int:
+    """A detached copy of the mount at the directory ``dir_fd`` (a bind, not yet attached
+    anywhere) that shows its files' owners through the id map of the user namespace
+    ``userns_fd``: a host id H reads as whatever inside id H maps to there, and files
+    made through it get the host id inside id H maps to. Cloned from the descriptor, not
+    a path, so that what was checked is what is shown. Returns its descriptor
+    (close-on-exec), for a process in that namespace to attach with ``move_mount``.
+    Needs host root's CAP_SYS_ADMIN, ``dir_fd`` in the caller's mount namespace and a
+    filesystem that supports idmapped mounts.
     """
-    flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)
-    fd = int(_libc.syscall(ctypes.c_long(_SYS_OPEN_TREE), ctypes.c_int(-100), _fs(path),
+    flags = (OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH
+             | (AT_RECURSIVE if recursive else 0))
+    fd = int(_libc.syscall(ctypes.c_long(_SYS_OPEN_TREE), ctypes.c_int(dir_fd), b"",
                            ctypes.c_uint(flags)))
     if fd < 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"open_tree({os.fspath(path)}): {os.strerror(err)}")
+        raise OSError(err, f"open_tree: {os.strerror(err)}")
     attr = _MountAttr(attr_set=MOUNT_ATTR_IDMAP, userns_fd=userns_fd)
     result = int(_libc.syscall(ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(fd), b"",
                                ctypes.c_uint(AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)),
@@ -190,7 +193,7 @@ def idmapped_clone(path: str | os.PathLike[str], userns_fd: int, *,
     if result != 0:
         err = ctypes.get_errno()
         os.close(fd)
-        raise OSError(err, f"mount_setattr(idmap, {os.fspath(path)}): {os.strerror(err)}")
+        raise OSError(err, f"mount_setattr(idmap): {os.strerror(err)}")
     return fd
 
 

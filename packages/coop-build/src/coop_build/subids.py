@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import grp
 import logging
 import os
+import pwd
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -75,6 +77,26 @@ def pick_block(taken: Iterable[Range], *, allowed: Sequence[Range] = ((0, ID_LIM
     return None
 
 
+def range_refusal(own: Range, entries: Iterable[tuple[str, int, int]],
+                  accounts: Iterable[int], *, name: str = NAME) -> str | None:
+    """Why ``own`` (the range of ``name``) must not be used for root's sandboxes, or None:
+    it would hold host root, hold fewer ids than images expect, or share ids with another
+    entry or an account (whose owner could then act with the sandboxes' ids)."""
+    start, count = own
+    if start == 0:
+        return "it starts at 0 (host root)"
+    if count < BLOCK:
+        return f"it holds {count} ids, fewer than the {BLOCK} a sandbox maps"
+    mine = (start, BLOCK)
+    for who, s, n in entries:
+        if who != name and n and overlaps(mine, (s, n)):
+            return f"it overlaps {who}'s range {s}:{n}"
+    clash = next((uid for uid in accounts if start <= uid < start + BLOCK), None)
+    if clash is not None:
+        return f"it holds uid {clash}, an account of this machine"
+    return None
+
+
 def entry_line(start: int, existing: str, size: int = BLOCK) -> str:
     """What to append to a file holding ``existing`` for coop's entry at ``start``."""
     lead = "\n" if existing and not existing.endswith("\n") else ""
@@ -98,21 +120,49 @@ def coop_ranges(subuid: Path, subgid: Path, *, reserve: bool = True) -> tuple[Ra
     """coop's (uid range, gid range), reserved first when a file has no entry for it
     (``reserve``; root's business: the files are root's). NamespaceError when there is
     no range and none can be reserved."""
-    found = (_read_own(subuid), _read_own(subgid))
-    if found[0] is not None and found[1] is not None:
-        return found[0], found[1]
-    if not reserve:
-        raise NamespaceError(f"no {NAME!r} entry in {subuid} and {subgid}")
-    return _reserve(subuid, subgid)
+    _no_such_user()
+    uids, gids = _read_own(subuid), _read_own(subgid)
+    if uids is None or gids is None:
+        if not reserve:
+            raise NamespaceError(f"no {NAME!r} entry in {subuid} and {subgid}")
+        uids, gids = _reserve(subuid, subgid)
+    for path, own, ids in ((subuid, uids, _account_ids(uid=True)),
+                           (subgid, gids, _account_ids(uid=False))):
+        refusal = range_refusal(own, _entries(path), ids)
+        if refusal is not None:
+            raise NamespaceError(f"{path}: the {NAME!r} entry {own[0]}:{own[1]} cannot hold "
+                                 f"root's sandboxes: {refusal}")
+    return uids, gids
+
+
+def _no_such_user() -> None:
+    """shadow's newuidmap gives a user the ranges filed under its name: a login named
+    ``coop`` could then act with the ids of root's sandboxes (and their workspaces)."""
+    try:
+        pwd.getpwnam(NAME)
+    except KeyError:
+        return
+    raise NamespaceError(f"a user named {NAME!r} exists on this machine: its subordinate ids "
+                         "would be those of root's sandboxes; rename that user")
+
+
+def _account_ids(*, uid: bool) -> list[int]:
+    if uid:
+        return [entry.pw_uid for entry in pwd.getpwall()]
+    return [entry.gr_gid for entry in grp.getgrall()]
+
+
+def _entries(path: Path) -> list[tuple[str, int, int]]:
+    try:
+        return parse_entries(path.read_text())
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise NamespaceError(f"cannot read {path}: {exc.strerror}") from exc
 
 
 def _read_own(path: Path) -> Range | None:
-    try:
-        return own_range(parse_entries(path.read_text()))
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise NamespaceError(f"cannot read {path}: {exc.strerror}") from exc
+    return own_range(_entries(path))
 
 
 def _reserve(subuid: Path, subgid: Path) -> tuple[Range, Range]:

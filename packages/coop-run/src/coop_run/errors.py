@@ -116,6 +116,11 @@ class DaemonStartError(DaemonError, code="DAEMON_START_FAILED"):
         self.log_tail = list(log_tail or [])
 
 
+class UsageError(CoopError, code="INVALID_ARGUMENT"):
+    """A command's argument cannot be used (exit code 2), found after click parsed it
+    (e.g. by the daemon)."""
+
+
 class RemoteError(CoopError, code="REMOTE_ERROR"):
     """The daemon or a supervisor answered ``{"ok": false, "error": CODE, "message": ...}``;
     ``code`` is the peer's."""

@@ -24,6 +24,7 @@ NETWORK_LOCK = "network.lock"
 NETWORK_STATE = "network.json"
 TRUST = "trust.json"
 TRUST_LOCK = "trust.lock"
+WEB_SERVER = "web.json"
 
 
 class SessionDir:
@@ -141,6 +142,12 @@ class RunLayout:
     @property
     def trust_lock(self) -> Path:
         return self.paths.home / TRUST_LOCK
+
+    @property
+    def web_server(self) -> Path:
+        """``web.json`` (0600): a detached web server's port, host and tokens, so that a
+        daemon started after a crash serves the same links (``coop serve -d``)."""
+        return self.paths.home / WEB_SERVER
 
     @property
     def sessions(self) -> Path:

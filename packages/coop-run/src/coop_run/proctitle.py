@@ -1,4 +1,5 @@
-"""Process titles for ``ps`` and ``top``: ``coop daemon``, ``coop zygote`` and
+"""Process titles for ``ps`` and ``top``: ``coop daemon``, ``coop zygote``,
+``coop keeper`` (the watch over a daemon that serves a detached web server) and
 ``coop supervisor NAME``, where a supervisor would otherwise show as the zygote's
 ``python -m coop_run.session.zygote``.
 
@@ -15,6 +16,7 @@ import os
 
 DAEMON = "coop daemon"
 ZYGOTE = "coop zygote"
+KEEPER = "coop keeper"
 
 
 def supervisor(name: str) -> str:
@@ -24,7 +26,7 @@ def supervisor(name: str) -> str:
 
 def set_title(title: str) -> None:
     """Show this process as ``title``; its environment stays readable in ``/proc``."""
-    import setproctitle  # here: only the three processes above load it
+    import setproctitle  # here: only the processes above load it
 
     previous = os.environ.get("SPT_NOENV")
     os.environ["SPT_NOENV"] = "1"  # read at the first call in a process, then kept

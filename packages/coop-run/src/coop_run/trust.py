@@ -98,34 +98,44 @@ def resolve_mount(start: Path, written: str) -> Path:
 
 def what_it_asks(workspace: Mapping[str, Any], *, start: Path,
                  below: Mapping[str, Any] | None = None,
-                 above: Mapping[str, Any] | None = None) -> list[Ask]:
+                 above: Mapping[str, Any] | None = None,
+                 mount: Path | None = None) -> list[Ask]:
     """What the workspace layer adds beyond what the user's own layers give.
 
     ``workspace`` is the workspace file's data, ``below`` the global layer's, ``above``
     the CLI overrides' (SPEC 2's order: later wins, ``[env]`` merges key by key). A value
     counts only where the workspace's takes effect and the user's layers alone would not
     have given the same: a global ``network.mode = "host"`` is the user's choice, and a
-    workspace that repeats it asks nothing.
+    workspace that repeats it asks nothing. ``mount``: the mount as already resolved
+    (the daemon resolves it once: the path it checks is the path it sends).
     """
     real_start = Path(os.path.realpath(start))
     mine = [layer for layer in (above, below) if layer is not None]
     everyone = [layer for layer in (above, workspace, below) if layer is not None]
     asks: list[Ask] = []
 
-    mount = _value(everyone, "workspace", "mount") or "."
-    resolved = resolve_mount(real_start, str(mount))
+    written = _value(everyone, "workspace", "mount") or "."
+    resolved = mount if mount is not None else resolve_mount(real_start, str(written))
     own = resolve_mount(real_start, str(_value(mine, "workspace", "mount") or "."))
     if not resolved.is_relative_to(real_start) and resolved != own:
-        asks.append(Ask("mount", "[workspace].mount", str(mount), str(resolved)))
+        asks.append(Ask("mount", "[workspace].mount", str(written), str(resolved)))
 
     if (_value(everyone, "network", "mode") == "host"
             and _value(mine, "network", "mode") != "host"):
         asks.append(Ask("network", "[network].mode", "host", "host"))
 
+    # What reaches the session against what the user's layers alone would have passed:
+    # a workspace that turns the user's "none" into "veth" also turns on veth's default
+    # inheritance (the user's proxy credentials), which the user's own mode withheld.
     mode = _value(everyone, "network", "mode") or "veth"
     inherit = _value(everyone, "network", "inherit")
-    own = _value(mine, "network", "inherit")
-    granted = DEFAULT_INHERIT.get(str(mode), ()) if own is None else own
+    if inherit is None:
+        inherit = list(DEFAULT_INHERIT.get(str(mode), ()))
+    granted = _value(mine, "network", "inherit")
+    if granted is None:  # what both the session's mode and the user's own mode would give
+        user_mode = _value(mine, "network", "mode") or "veth"
+        granted = [item for item in DEFAULT_INHERIT.get(str(mode), ())
+                   if item in DEFAULT_INHERIT.get(str(user_mode), ())]
     if isinstance(inherit, list):
         for item in dict.fromkeys(str(n) for n in inherit):
             if item not in granted:
@@ -139,10 +149,14 @@ def what_it_asks(workspace: Mapping[str, Any], *, start: Path,
     return asks
 
 
-def mount_refusal(start: Path, written: str, coop_home: Path) -> str | None:
+def mount_refusal(start: Path, written: str, coop_home: Path, *,
+                  resolved: Path | None = None) -> str | None:
     """The one line refusing a ``[workspace].mount`` no session may have whoever asks
-    (``/``, ``/etc``, ``COOP_HOME``...: ``layout.refused_mount``), or None."""
-    refusal = refused_mount(resolve_mount(start, written), coop_home)
+    (``/``, ``/etc``, ``COOP_HOME``...: ``layout.refused_mount``), or None. ``resolved``:
+    the mount as already resolved (else resolved here)."""
+    if resolved is None:
+        resolved = resolve_mount(start, written)
+    refusal = refused_mount(resolved, coop_home)
     return None if refusal is None else f"[workspace].mount = {written!r}: {refusal}"
 
 

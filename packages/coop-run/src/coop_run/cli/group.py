@@ -31,6 +31,7 @@ COMMANDS: Mapping[str, str] = {
     "kill": "coop_run.cli.session:kill_command",
     "restart": "coop_run.cli.session:restart_command",
     "trust": "coop_run.cli.trust:trust_command",
+    "serve": "coop_run.cli.serve:serve_command",
 }
 
 

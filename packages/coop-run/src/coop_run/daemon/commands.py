@@ -1,5 +1,6 @@
 """The daemon's session commands (SPEC 6): ``create``, ``attach``, ``shell``, ``kill``,
-``restart`` and ``ls``, served on the registry; ``create`` reads the workspace's Coopfile
+``restart``, ``close_pty`` and ``ls``, served on the registry (for the CLI and, through
+``Daemon.dispatch``, the web server's REST API); ``create`` reads the workspace's Coopfile
 and build, then has the zygote start the supervisor.
 """
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+SHELL_TIMEOUT = 15.0  # a shell's start, answered when it runs (a loaded machine: seconds)
 HOME_WORKSPACE = ("the workspace is your home directory: the agent sees everything in your "
                   "home (coop's own directory excepted)")
 
@@ -75,7 +77,8 @@ class SessionCommands:
     def register(self) -> None:
         for name, handler in (("create", self.create), ("attach", self.attach),
                               ("shell", self.shell), ("kill", self.kill),
-                              ("restart", self.restart), ("ls", self.ls)):
+                              ("restart", self.restart), ("ls", self.ls),
+                              ("close_pty", self.close_pty)):
             self.daemon.register(name, handler)
         self.zygote.start()
 
@@ -83,10 +86,10 @@ class SessionCommands:
         """The daemon ends: its session starter goes too (sessions stay)."""
         self.zygote.close()
 
-    async def ls(self, _conn: Connection, _command: protocol.Ls) -> Message:
+    async def ls(self, _conn: Connection | None, _command: protocol.Ls) -> Message:
         return encode(protocol.LsReply(await self.registry.refresh()))
 
-    async def create(self, _conn: Connection, command: protocol.Create) -> Message:
+    async def create(self, _conn: Connection | None, command: protocol.Create) -> Message:
         started = time.monotonic()  # the log line's time: request to agent running
         given = Path(command.workspace)
         workspace = os.path.realpath(given)
@@ -194,16 +197,19 @@ class SessionCommands:
         except CoopBuildError as exc:
             raise CoopError(exc.message, code=exc.code) from exc
         coopfile = loaded.coopfile
-        refusal = trust.mount_refusal(workspace, coopfile.workspace.mount, self.paths.home)
+        # Resolved once: the path refused or trusted is the path sent (the supervisor
+        # then mounts only the directory whose real path this is).
+        mount = trust.resolve_mount(workspace, coopfile.workspace.mount)
+        refusal = trust.mount_refusal(workspace, coopfile.workspace.mount, self.paths.home,
+                                      resolved=mount)
         if refusal is not None:
             raise CoopError(refusal, code=protocol.INVALID_COOPFILE)
-        self._check_trust(loaded, workspace, overrides)
+        self._check_trust(loaded, workspace, overrides, mount)
         inherited = self._inheritance(coopfile, client_env)
         warnings += inherited.warnings
         env = image_env(record.env)
         env.update(inherited.env)  # proxy passwords: never logged
         env.update(expand_env(coopfile.env, environ))  # secrets: never logged
-        mount = trust.resolve_mount(workspace, coopfile.workspace.mount)
         home = self.environ.get("HOME")
         if home and Path(os.path.realpath(home)) == mount:  # also a trusted mount of it
             warnings.append(HOME_WORKSPACE)
@@ -220,6 +226,8 @@ class SessionCommands:
             shell=(coopfile.session.shell,), auto_restart=coopfile.session.auto_restart,
             restart_delay_ms=coopfile.session.restart_delay_ms, cols=size[0], rows=size[1],
             log_file=self.layout.session_log(name), inherited=inherited.summary,
+            block_sequences=tuple(coopfile.input_filter.blocked_bytes()),
+            ctrl_c_debounce_ms=coopfile.input_filter.ctrl_c_debounce_ms,
         )
         if inherited.env:
             logger.info("session %s inherits %s", name, ", ".join(inherited.env))  # names
@@ -253,7 +261,7 @@ class SessionCommands:
                                             environ=self.environ)
 
     def _check_trust(self, loaded: LoadedCoopfile, workspace: Path,
-                     overrides: Mapping[str, Any] | None) -> None:
+                     overrides: Mapping[str, Any] | None, mount: Path) -> None:
         """Refuse a workspace Coopfile that widens the sandbox (a mount outside the
         workspace, the host's network, variables of the user's environment) unless the
         user trusted these very bytes for it: ``UntrustedCoopfileError``, which lists what
@@ -263,7 +271,7 @@ class SessionCommands:
             return
         below = loaded.layer("global")
         asks = trust.what_it_asks(layer.data, start=workspace, above=overrides,
-                                  below=None if below is None else below.data)
+                                  below=None if below is None else below.data, mount=mount)
         if not asks or trust.TrustStore(self.layout).trusts(layer.path, layer.sha256, asks):
             return
         key = trust.trust_key(layer.path)
@@ -293,20 +301,29 @@ class SessionCommands:
                             code=protocol.INVALID_COMMAND)
         return Path(value)
 
-    async def attach(self, conn: Connection, command: protocol.Attach) -> Message:
+    async def attach(self, conn: Connection | None, command: protocol.Attach) -> Message:
         session = self.registry.find(command.session)
         return await self._hand_over(conn, session, protocol.SupervisorAttach(
             pty=0 if command.pty is None else command.pty, cols=command.cols,
             rows=command.rows, offset=command.offset))
 
-    async def shell(self, conn: Connection, command: protocol.Shell) -> Message:
+    async def shell(self, conn: Connection | None, command: protocol.Shell) -> Message:
         session = self.registry.find(command.session)
+        if command.detach:  # started only: the client attaches to its id when it wants
+            reply = await self.registry.command(session, protocol.SupervisorShell(
+                command=command.command, cols=command.cols, rows=command.rows, detach=True),
+                protocol.PtyReply, timeout=SHELL_TIMEOUT)
+            logger.info("session %s: shell %d started", session.name, reply.pty)
+            return encode(reply)
         return await self._hand_over(conn, session, protocol.SupervisorShell(
             command=command.command, cols=command.cols, rows=command.rows))
 
-    async def _hand_over(self, conn: Connection, session: Session,
+    async def _hand_over(self, conn: Connection | None, session: Session,
                          request: protocol.SupervisorAttach | protocol.SupervisorShell,
                          ) -> Message:
+        if conn is None:
+            raise CoopError(f"{request.TAG} needs a connection to stream on",
+                            code=protocol.INVALID_COMMAND)
         # From here on the client's bytes are the supervisor's: nothing reads them here.
         await self.registry.adopt(session, conn.sock, request)
         conn.handed_over = True
@@ -314,7 +331,7 @@ class SessionCommands:
                     request.TAG, session.name)
         return protocol.ok()
 
-    async def kill(self, _conn: Connection, command: protocol.Kill) -> Message:
+    async def kill(self, _conn: Connection | None, command: protocol.Kill) -> Message:
         force = bool(command.force)
         targets = (list(self.registry) if command.all
                    else [self.registry.find(command.session, unique=True)])
@@ -323,7 +340,14 @@ class SessionCommands:
             logger.info("session %s killed%s", session.name, " (forced)" if force else "")
         return encode(protocol.KillReply(killed=[s.name for s in targets]))
 
-    async def restart(self, _conn: Connection, command: protocol.Restart) -> Message:
+    async def restart(self, _conn: Connection | None, command: protocol.Restart) -> Message:
         session = self.registry.find(command.session, unique=True)
         await self.registry.command(session, protocol.SupervisorRestart(), protocol.PtyReply)
         return encode(protocol.RestartReply(name=session.name))
+
+    async def close_pty(self, _conn: Connection | None, command: protocol.ClosePty) -> Message:
+        session = self.registry.find(command.session, unique=True)
+        await self.registry.command(session, protocol.SupervisorClose(pty=command.pty),
+                                    protocol.Ok)
+        logger.info("session %s: pty %d closed", session.name, command.pty)
+        return protocol.ok()

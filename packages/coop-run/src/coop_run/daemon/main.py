@@ -16,6 +16,7 @@ from pathlib import Path
 from coop_build.paths import CoopPaths, coop_home
 from coop_run import proctitle
 from coop_run.daemon.commands import SessionCommands
+from coop_run.daemon.extensions import Extensions
 from coop_run.daemon.registry import SessionRegistry
 from coop_run.daemon.server import Daemon, idle_timeout
 from coop_run.errors import CoopError
@@ -76,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         idle_seconds=idle_timeout(os.environ))
         commands = SessionCommands(daemon, registry)
         commands.register()
+        Extensions(daemon, commands).register()  # the web server, loaded when needed
 
         async def stop_watchers() -> None:
             # SPEC 5: attached clients live in the supervisors; they get ``detached``

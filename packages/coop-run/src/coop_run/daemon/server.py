@@ -111,8 +111,9 @@ class Connection(FramedConnection):
         self.handed_over = False
 
 
-# A handler takes the request of its command (``protocol.COMMANDS[name]``).
-Handler = Callable[[Connection, Any], Awaitable[Message]]
+# A handler takes the connection that asked (None: the web server's REST API, which has
+# no socket to hand over or keep) and the request of its command (``protocol.COMMANDS``).
+Handler = Callable[[Connection | None, Any], Awaitable[Message]]
 
 
 class Daemon:
@@ -204,6 +205,10 @@ class Daemon:
                 await self._stopping.wait()
                 accept.cancel()
                 idle.cancel()
+                # Its reader on the listener must go before the listener does: a closed
+                # descriptor still in the loop's selector would make the next one that
+                # gets its number unwatchable (the closers open pidfds and sockets).
+                await asyncio.wait([accept])
                 listener.close()
                 await self._run_closers()
                 await self._detach_all()
@@ -322,22 +327,26 @@ class Daemon:
                 continue
             if message is None:
                 return
-            response = await self._dispatch(conn, message)
+            response = await self.dispatch(message, conn)
             if conn.handed_over:
                 return
             await conn.send(response)
 
-    async def _dispatch(self, conn: Connection, message: Message) -> Message:
+    async def dispatch(self, message: Message, conn: Connection | None = None) -> Message:
+        """The one dispatch of the daemon's commands: a client's frame, or (``conn``
+        None) a request the web server built from a REST call. The answer, or the
+        refusal with its code."""
+        who = "web" if conn is None else f"pid {conn.peer_pid}"
         try:
             command = protocol.parse_command(message)
         except ProtocolError as exc:
-            log.info("pid %d: refused command: %s", conn.peer_pid, exc.message)
+            log.info("%s: refused command: %s", who, exc.message)
             return protocol.error_from(exc)
         handler = self._handlers.get(command.TAG or "")
         if handler is None:
             return protocol.error(protocol.NOT_SUPPORTED,
                                   f"command {command.TAG!r} is not available in this daemon")
-        log.debug("pid %d: %s", conn.peer_pid, command.TAG)
+        log.debug("%s: %s", who, command.TAG)
         try:
             return await handler(conn, command)
         except CoopError as exc:
@@ -345,17 +354,18 @@ class Daemon:
 
     # --- built-in commands ----------------------------------------------------------------
 
-    async def _ls(self, _conn: Connection, _command: protocol.Ls) -> Message:
+    async def _ls(self, _conn: Connection | None, _command: protocol.Ls) -> Message:
         return encode(protocol.LsReply(self.sessions.list()))
 
-    async def _status(self, _conn: Connection, _command: protocol.Status) -> Message:
+    async def _status(self, _conn: Connection | None, _command: protocol.Status) -> Message:
         return encode(protocol.StatusReply(
             pid=os.getpid(), version=protocol.VERSION,
             uptime=round(time.monotonic() - self.started, 3), sessions=len(self.sessions),
             clients=len(self.connections)))
 
-    async def _shutdown(self, conn: Connection, _command: protocol.Shutdown) -> Message:
-        self.request_shutdown(f"shutdown command from pid {conn.peer_pid}")
+    async def _shutdown(self, conn: Connection | None, _command: protocol.Shutdown) -> Message:
+        self.request_shutdown("shutdown command from "
+                              + ("web" if conn is None else f"pid {conn.peer_pid}"))
         return encode(protocol.ShutdownReply(os.getpid()))
 
 

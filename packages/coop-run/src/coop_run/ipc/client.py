@@ -82,6 +82,11 @@ class Client:
                                 code=item.code)
         return item
 
+    def wait(self) -> Message:
+        """The next message, however long it takes (a foreground ``coop serve``)."""
+        self._sock.settimeout(None)
+        return self.receive()
+
     def request(self, command: Message) -> Message:
         """Send one command as given and return its ``ok`` response untyped; raises for
         ``ok: false`` (tests use it to send what no typed request would)."""

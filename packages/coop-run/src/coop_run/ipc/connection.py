@@ -17,9 +17,16 @@ from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
-from coop_run.errors import ProtocolError
+from coop_run.errors import FrameTooLargeError, ProtocolError
 from coop_run.ipc import protocol, sockets
-from coop_run.ipc.framing import DecodeError, FrameDecoder, Message, encode_message
+from coop_run.ipc.framing import (
+    MAX_FRAME_SIZE,
+    DecodeError,
+    FrameDecoder,
+    Message,
+    encode_message,
+    parse_json_object,
+)
 
 RECV_SIZE = 65536
 MAX_FDS = 4  # descriptors taken with one read; more are closed by the kernel's truncation
@@ -157,6 +164,46 @@ async def _wait_fd(loop: asyncio.AbstractEventLoop, fd: int, *, write: bool) -> 
         await future
     finally:
         (loop.remove_writer if write else loop.remove_reader)(fd)
+
+
+async def open_stream(path: Path, message: Message, *, what: str, timeout: float,
+                      ) -> tuple[socket.socket, Message]:
+    """Connect, send an ``attach``/``shell`` and read its answer byte-exactly (stream
+    frames follow it at once): the socket, now in stream mode, and the answer. The caller
+    owns the socket, and closes it when the answer is a refusal."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(timeout):
+        conn = await FramedConnection.connect(path, what=what)
+        sock = conn.detach()
+        try:
+            await conn.send(message)
+            reply = await _recv_frame(loop, sock)
+        except BaseException:
+            sock.close()
+            raise
+    if isinstance(reply, ProtocolError):
+        sock.close()
+        raise reply
+    return sock, reply
+
+
+async def _recv_frame(loop: asyncio.AbstractEventLoop, sock: socket.socket,
+                      ) -> Message | ProtocolError:
+    size = int.from_bytes(await _recv_exact(loop, sock, 4), "big")
+    if size > MAX_FRAME_SIZE:
+        return FrameTooLargeError.over(size, MAX_FRAME_SIZE)
+    return parse_json_object(await _recv_exact(loop, sock, size))
+
+
+async def _recv_exact(loop: asyncio.AbstractEventLoop, sock: socket.socket,
+                      size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = await loop.sock_recv(sock, size - len(data))
+        if not chunk:
+            raise ConnectionError("closed before its answer")
+        data += chunk
+    return bytes(data)
 
 
 async def request(path: Path, message: Message, *, what: str, timeout: float,

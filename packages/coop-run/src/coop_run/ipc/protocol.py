@@ -38,11 +38,13 @@ INVALID_COOPFILE: Final = "INVALID_COOPFILE"
 UNTRUSTED_COOPFILE: Final = "UNTRUSTED_COOPFILE"
 NOT_SUPPORTED: Final = "NOT_SUPPORTED"
 INTERNAL_ERROR: Final = "INTERNAL_ERROR"
+FORBIDDEN: Final = "FORBIDDEN"      # a web or tunnel client's token does not allow it
+BIND_FAILED: Final = "BIND_FAILED"  # the web server cannot listen where it was asked to
 
 ERROR_CODES: Final = frozenset({
     SESSION_NOT_FOUND, SESSION_EXISTS, PTY_NOT_FOUND, INVALID_COMMAND, VERSION_MISMATCH,
     MESSAGE_TOO_LARGE, MALFORMED_MESSAGE, ROOTFS_NOT_BUILT, INVALID_COOPFILE,
-    UNTRUSTED_COOPFILE, NOT_SUPPORTED, INTERNAL_ERROR,
+    UNTRUSTED_COOPFILE, NOT_SUPPORTED, INTERNAL_ERROR, FORBIDDEN, BIND_FAILED,
 })
 
 
@@ -95,11 +97,15 @@ class Attach(Request):
 
 
 class Shell(Request):
+    """A new shell PTY, attached in stream mode; with ``detach`` only started, and the
+    answer is ``PtyReply`` (the web's ``POST /api/sessions/{name}/shell``)."""
+
     TAG = "shell"
     session: str | None = None
     command: str | None = None
     cols: int | None = None
     rows: int | None = None
+    detach: bool | None = None
 
 
 class Ls(Request):
@@ -114,11 +120,17 @@ class Kill(Request):
 
 
 class Serve(Request):
+    """Start the web server (SPEC 8), or report the one that runs (``ServeReply``); with
+    ``stop``, stop it (``ServeStopped``). Without ``detach`` the server belongs to this
+    connection: it stops when the connection ends, and a stop from elsewhere sends the
+    connection ``server_stopped``."""
+
     TAG = "serve"
     port: int | None = None
     host: str | None = None
     token: str | None = None
     stop: bool | None = None
+    detach: bool | None = None
 
 
 class Tunnel(Request):
@@ -149,8 +161,18 @@ class Restart(Request):
     session: str | None = None
 
 
+class ClosePty(Request):
+    """End a shell PTY's process as closing its terminal would (a hang-up); the agent's
+    PTY is refused (``restart`` or ``kill`` are for it)."""
+
+    TAG = "close_pty"
+    pty: int
+    session: str | None = None
+
+
 COMMANDS: Final[Mapping[str, type[Request]]] = table(
-    Create, Attach, Shell, Ls, Kill, Serve, Tunnel, Shutdown, Status, Logs, Restart)
+    Create, Attach, Shell, Ls, Kill, Serve, Tunnel, Shutdown, Status, Logs, Restart,
+    ClosePty)
 
 
 # --- a supervisor's commands (the daemon's, or a client's that came straight) ------------
@@ -161,6 +183,10 @@ class SupervisorInfo(Request):
 
 
 class SupervisorAttach(Request):
+    """Stream mode on a PTY. ``read_only``: the client's input and resizes are dropped
+    and its window never sizes the PTY (a web viewer's link); ``sizing`` false: it types
+    but its window does not size the PTY either ("do not size for me")."""
+
     TAG = "attach"
     session: str | None = None
     pty: int = 0
@@ -169,15 +195,20 @@ class SupervisorAttach(Request):
     resume_from: int | None = None
     offset: int | None = None  # the daemon's name for resume_from
     kind: str = "local"
+    read_only: bool | None = None  # None: false
+    sizing: bool | None = None     # None: true
 
 
 class SupervisorShell(Request):
+    """A new shell PTY: stream mode on it, or with ``detach`` only its id (``PtyReply``)."""
+
     TAG = "shell"
     session: str | None = None
     command: str | None = None
     cols: int | None = None
     rows: int | None = None
     kind: str = "local"
+    detach: bool | None = None
 
 
 class SupervisorRestart(Request):
@@ -204,9 +235,23 @@ class DetachClients(Request):
     session: str | None = None
 
 
+class SupervisorClose(Request):
+    TAG = "close"
+    pty: int
+    session: str | None = None
+
+
+class Watch(Request):
+    """Keep the connection: the session's ``ls`` entry now, and again (``session``
+    events) each time it changes, until the peer hangs up."""
+
+    TAG = "watch"
+    session: str | None = None
+
+
 SUPERVISOR_COMMANDS: Final[Mapping[str, type[Request]]] = table(
     SupervisorInfo, SupervisorAttach, SupervisorShell, SupervisorRestart, SupervisorKill,
-    Adopt, DetachClients)
+    Adopt, DetachClients, SupervisorClose, Watch)
 
 CLIENT_KINDS: Final = ("local", "web", "tunnel")
 MAX_WINDOW: Final = 65535  # struct winsize fields are unsigned short
@@ -363,6 +408,22 @@ class DetachedReply(Reply):
     detached: int
 
 
+class ServeReply(Reply):
+    """The web server that runs: where it listens and its links (the token in each);
+    ``started`` false when it was already running."""
+
+    started: bool
+    detached: bool             # it stays in the daemon until ``coop serve --stop``
+    host: str
+    port: int
+    urls: list[str]            # the local URL first, then one per network address
+    read_only_urls: list[str]  # the same, with the read-only token
+
+
+class ServeStopped(Reply):
+    stopped: bool              # false: no server was running
+
+
 # --- stream mode ------------------------------------------------------------------------
 
 class Resize(Control):
@@ -375,7 +436,20 @@ class Detach(Control):
     TAG = "detach"
 
 
+class Pause(Control):
+    """A web client's flow control (xterm.js's watermarks): send it nothing until
+    ``resume``; its backlog grows meanwhile, and past the limit it lags as a slow
+    client would. The PTY and the other clients never wait."""
+
+    TAG = "pause"
+
+
+class Resume(Control):
+    TAG = "resume"
+
+
 CLIENT_CONTROLS: Final[Mapping[str, type[Control]]] = table(Resize, Detach)
+WEB_CONTROLS: Final[Mapping[str, type[Control]]] = table(Resize, Detach, Pause, Resume)
 
 
 class PtyExited(Event):
@@ -412,7 +486,8 @@ class Blocked(Event):
     """Input from a web or tunnel client was kept from the PTY (SPEC 7.3, built from an
     ``inputfilter.Blocked``): ``sequence`` names what (``exit``, ``ctrl-d``, ``ctrl-c``,
     ``block_sequences[2]``), never its bytes; ``reason`` is ``blocked`` or ``debounced``;
-    ``count`` how many times in the input one filter call saw."""
+    ``count`` how many times in the input one filter call saw. A read-only client's
+    input is dropped whole: ``sequence`` ``input``, ``reason`` ``read-only``."""
 
     TAG = "blocked"
     pty: int
@@ -435,6 +510,15 @@ class Attention(Event):
     text: str | None = None
 
 
+class Notice(Event):
+    """Terminal text for this client alone (the input filter's notice, SPEC 7.3): shown
+    in its terminal, and outside the PTY's byte stream, so it takes no offset."""
+
+    TAG = "notice"
+    pty: int
+    text: str
+
+
 class StreamError(Event):
     """A client's broken stream frame: sent before the client is hung up on."""
 
@@ -443,8 +527,45 @@ class StreamError(Event):
     message: str
 
 
+class Attached(Event):
+    """A web client's first frame: ``AttachReply`` as an event (the WebSocket has no
+    reply), and whether its token is read-only. ``offset`` plus every byte received and
+    every ``lagged`` count is where it resumes from."""
+
+    TAG = "attached"
+    pty: int
+    offset: int
+    cols: int
+    rows: int
+    session: str
+    read_only: bool
+
+
+class SessionChanged(Event):
+    """A supervisor's ``watch``: its session's ``ls`` entry, sent when it changed."""
+
+    TAG = "session"
+    session: SessionEntry
+
+
+class SessionList(Event):
+    """The web's event stream (``/api/events``): every session's ``ls`` entry, sent when
+    the client connects and whenever one changes, comes or goes."""
+
+    TAG = "sessions"
+    sessions: list[SessionEntry]
+
+
+class ServerStopped(Event):
+    """To a foreground ``coop serve``: its server was stopped from elsewhere."""
+
+    TAG = "server_stopped"
+    reason: str
+
+
 EVENTS: Final[Mapping[str, type[Event]]] = table(
-    PtyExited, PtyRestarting, Detached, Lagged, Blocked, Attention, StreamError)
+    PtyExited, PtyRestarting, Detached, Lagged, Blocked, Attention, Notice, StreamError,
+    Attached, SessionChanged, SessionList, ServerStopped)
 
 R = TypeVar("R", bound=Request)
 RP = TypeVar("RP", bound=Reply)
@@ -508,10 +629,12 @@ def decode_reply(cls: type[RP], reply: Mapping[str, Any]) -> RP:
     return decode(cls, reply)
 
 
-def parse_control(message: Mapping[str, Any]) -> Control:
-    """A client's stream-mode control message (``resize``, ``detach``)."""
+def parse_control(message: Mapping[str, Any],
+                  known: Mapping[str, type[Control]] = CLIENT_CONTROLS) -> Control:
+    """A client's stream-mode control message (``resize``, ``detach``; a web client's
+    table, ``WEB_CONTROLS``, adds ``pause`` and ``resume``)."""
     name = message.get("type")
-    cls = CLIENT_CONTROLS.get(name) if isinstance(name, str) else None
+    cls = known.get(name) if isinstance(name, str) else None
     if cls is None:
         raise ProtocolError("unknown control message", code=INVALID_COMMAND)
     return decode(cls, message)

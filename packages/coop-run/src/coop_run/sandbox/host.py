@@ -122,17 +122,21 @@ def forced_env(config: SandboxConfig, workspace_real: Path, created: int) -> dic
     }
 
 
-def child_capabilities(network: NetworkMode) -> frozenset[int]:
+def child_capabilities(network: NetworkMode, *, host_root_files: bool = False) -> frozenset[int]:
     """What processes inside may hold: ``caps.KEEP``, less CAP_NET_RAW unless the network
-    mode says raw sockets cannot get around its filter (``net_raw_safe``).
+    mode says raw sockets cannot get around its filter (``net_raw_safe``), less
+    CAP_SETFCAP where the sandbox's root writes as host root (``host_root_files``: root's
+    idmapped workspace).
 
     A mode that filters inside the sandbox's own netns (rootless veth: nft output hook)
     is bypassed by a packet socket on its interface, which that netns's root may open
-    with CAP_NET_RAW: a hand-made SYN to the LAN went straight out through pasta.
+    with CAP_NET_RAW: a hand-made SYN to the LAN went straight out through pasta. A file
+    capability set through root's workspace is stored for host root (the mount maps the
+    sandbox's root to it), so it would take effect on the host: ``setcap
+    cap_setuid+ep`` there made a binary any host user could become root with.
     """
-    if network.net_raw_safe:
-        return caps.KEEP
-    return caps.KEEP - {caps.CAP_NET_RAW}
+    kept = caps.KEEP if network.net_raw_safe else caps.KEEP - {caps.CAP_NET_RAW}
+    return kept - {caps.CAP_SETFCAP} if host_root_files else kept
 
 
 def hosts_file(name: str) -> str:
@@ -300,9 +304,7 @@ class Sandbox:
             if existing is not None and sessiondirs.state_owner_alive(existing):
                 raise SandboxError(f"session {config.name} already has a running sandbox",
                                    code="SESSION_EXISTS")
-            home = config.user_home or Path(os.environ.get("HOME", "/"))
-            self.workspace_real = sessiondirs.check_bind_source(
-                config.workspace, home=home, workspace=config.workspace)
+            self.workspace_real = sessiondirs.check_resolved(config.workspace, "the workspace")
             persist = []
             for name in config.persist:
                 if not sessiondirs.persist_name_ok(name):
@@ -321,6 +323,11 @@ class Sandbox:
             # Before anything else: reap_stale finds it.
             write_json_atomic(sdir.sandbox_state, state)
         return state, persist, layers
+
+    def _coop_homes(self) -> list[Path]:
+        """The coop directories no workspace may be in (``layout.refused_mount``): those
+        the config hides (the daemon's ``COOP_HOME``) and this session's own."""
+        return [*self.config.hide, self.sdir.path]
 
     def _reap_others(self) -> None:
         sessions = self.sdir.path.parent
@@ -378,9 +385,14 @@ class Sandbox:
         # network is attached. Closing the socket instead makes it exit.
         self.network.attach(pid)
         setup = {"op": "setup", "hostname": self.config.name,
-                 "child_caps": sorted(child_capabilities(self.network))}
-        mount_fds = MountFds(pid, binds_by_path=self.idmap.owner == (os.geteuid(), os.getegid()))
+                 "child_caps": sorted(child_capabilities(
+                     self.network, host_root_files=spec.idmapped_workspace))}
+        mount_fds = MountFds(pid, binds_by_path=self.idmap.owner == (os.geteuid(), os.getegid()),
+                             owner=self.idmap.owner)
         try:
+            # Opened once, checked from its descriptor, mounted from it: never walked again.
+            mount_fds.open_workspace(str(self.workspace_real), self._coop_homes(),
+                                     idmapped=spec.idmapped_workspace)
             for record in (setup, *plan_records(first)):
                 self._send_setup(record, mount_fds)
             self._finish_dirs(spec)

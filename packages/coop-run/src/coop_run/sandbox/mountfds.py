@@ -10,27 +10,64 @@ which puts them in the init's own mount namespace: the kernel binds and overlays
 mounts of the caller's namespace. A bind marked ``idmapped`` (root's workspace, whose
 host-root files must stay its inside root's) gets a detached idmapped mount instead,
 which only host root may make.
+
+The workspace is the one source an agent of another session may reach (it may share
+the tree): a path walked twice can be a different directory the second time (a
+symlink swapped in). So it is opened once (``open_workspace``), its real path read
+from the descriptor and checked, and mounted from that descriptor, whoever runs coop.
+Root's idmapped copy maps host root alone (``owner_only_userns``): through the
+sandbox's own map, every host id 0..65535 would be one of the agent's.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from coop_build import linux
-from coop_run.errors import SandboxError
+from coop_build.idmap import IdMap, write_idmap
+from coop_run.errors import BindPathError, SandboxError
+from coop_run.layout import refused_mount
+from coop_run.sandbox.clone import clone_into_namespaces, close_other_fds
+
+_DIR_PATH = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 class MountFds:
     """Opens the descriptors of one init's set-up records (``for_record``)."""
 
-    def __init__(self, init_pid: int, *, binds_by_path: bool = False) -> None:
+    def __init__(self, init_pid: int, *, binds_by_path: bool = False,
+                 owner: tuple[int, int] | None = None) -> None:
         """``binds_by_path``: the init may walk the host paths itself (a plain user's,
-        which is that user): binds other than idmapped ones carry no descriptor."""
+        which is that user): binds other than the workspace carry no descriptor.
+        ``owner``: the host (uid, gid) of the sandbox's root, for an idmapped bind."""
         self.init_pid = init_pid
         self.binds_by_path = binds_by_path
+        self.owner = owner
         self._root: int | None = None    # /proc/<init>/root: paths are opened below it
         self._userns: int | None = None
+        self._workspace: tuple[str, int] | None = None  # (path checked, its descriptor)
+
+    def open_workspace(self, checked: str, coop_homes: Iterable[Path], *,
+                       idmapped: bool) -> None:
+        """Open the workspace once, as the bind of ``checked`` will use it: refused
+        (BindPathError) unless its real path, read from the descriptor, is ``checked``
+        (the path the daemon resolved and checked) and no session may have it
+        (``layout.refused_mount``). ``idmapped``: opened in our own mount namespace,
+        which ``open_tree`` clones from; else below the init's root, where it binds."""
+        try:
+            fd = os.open(checked, _DIR_PATH) if idmapped else self._open(checked, directory=True)
+        except OSError as exc:
+            raise BindPathError(f"cannot open the workspace {checked}: {exc.strerror}") from exc
+        refusal = workspace_refusal(fd, checked, coop_homes)
+        if refusal is not None:
+            os.close(fd)
+            raise BindPathError(refusal)
+        if self._workspace is not None:
+            os.close(self._workspace[1])
+        self._workspace = (checked, fd)
 
     def for_record(self, record: dict[str, Any]) -> list[int] | None:
         """The descriptors to send with ``record``, the caller's to close once sent; None
@@ -49,8 +86,14 @@ class MountFds:
             return fds
         if op != "bind":
             return []
+        workspace = self._workspace
+        if workspace is not None and record["source"] == workspace[0]:
+            if record["idmapped"]:
+                return [self._idmapped(workspace[0], workspace[1])]
+            return [os.dup(workspace[1])]
         if record["idmapped"]:
-            return [self._idmapped(record["source"])]
+            raise SandboxError(f"cannot show {record['source']} to the sandbox: only the "
+                               "workspace, opened first, is an idmapped bind")
         if self.binds_by_path:
             return []
         try:
@@ -72,12 +115,13 @@ class MountFds:
         except OSError as exc:
             raise SandboxError(f"cannot give {path} to the sandbox: {exc.strerror}") from exc
 
-    def _idmapped(self, path: str) -> int:
+    def _idmapped(self, path: str, fd: int) -> int:
+        if self.owner is None:
+            raise SandboxError(f"cannot show {path} to the sandbox: no owner to map it to")
         try:
             if self._userns is None:
-                self._userns = os.open(f"/proc/{self.init_pid}/ns/user",
-                                       os.O_RDONLY | os.O_CLOEXEC)
-            return linux.idmapped_clone(path, self._userns)
+                self._userns = owner_only_userns(*self.owner)
+            return linux.idmapped_clone(fd, self._userns)
         except OSError as exc:
             raise SandboxError(
                 f"cannot show {path} to root's sandbox with its owners mapped "
@@ -85,10 +129,51 @@ class MountFds:
                 "supports idmapped mounts (ext4, xfs, btrfs, tmpfs)") from exc
 
     def close(self) -> None:
-        for fd in (self._root, self._userns):
+        for fd in (self._root, self._userns, self._workspace and self._workspace[1]):
             if fd is not None:
                 os.close(fd)
-        self._root = self._userns = None
+        self._root = self._userns = self._workspace = None
+
+
+def workspace_refusal(fd: int, checked: str, coop_homes: Iterable[Path]) -> str | None:
+    """Why the directory ``fd`` may not be bound as the workspace ``checked``, or None."""
+    real = Path(f"/proc/self/fd/{fd}").readlink()
+    if str(real) != checked:
+        return (f"refusing to bind the workspace {checked}: it is now {real} "
+                "(it changed after it was checked)")
+    for home in coop_homes:
+        refusal = refused_mount(real, home)
+        if refusal is not None:
+            return f"refusing to bind the workspace {real}: {refusal}"
+    return None
+
+
+def owner_only_userns(uid: int, gid: int) -> int:
+    """A user namespace (its descriptor) whose only ids are inside 0 = host ``uid`` and
+    ``gid``: an idmapped mount through it shows host root's files as that owner's and
+    makes that owner's new files host root's, while every other host owner shows as the
+    overflow id and cannot be written as. Host root only (it writes the maps). Made by a
+    child that exists only until the namespace is open."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = clone_into_namespaces(linux.CLONE_NEWUSER)
+    except BaseException:
+        os.close(read_end)
+        os.close(write_end)
+        raise
+    if pid == 0:  # pragma: no cover - the child: wait for the parent to be done, go
+        try:
+            close_other_fds([read_end])
+            os.read(read_end, 1)
+        finally:
+            os._exit(0)
+    os.close(read_end)
+    try:
+        write_idmap(pid, IdMap.single(uid, gid))
+        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(write_end)
+        os.waitpid(pid, 0)
 
 
 def close_all(fds: list[int]) -> None:

@@ -66,6 +66,24 @@ def check_bind_source(path: Path, *, home: Path, workspace: Path,
     )
 
 
+def check_resolved(path: Path, what: str) -> Path:
+    """``path`` if it is the real path of an existing directory (what the daemon
+    resolved and checked: the caller then opens it once, ``mountfds.open_workspace``),
+    else BindPathError: a path that resolves elsewhere was changed after the check."""
+    try:
+        real = path.resolve(strict=True)
+    except FileNotFoundError:
+        raise BindPathError(f"{what} {path} does not exist") from None
+    except (OSError, RuntimeError) as exc:
+        raise BindPathError(f"{what} {path} cannot be resolved: {exc}") from None
+    if real != path:
+        raise BindPathError(f"refusing to bind {what} {path}: it resolves to {real}, "
+                            "not to the directory checked")
+    if not real.is_dir():
+        raise BindPathError(f"refusing to bind {what} {path}: not a directory")
+    return real
+
+
 # --- state file ------------------------------------------------------------------------
 
 

@@ -40,6 +40,9 @@ class SupervisorConfig:
     silence_after: float = SILENCE_AFTER       # quiet after it that marks; <= 0: never
     log_file: Path | None = None               # stdout/stderr and logging; None: /dev/null
     inherited: Sequence[str] = ()              # what it inherited, as coop status shows it
+    # [input_filter] (SPEC 7.3): web and tunnel input to the agent's PTY
+    block_sequences: Sequence[bytes] = ()      # the extra sequences, decoded
+    ctrl_c_debounce_ms: int = 500
 
     @property
     def session_dir(self) -> Path:

@@ -12,8 +12,10 @@
 - The I/O layer calls ``take(client_id)`` whenever that client's transport can accept more
   (writable, not paused) and sends each item as a frame: ``bytes`` with tag 0x00, a
   ``dict`` as JSON with tag 0x01. What it has not taken is the client's backlog.
-- ``size()`` is the smallest attached window (min cols, min rows); the calls that change
-  the set of windows return the new size when it changed, so the caller sets it on the PTY.
+- ``size()`` is the smallest window (min cols, min rows) among the clients that size the
+  PTY (``sizing``: a read-only viewer or a "do not size for me" client does not); the
+  calls that change the set of windows return the new size when it changed, so the caller
+  sets it on the PTY.
 - Offsets: a client's position is ``start`` from ``add_client`` plus every raw byte it was
   given plus every ``lagged`` byte count; ``Batch.offset`` is that number after the batch.
   A client that reconnects passes it back as ``resume_from`` and gets exactly the bytes it
@@ -82,6 +84,7 @@ class _Client:
     lost_pending: int = 0  # bytes dropped and not yet reported with a lagged event
     lost_total: int = 0
     lags: int = 0
+    sizing: bool = True  # its window counts for the PTY's size
 
 
 
@@ -138,16 +141,16 @@ class FanOut:
         return self.scrollback.end
 
     def size(self) -> tuple[int, int] | None:
-        """The smallest attached window as ``(cols, rows)``, or ``None`` with no client."""
-        if not self._clients:
+        """The smallest window of the clients that size the PTY as ``(cols, rows)``, or
+        ``None`` when none does."""
+        sizing = [c for c in self._clients.values() if c.sizing]
+        if not sizing:
             return None
-        return (
-            min(c.cols for c in self._clients.values()),
-            min(c.rows for c in self._clients.values()),
-        )
+        return min(c.cols for c in sizing), min(c.rows for c in sizing)
 
     def add_client(
-        self, client_id: Hashable, cols: int, rows: int, *, resume_from: int | None = None
+        self, client_id: Hashable, cols: int, rows: int, *, resume_from: int | None = None,
+        sizing: bool = True,
     ) -> Attached:
         """Attach a client and queue what it must see first.
 
@@ -158,7 +161,8 @@ class FanOut:
         gone it gets a ``lagged`` event for the gap instead, and its first ``take`` asks
         for a redraw. Raises ``ProtocolError`` for a bad window size
         (``ipc.protocol.check_window``), ``ValueError`` for a duplicate id or an offset past
-        the end, ``TypeError`` for a non-integer offset.
+        the end, ``TypeError`` for a non-integer offset. A client that is not ``sizing``
+        gets output like the others, and its window never sizes the PTY.
         """
         if client_id in self._clients:
             raise ValueError(f"client {client_id!r} is already attached")
@@ -179,7 +183,7 @@ class FanOut:
                 lost = self.scrollback.end - resume_from
             else:
                 data, lost = held, 0
-        client = _Client(cols=cols, rows=rows, offset=start)
+        client = _Client(cols=cols, rows=rows, offset=start, sizing=sizing)
         if lost:
             client.lost_pending = client.lost_total = lost
             client.lags = 1
@@ -215,6 +219,16 @@ class FanOut:
         client = self._client(client_id)
         before = self.size()
         client.cols, client.rows = cols, rows
+        after = self.size()
+        return after if after != before else None
+
+    def set_sizing(self, client_id: Hashable, sizing: bool) -> tuple[int, int] | None:
+        """Whether a client's window counts for the PTY's size from now on (a web client
+        that hides its tab, or joins as "do not size for me"); the new size if it
+        changed."""
+        client = self._client(client_id)
+        before = self.size()
+        client.sizing = sizing
         after = self.size()
         return after if after != before else None
 

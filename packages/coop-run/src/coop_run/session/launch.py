@@ -86,6 +86,8 @@ class LaunchRequest(WireMessage):
     silence_after: float
     log_file: str | None
     inherited: list[str]
+    block_sequences: list[str]  # hex: the decoded bytes of [input_filter] block_sequences
+    ctrl_c_debounce_ms: int
 
 
 class StartedReply(WireMessage):
@@ -122,7 +124,9 @@ def encode_launch(config: SupervisorConfig, *, network: str, coop_home: Path) ->
         stop_grace=config.stop_grace, silence_burst=config.silence_burst,
         silence_after=config.silence_after,
         log_file=None if config.log_file is None else str(config.log_file),
-        inherited=list(config.inherited))
+        inherited=list(config.inherited),
+        block_sequences=[bytes(seq).hex() for seq in config.block_sequences],
+        ctrl_c_debounce_ms=config.ctrl_c_debounce_ms)
     return json.dumps(encode(request), separators=(",", ":")).encode()
 
 
@@ -140,6 +144,10 @@ def decode_launch(data: bytes) -> tuple[SupervisorConfig, str, Path]:
         raise SupervisorError(f"malformed launch request: {exc.message}") from None
     if not request.agent:
         raise SupervisorError("malformed launch request: empty agent command")
+    try:
+        sequences = tuple(bytes.fromhex(seq) for seq in request.block_sequences)
+    except ValueError:
+        raise SupervisorError("malformed launch request: block_sequences must be hex") from None
     box = request.sandbox
     sandbox = SandboxConfig(
         name=box.name, layers=tuple(Path(p) for p in box.layers),
@@ -159,7 +167,8 @@ def decode_launch(data: bytes) -> tuple[SupervisorConfig, str, Path]:
         stop_grace=request.stop_grace, silence_burst=request.silence_burst,
         silence_after=request.silence_after,
         log_file=None if request.log_file is None else Path(request.log_file),
-        inherited=tuple(request.inherited))
+        inherited=tuple(request.inherited), block_sequences=sequences,
+        ctrl_c_debounce_ms=request.ctrl_c_debounce_ms)
     return config, request.network, Path(request.coop_home)
 
 

@@ -12,6 +12,13 @@ notification or silence after a burst marks the PTY, input from a client clears 
 and every client gets an ``attention`` event either way. Silence is watched with one
 ``loop.call_at`` timer per PTY, armed for when it would be due and re-armed from there
 (never once per chunk).
+
+Input from a web or tunnel client to the agent goes through its own ``InputFilter``
+(SPEC 7.3): what it keeps from the PTY comes back to that client alone as ``blocked``
+events and a ``notice``; held bytes are flushed by one timer per client. A read-only
+client's input is dropped whole (one ``blocked`` event a second at most), and its resizes
+too. A PTY calls ``on_change`` when what ``ls`` shows of it changes (state, clients,
+attention), for the supervisor's ``watch``.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coop_run.errors import ProtocolError
+from coop_run.inputfilter import InputFilter, Output
 from coop_run.ipc import protocol
 from coop_run.ipc.framing import (
     Control,
@@ -58,6 +66,7 @@ logger = logging.getLogger(__name__)
 READ_SIZE = 65536
 QUICK_EXIT = 2.0  # an agent that ran less than this counts as a quick exit
 CRASH_LOOP_AFTER = 5  # quick exits in a row before the PTY is shown as crash-looping
+REFUSED_EVERY = 1.0  # a read-only client hears that its input was dropped this often at most
 CLIENT_KINDS = protocol.CLIENT_KINDS
 
 _client_ids = itertools.count(1)
@@ -116,12 +125,14 @@ class Pty:
                  command: Sequence[str], *, cols: int, rows: int,
                  scrollback: int = DEFAULT_CAPACITY,
                  max_backlog: int = DEFAULT_MAX_BACKLOG, silence_burst: int = SILENCE_BURST,
-                 silence_after: float = SILENCE_AFTER) -> None:
+                 silence_after: float = SILENCE_AFTER,
+                 on_change: Callable[[], None] | None = None) -> None:
         self.loop = loop
         self.id = pty_id
         self.role = role  # "agent" or "shell"
         self.command = list(command)
-        self.state = "starting"  # running, exited, restarting, crash-looping, dead
+        self.on_change: Callable[[], None] = on_change or _nothing
+        self._state = "starting"  # running, exited, restarting, crash-looping, dead
         self.fanout = FanOut(Scrollback(scrollback), max_backlog=max(max_backlog, scrollback))
         self.clients: dict[int, StreamClient] = {}
         self.master: int | None = None
@@ -133,6 +144,16 @@ class Pty:
         self.attention = Attention(burst=silence_burst, quiet=silence_after)
         self.attention_since = 0  # Unix seconds when the current mark was set
         self._silence: asyncio.TimerHandle | None = None
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @state.setter
+    def state(self, value: str) -> None:
+        if value != self._state:
+            self._state = value
+            self.on_change()
 
     def info(self) -> protocol.PtyEntry:
         """This PTY's part of the ``ls`` entry (SPEC 6)."""
@@ -220,6 +241,7 @@ class Pty:
         self.attention_since = int(time.time())
         logger.debug("pty %s wants the user: %s", self.id, mark.reason)
         self.publish_event(self._attention_event(mark))
+        self.on_change()
 
     def _attention_event(self, mark: Signal | None) -> dict[str, Any]:
         if mark is None:
@@ -249,6 +271,7 @@ class Pty:
         if self.attention.typed(data):
             logger.debug("pty %s: a client typed, mark cleared", self.id)
             self.publish_event(self._attention_event(None))
+            self.on_change()
 
     # -- input and window size ------------------------------------------------------------
 
@@ -308,11 +331,16 @@ class Pty:
     # -- clients ---------------------------------------------------------------------------
 
     def add_client(self, client: StreamClient, cols: int, rows: int,
-                   resume_from: int | None, session: str) -> protocol.AttachReply:
+                   resume_from: int | None, session: str, *,
+                   sizing: bool = True) -> protocol.AttachReply:
         """Attach ``client``; returns the attach response (``ValueError`` or
-        ``ProtocolError`` for bad values). ``session`` names it for "detached from NAME"."""
-        attached = self.fanout.add_client(client.id, cols, rows, resume_from=resume_from)
+        ``ProtocolError`` for bad values). ``session`` names it for "detached from NAME";
+        a client that is not ``sizing`` (read-only, "do not size for me") never sizes
+        the PTY."""
+        attached = self.fanout.add_client(client.id, cols, rows, resume_from=resume_from,
+                                          sizing=sizing and not client.read_only)
         self.clients[client.id] = client
+        self.on_change()
         if self.attention.mark is not None:
             self.fanout.send_event(client.id, self._attention_event(self.attention.mark))
         self.resized(attached.size)
@@ -324,6 +352,7 @@ class Pty:
     def remove_client(self, client: StreamClient) -> None:
         if self.clients.pop(client.id, None) is not None:
             self.resized(self.fanout.remove_client(client.id))
+            self.on_change()
 
     def close(self) -> None:
         for client in list(self.clients.values()):
@@ -332,14 +361,27 @@ class Pty:
         self._disarm_silence()
 
 
+def _nothing() -> None:
+    pass
+
+
 class StreamClient:
-    """A socket in stream mode on one PTY (tag 0x00 bytes, tag 0x01 JSON controls)."""
+    """A socket in stream mode on one PTY (tag 0x00 bytes, tag 0x01 JSON controls).
+
+    ``read_only``: its input and resizes are dropped. ``input_filter``: the filter its
+    input to this PTY goes through (web and tunnel clients on the agent), or None.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, kind: str,
-                 on_close: Callable[[StreamClient], None]) -> None:
+                 on_close: Callable[[StreamClient], None], *, read_only: bool = False,
+                 input_filter: InputFilter | None = None) -> None:
         self.loop = loop
         self.sock = sock
         self.kind = kind
+        self.read_only = read_only
+        self.input_filter = input_filter
+        self._flush: asyncio.TimerHandle | None = None  # the filter's held bytes
+        self._refused_at: float | None = None  # when a read-only refusal was last told
         # Handed over by the daemon (``adopt``): a daemon shutdown detaches it (SPEC 5).
         self.adopted = False
         self.id = next(_client_ids)
@@ -434,7 +476,7 @@ class StreamClient:
             if self.closed or self._closing or self.pty is None:
                 return
             if isinstance(item, Data):
-                self.pty.write_input(item.data)
+                self._input(item.data)
             elif isinstance(item, Control):
                 self._control(item.message)
             else:
@@ -445,6 +487,49 @@ class StreamClient:
                 self.kick()
                 return
 
+    def _input(self, data: bytes) -> None:
+        """What the client typed: to the PTY, through its filter if it has one."""
+        assert self.pty is not None
+        if self.read_only:
+            now = self.loop.time()
+            if self._refused_at is None or now - self._refused_at >= REFUSED_EVERY:
+                self._refused_at = now
+                self._tell(encode(protocol.Blocked(self.pty.id, "input", "read-only", 1)))
+            return
+        if self.input_filter is None:
+            self.pty.write_input(data)
+            return
+        self._filtered(self.input_filter.feed(data, self.loop.time()))
+
+    def _filtered(self, out: Output) -> None:
+        """Apply one filter result: bytes to the PTY, what was kept back to this client,
+        and the timer for what it holds."""
+        assert self.pty is not None and self.input_filter is not None
+        self.pty.write_input(out.forward)
+        for kept in out.blocked:
+            self._tell(encode(protocol.Blocked(self.pty.id, kept.sequence, kept.reason,
+                                               kept.count)))
+        if out.blocked:
+            self._tell(encode(protocol.Notice(self.pty.id, out.notice.decode())))
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        deadline = self.input_filter.deadline()
+        if deadline is not None:
+            self._flush = self.loop.call_at(deadline, self._flush_held)
+
+    def _flush_held(self) -> None:
+        self._flush = None
+        if not self.closed and self.pty is not None and self.input_filter is not None:
+            self._filtered(self.input_filter.flush_due(self.loop.time()))
+
+    def _tell(self, event: dict[str, Any]) -> None:
+        """An event for this client alone, after what is already queued for it."""
+        assert self.pty is not None
+        if self.id in self.pty.fanout:
+            self.pty.fanout.send_event(self.id, event)
+            self.kick()
+
     def _control(self, message: dict[str, Any]) -> None:
         assert self.pty is not None
         try:
@@ -454,6 +539,8 @@ class StreamClient:
             return
         if not isinstance(command, protocol.Resize):  # detach
             self.close()
+            return
+        if self.read_only:
             return
         try:
             size = self.pty.fanout.resize(self.id, command.cols, command.rows)
@@ -466,6 +553,9 @@ class StreamClient:
         if self.closed:
             return
         self.closed = True
+        if self._flush is not None:  # what the filter held never reaches the PTY
+            self._flush.cancel()
+            self._flush = None
         fd = self.sock.fileno()
         if fd >= 0:
             self.loop.remove_reader(fd)

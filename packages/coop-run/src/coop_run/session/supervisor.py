@@ -11,13 +11,18 @@ Socket protocol: the daemon's framing and handshake (``{"version": 1}``), then c
                                               "inherited": [line]}
     attach  pty?, cols?, rows?, resume_from? (or offset), kind?   -> stream mode
     shell   command?, cols?, rows?, kind?                         -> new PTY, stream mode
+    shell   detach: true, command?, cols?, rows?                  -> {"ok", "pty"} (no stream)
+    close   pty                           -> {"ok"}: a shell PTY's process hung up
     restart                               -> {"ok", "pty": 0}
     kill    force?                        -> {"ok"}, then the supervisor exits
     adopt   request: <attach or shell>, plus one fd (SCM_RIGHTS)  -> {"ok"}
     detach_clients                        -> {"ok", "detached": N}
+    watch                                 -> {"event": "session", ...} now and on each change
 
 ``attach``/``shell`` answer ``{"ok", "pty", "offset", "cols", "rows", "session"}`` and switch the
-connection to stream mode; ``adopt`` does the same on the passed socket (a client already
+connection to stream mode (``read_only`` and ``sizing`` say what the client may do and
+whether its window sizes the PTY; web and tunnel clients' input to the agent goes through
+the session's input filter); ``adopt`` does the same on the passed socket (a client already
 past its handshake with the daemon: it gets that answer as if it had asked directly).
 A client must wait for the answer before sending stream frames. ``detach_clients`` is the
 daemon's shutdown (SPEC 5): every client it handed over gets ``detached`` and is closed,
@@ -46,6 +51,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from coop_run.errors import CoopError, FrameTooLargeError, ProtocolError, SupervisorError
+from coop_run.inputfilter import InputFilter, Rules, applies
 from coop_run.ipc import protocol
 from coop_run.ipc.connection import FramedConnection
 from coop_run.ipc.framing import Message
@@ -74,6 +80,7 @@ FLUSH_TIMEOUT = 1.0  # how long a kill waits for clients to take their "detached
 RESTART_KILL_AFTER = 2.0
 RESPAWN_WAIT = 10.0  # a restart's answer waits this long at most for the agent's start
 SANDBOX_THREADS = 4  # blocking sandbox calls at once (spawns, signals, the stop)
+WATCH_COALESCE = 0.02  # changes this close together reach a watcher as one message
 
 # --- the supervisor ---------------------------------------------------------------------
 
@@ -101,6 +108,9 @@ class Supervisor:
         self._respawn: asyncio.Task[None] | None = None  # the agent's pending restart
         self._respawn_early = asyncio.Event()  # set: it stops waiting out its delay
         self._tasks: set[asyncio.Task[None]] = set()
+        self.rules = Rules(config.block_sequences,
+                           ctrl_c_debounce_ms=config.ctrl_c_debounce_ms)
+        self._changed = asyncio.Event()  # replaced at each change; watchers wait on it
 
     # -- start-up (before the loop: the sandbox clone needs a single thread) -------------
 
@@ -184,7 +194,13 @@ class Supervisor:
         assert self._loop is not None
         return Pty(self._loop, pty_id, role, argv, cols=cols, rows=rows,
                    scrollback=config.scrollback, max_backlog=config.max_backlog,
-                   silence_burst=config.silence_burst, silence_after=config.silence_after)
+                   silence_burst=config.silence_burst, silence_after=config.silence_after,
+                   on_change=self._notify)
+
+    def _notify(self) -> None:
+        """What ``info`` shows changed: wake every watcher (they compare and send)."""
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     def _own(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``coro`` as a task of serve()'s TaskGroup, cancelled when the session ends."""
@@ -382,9 +398,16 @@ class Supervisor:
                     return
                 try:
                     request = protocol.parse_supervisor_command(message)
+                    if isinstance(request, protocol.SupervisorShell) and request.detach:
+                        await conn.send(encode(protocol.PtyReply(
+                            (await self._open_shell(request)).id)))
+                        continue
                     if isinstance(request, protocol.SupervisorAttach | protocol.SupervisorShell):
                         await self._stream(conn.sock, request)
                         conn.detach()
+                        return
+                    if isinstance(request, protocol.Watch):
+                        await self._watch(conn)
                         return
                     if isinstance(request, protocol.Adopt):
                         await self._adopt(conn, request)
@@ -414,6 +437,9 @@ class Supervisor:
                 raise _stopping()
             await self._restart_agent()
             return encode(protocol.PtyReply(0))
+        if isinstance(request, protocol.SupervisorClose):
+            await self._close_pty(request.pty)
+            return protocol.ok()
         raise ProtocolError(f"unexpected command {request.TAG!r}",
                             code=protocol.INVALID_COMMAND)
 
@@ -432,27 +458,52 @@ class Supervisor:
             raise
         await conn.send(protocol.ok())
 
+    def _window(self, request: protocol.SupervisorAttach | protocol.SupervisorShell,
+                ) -> tuple[int, int]:
+        agent = self.ptys[0]
+        cols = agent.size[0] if request.cols is None else request.cols
+        rows = agent.size[1] if request.rows is None else request.rows
+        protocol.check_window(cols, rows)
+        return cols, rows
+
+    async def _open_shell(self, request: protocol.SupervisorShell) -> Pty:
+        """A new shell PTY, of the request's size (else the agent's)."""
+        if self.stopping:
+            raise _stopping()
+        cols, rows = self._window(request)
+        try:
+            shell = await self._spawn_shell(request.command, cols, rows)
+        except CoopError as exc:
+            raise ProtocolError(f"cannot start a shell: {exc}",
+                                code=protocol.INTERNAL_ERROR) from exc
+        if shell is None:
+            raise _stopping()
+        return shell
+
+    async def _close_pty(self, pty_id: int) -> None:
+        """Hang up a shell PTY's process (as closing its terminal would)."""
+        pty = self.ptys.get(pty_id)
+        if pty is None:
+            raise ProtocolError(f"no PTY {pty_id}", code=protocol.PTY_NOT_FOUND)
+        if pty.role == "agent":
+            raise ProtocolError("PTY 0 is the agent: restart or kill the session instead",
+                                code=protocol.INVALID_COMMAND)
+        if pty.master is not None and pty.pid is not None:
+            await asyncio.to_thread(self._send_hang_ups, [(pty.id, pty.pid)])
+
     async def _stream(self, sock: socket.socket,
                       request: protocol.SupervisorAttach | protocol.SupervisorShell, *,
                       adopted: bool = False) -> None:
         """Attach ``sock`` to a PTY (a new shell for ``shell``): stream mode from here on."""
         if self.stopping:
             raise _stopping()
-        agent = self.ptys[0]
-        cols = agent.size[0] if request.cols is None else request.cols
-        rows = agent.size[1] if request.rows is None else request.rows
-        protocol.check_window(cols, rows)
+        cols, rows = self._window(request)
         resume: int | None = None
+        read_only, sizing = False, True
         if isinstance(request, protocol.SupervisorShell):
-            try:
-                shell = await self._spawn_shell(request.command, cols, rows)
-            except CoopError as exc:
-                raise ProtocolError(f"cannot start a shell: {exc}",
-                                    code=protocol.INTERNAL_ERROR) from exc
-            if shell is None:
-                raise _stopping()
-            pty = shell
+            pty = await self._open_shell(request)
         else:
+            read_only, sizing = bool(request.read_only), request.sizing is not False
             resume = request.offset if request.resume_from is None else request.resume_from
             try:
                 pty = self.ptys[request.pty]
@@ -460,15 +511,46 @@ class Supervisor:
                 raise ProtocolError(f"no PTY {request.pty}",
                                     code=protocol.PTY_NOT_FOUND) from None
         assert self._loop is not None
-        client = StreamClient(self._loop, sock, request.kind, self.clients.discard)
+        filtered = applies(request.kind, pty.role) and not read_only
+        client = StreamClient(self._loop, sock, request.kind, self._client_gone,
+                              read_only=read_only,
+                              input_filter=InputFilter(self.rules) if filtered else None)
         client.adopted = adopted
         try:
             # The session's name is for the client's "detached from NAME".
-            response = pty.add_client(client, cols, rows, resume, self.config.sandbox.name)
+            response = pty.add_client(client, cols, rows, resume, self.config.sandbox.name,
+                                      sizing=sizing)
         except ValueError as exc:
             raise ProtocolError(str(exc), code=protocol.INVALID_COMMAND) from exc
         self.clients.add(client)
         client.start(pty, encode(response))
+
+    def _client_gone(self, client: StreamClient) -> None:
+        self.clients.discard(client)
+        self._notify()
+
+    async def _watch(self, conn: FramedConnection) -> None:
+        """Send the session's ``ls`` entry now and whenever it changes, until the peer
+        hangs up (or says anything) or the session ends."""
+        loop = asyncio.get_running_loop()
+        hang_up = loop.create_task(conn.receive())
+        last: Message | None = None
+        try:
+            while True:
+                changed = self._changed
+                entry = encode(protocol.SessionChanged(self.info()))
+                if entry != last:
+                    await conn.send(entry)
+                    last = entry
+                waiting = loop.create_task(changed.wait())
+                done, _ = await asyncio.wait({hang_up, waiting},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if hang_up in done:
+                    waiting.cancel()
+                    return
+                await asyncio.sleep(WATCH_COALESCE)
+        finally:
+            hang_up.cancel()
 
     def detach_adopted(self) -> int:
         """Send ``detached`` to every client the daemon handed over and hang up on it."""
@@ -526,6 +608,7 @@ class Supervisor:
                 await conn.send(protocol.ok())
             return
         self.stopping = True
+        self._notify()
         logger.info("stopping session %s (force=%s)", self.config.sandbox.name, force)
         self._respawn_early.set()  # a pending restart gives up
         control = self.sandbox.control_fd

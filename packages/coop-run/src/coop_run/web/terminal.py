@@ -1,0 +1,217 @@
+"""A PTY's WebSocket (SPEC 8): ``/ws?session=&pty=[&offset=][&cols=&rows=][&size=0]``.
+
+The daemon is a client of the session's supervisor like ``coop attach`` is: each
+WebSocket gets its own supervisor stream (``attach`` with ``kind: web``, the token's
+``read_only`` and the client's ``sizing``), and this module relays between the two. So
+a web client is exactly a slow or fast client of the supervisor's ``FanOut``: when the
+browser does not keep up, the relay stops reading the supervisor's socket, the
+supervisor drops that client's backlog (``lagged``, then a redraw nudge), and neither
+the PTY nor any other client waits. What the supervisor has sent by the time the relay
+reads goes out as one binary frame (small PTY reads coalesce under load, a keystroke's
+echo goes alone). ``pause``/``resume`` (xterm.js's watermarks) stop and restart the
+reading for this client only. The input filter, read-only and window-size rules are the
+supervisor's, so they hold for every client kind alike.
+
+Frames: binary = terminal bytes both ways; text = JSON: ``resize``, ``pause``,
+``resume``, ``detach`` from the browser; from the server first ``attached`` (the offset
+to count from), then the supervisor's events (``pty_exited``, ``pty_restarting``,
+``lagged``, ``detached``, ``blocked``, ``notice``, ``attention``). A resume with
+``offset`` gets exactly the bytes missed while the scrollback holds them, else a
+``lagged`` event for the gap and a redraw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+from collections.abc import Sequence
+
+from aiohttp import WSMsgType, web
+
+from coop_run.errors import CoopError, ProtocolError
+from coop_run.ipc import protocol
+from coop_run.ipc.connection import open_stream
+from coop_run.ipc.framing import (
+    MAX_FRAME_SIZE,
+    Control,
+    Data,
+    StreamDecoder,
+    StreamItem,
+    encode_control,
+    encode_data,
+    parse_json_object,
+)
+from coop_run.ipc.schema import decode, encode
+from coop_run.web.clients import WebClient
+from coop_run.web.context import WebContext
+
+logger = logging.getLogger(__name__)
+
+RECV_SIZE = 256 * 1024   # what the relay takes from the supervisor at once
+MAX_INPUT = MAX_FRAME_SIZE - 1  # a binary frame from the browser: one stream frame at most
+OPEN_TIMEOUT = 10.0
+
+
+def _int(query: dict[str, str], name: str, *, lowest: int = 0) -> int | None:
+    text = query.get(name)
+    if text is None or text == "":
+        return None
+    if not text.isdigit() or int(text) < lowest:
+        raise CoopError(f"{name} must be a whole number of at least {lowest}",
+                        code=protocol.INVALID_COMMAND)
+    return int(text)
+
+
+def attach_request(query: dict[str, str], *, read_only: bool,
+                   ) -> tuple[str, protocol.SupervisorAttach]:
+    """The session named and the supervisor's ``attach`` for a ``/ws`` URL's query."""
+    session = query.get("session")
+    if not session:
+        raise CoopError("session is required", code=protocol.INVALID_COMMAND)
+    size = query.get("size", "1")
+    if size not in ("0", "1"):
+        raise CoopError("size must be 0 or 1", code=protocol.INVALID_COMMAND)
+    pty = _int(query, "pty")
+    request = protocol.SupervisorAttach(
+        pty=0 if pty is None else pty, cols=_int(query, "cols", lowest=1),
+        rows=_int(query, "rows", lowest=1), resume_from=_int(query, "offset"), kind="web",
+        read_only=read_only or None, sizing=None if size == "1" else False)
+    return session, request
+
+
+async def terminal_socket(context: WebContext, request: web.Request,
+                          read_only: bool) -> web.StreamResponse:
+    """Open the supervisor stream, then upgrade and relay until either side ends."""
+    try:
+        name, attach = attach_request(dict(request.query), read_only=read_only)
+        session = context.registry.find(name)
+    except CoopError as exc:
+        return context.refusal(protocol.error_from(exc))
+    try:
+        sock, reply = await open_stream(session.socket_path, encode(attach),
+                                        what="supervisor", timeout=OPEN_TIMEOUT)
+    except (OSError, TimeoutError, ProtocolError) as exc:
+        return context.refusal(protocol.error(
+            protocol.SESSION_NOT_FOUND,
+            f"session {name!r} is not answering ({type(exc).__name__})"))
+    if reply.get("ok") is not True:
+        sock.close()
+        return context.refusal(reply)
+    try:
+        answer = decode(protocol.AttachReply, reply)
+    except ProtocolError:
+        sock.close()
+        raise
+    ws = web.WebSocketResponse(heartbeat=context.heartbeat, max_msg_size=MAX_INPUT,
+                               compress=False)
+    client = WebClient(ws, request.remote or "?", read_only, "terminal", session=name,
+                       pty=answer.pty, sizing=attach.sizing is not False,
+                       cols=attach.cols, rows=attach.rows)
+    context.clients.add(client)
+    try:
+        await ws.prepare(request)
+        await ws.send_str(json.dumps(encode(protocol.Attached(
+            pty=answer.pty, offset=answer.offset, cols=answer.cols, rows=answer.rows,
+            session=answer.session, read_only=read_only))))
+        await Relay(ws, sock, client).run()
+    finally:
+        sock.close()
+        context.clients.remove(client)
+    return ws
+
+
+class Relay:
+    """Bytes and controls between one WebSocket and its supervisor stream."""
+
+    def __init__(self, ws: web.WebSocketResponse, sock: socket.socket,
+                 client: WebClient) -> None:
+        self.ws = ws
+        self.sock = sock
+        self.client = client
+        self._running = asyncio.Event()  # clear while the browser has paused us
+        self._running.set()
+
+    async def run(self) -> None:
+        """Relay until the browser or the supervisor hangs up; both sides end."""
+        down = asyncio.get_running_loop().create_task(self._down())
+        try:
+            await self._up()
+        finally:
+            down.cancel()
+            await asyncio.gather(down, return_exceptions=True)
+
+    async def _down(self) -> None:
+        """Supervisor -> browser, one read at a time, as fast as the browser takes it."""
+        loop = asyncio.get_running_loop()
+        decoder = StreamDecoder()
+        try:
+            while True:
+                await self._running.wait()
+                data = await loop.sock_recv(self.sock, RECV_SIZE)
+                if not data:
+                    break
+                if not await self._forward(decoder.feed(data)):
+                    break
+        except (OSError, ConnectionError) as exc:
+            logger.debug("%s: relay ended: %s", self.client.describe(), exc)
+        await self.ws.close()
+
+    async def _forward(self, items: Sequence[StreamItem]) -> bool:
+        """Send one read's frames: joined bytes, events as text; False at the end."""
+        pending = bytearray()
+        for item in items:
+            if isinstance(item, Data):
+                pending += item.data
+                continue
+            if pending:
+                await self.ws.send_bytes(bytes(pending))
+                pending.clear()
+            if isinstance(item, Control):
+                await self.ws.send_str(json.dumps(item.message, ensure_ascii=False))
+                if item.message.get("event") == protocol.Detached.TAG:
+                    return False
+            else:
+                logger.warning("%s: bad frame from the supervisor: %s",
+                               self.client.describe(), item.message)
+                return False
+        if pending:
+            await self.ws.send_bytes(bytes(pending))
+        return True
+
+    async def _up(self) -> None:
+        """Browser -> supervisor, until the browser closes (or is closed by ``_down``)."""
+        loop = asyncio.get_running_loop()
+        async for message in self.ws:
+            if message.type == WSMsgType.BINARY:
+                self.client.typed()
+                await loop.sock_sendall(self.sock, encode_data(message.data))
+            elif message.type == WSMsgType.TEXT:
+                if not await self._control(message.data):
+                    return
+            else:  # an error: the heartbeat found no pong, or the connection broke
+                return
+
+    async def _control(self, text: str) -> bool:
+        """One JSON control from the browser; False when it detaches."""
+        try:
+            value = parse_json_object(text.encode())
+            if isinstance(value, ProtocolError):
+                raise value
+            command = protocol.parse_control(value, protocol.WEB_CONTROLS)
+        except ProtocolError as exc:
+            await self.ws.send_str(json.dumps(encode(protocol.StreamError(exc.code,
+                                                                          exc.message))))
+            return True
+        if isinstance(command, protocol.Pause):
+            self._running.clear()
+        elif isinstance(command, protocol.Resume):
+            self._running.set()
+        elif isinstance(command, protocol.Resize):
+            self.client.cols, self.client.rows = command.cols, command.rows
+            await asyncio.get_running_loop().sock_sendall(
+                self.sock, encode_control(encode(command)))
+        else:  # detach
+            return False
+        return True
