@@ -20,6 +20,7 @@ import pytest
 
 from coop_build.build import PASSTHROUGH_VARS, Builder, BuildOptions, BuildResult, step_environment
 from coop_build.errors import InheritedPathError, StepFailedError
+from coop_build.hostlayer import host_layout, system_identity
 from coop_build.idmap import choose_idmap
 from coop_build.layers import LoadedCoopfile, load_coopfile
 from coop_build.paths import CoopPaths
@@ -386,26 +387,32 @@ def test_unreachable_prebuilt_registry_falls_back_to_building(
 
 @pytest.mark.slow
 def test_host_image(paths: CoopPaths, tmp_path: Path) -> None:
+    """The host image's base holds mount points and the skeleton of the host's
+    directories (``hostlayer``: directories, empty lock files, never a host file's
+    contents); a step's writes in a host directory land in its own layer there."""
     ws = tmp_path / "ws"
+    name = f"coop-test-{os.getpid()}"
     write_coopfile(
         ws,
-        coopfile_text("host", ["echo hi > /root/hi", "test -x /bin/sh && ls /usr/bin > /root/ls"]),
+        coopfile_text("host", ["echo hi > /root/hi", "test -x /bin/sh && ls /usr/bin > /root/ls",
+                               f"echo local > /usr/local/bin/{name}"]),
     )
     result, _ = run_build(paths, ws)
-    assert result.steps_run == 3
+    assert result.steps_run == 4
     assert result.record.host
+    assert result.record.system == system_identity()
     base = paths.layers / result.record.layers[0] / "fs"
-    assert sorted(p.name for p in base.iterdir()) == [
-        "dev",
-        "etc",
-        "proc",
-        "root",
-        "tmp",
-        "workspace",
-    ]
-    assert list((base / "etc").iterdir()) == []  # no host file is copied
+    layout = host_layout()
+    assert {p.name for p in base.iterdir()} == {
+        "dev", "proc", "root", "tmp", "workspace", "var",
+        *(rel.split("/")[0] for rel in layout.dirs)}
+    assert (base / "usr" / "local" / "bin").is_dir()
+    assert all(not p.is_file() or p.stat().st_size == 0 for p in base.rglob("*"))
+    assert not any(p.is_file() for p in (base / "etc").rglob("*"))  # no host file is copied
     assert layer_file(paths, result, 1, "root/hi").read_text() == "hi\n"
     assert "sh" in layer_file(paths, result, 2, "root/ls").read_text().split()
+    assert layer_file(paths, result, 3, f"usr/local/bin/{name}").read_text() == "local\n"
+    assert not Path("/usr/local/bin", name).exists()
     again, _ = run_build(paths, ws)
     assert again.steps_run == 0
 

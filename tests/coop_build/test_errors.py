@@ -40,7 +40,7 @@ def test_a_code_cannot_be_forgotten_or_reused() -> None:
 DETAILS = {
     be.ToolError: {"tool": "umoci", "stderr": "real reason\n"},
     be.StepFailedError: {"step": "make", "exit_code": 2, "log_tail": ["x"],
-                         "log_path": Path("/l"), "index": 1, "total": 3},
+                         "log_path": Path("/l"), "index": 1, "total": 3, "reason": "why"},
 }
 
 
@@ -61,4 +61,4 @@ def test_one_constructor_shape(cls: type[be.CoopBuildError]) -> None:
 def test_optional_details_default() -> None:
     assert be.ToolError("m", tool="t").stderr == ""
     step = be.StepFailedError("m", step="s", exit_code=None, log_tail=[], log_path=None)
-    assert (step.index, step.total) == (None, None)
+    assert (step.index, step.total, step.reason) == (None, None, None)

@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -242,17 +243,25 @@ def test_single_mapping_shows_foreign_owner_as_overflow(tmp_path: Path, base: Pa
 
 
 def test_host_dirs_mode(steps: Steps) -> None:
+    """image = "host": the host's directories are the lowest layers; a step's writes there
+    land in its own upper at their place, the host's symlinks stay symlinks, and the host
+    is never written."""
     spec = steps.spec(host_dirs=True)
-    code, lines = steps.run(spec, "ls /usr/bin | head -3; readlink /bin; "
-                                  "touch /etc/coop-test 2>/dev/null || echo etc-ro; "
-                                  "touch /usr/coop-test 2>/dev/null || echo usr-ro; "
-                                  "echo kept > /output")
-    assert code == 0
-    assert len(lines) == 6
+    name = f"coop-test-{uuid.uuid4().hex[:12]}"
+    code, lines = steps.run(spec, f"ls /usr/bin | head -3; readlink /bin; "
+                                  f"echo etc > /etc/{name}; echo usr > /usr/{name}; "
+                                  f"rm /etc/hostname; echo kept > /output")
+    assert code == 0, lines
+    assert len(lines) == 4
     assert lines[3] == ("usr/bin" if Path("/bin").is_symlink() else "")
-    assert lines[4:] == ["etc-ro", "usr-ro"]
-    assert not Path("/etc/coop-test").exists()
-    assert upper_entries(spec) == {"output"}
+    assert not Path(f"/etc/{name}").exists() and not Path(f"/usr/{name}").exists()
+    assert Path("/etc/hostname").exists()
+    assert (spec.upper / "etc" / name).read_text() == "etc\n"
+    assert (spec.upper / "usr" / name).read_text() == "usr\n"
+    whiteout = os.lstat(spec.upper / "etc" / "hostname")
+    assert stat.S_ISCHR(whiteout.st_mode) and whiteout.st_rdev == 0
+    assert upper_entries(spec) == {"output", "etc", "usr", f"etc/{name}", "etc/hostname",
+                                   f"usr/{name}"}
 
 
 def test_extra_binds_are_read_only_and_leave_no_mount_points(tmp_path: Path, base: Path,

@@ -126,3 +126,16 @@ def test_fast_path_imports_nothing_heavy(built, coop_env) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == "none"
+
+
+def test_a_host_build_of_another_system_is_not_current(built) -> None:
+    """image = "host": a build made on another release of the host (its record's system)
+    is not current, however unchanged the Coopfile."""
+    paths, workspace = built
+    assert check(paths, workspace, environ=dict(os.environ)) is not None
+    record_path = next(paths.rootfs.glob("*/build.json"))
+    record = json.loads(record_path.read_text())
+    assert record["host"] and record["system"]
+    record["system"] = "debian 11 x86_64; usr etc; bin -> usr/bin"
+    record_path.write_text(json.dumps(record))
+    assert check(paths, workspace, environ=dict(os.environ)) is None

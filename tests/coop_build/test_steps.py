@@ -9,6 +9,7 @@ import pytest
 
 from coop_build import steps as steps_mod
 from coop_build.coopfile import Coopfile
+from coop_build.hostlayer import SKELETON_FORMAT
 from coop_build.steps import BuildPlan, plan_steps, step_key
 
 
@@ -112,13 +113,21 @@ def test_idmap_changes_only_apt_steps() -> None:
 
 
 def test_host_image() -> None:
-    p = plan(coopfile(base={"image": "host"}, setup={"run": ["true"]}))
-    assert p.host
-    assert p.steps[0].definition == {"kind": "base", "image": "host"}
+    """The host image's base is keyed by the host's system (its skeleton is the host's
+    directories: ``hostlayer``), never by the platform asked for."""
+    cf = coopfile(base={"image": "host"}, setup={"run": ["true"]})
+    p = plan_steps(cf, platform="linux/amd64", single_idmap=False, host_system="debian 12")
+    assert p.host and p.system == "debian 12"
+    assert p.steps[0].definition == {"kind": "base", "image": "host", "system": "debian 12",
+                                     "skeleton": SKELETON_FORMAT}
     assert p.steps[0].description == "image host"
     # The host image is not pulled, so the platform does not key it.
-    other = plan(coopfile(base={"image": "host"}, setup={"run": ["true"]}), platform="linux/arm64")
+    other = plan_steps(cf, platform="linux/arm64", single_idmap=False, host_system="debian 12")
     assert p.build_key == other.build_key
+    upgraded = plan_steps(cf, platform="linux/amd64", single_idmap=False,
+                          host_system="debian 13")
+    assert all(a != b for a, b in zip(keys(p), keys(upgraded), strict=True))
+    assert plan(coopfile(base={"image": "debian:bookworm"})).system == ""
 
 
 def test_unknown_and_empty_managers_are_skipped() -> None:

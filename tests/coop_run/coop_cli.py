@@ -7,11 +7,15 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from coop_build.idmap import choose_idmap
+from coop_build.namespace import remove_tree
 from support.procs import pid_alive, processes_with_env, stop_pid, with_descendants
 
 COOP = Path(sys.executable).with_name("coop")
@@ -41,6 +45,19 @@ def coop_environ(coop_env: Any) -> dict[str, str]:
 
 
 RunCoop = Callable[..., Result]
+
+
+@pytest.fixture
+def remove_the_store(coop_env: Any) -> Iterator[None]:
+    """For tests whose steps chown (apt, dpkg): what they built belongs to the user's
+    sub-ids, which only a namespace of theirs may remove; left behind, it breaks pytest's
+    own clean-up of old temporary directories (and any later run's). Import it into the
+    module and mark its tests ``usefixtures("remove_the_store")``. Sessions on it are
+    stopped first."""
+    yield
+    stop_started(coop_env.coop_home)
+    if coop_env.coop_home.exists():
+        remove_tree(coop_env.coop_home, choose_idmap())
 
 
 def write_coopfile(workspace: Path, image: str, setup: list[str] | None = None) -> Path:

@@ -4,8 +4,10 @@ The test mirror is reachable only over https, through a proxy that re-signs with
 test made (``resigning_proxy``). That CA reaches coop only the way a company network's
 does, through the invoking environment: ``SSL_CERT_FILE`` (apt, through the APT_CONFIG coop
 writes), ``PIP_CERT`` and npm's ``cafile`` in ``~/.npmrc``. With them apt, pip and npm
-install in the Debian test image; without them each fails, and coop's error shows the
-step's own TLS error. Nothing leaves loopback: the proxy serves only coop-test-mirror.
+install in the Debian test image and in ``image = "host"`` (apt there as setup steps: the
+host's own sources are out of reach, and it adds a jq the host image lacks); without them
+each fails, and coop's error shows the step's own TLS error. Nothing leaves loopback: the
+proxy serves only coop-test-mirror.
 """
 
 from __future__ import annotations
@@ -13,27 +15,18 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
-from coop_cli import COOP, RUN_TIMEOUT, Result, coop_environ
+from coop_cli import COOP, RUN_TIMEOUT, Result, coop_environ, remove_the_store
 
-from coop_build.idmap import choose_idmap
-from coop_build.namespace import remove_tree
+from support.prepare import APT_MIRROR_STEP
 
-pytestmark = [pytest.mark.registry, pytest.mark.debian, pytest.mark.slow, pytest.mark.asuser]
-
-
-@pytest.fixture(autouse=True)
-def remove_the_store(coop_env: Any) -> Iterator[None]:
-    """apt's files in the built layers belong to the user's sub-ids, which only a
-    namespace of theirs may remove: left behind, they break pytest's own clean-up of old
-    temporary directories (and any later run's)."""
-    yield
-    if coop_env.coop_home.exists():
-        remove_tree(coop_env.coop_home, choose_idmap())
+pytestmark = [pytest.mark.registry, pytest.mark.debian, pytest.mark.slow, pytest.mark.asuser,
+              pytest.mark.usefixtures("remove_the_store")]
+__all__ = ["remove_the_store"]  # a fixture: pytest finds it here
 
 PACKAGES = {"apt": ["jq"], "pip": ["six==1.17.0"], "npm": ["is-number"]}
 CHECKS = [
@@ -54,6 +47,24 @@ TLS_ERRORS = {
 # and its retry settings are no variable a step inherits.
 FAILING = {
     "apt": ({"apt": PACKAGES["apt"]}, [], '"apt install jq"'),
+    "pip": ({"pip": PACKAGES["pip"]}, [], '"pip install six==1.17.0"'),
+    "npm": ({}, ["npm install -g --fetch-retries=0 is-number"], '"npm install -g --fetch'),
+}
+
+
+# image = "host": apt adds the mirror's jq (the host's removed first: dpkg may not replace
+# a package of the host's), pip installs into the system Python, npm into its prefix.
+HOST_PACKAGES = {"pip": ["six==1.17.0"], "npm": ["is-number"]}
+HOST_STEPS = [
+    APT_MIRROR_STEP,
+    "dpkg -r --force-depends jq libjq1",
+    "apt-get install -y --no-install-recommends jq libjq1",
+    "dpkg-query -W -f '${Status}' jq | grep -qx 'install ok installed'",
+    'python3 -c "import six; assert six.__version__ == \'1.17.0\', six.__version__"',
+    'test -d "$(npm root -g)/is-number"',
+]
+HOST_FAILING = {
+    "apt": ({}, [APT_MIRROR_STEP], f'"{APT_MIRROR_STEP[:40]}'),
     "pip": ({"pip": PACKAGES["pip"]}, [], '"pip install six==1.17.0"'),
     "npm": ({}, ["npm install -g --fetch-retries=0 is-number"], '"npm install -g --fetch'),
 }
@@ -119,4 +130,32 @@ def test_without_the_users_trust_each_install_fails_with_its_tls_error(
         assert "failed with exit code" in first, failed
         assert any(tls_error in line for line in tail), failed
         assert all(line.startswith("    ") for line in tail), failed
+        assert "Traceback" not in failed.stderr
+
+
+def test_the_host_image_installs_with_the_users_trust(
+    workspace: Path, coop_env: Any, resigning_proxy: Any
+) -> None:
+    write_coopfile(workspace, "host", HOST_PACKAGES, HOST_STEPS)
+    trust = users_trust(coop_env.home, resigning_proxy.ca.ca_cert)
+    built = coop_init(coop_env, workspace, {**resigning_proxy.env, **trust})
+    assert built.returncode == 0, built
+    assert "built: 9 of 9 steps run" in built.stdout, built
+    assert "WARNING" not in built.stderr, built
+
+
+def test_the_host_image_without_the_users_trust_fails_with_each_tls_error(
+    tmp_path: Path, coop_env: Any, resigning_proxy: Any
+) -> None:
+    for manager, tls_error in TLS_ERRORS.items():
+        workspace = tmp_path / manager
+        workspace.mkdir()
+        packages, setup, shown = HOST_FAILING[manager]
+        write_coopfile(workspace, "host", packages, setup)
+        failed = coop_init(coop_env, workspace, resigning_proxy.env)
+        assert failed.returncode == 1, failed
+        first, *tail = failed.stderr.splitlines()
+        assert first.startswith(f"error: step [2/2] {shown}"), failed
+        assert "failed with exit code" in first, failed
+        assert any(tls_error in line for line in tail), failed
         assert "Traceback" not in failed.stderr

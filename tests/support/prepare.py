@@ -42,6 +42,11 @@ MIRROR_DIR = "mirror"
 STAMP = "coop-bench.json"
 MIRROR_HOST = "coop-test-mirror"
 SOURCES_LIST = f"deb [trusted=yes] http://{MIRROR_HOST}/debian bookworm main\n"
+# A build step of ``image = "host"`` that points apt at the mirror alone (the host's own
+# sources are out of the tests' reach) and reads its lists.
+APT_MIRROR_STEP = ("rm -f /etc/apt/sources.list /etc/apt/sources.list.d/* && "
+                   f"echo '{SOURCES_LIST.strip()}' > /etc/apt/sources.list.d/coop-test.list "
+                   "&& apt-get update --error-on=any")
 DEBIAN_EXTRAS = ("python3-pip", "npm")
 # jq and what it needs beyond the image (libc6 is there already).
 MIRROR_DEBS = ("jq", "libjq1", "libonig5")

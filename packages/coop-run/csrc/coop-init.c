@@ -1048,19 +1048,16 @@ static void setup_lower(const struct args *a)
     n_lowers++;
 }
 
-/* "overlay": the layers, upper and work (descriptors 1, 2) on the mount point (0). The
- * directories are named by descriptor number from /proc/self/fd, the working directory
- * meanwhile: short names, so even the one string that lists every layer stays within
- * what fsconfig takes. The new mount is kept as a descriptor, ``root``'s way in. */
-static void setup_overlay(const struct args *a)
+/* A new overlay of the layers so far (then forgotten), ``upper`` and ``work`` (their
+ * descriptors), detached: its descriptor. The directories are named by descriptor
+ * number from /proc/self/fd, the working directory meanwhile: short names, so even the
+ * one string that lists every layer stays within what fsconfig takes (255 bytes). */
+static int make_overlay(const char *where, int upper_fd, int work_fd)
 {
-    const char *where = required(a, F_OVERLAY_ROOT);
     char lowerdir[256], upper[16], work[16];
     size_t used = 0;
     int fs = -1, mnt = -1;
 
-    (void)required(a, F_OVERLAY_UPPER);
-    (void)required(a, F_OVERLAY_WORK);
     if (n_lowers == 0)
         setup_failed("overlay on %s: no layer", where);
     for (int i = n_lowers - 1; i >= 0; i--) { /* overlay wants the top layer first */
@@ -1070,8 +1067,8 @@ static void setup_overlay(const struct args *a)
             setup_failed("overlay on %s: too many layers (%d)", where, n_lowers);
         used += (size_t)n;
     }
-    snprintf(upper, sizeof upper, "%d", a->fds[1]);
-    snprintf(work, sizeof work, "%d", a->fds[2]);
+    snprintf(upper, sizeof upper, "%d", upper_fd);
+    snprintf(work, sizeof work, "%d", work_fd);
     /* Always userxattr: overlay inside a user namespace needs it (FIELD-NOTES). */
     if (chdir("/proc/self/fd") < 0 || (fs = fsopen("overlay", FSOPEN_CLOEXEC)) < 0
         || fsconfig(fs, FSCONFIG_SET_STRING, "lowerdir", lowerdir, 0) < 0
@@ -1080,12 +1077,27 @@ static void setup_overlay(const struct args *a)
         || fsconfig(fs, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0
         || fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0
         || (mnt = fsmount(fs, FSMOUNT_CLOEXEC, 0)) < 0
-        || move_mount(mnt, "", a->fds[0], "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0
         || chdir("/") < 0)
         setup_failed("overlay on %s: %s", where, strerror(errno));
     close(fs);
     for (int i = 0; i < n_lowers; i++)
         close(lowers[i]);
+    n_lowers = 0;
+    return mnt;
+}
+
+/* "overlay": the layers, upper and work (descriptors 1, 2) on the mount point (0). The
+ * new mount is kept as a descriptor, ``root``'s way in. */
+static void setup_overlay(const struct args *a)
+{
+    const char *where = required(a, F_OVERLAY_ROOT);
+    int mnt;
+
+    (void)required(a, F_OVERLAY_UPPER);
+    (void)required(a, F_OVERLAY_WORK);
+    mnt = make_overlay(where, a->fds[1], a->fds[2]);
+    if (move_mount(mnt, "", a->fds[0], "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+        setup_failed("overlay on %s: %s", where, strerror(errno));
     root_fd = mnt;
     snprintf(root, sizeof root, "/proc/self/fd/%d", root_fd);
 }
@@ -1163,32 +1175,44 @@ static void setup_symlink(const struct args *a)
         setup_failed("symlink %s: %s", target, strerror(err));
 }
 
-/* image = "host": a top-level host entry; a symlink stays one, a dir is bound. */
+/* "hostlayer" (image = "host"): one of the host's directories, the lowest of the layers
+ * sent since the last overlay, with the upper and work dirs of its descriptors 0 and 1,
+ * an overlay at ``target`` inside the root. */
+static void setup_hostlayer(const struct args *a)
+{
+    const char *target = required(a, F_HOSTLAYER_TARGET);
+    char full[PATH_MAX];
+    int mnt, err;
+
+    (void)required(a, F_HOSTLAYER_UPPER);
+    (void)required(a, F_HOSTLAYER_WORK);
+    err = ensure_target(target, 0, full, sizeof full);
+    if (err)
+        setup_failed("overlay on %s: %s", target, strerror(err));
+    mnt = make_overlay(target, a->fds[0], a->fds[1]);
+    if (move_mount(mnt, "", AT_FDCWD, full, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        setup_failed("overlay on %s: %s", target, strerror(errno));
+    close(mnt);
+}
+
+/* image = "host": a top-level host entry that is a symlink stays one (unless the layers
+ * have a real directory there); the host's directories are "hostlayer"s. */
 static void setup_hostentry(const struct args *a)
 {
     const char *name = required(a, F_HOSTENTRY_NAME);
-    char host[PATH_MAX], inside[PATH_MAX], link[PATH_MAX], full[PATH_MAX];
+    char host[PATH_MAX], inside[PATH_MAX], link[PATH_MAX];
     ssize_t n = snprintf(inside, sizeof inside, "%s/%s", root, name);
-    int err;
 
     if (n < 0 || (size_t)n >= sizeof inside || strlen(name) >= sizeof host - 1)
         setup_failed("host entry %s: %s", name, strerror(ENAMETOOLONG));
     snprintf(host, sizeof host, "/%s", name);
-    if (is_symlink(host)) {
-        if (exists(inside, 0) && !is_symlink(inside))
-            return; /* the layers have a real directory there; leave it */
-        if ((n = readlink(host, link, sizeof link - 1)) < 0)
-            setup_failed("readlink %s: %s", host, strerror(errno));
-        link[n] = '\0';
-        if ((is_symlink(inside) && unlink(inside) < 0) || symlink(link, inside) < 0)
-            setup_failed("symlink %s: %s", inside, strerror(errno));
-    } else if (is_dir(host)) {
-        err = ensure_target(host, 0, full, sizeof full);
-        if (!err)
-            err = bind_mount(host, full, 1, 1);
-        if (err)
-            setup_failed("bind %s: %s", host, strerror(err));
-    }
+    if (!is_symlink(host) || (exists(inside, 0) && !is_symlink(inside)))
+        return; /* not a symlink (any more), or the layers have a real directory there */
+    if ((n = readlink(host, link, sizeof link - 1)) < 0)
+        setup_failed("readlink %s: %s", host, strerror(errno));
+    link[n] = '\0';
+    if ((is_symlink(inside) && unlink(inside) < 0) || symlink(link, inside) < 0)
+        setup_failed("symlink %s: %s", inside, strerror(errno));
 }
 
 static void setup_pivot(const struct args *a)
@@ -1209,6 +1233,7 @@ static const struct handler setup_ops[] = {
     {OP_FRESH, AFTER_OVERLAY, setup_fresh, 0},
     {OP_BIND, AFTER_OVERLAY, setup_bind, ONE_OR_NONE},
     {OP_SYMLINK, AFTER_OVERLAY, setup_symlink, 0},
+    {OP_HOSTLAYER, AFTER_OVERLAY, setup_hostlayer, 2},
     {OP_HOSTENTRY, AFTER_OVERLAY, setup_hostentry, 0},
     {OP_PIVOT, AFTER_OVERLAY, setup_pivot, 0},
 };

@@ -22,6 +22,7 @@ enum op {
     OP_FRESH,
     OP_BIND,
     OP_SYMLINK,
+    OP_HOSTLAYER,
     OP_HOSTENTRY,
     OP_PIVOT,
     OP_READY,
@@ -44,6 +45,7 @@ enum { F_FRESH_FSTYPE, F_FRESH_TARGET, F_FRESH_FLAGS, F_FRESH_DATA, F_FRESH_COVE
 enum { F_BIND_SOURCE, F_BIND_TARGET, F_BIND_FILE, F_BIND_READONLY, F_BIND_RECURSIVE,
        F_BIND_OPTIONAL, F_BIND_IDMAPPED };
 enum { F_SYMLINK_TARGET, F_SYMLINK_POINTS_TO };
+enum { F_HOSTLAYER_TARGET, F_HOSTLAYER_UPPER, F_HOSTLAYER_WORK };
 enum { F_HOSTENTRY_NAME };
 enum { F_READY_PID };
 enum { F_SPAWNED_ID, F_SPAWNED_PID, F_SPAWNED_PTS };
@@ -108,6 +110,11 @@ static const struct op_schema {
     [OP_SYMLINK] = {.name = "symlink", .count = 2, .field = {
         {"target", KIND_STR},
         {"points_to", KIND_STR},
+    }},
+    [OP_HOSTLAYER] = {.name = "hostlayer", .count = 3, .field = {
+        {"target", KIND_STR},
+        {"upper", KIND_STR},
+        {"work", KIND_STR},
     }},
     [OP_HOSTENTRY] = {.name = "hostentry", .count = 1, .field = {
         {"name", KIND_STR},

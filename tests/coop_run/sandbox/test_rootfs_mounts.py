@@ -9,7 +9,9 @@ from coop_run.sandbox import caps, initproto
 from coop_run.sandbox.mounts import (
     Bind,
     FreshMount,
-    HostSymlinkOrBind,
+    HostLayer,
+    HostOverlay,
+    HostSymlink,
     MountSpec,
     Overlay,
     PivotRoot,
@@ -52,19 +54,36 @@ def test_plan_order_and_content() -> None:
     assert Bind("/home/u/proj", "/work/proj") in ops            # read-write
     assert Bind("/s/persist/.cache", "/root/.cache") in ops
     assert Bind("/s/etc/hostname", "/etc/hostname", kind="file", readonly=True) in ops
-    assert not any(isinstance(op, HostSymlinkOrBind) for op in ops)
+    assert not any(isinstance(op, HostOverlay | HostSymlink) for op in ops)
 
 
-def test_host_image_binds_host_dirs_before_the_workspace_and_etc_files() -> None:
+HOST_LAYERS = (HostLayer("usr", ("/usr", "/l/usr"), "/s/host/upper0", "/s/host/work0"),
+               HostLayer("var/lib/dpkg", ("/var/lib/dpkg",), "/s/host/upper1",
+                         "/s/host/work1"))
+
+
+def test_host_image_overlays_host_dirs_before_the_workspace_and_etc_files() -> None:
+    """image = "host": an overlay at each host directory (the host's the lowest layer),
+    the host's top-level symlinks mirrored, all before the workspace and /etc's files."""
     ops = plan_mounts(MountSpec(root="/r", lowers=("/l",), upper="/u", work="/w",
-                                host_image=True, workspace="/ws",
+                                host_image=True, workspace="/ws", host_layers=HOST_LAYERS,
+                                host_links=("bin", "lib"),
                                 etc_files=(("/e/hosts", "/etc/hosts"),)))
-    hosts = [i for i, op in enumerate(ops) if isinstance(op, HostSymlinkOrBind)]
-    names = [op.name for op in ops if isinstance(op, HostSymlinkOrBind)]
-    assert {"usr", "bin", "lib", "etc"} <= set(names)
+    overlays = [op for op in ops if isinstance(op, HostOverlay)]
+    assert overlays == [
+        HostOverlay("/usr", ("/usr", "/l/usr"), "/s/host/upper0", "/s/host/work0"),
+        HostOverlay("/var/lib/dpkg", ("/var/lib/dpkg",), "/s/host/upper1", "/s/host/work1")]
+    assert [op.name for op in ops if isinstance(op, HostSymlink)] == ["bin", "lib"]
+    host = [i for i, op in enumerate(ops) if isinstance(op, HostOverlay | HostSymlink)]
     workspace = ops.index(Bind("/ws", "/workspace"))
     etc = ops.index(Bind("/e/hosts", "/etc/hosts", kind="file", readonly=True, optional=True))
-    assert max(hosts) < workspace < etc
+    assert ops.index(FreshMount("tmpfs", "/tmp", linux.MS_NOSUID | linux.MS_NODEV,
+                                "mode=1777")) < min(host)
+    assert max(host) < workspace < etc
+    with pytest.raises(ValueError, match="overlay"):
+        plan_mounts(MountSpec(root="/r", lowers=("/l",), upper="/u", work="/w",
+                              host_image=True,
+                              host_layers=(HostLayer("usr", ("/usr",), "/a:b", "/w2"),)))
 
 
 def test_inherited_files_are_bound_read_only_after_persist_before_hidden() -> None:
@@ -138,9 +157,10 @@ def test_host_secrets_are_covered_after_the_host_dirs() -> None:
     the host image."""
     secrets = (("/etc/shadow", False), ("/etc/sudoers.d", True))
     spec = MountSpec(root="/r", lowers=("/l",), upper="/u", work="/w", host_image=True,
-                     secrets=secrets, blank="/s/etc/blank")
+                     host_layers=HOST_LAYERS, host_links=("bin",), secrets=secrets,
+                     blank="/s/etc/blank")
     ops = plan_mounts(spec)
-    last_host = max(i for i, op in enumerate(ops) if isinstance(op, HostSymlinkOrBind))
+    last_host = max(i for i, op in enumerate(ops) if isinstance(op, HostOverlay | HostSymlink))
     assert ops[last_host + 1] == Bind("/s/etc/blank", "/etc/shadow", kind="file",
                                       readonly=True)
     cover = ops[last_host + 2]
@@ -163,12 +183,33 @@ def test_root_s_workspace_is_an_idmapped_bind() -> None:
     assert record["idmapped"] is True
 
 
-def test_host_entries_and_symlinks_become_records() -> None:
+def test_the_plan_splits_before_the_first_host_overlay_whose_dirs_come_late() -> None:
+    """The supervisor makes the host overlays' upper and work dirs while the init mounts
+    the root: the first part ends before the first overlay that needs them."""
+    ops = plan_mounts(MountSpec(root="/r", lowers=("/l",), upper="/u", work="/w",
+                                host_image=True, host_layers=HOST_LAYERS, workspace="/ws"))
+    first, late = split_plan(ops, [layer.upper for layer in HOST_LAYERS])
+    assert first + late == ops
+    assert late[0] == HostOverlay("/usr", ("/usr", "/l/usr"), "/s/host/upper0",
+                                  "/s/host/work0")
+    assert not any(isinstance(op, HostOverlay) for op in first)
+
+
+def test_host_layers_and_entries_become_records() -> None:
+    """A host directory's overlay: its lowers as "lower" records (the host's first), then
+    "hostlayer" with the place inside; a host symlink is a "hostentry"."""
     spec = MountSpec(root="/r", lowers=("/l",), upper="/u", work="/w", host_image=True,
-                     host_dirs=("usr", "lib64"))
+                     host_layers=HOST_LAYERS[:1], host_links=("lib64",))
     records = plan_records(plan_mounts(spec))
+    start = records.index({"op": "lower", "path": "/usr"})
+    assert records[start:start + 3] == [
+        {"op": "lower", "path": "/usr"}, {"op": "lower", "path": "/l/usr"},
+        {"op": "hostlayer", "target": "/usr", "upper": "/s/host/upper0",
+         "work": "/s/host/work0"}]
     assert {"op": "hostentry", "name": "lib64"} in records
     assert {"op": "symlink", "target": "/dev/fd", "points_to": "/proc/self/fd"} in records
+    for record in records:
+        initproto.encode(record)  # every record fits its schema
 
 
 def test_a_hidden_directory_is_covered_wherever_a_bind_shows_it() -> None:

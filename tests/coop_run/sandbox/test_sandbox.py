@@ -15,6 +15,7 @@ import sys
 import textwrap
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -386,9 +387,17 @@ def test_capabilities_that_would_undo_the_sandbox_are_gone(
 
 
 def test_image_host_runs_host_binaries(start: Callable[..., Sandbox]) -> None:
+    """image = "host": the host's programs run; its directories are the lowest layers,
+    so what the session writes there lands in its own upper, never on the host."""
     sandbox = start("hosty", layers=[], host_image=True, network=None)
-    out = ok(sandbox, "/usr/bin/env | grep COOP_SESSION; hostname; test -w /usr || echo ro")
-    assert out.splitlines() == ["COOP_SESSION=hosty", "hosty", "ro"]
+    name = f"coop-test-{uuid.uuid4().hex[:12]}"
+    out = ok(sandbox, f"/usr/bin/env | grep COOP_SESSION; hostname; echo mine > /usr/{name}; "
+                      f"cat /usr/{name}; test -L /bin && readlink /bin || echo dir")
+    assert out.splitlines() == ["COOP_SESSION=hosty", "hosty", "mine",
+                                os.readlink("/bin") if Path("/bin").is_symlink() else "dir"]
+    assert not Path("/usr", name).exists()
+    written = [p for p in sandbox.sdir.host.glob(f"upper*/{name}")]
+    assert [p.read_text() for p in written] == ["mine\n"]
 
 
 @pytest.mark.parametrize("source", ["default", "network_for"])

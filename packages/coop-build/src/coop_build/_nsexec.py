@@ -7,6 +7,11 @@ It reads one JSON request on stdin, then::
                        C --fork--> P = PID 1: overlay, /proc, /dev, /tmp, binds, pivot_root
                                    P --fork--> /bin/sh -c COMMAND   (P reaps until it exits)
 
+With ``image = "host"`` each of the host's own directories is the lowest layer of an
+overlay of its own at its place (``hostlayer``); its upper and work dirs are in H's
+scratch dir, and after the step H moves each upper into the step's upper at that place,
+so that the step's layer holds everything it wrote, host directories included.
+
 C opens the step's directories (layers, upper, work, the helper's scratch dir) as
 ``O_PATH`` descriptors before it becomes uid 0 of the namespace, and the mounts name
 them as ``/proc/self/fd/N``: while C is still the caller's own host uid it may walk the
@@ -21,25 +26,35 @@ exit code (128+N for a signal).
 """
 
 # This module works on str paths and raw fds in freshly forked processes, on purpose.
-# ruff: noqa: PTH102, PTH106, PTH108, PTH112, PTH113, PTH114, PTH115, PTH118, PTH119, PTH120, PTH202, PTH211
+# ruff: noqa: PTH102, PTH104, PTH106, PTH108, PTH112, PTH113, PTH114, PTH118, PTH119, PTH120, PTH202, PTH208, PTH211
 
 from __future__ import annotations
 
 import contextlib
+import filecmp
 import json
 import os
 import select
+import shutil
 import signal
 import sys
 import tempfile
+from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
 from coop_build import linux
 from coop_build.errors import CoopBuildError, ToolError
+from coop_build.hostlayer import host_layout, layer_lowers
 from coop_build.idmap import IdMap, write_idmap
-from coop_build.namespace import hand_over
-from coop_build.rootlayout import DEFAULT_PATH, DEV_LINKS, DEV_NODES, HOST_DIRS, host_secrets
+from coop_build.namespace import force_rmtree, hand_over
+from coop_build.rootlayout import (
+    DEFAULT_PATH,
+    DEV_LINKS,
+    DEV_NODES,
+    HOST_STEP_COPIES,
+    host_secrets,
+)
 from coop_build.rootpath import resolve_in_root
 
 SETUP_FAILED = 125
@@ -74,15 +89,20 @@ def default_signals() -> None:
 class Mountpoints:
     """Creates missing mount points in the merged tree and remembers what it did.
 
-    Whatever we create lands in the step's upper dir; the helper removes it after the
-    step (``created``), together with directories copied up only because we created
-    something inside them (``copied``).
+    Whatever we create lands in an upper dir: the step's, or below a host directory
+    (``add_upper``) that one's. The helper removes it after the step (``created``),
+    together with directories copied up only because we created something inside them
+    (``copied``); each action names its upper by index (0: the step's).
     """
 
     def __init__(self, root: str, upper: str) -> None:
         self.root = root
-        self.upper = upper
-        self.actions: list[tuple[str, str]] = []
+        self.uppers = [("", upper)]  # (path prefix, upper dir); the longest prefix holds
+        self.actions: list[tuple[str, int, str]] = []
+
+    def add_upper(self, rel: str, upper: str) -> None:
+        """From now on what is created below ``rel`` lands in ``upper``."""
+        self.uppers.append((rel, upper))
 
     def ensure(self, rel: str, kind: str, link: str = "") -> str:
         rel = resolve_in_root(self.root, rel) if kind != "symlink" else rel.strip("/")
@@ -99,7 +119,7 @@ class Mountpoints:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
         else:
             os.symlink(link, path)
-        self.actions.append(("created", rel))
+        self._record("created", rel)
         return path
 
     def _ensure_dir(self, rel: str) -> None:
@@ -107,18 +127,34 @@ class Mountpoints:
         if not os.path.lexists(path):
             self._note_parent(rel)
             os.mkdir(path, 0o755)
-            self.actions.append(("created", rel))
+            self._record("created", rel)
+
+    def _upper_of(self, rel: str) -> tuple[int, str]:
+        """(index of the upper ``rel`` lands in, ``rel`` relative to that upper)."""
+        best = 0
+        for index, (prefix, _) in enumerate(self.uppers):
+            if (rel == prefix or rel.startswith(prefix + "/")) and len(prefix) > len(
+                    self.uppers[best][0]):
+                best = index
+        return best, rel[len(self.uppers[best][0]):].lstrip("/")
+
+    def _record(self, kind: str, rel: str) -> None:
+        index, inside = self._upper_of(rel)
+        self.actions.append((kind, index, inside))
 
     def _note_parent(self, rel: str) -> None:
         parent = os.path.dirname(rel)
-        if parent and not os.path.lexists(os.path.join(self.upper, parent)):
-            self.actions.append(("copied", parent))
+        if not parent:
+            return
+        index, inside = self._upper_of(parent)
+        if inside and not os.path.lexists(os.path.join(self.uppers[index][1], inside)):
+            self.actions.append(("copied", index, inside))
 
 
-def clean_upper(upper: str, actions: list[list[str]]) -> None:
-    """Remove what ``Mountpoints`` put into the upper dir, newest first."""
-    for kind, rel in reversed(actions):
-        path = os.path.join(upper, rel)
+def clean_upper(uppers: list[str], actions: list[list[Any]]) -> None:
+    """Remove what ``Mountpoints`` put into the upper dirs, newest first."""
+    for kind, index, rel in reversed(actions):
+        path = os.path.join(uppers[index], rel)
         with contextlib.suppress(OSError):
             if os.path.islink(path) and kind == "created":
                 os.unlink(path)
@@ -126,6 +162,57 @@ def clean_upper(upper: str, actions: list[list[str]]) -> None:
                 os.rmdir(path)  # only if empty: the step may have used it
             elif kind == "created" and os.path.isfile(path) and os.path.getsize(path) == 0:
                 os.unlink(path)
+
+
+def copy_host_files(req: dict[str, Any]) -> list[str]:
+    """Before the step: ``HOST_STEP_COPIES`` still the host's (no layer has its own) are
+    copied into their host directory's upper; the copies made (what the step is given
+    back the host's own of when it leaves them unchanged: ``drop_unchanged_copies``)."""
+    made = []
+    for layer in req.get("host_layers", ()):
+        for rel in HOST_STEP_COPIES:
+            inside = os.path.relpath(rel, layer["rel"])
+            if inside.startswith("..") or not os.path.isfile(f"/{rel}") or any(
+                    os.path.lexists(f"{lower}/{inside}") for lower in layer["lowers"][1:]):
+                continue
+            copy = os.path.join(layer["upper"], inside)
+            shutil.copyfile(f"/{rel}", copy)
+            Path(copy).chmod(0o644)
+            made.append(copy)
+    return made
+
+
+def drop_unchanged_copies(copies: list[str], req: dict[str, Any]) -> None:
+    for layer in req.get("host_layers", ()):
+        for copy in copies:
+            inside = os.path.relpath(copy, layer["upper"])
+            if inside.startswith(".."):
+                continue
+            with contextlib.suppress(OSError):
+                if filecmp.cmp(copy, os.path.join("/", layer["rel"], inside), shallow=False):
+                    os.unlink(copy)
+
+
+def place_host_uppers(req: dict[str, Any], idmap: IdMap) -> None:
+    """After the step: each host directory's upper goes to its place in the step's upper,
+    so that the layer holds the step's writes there (an untouched one is removed)."""
+    for layer in req.get("host_layers", ()):
+        upper = layer["upper"]
+        if not os.listdir(upper):
+            os.rmdir(upper)
+            continue
+        dest = os.path.join(req["upper"], layer["rel"])
+        parent = os.path.dirname(dest)
+        missing = []
+        while not os.path.lexists(parent):
+            missing.append(parent)
+            parent = os.path.dirname(parent)
+        for path in reversed(missing):
+            os.mkdir(path, 0o755)
+        hand_over(missing, idmap)
+        if os.path.lexists(dest):
+            os.rmdir(dest)  # an empty mount point left over; anything else is a bug
+        os.rename(upper, dest)
 
 
 # --- PID 1 -----------------------------------------------------------------------------
@@ -156,6 +243,10 @@ def open_dirs(req: dict[str, Any], scratch: str) -> None:
     req["lowers"] = [opened(p) for p in req["lowers"]]
     req["upper"] = opened(req["upper"])
     req["work"] = opened(req["work"])
+    for layer in req.get("host_layers", ()):
+        layer["lowers"] = [opened(p) for p in layer["lowers"]]
+        layer["upper"] = opened(layer["upper"])
+        layer["work"] = opened(layer["work"])
     # Extra read-only binds (the TLS trust files) may lie below root's 0700 directories.
     req["binds"] = [[opened(source, 0), target] for source, target in req.get("binds", ())]
     req["fds"] = fds
@@ -197,12 +288,14 @@ def setup_root(req: dict[str, Any], root: str, points: Mountpoints) -> None:
     linux.mount("tmpfs", tmp, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=1777")
 
     if req["host_dirs"]:
-        for name in HOST_DIRS:
-            host = f"/{name}"
-            if os.path.islink(host):
-                points.ensure(name, "symlink", os.readlink(host))
-            elif os.path.isdir(host):
-                linux.bind_mount(host, points.ensure(name, "dir"), readonly=True, recursive=True)
+        # Each host directory: an overlay of its own, the host's at the bottom.
+        for layer in req["host_layers"]:
+            target = points.ensure(layer["rel"], "dir")
+            linux.mount("overlay", target, "overlay", 0,
+                        overlay_options(layer["lowers"], layer["upper"], layer["work"]))
+            points.add_upper(layer["rel"], layer["upper"])
+        for name, link in req["host_links"]:
+            points.ensure(name, "symlink", link)
         # The host's secrets under them: an empty read-only file or directory over each.
         for rel, is_dir in host_secrets():
             target = points.ensure(rel, "dir" if is_dir else "file")
@@ -334,6 +427,7 @@ class Helper:
         self.child = 0
         self.pid1 = 0
         self.stopping = False
+        self.copies: list[str] = []  # copy_host_files
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
@@ -358,7 +452,10 @@ class Helper:
                 os.mkdir(empty)
                 req["lowers"] = [empty]
                 made.append(empty)
-            hand_over([*made, blank], idmap_from_json(req["idmap"]))
+            if req["host_dirs"]:
+                made += plan_host_layers(req, tmpdir)
+                self.copies = copy_host_files(req)
+            hand_over([*made, blank, *self.copies], idmap_from_json(req["idmap"]))
         try:
             return self._run(root)
         finally:
@@ -368,7 +465,12 @@ class Helper:
                 for sub in ("root", "empty"):
                     with contextlib.suppress(FileNotFoundError):
                         os.rmdir(os.path.join(tmpdir, sub))
-                os.rmdir(tmpdir)
+                # overlay's work dirs hold a mode-0 "work"; what stays goes with the
+                # step's scratch dir, which the store removes whatever happens
+                with contextlib.suppress(OSError, CoopBuildError):
+                    force_rmtree(Path(tmpdir, "host"))
+                with contextlib.suppress(OSError):
+                    os.rmdir(tmpdir)
 
     def _run(self, root: str) -> int:
         to_h_r, to_h_w = os.pipe()
@@ -407,12 +509,37 @@ class Helper:
             _, status = os.waitpid(pid, 0)
             code = exit_code(status)
             actions = read_all(info_r)
-            if actions and self.req["mode"] == "rootfs":
-                clean_upper(self.req["upper"], json.loads(actions))
+            if self.req["mode"] == "rootfs":
+                uppers = [self.req["upper"],
+                          *(h["upper"] for h in self.req.get("host_layers", ()))]
+                if actions:
+                    clean_upper(uppers, json.loads(actions))
+                drop_unchanged_copies(self.copies, self.req)
+                place_host_uppers(self.req, idmap_from_json(self.req["idmap"]))
             return code
         finally:
             for fd in (to_h_r, from_h_w, info_r):
                 os.close(fd)
+
+
+def plan_host_layers(req: dict[str, Any], tmpdir: str) -> list[str]:
+    """``req["host_layers"]`` (each host directory's place, lowers, upper and work, the
+    last two made here) and ``req["host_links"]``; the directories made."""
+    layout = host_layout()
+    base = os.path.join(tmpdir, "host")
+    os.mkdir(base)
+    made = [base]
+    layers = []
+    for index, rel in enumerate(layout.dirs):
+        upper, work = os.path.join(base, f"upper{index}"), os.path.join(base, f"work{index}")
+        os.mkdir(upper)
+        os.mkdir(work)
+        made += [upper, work]
+        layers.append({"rel": rel, "lowers": list(layer_lowers(rel, req["lowers"])),
+                       "upper": upper, "work": work})
+    req["host_layers"] = layers
+    req["host_links"] = [list(link) for link in layout.links]
+    return made
 
 
 def idmap_from_json(data: dict[str, list[list[int]]]) -> IdMap:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -33,7 +34,8 @@ from coop_build.progress import (
     ignore_progress,
 )
 from coop_build.quickcheck import fingerprint
-from coop_build.rootlayout import DEFAULT_PATH
+from coop_build.reference import HOST_IMAGE
+from coop_build.rootlayout import DEFAULT_PATH, HOST_BASE_DIRS
 from coop_build.steps import BuildPlan, Step, plan_steps
 from coop_build.store import IMAGE_ENV_KEY, BuildRecord, Scratch, Store
 
@@ -49,7 +51,10 @@ PASSTHROUGH_VARS = (*PROXY_VARS, *MIRROR_VARS)
 The TLS trust variables follow with the files they name (``tlstrust``); none of these
 is part of a step's key."""
 TAIL_LINES = 20
-HOST_SKELETON = ("proc", "dev", "tmp", "etc", "workspace", "root")
+# dpkg, replacing an installed package's file, first hard-links the old one; the host's
+# files are host root's, whom no sandbox may hard-link (fs.protected_hardlinks).
+_DPKG_UNPACKING_OVER = re.compile(r"^Unpacking (\S+) \(.*\) over \(")
+_DPKG_NO_BACKUP_LINK = "unable to make backup link of"
 
 
 @dataclass(frozen=True)
@@ -96,19 +101,39 @@ def step_environment(environ: Mapping[str, str], image_env: Iterable[str] = ()) 
 
 
 class _StepLog:
-    """Step output to the build log, the progress callback and a tail for errors."""
+    """Step output to the build log, the progress callback and a tail for errors; on
+    ``image = "host"``, also what dpkg said it could not replace (``host_reason``)."""
 
-    def __init__(self, fh: IO[str], index: int, progress: ProgressCallback) -> None:
+    def __init__(self, fh: IO[str], index: int, progress: ProgressCallback, *,
+                 host: bool = False) -> None:
         self._fh = fh
         self._index = index
         self._progress = progress
+        self._host = host
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self._unpacking: list[str] = []  # packages dpkg unpacked over an installed one
+        self._replacing: list[str] = []  # ... and could not, the host's files being its
 
     def __call__(self, line: str) -> None:
         line = line.rstrip("\r\n")
         self._fh.write(line + "\n")
         self.tail.append(line)
         self._progress(StepOutput(self._index, line))
+        if self._host:
+            if match := _DPKG_UNPACKING_OVER.match(line):
+                self._unpacking.append(match[1].partition(":")[0])
+            elif _DPKG_NO_BACKUP_LINK in line:
+                name = self._unpacking[-1] if self._unpacking else "a package"
+                if name not in self._replacing:
+                    self._replacing.append(name)
+
+    def host_reason(self) -> str | None:
+        """The one line that says why a host-image step failed, when dpkg said it."""
+        if not self._replacing:
+            return None
+        return (f"dpkg cannot replace the host's own packages ({', '.join(self._replacing)}): "
+                'a step on image = "host" may add packages the host lacks, not upgrade or '
+                "reinstall the host's")
 
 
 class Builder:
@@ -133,7 +158,13 @@ class Builder:
         """The steps and keys of a build of ``loaded``; no network, nothing written."""
         coopfile = loaded.coopfile
         chosen = platform or coopfile.base.platform or host_platform()
-        return plan_steps(coopfile, platform=chosen, single_idmap=not self.idmap.full)
+        system = ""
+        if coopfile.base.image == HOST_IMAGE:
+            from coop_build.hostlayer import system_identity
+
+            system = system_identity()
+        return plan_steps(coopfile, platform=chosen, single_idmap=not self.idmap.full,
+                          host_system=system)
 
     def existing_build(self, plan: BuildPlan) -> BuildRecord | None:
         """The complete stored build of ``plan``, if there is one."""
@@ -325,15 +356,19 @@ class Builder:
         refresh: bool,
         platform: str | None,
     ) -> list[str]:
-        """The base layer: an unpacked image, or an empty skeleton for ``image = "host"``."""
+        """The base layer: an unpacked image, or for ``image = "host"`` the mount points
+        and the skeleton of the host's directories (``hostlayer``)."""
         from coop_build.namespace import hand_over_tree
 
         if plan.host:
+            from coop_build.hostlayer import host_layout, make_skeleton
+
             scratch.fs.mkdir()
-            for name in HOST_SKELETON:
-                (scratch.fs / name).mkdir()
-            (scratch.fs / "tmp").chmod(0o1777)
-            (scratch.fs / "root").chmod(0o700)
+            for rel, mode in HOST_BASE_DIRS:
+                (scratch.fs / rel).mkdir()
+                (scratch.fs / rel).chmod(mode)
+            made = make_skeleton(str(scratch.fs), host_layout(), self.idmap.owner)
+            logger.info("host image skeleton: %d entries", made)
             hand_over_tree(scratch.fs, self.idmap)
             return []
         from coop_build.pull import pull_image
@@ -387,12 +422,18 @@ class Builder:
             env["APT_CONFIG"] = APT_CONFIG_PATH
         spec = RootfsSpec(lowers=lowers, upper=scratch.fs, work=scratch.work,
                           host_dirs=plan.host, binds=tuple(binds))
-        output = _StepLog(log, index, progress)
+        output = _StepLog(log, index, progress, host=plan.host)
         code = run_in_rootfs(spec, command, env=env, idmap=self.idmap, output=output)
         log.flush()
         if code != 0:
             log.write(f"==> step failed with exit code {code}\n")
             log.flush()
+            reason = output.host_reason()
+            if reason is not None:
+                raise StepFailedError(
+                    f"step {index}/{len(plan.steps)} failed: {reason}: {step.description}",
+                    step=step.description, exit_code=code, log_tail=list(output.tail),
+                    log_path=log_path, index=index, total=len(plan.steps), reason=reason)
             raise StepFailedError(
                 f"step {index}/{len(plan.steps)} failed with exit code {code}: {step.description}",
                 step=step.description,

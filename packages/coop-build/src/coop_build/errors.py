@@ -103,6 +103,7 @@ class StepFailedError(CoopBuildError, code="STEP_FAILED"):
     log_path: Path | None
     index: int | None = None  # 1-based position in the plan, as shown by "[i/N]"
     total: int | None = None
+    reason: str | None = None  # why, when coop knows it in one line (then no tail is shown)
 
 
 class BuildInterruptedError(CoopBuildError, code="INTERRUPTED"):

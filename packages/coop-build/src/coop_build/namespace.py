@@ -44,7 +44,8 @@ class RootfsSpec:
     lowers: tuple[Path, ...]  # bottom first
     upper: Path  # where this step's writes land
     work: Path  # overlay workdir, same filesystem as upper
-    host_dirs: bool = False  # image = "host": bind /usr /bin /lib* /etc read-only
+    # image = "host": the host's own directories as the lowest layers (``hostlayer``)
+    host_dirs: bool = False
     # more read-only binds: (host path, absolute path inside); missing mount points are
     # made in ``upper`` and removed after the step, so no layer keeps them
     binds: tuple[tuple[str, str], ...] = ()

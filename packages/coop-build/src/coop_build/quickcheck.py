@@ -5,7 +5,8 @@ validating the Coopfile means importing pydantic and building its models, which 
 several times that. So every build records a *fingerprint* of what it was built from:
 the bytes of each Coopfile layer, the CLI overrides, the platform asked for and whether
 build steps get the full subordinate id range (the apt command depends on it). When the
-fingerprint computed now matches the workspace's record and that build is complete, the
+fingerprint computed now matches the workspace's record and that build is complete (and,
+for ``image = "host"``, was built on the host's present release: ``hostlayer``), the
 build is current: nothing is parsed, validated or imported beyond this module and the
 store.
 
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from coop_build.errors import StoreError
+from coop_build.hostlayer import system_identity
 from coop_build.idmap import choose_idmap
 from coop_build.paths import CoopPaths, global_config_path
 from coop_build.store import Store
@@ -124,6 +126,8 @@ def current_build(
         return None
     if build is None or not store.build_complete(build):
         return None
+    if build.host and build.system != system_identity():
+        return None  # the host image's base is the host as it was (``hostlayer``)
     warnings = list(record.static_warnings)
     warnings += [
         env_warning(r.source, r.key, r.name) for r in record.env_refs if r.name not in environ

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from coop_build.coopfile import KNOWN_MANAGERS, Coopfile
+from coop_build.hostlayer import SKELETON_FORMAT
 from coop_build.packages import install_command
 from coop_build.reference import HOST_IMAGE, parse_reference
 
@@ -53,6 +54,7 @@ class BuildPlan:
     platform: str
     host: bool
     package_count: int
+    system: str = ""  # image = "host": the host's ``hostlayer.system_identity``
 
 
 def canonical_json(value: Any) -> str:
@@ -66,18 +68,23 @@ def step_key(parent: str, definition: Mapping[str, Any]) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-def plan_steps(coopfile: Coopfile, *, platform: str, single_idmap: bool) -> BuildPlan:
+def plan_steps(coopfile: Coopfile, *, platform: str, single_idmap: bool,
+               host_system: str = "") -> BuildPlan:
     """The build plan of a merged Coopfile for ``platform``.
 
     ``single_idmap`` is part of the package steps' definitions because apt needs a
-    different command when only one id is mapped; nothing else depends on the machine.
-    Unknown package managers were already warned about when loading; they are skipped.
+    different command when only one id is mapped. ``host_system`` keys the host image's
+    base (its skeleton is the host's directories: ``hostlayer``); the platform does not,
+    nor does anything else of the machine. Unknown package managers were already warned
+    about when loading; they are skipped.
     """
     image = coopfile.base.image
     host = image == HOST_IMAGE
     entries: list[tuple[StepKind, str, dict[str, Any]]] = []
     if host:
-        entries.append(("base", f"image {HOST_IMAGE}", {"kind": "base", "image": HOST_IMAGE}))
+        base = {"kind": "base", "image": HOST_IMAGE, "system": host_system,
+                "skeleton": SKELETON_FORMAT}
+        entries.append(("base", f"image {HOST_IMAGE}", base))
     else:
         base_def = {"kind": "base", "image": str(parse_reference(image)), "platform": platform}
         entries.append(("base", f"image {image} ({platform})", base_def))
@@ -116,4 +123,5 @@ def plan_steps(coopfile: Coopfile, *, platform: str, single_idmap: bool) -> Buil
         platform=platform,
         host=host,
         package_count=package_count,
+        system=host_system if host else "",
     )

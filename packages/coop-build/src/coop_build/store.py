@@ -87,8 +87,10 @@ class BuildRecord:
     package_count: int
     created: float  # unix time
     env: tuple[str, ...] = ()  # the base image's config Env ("NAME=value")
+    system: str = ""  # image = "host": the host it was built on (hostlayer.system_identity)
 
     def to_json(self) -> dict[str, Any]:
+        extra = {"system": self.system} if self.host else {}
         return {
             "version": RECORD_VERSION,
             "build_key": self.build_key,
@@ -100,6 +102,7 @@ class BuildRecord:
             "package_count": self.package_count,
             "created": self.created,
             "env": list(self.env),
+            **extra,
         }
 
     @classmethod
@@ -135,6 +138,7 @@ class BuildRecord:
             package_count=_field(data, "package_count", int, where),
             created=float(_field(data, "created", (int, float), where)),
             env=_str_list(data, "env", where) if "env" in data else (),
+            system=_field(data, "system", str, where) if "system" in data else "",
         )
 
 
@@ -630,6 +634,7 @@ class Store:
             package_count=plan.package_count,
             created=time.time(),
             env=tuple(env),
+            system=plan.system,
         )
         self.save_build(record)
         return record

@@ -58,6 +58,12 @@ class SessionDir:
         return self.path / "etc"
 
     @property
+    def host(self) -> Path:
+        """image = "host": ``upperN`` and ``workN`` of the overlay at the Nth host directory
+        (``coop_build.hostlayer``): what the session wrote there."""
+        return self.path / "host"
+
+    @property
     def lower(self) -> Path:
         """The empty lower layer of a sandbox started without a build (tests, tools)."""
         return self.path / "lower"
@@ -96,7 +102,7 @@ class SessionDir:
         return self.path / "pasta.pid"
 
 
-TRANSIENT = ("upper", "work", "root", "etc", "lower")
+TRANSIENT = ("upper", "work", "root", "etc", "lower", "host")
 """What a stopped sandbox leaves to remove (``persist`` and the records stay)."""
 
 

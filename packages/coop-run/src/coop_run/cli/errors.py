@@ -65,6 +65,8 @@ def describe_error(
 
     if isinstance(error, StepFailedError):
         line = f"error: {_step_failure_line(error, environ)}"
+        if error.reason is not None:  # coop knows why: that line says it all
+            return [line]
         tail = error.log_tail[-TAIL_LINES:]
         return [line, *(f"    {text}" for text in tail)]
     lines = [f"error: {error.message}"]
@@ -78,13 +80,15 @@ def describe_error(
 
 
 def _step_failure_line(error: StepFailedError, environ: Mapping[str, str] | None) -> str:
-    """``step [3/5] "make" failed with exit code 2; see ~/.coop/logs/build/KEY.log``."""
+    """``step [3/5] "make" failed with exit code 2; see ~/.coop/logs/build/KEY.log``
+    (with a reason: ``step [3/5] "make" failed: REASON; see ...``)."""
     where = f"[{error.index}/{error.total}] " if error.index and error.total else ""
-    status = (
-        f"failed with exit code {error.exit_code}"
-        if error.exit_code is not None
-        else "was killed"
-    )
+    if error.reason is not None:
+        status = f"failed: {error.reason}"
+    elif error.exit_code is not None:
+        status = f"failed with exit code {error.exit_code}"
+    else:
+        status = "was killed"
     line = f'step {where}"{error.step}" {status}' if error.step else error.message
     if error.log_path is not None:
         line = f"{line}; see {display_path(error.log_path, environ)}"

@@ -192,8 +192,7 @@ class SessionCommands:
             current = quickcheck.check(self.paths, workspace, global_path=global_path,
                                        overrides=overrides, environ=environ)
             if current is None:
-                warnings.append("the Coopfile changed since the last build; "
-                                "run coop init to rebuild (using the old rootfs)")
+                warnings.append(self._stale_build(record.host, record.system))
             layers = store.lower_dirs(record)
         except CoopBuildError as exc:
             raise CoopError(exc.message, code=exc.code) from exc
@@ -233,6 +232,17 @@ class SessionCommands:
         if inherited.env:
             logger.info("session %s inherits %s", name, ", ".join(inherited.env))  # names
         return config, coopfile.network.mode, warnings
+
+    @staticmethod
+    def _stale_build(host: bool, system: str) -> str:
+        """Why the workspace's build is not current (``quickcheck``), in one line."""
+        from coop_build.hostlayer import system_identity
+
+        if host and system != system_identity():
+            return ('the host\'s system changed since the last build of image = "host"; '
+                    "run coop init to rebuild (using the old rootfs)")
+        return ("the Coopfile changed since the last build; "
+                "run coop init to rebuild (using the old rootfs)")
 
     def _inheritance(self, coopfile: Coopfile, client_env: Mapping[str, str]
                      ) -> inheritance.Inheritance:

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from coop_build.errors import CoopBuildError
+from coop_build.hostlayer import HostLayout, host_layout, layer_lowers
 from coop_build.idmap import choose_idmap
 from coop_build.namespace import hand_over
 from coop_build.paths import CoopPaths
@@ -61,6 +62,7 @@ from coop_run.sandbox.clone import PreparedInit, prepare_init
 from coop_run.sandbox.config import SandboxConfig
 from coop_run.sandbox.mountfds import MountFds, close_all
 from coop_run.sandbox.mounts import (
+    HostLayer,
     MountSpec,
     hidden_targets,
     plan_mounts,
@@ -245,21 +247,28 @@ class Sandbox:
             raise
         self._owns_dir = True
         sessiondirs.clean_leftovers(sdir, self.idmap)
+        host = host_layout() if config.host_image else HostLayout((), ())
         sessiondirs.ensure_dirs(sdir, idmap=self.idmap, blank=config.host_image)
         real = SessionDir(sdir.path.resolve())
         if not layers:
             sdir.lower.mkdir()
             layers = [sdir.lower]
+        lowers = tuple(str(p.resolve()) for p in layers)
         persist_binds = tuple((str(real.persist / name), f"{config.home.rstrip('/')}/{name}")
                               for name in persist)
         readonly = tuple((source, inside, "dir" if is_dir else "file")
                          for source, inside, is_dir in config.readonly_binds)
         spec = MountSpec(
             root=str(real.root),
-            lowers=tuple(str(p.resolve()) for p in layers),
+            lowers=lowers,
             upper=str(real.upper),
             work=str(real.work),
             host_image=config.host_image,
+            host_layers=tuple(
+                HostLayer(rel, layer_lowers(rel, lowers), str(real.host / f"upper{index}"),
+                          str(real.host / f"work{index}"))
+                for index, rel in enumerate(host.dirs)),
+            host_links=tuple(name for name, _ in host.links),
             workspace=str(self.workspace_real),
             workspace_inside=config.workspace_inside,
             persist=persist_binds,
@@ -333,6 +342,8 @@ class Sandbox:
     def _finish_dirs(self, spec: MountSpec) -> None:
         """What the init needs only after the id maps: done while it sets up (2 cores)."""
         sdir = self.sdir
+        if spec.host_layers:  # a slow disk takes 1 ms or more for these
+            sessiondirs.ensure_host_dirs(sdir, len(spec.host_layers), self.idmap)
         home = self.config.user_home or Path(os.environ.get("HOME", "/"))
         for source, _inside in spec.persist:
             path = Path(source)
@@ -366,7 +377,8 @@ class Sandbox:
         except ValueError as exc:
             raise SandboxError(str(exc)) from exc
         self.env = base_env(self.config, self.workspace_real, self.created)
-        late_sources = [source for source, _ in (*spec.persist, *spec.etc_files)]
+        late_sources = [*(source for source, _ in (*spec.persist, *spec.etc_files)),
+                        *(layer.upper for layer in spec.host_layers)]
         first, late = split_plan(plan, late_sources)
         # The init has its namespaces and ids. It builds the root as the records come,
         # while we write what its last binds need; nothing runs inside before the

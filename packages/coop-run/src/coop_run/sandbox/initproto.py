@@ -19,15 +19,18 @@ Set-up, supervisor -> init (no ids; a failure ends the init with "failed")::
                                               0 of the namespace, exec coop-init
     {"op": "setup", "hostname", "child_caps"} hostname, what children may hold
     the mount plan, one record per operation (``sandbox.mounts.plan_records``):
-    lower (one per layer, bottom first), overlay, fresh, bind, symlink, hostentry, and
-    last "pivot"
+    lower (one per layer, bottom first), overlay, fresh, bind, symlink, hostlayer (its
+    lowers before it), hostentry, and last "pivot"
 
 The overlay's directories reach the init as descriptors, never as names it would walk
 to (root's sandbox is an unprivileged id range that may not enter root's 0700
 directories): a "lower" carries its layer directory, an "overlay" the mount point,
-upper and work. A "bind" carries its source the same way when the init may not walk to
-it (root's sandbox; a plain user's init is that user and takes the path), or with
-``idmapped`` a detached idmapped mount to attach. Descriptors are ``O_PATH``, opened by
+upper and work. A "hostlayer" (``image = "host"``: one of the host's directories as the
+lowest layer of an overlay at ``target`` inside the root) carries its upper and work;
+its lowers, the host's directory first, come as "lower" records before it. A "bind"
+carries its source the same way when the init may not walk to it (root's sandbox; a
+plain user's init is that user and takes the path), or with ``idmapped`` a detached
+idmapped mount to attach. Descriptors are ``O_PATH``, opened by
 the supervisor below ``/proc/<init>/root`` so that they lie in the init's mount
 namespace. The paths travel too, for messages.
 
@@ -85,6 +88,7 @@ SCHEMAS: dict[str, dict[str, str]] = {
     "bind": {"source": "str", "target": "str", "file": "bool", "readonly": "bool",
              "recursive": "bool", "optional": "bool", "idmapped": "bool"},
     "symlink": {"target": "str", "points_to": "str"},
+    "hostlayer": {"target": "str", "upper": "str", "work": "str"},
     "hostentry": {"name": "str"},
     "pivot": {},
     "ready": {"pid": "int"},

@@ -2,7 +2,8 @@
 
 Root's sandbox is an unprivileged id range (``coop_build.subids``) that may not enter
 root's 0700 directories, ``COOP_HOME`` among them. So the supervisor opens the host paths
-of a record (a layer; the overlay's mount point, upper and work; for root, a bind's
+of a record (a layer or a host directory of ``image = "host"``; an overlay's mount point,
+upper and work; for root, a bind's
 source: a plain user's init is that user and walks to its own) as ``O_PATH``
 descriptors and sends them with the record. It opens them below ``/proc/<init>/root``,
 which puts them in the init's own mount namespace: the kernel binds and overlays only
@@ -72,12 +73,12 @@ class MountFds:
         """The descriptors to send with ``record``, the caller's to close once sent; None
         for an optional bind whose source does not exist (the record is not sent)."""
         op = record["op"]
-        if op == "lower":
+        if op == "lower":  # a layer, or (image = "host") one of the host's directories
             return [self._open(record["path"], directory=True)]
-        if op == "overlay":
+        if op in ("overlay", "hostlayer"):
             fds: list[int] = []
             try:
-                for key in ("root", "upper", "work"):
+                for key in ("root", "upper", "work") if op == "overlay" else ("upper", "work"):
                     fds.append(self._open(record[key], directory=True))
             except BaseException:
                 close_all(fds)

@@ -12,21 +12,35 @@ absolute symlink would otherwise resolve against the host's /. Missing mount poi
 created in the merged tree, so they land in this session's upper directory and vanish
 with it. The layers (and for root every bind's source) reach the init as descriptors
 the supervisor opens (``sandbox.mountfds``); the records name them for messages.
+
+With ``image = "host"`` each of the host's own directories is an overlay of its own at
+its place, the host's directory its lowest layer (``coop_build.hostlayer``): the plan
+takes them as ``HostLayer``s, worked out by the caller.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from coop_build import linux
-from coop_build.rootlayout import DEV_LINKS, DEV_NODES, HOST_DIRS
+from coop_build.rootlayout import DEV_LINKS, DEV_NODES
 
 _UNSAFE_IN_OPTIONS = (",", ":", "\n", "\\")
 
 NOSUID_NODEV = linux.MS_NOSUID | linux.MS_NODEV
+
+
+@dataclass(frozen=True)
+class HostLayer:
+    """image = "host": the overlay at one of the host's directories (relative to /)."""
+
+    rel: str
+    lowers: tuple[str, ...]        # the host's directory, then the layers' (bottom first)
+    upper: str
+    work: str
 
 
 @dataclass(frozen=True)
@@ -37,7 +51,7 @@ class MountSpec:
     lowers: tuple[str, ...]        # build layers, bottom first
     upper: str
     work: str
-    host_image: bool = False       # image = "host": the host's /usr, /bin, /lib*, /etc read-only
+    host_image: bool = False       # image = "host": the host's directories as lowest layers
     workspace: str | None = None   # host path, bound read-write at ``workspace_inside``
     workspace_inside: str = "/workspace"
     persist: tuple[tuple[str, str], ...] = ()   # (host dir, path inside), read-write
@@ -45,9 +59,13 @@ class MountSpec:
     # (host path, path inside, "file" or "dir"), read-only: what the session inherits
     readonly_binds: tuple[tuple[str, str, str], ...] = ()
     hidden: tuple[str, ...] = ()   # paths inside covered by an empty read-only tmpfs
-    host_dirs: tuple[str, ...] = field(default=HOST_DIRS)
-    # host_image: the host's secrets under host_dirs (path inside, is a directory), and
-    # the empty file bound read-only over each file among them (a tmpfs covers a dir).
+    # host_image: an overlay per host directory, and the top-level names that are
+    # symlinks on the host (mirrored as symlinks)
+    host_layers: tuple[HostLayer, ...] = ()
+    host_links: tuple[str, ...] = ()
+    # host_image: the host's secrets under its directories (path inside, is a
+    # directory), and the empty file bound read-only over each file among them (a tmpfs
+    # covers a directory).
     secrets: tuple[tuple[str, bool], ...] = ()
     blank: str | None = None
     idmapped_workspace: bool = False  # root: host owners show through the sandbox's map
@@ -92,8 +110,19 @@ class Symlink:
 
 
 @dataclass(frozen=True)
-class HostSymlinkOrBind:
-    """image = "host": mirror a top-level host entry (symlink stays a symlink, dir is bound)."""
+class HostOverlay:
+    """image = "host": an overlay at ``target`` inside the root (its lowers bottom first,
+    the host's directory the lowest)."""
+
+    target: str
+    lowers: tuple[str, ...]
+    upper: str
+    work: str
+
+
+@dataclass(frozen=True)
+class HostSymlink:
+    """image = "host": a top-level host entry that is a symlink (``/bin -> usr/bin``)."""
 
     name: str
 
@@ -103,7 +132,7 @@ class PivotRoot:
     """Make the overlay the root and detach the old one."""
 
 
-Op = Overlay | FreshMount | Bind | Symlink | HostSymlinkOrBind | PivotRoot
+Op = Overlay | FreshMount | Bind | Symlink | HostOverlay | HostSymlink | PivotRoot
 
 
 def check_layer_path(path: str) -> None:
@@ -115,7 +144,8 @@ def check_layer_path(path: str) -> None:
 def plan_mounts(spec: MountSpec) -> list[Op]:
     """The operations of SPEC 4.2, in order (``coop-init`` has already made mount
     propagation private, before it reads any)."""
-    for path in (*spec.lowers, spec.upper, spec.work):
+    for path in (*spec.lowers, spec.upper, spec.work,
+                 *(p for h in spec.host_layers for p in (*h.lowers, h.upper, h.work))):
         check_layer_path(path)
     if not spec.lowers:
         raise ValueError("an overlay root needs at least one lower directory")
@@ -133,7 +163,8 @@ def plan_mounts(spec: MountSpec) -> list[Op]:
         FreshMount("tmpfs", "/tmp", NOSUID_NODEV, "mode=1777"),
     ]
     if spec.host_image:
-        ops += [HostSymlinkOrBind(name) for name in spec.host_dirs]
+        ops += [HostOverlay(f"/{h.rel}", h.lowers, h.upper, h.work) for h in spec.host_layers]
+        ops += [HostSymlink(name) for name in spec.host_links]
         ops += _covered_secrets(spec)
     if spec.workspace is not None:
         ops.append(Bind(spec.workspace, spec.workspace_inside, idmapped=spec.idmapped_workspace))
@@ -180,11 +211,12 @@ def hidden_targets(hidden: Iterable[str], binds: Iterable[tuple[str, str]]) -> t
 
 def split_plan(ops: Sequence[Op], late_sources: Iterable[str]) -> tuple[list[Op], list[Op]]:
     """The plan in two parts, so the init overlaps its work with the supervisor's: up to
-    the first bind of a ``late_sources`` path, and the rest, which needs those sources
-    (the supervisor creates them meanwhile)."""
+    the first bind of a ``late_sources`` path (or host overlay whose upper is one), and
+    the rest, which needs those sources (the supervisor creates them meanwhile)."""
     late = set(late_sources)
     first_late = next((i for i, op in enumerate(ops)
-                       if isinstance(op, Bind) and op.source in late), len(ops))
+                       if (isinstance(op, Bind) and op.source in late)
+                       or (isinstance(op, HostOverlay) and op.upper in late)), len(ops))
     return list(ops[:first_late]), list(ops[first_late:])
 
 
@@ -213,7 +245,11 @@ def plan_records(ops: Sequence[Op]) -> list[dict[str, Any]]:
                             "idmapped": op.idmapped})
         elif isinstance(op, Symlink):
             records.append({"op": "symlink", "target": op.target, "points_to": op.points_to})
-        elif isinstance(op, HostSymlinkOrBind):
+        elif isinstance(op, HostOverlay):
+            records += [*({"op": "lower", "path": lower} for lower in op.lowers),
+                        {"op": "hostlayer", "target": op.target, "upper": op.upper,
+                         "work": op.work}]
+        elif isinstance(op, HostSymlink):
             records.append({"op": "hostentry", "name": op.name})
         else:
             records.append({"op": "pivot"})

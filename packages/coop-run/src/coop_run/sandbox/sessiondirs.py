@@ -2,11 +2,12 @@
 
 A running sandbox keeps ``upper/`` and ``work/`` (the overlay's writable half), ``root/``
 (the empty mount point of the overlay), ``etc/`` (generated hostname, hosts, resolv.conf,
-bound read-only inside so they never land in any layer) and ``persist/`` (kept across
-sessions). ``sandbox.json`` records who owns them: the creating process while starting,
-then the init. Sessions outlive whoever started them, so nothing is tied to the
-creator's life; instead the next start calls ``reap_stale()``, which removes what
-belongs to sandboxes whose recorded process is gone.
+bound read-only inside so they never land in any layer), with ``image = "host"``
+``host/`` (the writable halves of the overlays at the host's directories) and
+``persist/`` (kept across sessions). ``sandbox.json`` records who owns them: the
+creating process while starting, then the init. Sessions outlive whoever started them,
+so nothing is tied to the creator's life; instead the next start calls
+``reap_stale()``, which removes what belongs to sandboxes whose recorded process is gone.
 """
 
 from __future__ import annotations
@@ -134,7 +135,9 @@ def clean_leftovers(sdir: SessionDir, idmap: IdMap | None) -> None:
     """
     for name in TRANSIENT:
         path = sdir.path / name
-        if not path.exists() and not path.is_symlink():
+        try:
+            path.lstat()  # one call for a missing entry (most are, on a session's start)
+        except FileNotFoundError:
             continue
         try:
             try:
@@ -213,6 +216,19 @@ def ensure_dirs(sdir: SessionDir, *, idmap: IdMap | None = None, blank: bool = F
                          0o444))
     if idmap is not None:
         hand_over([sdir.upper, sdir.work], idmap)
+
+
+def ensure_host_dirs(sdir: SessionDir, count: int, idmap: IdMap | None) -> None:
+    """image = "host": ``host/upperN`` and ``host/workN`` for ``count`` host directories
+    (``coop_build.hostlayer``), handed to root's range as the session's upper is."""
+    sdir.host.mkdir()
+    made = []
+    for index in range(count):
+        made += [sdir.host / f"upper{index}", sdir.host / f"work{index}"]
+        made[-2].mkdir()
+        made[-1].mkdir()
+    if idmap is not None:
+        hand_over(made, idmap)
 
 
 def give_persist(path: Path, idmap: IdMap) -> None:
