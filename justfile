@@ -76,6 +76,12 @@ demo:
     echo "The session keeps running: 'coop attach' in examples/quickstart to return,"
     echo "'coop kill quickstart' to end it."
 
+# Install Claude Code, Codex and Aider on host-image variants of their examples (npm and
+# PyPI needed), start each with the network off, and record their first screens in
+# docs/agents.md. Run by a person, not by CI; cleans up everything it started.
+try-agents *AGENTS:
+    {{venv}}/python scripts/try-agents {{AGENTS}}
+
 # Benchmarks against the plain tools, measured in the same run (prints a table of ratios).
 # Every bench runs even when one before it fails; the recipe fails if any did.
 bench *ARGS:
