@@ -23,7 +23,9 @@ setup:
 # without a warning. No formatter run: we do not want format churn.
 lint:
     {{venv}}/ruff check
+    {{venv}}/ruff check scripts/try-agents
     {{venv}}/mypy
+    {{venv}}/mypy --strict scripts/try-agents
     {{venv}}/python scripts/check-layers
     ${CC:-cc} {{coop_init_flags}} -Werror -c -o /dev/null packages/coop-run/csrc/coop-init.c
 
