@@ -23,7 +23,9 @@ setup:
 # without a warning. No formatter run: we do not want format churn.
 lint:
     {{venv}}/ruff check
+    {{venv}}/ruff check scripts/try-agents
     {{venv}}/mypy
+    {{venv}}/mypy --strict scripts/try-agents
     {{venv}}/python scripts/check-layers
     ${CC:-cc} {{coop_init_flags}} -Werror -c -o /dev/null packages/coop-run/csrc/coop-init.c
 
@@ -75,6 +77,12 @@ demo:
     fi
     echo "The session keeps running: 'coop attach' in examples/quickstart to return,"
     echo "'coop kill quickstart' to end it."
+
+# Install Claude Code, Codex and Aider on host-image variants of their examples (npm and
+# PyPI needed), start each with the network off, and record their first screens in
+# docs/agents.md. Run by a person, not by CI; cleans up everything it started.
+try-agents *AGENTS:
+    {{venv}}/python scripts/try-agents {{AGENTS}}
 
 # Benchmarks against the plain tools, measured in the same run (prints a table of ratios).
 # Every bench runs even when one before it fails; the recipe fails if any did.
