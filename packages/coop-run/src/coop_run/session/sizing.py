@@ -56,13 +56,14 @@ def counts(window: Window, now: float, idle_after: float) -> bool:
 def window_size(windows: Iterable[Window], now: float,
                 idle_after: float) -> tuple[int, int] | None:
     """The PTY's ``(cols, rows)`` at ``now``, or ``None`` to keep the size it has."""
-    candidates = [w for w in windows if w.sizing and w.writable and (w.local or w.visible)]
-    counting = [w for w in candidates if counts(w, now, idle_after)]
-    if not counting:  # only idle web clients left, or none: the one used last
-        if not candidates:
+    windows = list(windows)
+    counting = [w for w in windows if counts(w, now, idle_after)]
+    if not counting:  # the web clients that are only idle, if any: the one used last
+        idle = [w for w in windows if w.sizing and w.writable and w.visible]
+        if not idle:
             return None
-        latest = max(w.active_at for w in candidates)
-        counting = [w for w in candidates if w.active_at == latest]
+        latest = max(w.active_at for w in idle)
+        counting = [w for w in idle if w.active_at == latest]
     return min(w.cols for w in counting), min(w.rows for w in counting)
 
 
