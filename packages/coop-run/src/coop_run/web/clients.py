@@ -2,12 +2,11 @@
 
 A ``WebClient`` is one browser tab's socket: the event stream (``/api/events``) or a
 PTY's terminal (``/ws``). A terminal client carries its kind (``web``; the supervisor
-counts it for ``ls``), whether it may type (``read_only``), and, for the log, its last
-window and whether it asked to size the PTY (``sizing``: false for "do not size for
-me"). The window-size rule itself (issue 12 point 7: visible, recently active, writable
-clients only) is the supervisor's (``session.sizing``), which hears every resize,
-keystroke and ``visibility``/``active``/``sizing`` message through the relay; nothing
-here decides it. The registry closes every socket when the server stops.
+counts it for ``ls``) and whether it may type (``read_only``). The window-size rule
+(issue 12 point 7: visible, recently active, writable clients only) is the supervisor's
+(``session.sizing``), which hears every resize, keystroke and ``visibility``/``active``/
+``sizing`` message through the relay; the web server keeps no copy of it. The registry
+closes every socket when the server stops.
 """
 
 from __future__ import annotations
@@ -47,9 +46,6 @@ class WebClient:
     session: str | None = None
     pty: int | None = None
     kind: str = "web"
-    sizing: bool = True       # it asked to size the PTY ("do not size for me": false)
-    cols: int | None = None
-    rows: int | None = None
     id: int = field(default_factory=lambda: next(_ids))
 
     def describe(self) -> str:

@@ -20,10 +20,9 @@ Frames: binary = terminal bytes both ways; text = JSON: from the browser ``resiz
 ``{"type": "active"}`` (focus, pointer or touch without typing), ``{"type": "sizing",
 "sizing": bool}`` ("do not size for me" off or on), ``pause``, ``resume``, ``detach``;
 from the server first ``attached`` (the offset to count from), then the supervisor's
-events (``pty_exited``, ``pty_restarting``,
-``lagged``, ``detached``, ``blocked``, ``notice``, ``attention``). A resume with
-``offset`` gets exactly the bytes missed while the scrollback holds them, else a
-``lagged`` event for the gap and a redraw.
+events (``pty_exited``, ``pty_restarting``, ``lagged``, ``detached``, ``blocked``,
+``notice``, ``attention``). A resume with ``offset`` gets exactly the bytes missed while
+the scrollback holds them, else a ``lagged`` event for the gap and a redraw.
 """
 
 from __future__ import annotations
@@ -116,8 +115,7 @@ async def terminal_socket(context: WebContext, request: web.Request,
         sock.close()
         raise
     client = WebClient(ws, request.remote or "?", read_only, "terminal", session=name,
-                       pty=answer.pty, sizing=attach.sizing is not False,
-                       cols=attach.cols, rows=attach.rows)
+                       pty=answer.pty)
     context.clients.add(client)
     try:
         await ws.prepare(request)
@@ -224,10 +222,6 @@ class Relay:
         elif isinstance(command, protocol.Detach):
             return False
         else:  # resize, visibility, active, sizing: the supervisor's window rule
-            if isinstance(command, protocol.Resize):
-                self.client.cols, self.client.rows = command.cols, command.rows
-            elif isinstance(command, protocol.Sizing):
-                self.client.sizing = command.sizing
             await asyncio.get_running_loop().sock_sendall(
                 self.sock, encode_control(encode(command)))
         return True
