@@ -91,6 +91,58 @@ def test_clients_that_do_not_size_never_change_the_size() -> None:
         b"seen by all"
 
 
+def test_web_clients_size_only_while_visible_and_active() -> None:
+    """A local terminal, a desktop browser and a phone (issue 12 point 7): each call that
+    changes what counts says the new size, and ``next_expiry`` says when time alone
+    will."""
+    fan = FanOut(idle_after=60.0)
+    assert fan.add_client("term", 120, 40, now=0.0).size == (120, 40)
+    assert fan.add_client("desk", 100, 30, local=False, now=0.0).size == (100, 30)
+    assert fan.next_expiry(0.0) == 60.0
+    assert fan.add_client("phone", 40, 20, local=False, now=10.0).size == (40, 20)
+    assert fan.set_visible("phone", False, now=20.0) == (100, 30)  # its tab hidden
+    assert fan.next_expiry(20.0) == 60.0  # the desk's; a hidden phone never expires
+    assert fan.touch("phone", now=30.0) is None  # typing in a hidden tab: still hidden
+    assert fan.set_visible("phone", True, now=40.0) == (40, 20)  # shown is activity
+    assert fan.touch("desk", now=50.0) is None  # it counted already
+    assert fan.next_expiry(50.0) == 100.0  # the phone, shown at 40, goes idle first
+    assert fan.size(100.0) == (100, 30)  # time alone: the phone no longer counts
+    assert fan.size(110.0) == (120, 40)  # nor the desk: the local terminal's size
+    assert fan.next_expiry(110.0) is None
+    assert fan.touch("phone", now=110.0) == (40, 20)  # active again (typing or "active")
+    assert fan.resize("desk", 90, 10, now=120.0) == (40, 10)  # resizing is activity too
+    assert fan.set_sizing("phone", False, now=130.0) == (90, 10)  # "do not size for me"
+    assert fan.set_sizing("phone", True, now=140.0) == (40, 10)
+    assert fan.remove_client("term", now=140.0) is None
+    assert fan.remove_client("desk", now=140.0) == (40, 20)
+
+
+def test_a_read_only_web_client_never_counts_whatever_it_says() -> None:
+    fan = FanOut(idle_after=60.0)
+    fan.add_client("desk", 100, 30, local=False, now=0.0)
+    assert fan.add_client("viewer", 20, 5, local=False, read_only=True, now=1.0).size is None
+    for change in (fan.set_sizing("viewer", True, now=2.0),
+                   fan.set_visible("viewer", True, now=3.0),
+                   fan.touch("viewer", now=4.0),
+                   fan.resize("viewer", 10, 3, now=5.0)):
+        assert change is None
+    assert fan.size(5.0) == (100, 30)
+    assert fan.next_expiry(5.0) == 60.0  # only the desk's
+    fan.remove_client("desk", now=6.0)
+    assert fan.size(6.0) is None  # left alone, it does not size the PTY either
+
+
+def test_only_idle_web_clients_left_means_the_one_used_last() -> None:
+    """The phone leaves while the desktop sits idle: the desktop's size comes back, not
+    the phone's kept; with nobody left who may size, the PTY keeps what it has."""
+    fan = FanOut(idle_after=60.0)
+    fan.add_client("desk", 100, 30, local=False, now=0.0)
+    assert fan.add_client("phone", 40, 20, local=False, now=100.0).size == (40, 20)
+    assert fan.remove_client("phone", now=110.0) == (100, 30)
+    assert fan.set_visible("desk", False, now=120.0) is None  # None: keep (100, 30)
+    assert fan.size(120.0) is None
+
+
 def test_bad_calls_are_refused() -> None:
     fan = FanOut(Scrollback(16), max_backlog=16)
     fan.add_client("a", 80, 24)

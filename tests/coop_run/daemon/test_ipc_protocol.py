@@ -109,6 +109,9 @@ CONTRACT: dict[type[schema.WireMessage], dict[str, str]] = {
     protocol.Detach: {"type": "'detach'"},
     protocol.Pause: {"type": "'pause'"},
     protocol.Resume: {"type": "'resume'"},
+    protocol.Visibility: {"type": "'visibility'", "visible": BOOL},
+    protocol.Active: {"type": "'active'"},
+    protocol.Sizing: {"type": "'sizing'", "sizing": BOOL},
     protocol.PtyExited: {"event": "'pty_exited'", "pty": INT, "code": "an integer or null",
                          "signal": OPT_I},
     protocol.PtyRestarting: {"event": "'pty_restarting'", "pty": INT, "delay": "a number",
@@ -144,6 +147,7 @@ CONTRACT: dict[type[schema.WireMessage], dict[str, str]] = {
                            "restart_max_delay_ms": INT, "cols": INT, "rows": INT, "scrollback": INT,
                            "max_backlog": INT, "stop_grace": "a number",
                            "silence_burst": INT, "silence_after": "a number",
+                           "web_idle": "a number",
                            "log_file": "a string or null", "inherited": "a list of strings",
                            "block_sequences": "a list of strings", "ctrl_c_debounce_ms": INT},
     launch.StartedReply: {"pid": INT},
@@ -172,8 +176,10 @@ def test_every_wire_table_dispatches_its_declarations() -> None:
     assert set(protocol.SUPERVISOR_COMMANDS) == {"info", "attach", "shell", "restart",
                                                  "kill", "adopt", "detach_clients", "close",
                                                  "watch"}
-    assert set(protocol.CLIENT_CONTROLS) == {"resize", "detach"}
-    assert set(protocol.WEB_CONTROLS) == {"resize", "detach", "pause", "resume"}
+    assert set(protocol.CLIENT_CONTROLS) == {"resize", "detach", "visibility", "active",
+                                             "sizing"}
+    assert set(protocol.WEB_CONTROLS) == {"resize", "detach", "visibility", "active",
+                                          "sizing", "pause", "resume"}
     assert set(protocol.EVENTS) == {"pty_exited", "pty_restarting", "detached", "lagged",
                                     "blocked", "attention", "notice", "error", "attached",
                                     "session", "sessions", "server_stopped"}
@@ -334,8 +340,15 @@ def test_controls() -> None:
     assert protocol.parse_control({"type": "resize", "cols": 80, "rows": 24}) == \
         protocol.Resize(80, 24)
     assert protocol.parse_control({"type": "detach"}) == protocol.Detach()
+    # what the window-size rule hears of a client (the web server relays them as sent)
+    assert protocol.parse_control({"type": "visibility", "visible": False}) == \
+        protocol.Visibility(False)
+    assert protocol.parse_control({"type": "active"}) == protocol.Active()
+    assert protocol.parse_control({"type": "sizing", "sizing": True}) == protocol.Sizing(True)
     for bad in ({"type": "resize", "cols": 80}, {"type": "nope"}, {}, {"type": 1},
-                {"type": "pause"}):  # a web client's flow control, not a socket's
+                {"type": "pause"},  # a web client's flow control, not a socket's
+                {"type": "visibility"}, {"type": "visibility", "visible": 0},
+                {"type": "sizing", "sizing": "no"}, {"type": "active", "at": 1}):
         with pytest.raises(ProtocolError):
             protocol.parse_control(bad)
     web = protocol.WEB_CONTROLS
@@ -366,7 +379,8 @@ def _config() -> SupervisorConfig:
     return SupervisorConfig(sandbox=box, agent=("claude", "--x"), agent_env={"K": "v"},
                             stop_grace=2.0, log_file=Path("/h/logs/s.log"),
                             inherited=("http_proxy=http://***@127.0.0.1:3128", "no_proxy"),
-                            block_sequences=(b"\x1b:q\r", b"rm -rf"), ctrl_c_debounce_ms=250)
+                            block_sequences=(b"\x1b:q\r", b"rm -rf"), ctrl_c_debounce_ms=250,
+                            web_idle=2.5)
 
 
 def test_a_launch_round_trips() -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from session_support import Coop, ls_json, terminal
+from local_terminal import terminal
+from session_support import Coop, ls_json
 from supervisor_client import Stream
 
 pytestmark = pytest.mark.asuser

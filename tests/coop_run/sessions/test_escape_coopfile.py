@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 from coop_cli import COOP, Result
-from session_support import Coop, Terminal, ls_json, terminal
+from local_terminal import Terminal, terminal
+from session_support import Coop, ls_json
 
 pytestmark = pytest.mark.asuser
 

@@ -15,14 +15,8 @@ from typing import Any
 
 import pytest
 from coop_cli import COOP
-from session_support import (
-    Coop,
-    detach,
-    ls_json,
-    supervisor_info,
-    terminal,
-    write_coopfile,
-)
+from local_terminal import terminal
+from session_support import Coop, detach, ls_json, supervisor_info, write_coopfile
 
 from coop_build.paths import CoopPaths
 from coop_build.store import Store

@@ -13,14 +13,8 @@ import signal
 from pathlib import Path
 
 import pytest
-from session_support import (
-    Coop,
-    Terminal,
-    detach,
-    ls_json,
-    supervisor_info,
-    terminal,
-)
+from local_terminal import Terminal, terminal
+from session_support import Coop, detach, ls_json, supervisor_info
 from supervisor_client import Stream
 
 from support.procs import WaitTimeout, pid_alive, wait_for

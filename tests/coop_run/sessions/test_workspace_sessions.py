@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 from coop_cli import COOP
-from session_support import Coop, ls_json, terminal, write_coopfile
+from local_terminal import terminal
+from session_support import Coop, ls_json, write_coopfile
 
 from coop_run.daemon.registry import most_recent
 from coop_run.daemon.supervisors import Session

@@ -154,3 +154,18 @@ def test_watch_sends_the_ls_entry_whenever_it_changes(start: Start) -> None:
         assert marked["ptys"][0]["attention"]["reason"] == "bell"
         web.close()
         next_until(lambda e: e["web_clients"] == 0)
+
+
+def test_an_idle_web_client_stops_sizing_with_no_event(start: Start) -> None:
+    """The supervisor's timer, not a message, takes an idle phone out of the rule; a
+    message (here ``active``) puts it back, and the timer fires again after it."""
+    handle = start(web_idle=2.0)
+    local = Stream.open(handle.socket_path, cols=120, rows=40)
+    phone = Stream.open(handle.socket_path, kind="web", cols=40, rows=20)
+    assert size(handle) == (40, 20)
+    wait_for(lambda: size(handle) == (120, 40), TIMEOUT, "the idle phone to stop counting")
+    phone.control({"type": "active"})
+    wait_for(lambda: size(handle) == (40, 20), TIMEOUT, "the phone to count again")
+    wait_for(lambda: size(handle) == (120, 40), TIMEOUT, "the phone to go idle again")
+    for stream in (local, phone):
+        stream.close()

@@ -31,7 +31,7 @@ from coop_run.ipc.schema import encode
 from coop_run.layout import RunLayout, check_session_name
 from coop_run.procs import proc_start_time
 from coop_run.sandbox.config import SandboxConfig
-from coop_run.session.config import SupervisorConfig
+from coop_run.session.config import SupervisorConfig, web_idle
 
 if TYPE_CHECKING:
     from coop_build.coopfile import Coopfile
@@ -228,6 +228,7 @@ class SessionCommands:
             log_file=self.layout.session_log(name), inherited=inherited.summary,
             block_sequences=tuple(coopfile.input_filter.blocked_bytes()),
             ctrl_c_debounce_ms=coopfile.input_filter.ctrl_c_debounce_ms,
+            web_idle=web_idle(self.environ),
         )
         if inherited.env:
             logger.info("session %s inherits %s", name, ", ".join(inherited.env))  # names

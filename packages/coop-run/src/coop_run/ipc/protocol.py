@@ -185,7 +185,9 @@ class SupervisorInfo(Request):
 class SupervisorAttach(Request):
     """Stream mode on a PTY. ``read_only``: the client's input and resizes are dropped
     and its window never sizes the PTY (a web viewer's link); ``sizing`` false: it types
-    but its window does not size the PTY either ("do not size for me")."""
+    but its window does not size the PTY either ("do not size for me"). A ``local``
+    client's window always counts; a web or tunnel client's only while it is visible and
+    recently active (``session.sizing``)."""
 
     TAG = "attach"
     session: str | None = None
@@ -448,8 +450,35 @@ class Resume(Control):
     TAG = "resume"
 
 
-CLIENT_CONTROLS: Final[Mapping[str, type[Control]]] = table(Resize, Detach)
-WEB_CONTROLS: Final[Mapping[str, type[Control]]] = table(Resize, Detach, Pause, Resume)
+class Visibility(Control):
+    """The client's view was hidden (a background tab, a locked phone) or shown again.
+    A hidden web client's window stops counting for the PTY's size; shown again, it
+    counts at once (being shown is activity). A local terminal always counts."""
+
+    TAG = "visibility"
+    visible: bool
+
+
+class Active(Control):
+    """The user is at this client without typing (focus, a pointer, a touch): it
+    counts for the PTY's size again for the idle window (``session.sizing``)."""
+
+    TAG = "active"
+
+
+class Sizing(Control):
+    """Whether this client's window sizes the PTY from now on (``false``: "do not
+    size for me", the same as joining with ``sizing: false``). A read-only client
+    never sizes, whatever it says."""
+
+    TAG = "sizing"
+    sizing: bool
+
+
+CLIENT_CONTROLS: Final[Mapping[str, type[Control]]] = table(
+    Resize, Detach, Visibility, Active, Sizing)
+WEB_CONTROLS: Final[Mapping[str, type[Control]]] = table(
+    Resize, Detach, Visibility, Active, Sizing, Pause, Resume)
 
 
 class PtyExited(Event):
@@ -631,8 +660,9 @@ def decode_reply(cls: type[RP], reply: Mapping[str, Any]) -> RP:
 
 def parse_control(message: Mapping[str, Any],
                   known: Mapping[str, type[Control]] = CLIENT_CONTROLS) -> Control:
-    """A client's stream-mode control message (``resize``, ``detach``; a web client's
-    table, ``WEB_CONTROLS``, adds ``pause`` and ``resume``)."""
+    """A client's stream-mode control message (``resize``, ``detach``, ``visibility``,
+    ``active``, ``sizing``; a web client's table, ``WEB_CONTROLS``, adds ``pause`` and
+    ``resume``, which the web server keeps for itself)."""
     name = message.get("type")
     cls = known.get(name) if isinstance(name, str) else None
     if cls is None:

@@ -3,6 +3,7 @@ launch request (``coop_run.session.launch``), run by ``coop_run.session.supervis
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,15 @@ DEFAULT_MAX_BACKLOG = 1024 * 1024  # a client's unsent output before it lags
 # short enough that a phone hears about the end of a job while it still matters.
 SILENCE_BURST = 4096
 SILENCE_AFTER = 10.0
+# A web or tunnel client's window sizes a PTY only while someone is at it
+# (``session.sizing``): it counts for WEB_IDLE seconds after it joined, typed, resized,
+# was shown again or said ``active``. Five minutes outlasts reading a long answer or
+# watching a build without touching anything, and is short enough that a phone left on
+# the table stops squeezing the desktop's agent well before the user is back at the
+# desk. Tests shorten it with $COOP_WEB_IDLE_SECONDS, read by the daemon (``web_idle``)
+# when it configures a session.
+WEB_IDLE = 300.0
+WEB_IDLE_ENV = "COOP_WEB_IDLE_SECONDS"
 
 
 @dataclass
@@ -38,6 +48,7 @@ class SupervisorConfig:
     stop_grace: float = 5.0                    # kill: SIGTERM, this long, then SIGKILL
     silence_burst: int = SILENCE_BURST         # bytes of output that make a burst
     silence_after: float = SILENCE_AFTER       # quiet after it that marks; <= 0: never
+    web_idle: float = WEB_IDLE                 # a web client's window counts this long
     log_file: Path | None = None               # stdout/stderr and logging; None: /dev/null
     inherited: Sequence[str] = ()              # what it inherited, as coop status shows it
     # [input_filter] (SPEC 7.3): web and tunnel input to the agent's PTY
@@ -47,3 +58,12 @@ class SupervisorConfig:
     @property
     def session_dir(self) -> Path:
         return Path(self.sandbox.session_dir)
+
+
+def web_idle(environ: Mapping[str, str]) -> float:
+    """``$COOP_WEB_IDLE_SECONDS`` if it is a positive, finite number, else ``WEB_IDLE``."""
+    try:
+        value = float(environ.get(WEB_IDLE_ENV, ""))
+    except ValueError:
+        return WEB_IDLE
+    return value if value > 0 and math.isfinite(value) else WEB_IDLE

@@ -12,10 +12,13 @@
 - The I/O layer calls ``take(client_id)`` whenever that client's transport can accept more
   (writable, not paused) and sends each item as a frame: ``bytes`` with tag 0x00, a
   ``dict`` as JSON with tag 0x01. What it has not taken is the client's backlog.
-- ``size()`` is the smallest window (min cols, min rows) among the clients that size the
-  PTY (``sizing``: a read-only viewer or a "do not size for me" client does not); the
-  calls that change the set of windows return the new size when it changed, so the caller
-  sets it on the PTY.
+- ``size(now)`` is the PTY's window by the rule of ``session.sizing``: the smallest
+  among local terminals and the web clients that are writable, sizing, visible and were
+  active within ``idle_after`` seconds. The calls that change a window or what counts
+  (attach, leave, resize, ``set_sizing``, ``set_visible``, ``touch`` for typing or an
+  ``active`` message) take ``now`` (monotonic seconds) and return the new size when it
+  changed, so the caller sets it on the PTY; ``next_expiry(now)`` is when time alone
+  changes what counts, for the caller's timer.
 - Offsets: a client's position is ``start`` from ``add_client`` plus every raw byte it was
   given plus every ``lagged`` byte count; ``Batch.offset`` is that number after the batch.
   A client that reconnects passes it back as ``resume_from`` and gets exactly the bytes it
@@ -34,8 +37,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coop_run.ipc.protocol import check_window
-from coop_run.session.config import DEFAULT_MAX_BACKLOG
+from coop_run.session.config import DEFAULT_MAX_BACKLOG, WEB_IDLE
 from coop_run.session.scrollback import Scrollback
+from coop_run.session.sizing import Window, counts, next_expiry, window_size
 
 logger = logging.getLogger(__name__)
 
@@ -76,15 +80,13 @@ class Batch:
 
 @dataclass
 class _Client:
-    cols: int
-    rows: int
+    window: Window
     offset: int  # stream offset of the next raw byte the client will be handed
     queue: deque[Item] = field(default_factory=deque)
     queued: int = 0  # raw bytes in queue
     lost_pending: int = 0  # bytes dropped and not yet reported with a lagged event
     lost_total: int = 0
     lags: int = 0
-    sizing: bool = True  # its window counts for the PTY's size
 
 
 
@@ -105,11 +107,13 @@ class FanOut:
     """One PTY's attached clients: per-client queues, lag accounting, window size."""
 
     def __init__(
-        self, scrollback: Scrollback | None = None, *, max_backlog: int = DEFAULT_MAX_BACKLOG
+        self, scrollback: Scrollback | None = None, *, max_backlog: int = DEFAULT_MAX_BACKLOG,
+        idle_after: float = WEB_IDLE,
     ) -> None:
         """``scrollback`` is the PTY's output history (a new default-sized one if omitted).
 
         ``max_backlog`` must hold a full scrollback replay, which is queued at attach.
+        ``idle_after``: seconds a web client's window counts after its last activity.
         """
         self.scrollback = Scrollback() if scrollback is None else scrollback
         if isinstance(max_backlog, bool) or not isinstance(max_backlog, int):
@@ -120,6 +124,7 @@ class FanOut:
                 f"({self.scrollback.capacity})"
             )
         self.max_backlog = max_backlog
+        self.idle_after = idle_after
         self._clients: dict[Hashable, _Client] = {}
 
     # -- clients and window size --------------------------------------------------------
@@ -140,17 +145,18 @@ class FanOut:
         """The stream's end offset: every byte ever published (same as ``scrollback.end``)."""
         return self.scrollback.end
 
-    def size(self) -> tuple[int, int] | None:
-        """The smallest window of the clients that size the PTY as ``(cols, rows)``, or
-        ``None`` when none does."""
-        sizing = [c for c in self._clients.values() if c.sizing]
-        if not sizing:
-            return None
-        return min(c.cols for c in sizing), min(c.rows for c in sizing)
+    def size(self, now: float = 0.0) -> tuple[int, int] | None:
+        """The PTY's ``(cols, rows)`` at ``now`` (``session.sizing.window_size``), or
+        ``None`` when no window may size it: the PTY keeps what it has."""
+        return window_size((c.window for c in self._clients.values()), now, self.idle_after)
+
+    def next_expiry(self, now: float) -> float | None:
+        """When the next web client that counts goes idle (recompute the size then)."""
+        return next_expiry((c.window for c in self._clients.values()), now, self.idle_after)
 
     def add_client(
         self, client_id: Hashable, cols: int, rows: int, *, resume_from: int | None = None,
-        sizing: bool = True,
+        sizing: bool = True, read_only: bool = False, local: bool = True, now: float = 0.0,
     ) -> Attached:
         """Attach a client and queue what it must see first.
 
@@ -162,12 +168,14 @@ class FanOut:
         for a redraw. Raises ``ProtocolError`` for a bad window size
         (``ipc.protocol.check_window``), ``ValueError`` for a duplicate id or an offset past
         the end, ``TypeError`` for a non-integer offset. A client that is not ``sizing``
-        gets output like the others, and its window never sizes the PTY.
+        ("do not size for me") or is ``read_only`` gets output like the others, and its
+        window does not size the PTY; one that is not ``local`` (web, tunnel) sizes it
+        only while visible and active (joining at ``now`` is activity).
         """
         if client_id in self._clients:
             raise ValueError(f"client {client_id!r} is already attached")
         check_window(cols, rows)
-        before = self.size()
+        before = self.size(now)
         redraw = False
         if resume_from is None:
             start, data = self.scrollback.snapshot()
@@ -183,7 +191,9 @@ class FanOut:
                 lost = self.scrollback.end - resume_from
             else:
                 data, lost = held, 0
-        client = _Client(cols=cols, rows=rows, offset=start, sizing=sizing)
+        window = Window(cols, rows, local=local, sizing=sizing, writable=not read_only,
+                        active_at=now)
+        client = _Client(window=window, offset=start)
         if lost:
             client.lost_pending = client.lost_total = lost
             client.lags = 1
@@ -191,7 +201,7 @@ class FanOut:
             client.queue.append(data)
             client.queued = len(data)
         self._clients[client_id] = client
-        after = self.size()
+        after = self.size(now)
         logger.debug(
             "client %r attached at offset %d (%d bytes replayed)", client_id, start, len(data)
         )
@@ -202,34 +212,63 @@ class FanOut:
             redraw=redraw,
         )
 
-    def remove_client(self, client_id: Hashable) -> tuple[int, int] | None:
+    def remove_client(self, client_id: Hashable, *,
+                      now: float = 0.0) -> tuple[int, int] | None:
         """Detach a client, forgetting its queue; returns the new size if it changed.
 
         Returns ``None`` when the last client leaves: the PTY keeps its size.
         """
-        before = self.size()
+        before = self.size(now)
         self._client(client_id)
         del self._clients[client_id]
-        after = self.size()
+        after = self.size(now)
         return after if after != before else None
 
-    def resize(self, client_id: Hashable, cols: int, rows: int) -> tuple[int, int] | None:
-        """A client's window changed; returns the PTY's new size if that changed."""
-        check_window(cols, rows)
-        client = self._client(client_id)
-        before = self.size()
-        client.cols, client.rows = cols, rows
-        after = self.size()
-        return after if after != before else None
-
-    def set_sizing(self, client_id: Hashable, sizing: bool) -> tuple[int, int] | None:
-        """Whether a client's window counts for the PTY's size from now on (a web client
-        that hides its tab, or joins as "do not size for me"); the new size if it
+    def resize(self, client_id: Hashable, cols: int, rows: int, *,
+               now: float = 0.0) -> tuple[int, int] | None:
+        """A client's window changed (activity at ``now``); the PTY's new size if that
         changed."""
-        client = self._client(client_id)
-        before = self.size()
-        client.sizing = sizing
-        after = self.size()
+        check_window(cols, rows)
+        window = self._client(client_id).window
+        before = self.size(now)
+        window.cols, window.rows, window.active_at = cols, rows, now
+        return self._changed(before, now)
+
+    def set_sizing(self, client_id: Hashable, sizing: bool, *,
+                   now: float = 0.0) -> tuple[int, int] | None:
+        """Whether a client's window may size the PTY from now on ("do not size for me"
+        switched off or on; the switch is activity); the new size if it changed. A
+        read-only client's never does."""
+        window = self._client(client_id).window
+        before = self.size(now)
+        window.sizing, window.active_at = sizing, now
+        return self._changed(before, now)
+
+    def set_visible(self, client_id: Hashable, visible: bool, *,
+                    now: float = 0.0) -> tuple[int, int] | None:
+        """A web client's view was hidden or shown (being shown is activity); the new
+        size if it changed."""
+        window = self._client(client_id).window
+        before = self.size(now)
+        window.visible = visible
+        if visible:
+            window.active_at = now
+        return self._changed(before, now)
+
+    def touch(self, client_id: Hashable, *, now: float) -> tuple[int, int] | None:
+        """Activity at a client (it typed, or said ``active``); the new size if that
+        made its window count again. Cheap when it already counts (every keystroke)."""
+        window = self._client(client_id).window
+        if counts(window, now, self.idle_after):
+            window.active_at = now
+            return None
+        before = self.size(now)
+        window.active_at = now
+        return self._changed(before, now)
+
+    def _changed(self, before: tuple[int, int] | None,
+                 now: float) -> tuple[int, int] | None:
+        after = self.size(now)
         return after if after != before else None
 
     # -- output ---------------------------------------------------------------------------

@@ -84,6 +84,7 @@ class LaunchRequest(WireMessage):
     stop_grace: float
     silence_burst: int
     silence_after: float
+    web_idle: float
     log_file: str | None
     inherited: list[str]
     block_sequences: list[str]  # hex: the decoded bytes of [input_filter] block_sequences
@@ -122,7 +123,7 @@ def encode_launch(config: SupervisorConfig, *, network: str, coop_home: Path) ->
         restart_max_delay_ms=config.restart_max_delay_ms, cols=config.cols, rows=config.rows,
         scrollback=config.scrollback, max_backlog=config.max_backlog,
         stop_grace=config.stop_grace, silence_burst=config.silence_burst,
-        silence_after=config.silence_after,
+        silence_after=config.silence_after, web_idle=config.web_idle,
         log_file=None if config.log_file is None else str(config.log_file),
         inherited=list(config.inherited),
         block_sequences=[bytes(seq).hex() for seq in config.block_sequences],
@@ -165,7 +166,7 @@ def decode_launch(data: bytes) -> tuple[SupervisorConfig, str, Path]:
         restart_max_delay_ms=request.restart_max_delay_ms, cols=request.cols,
         rows=request.rows, scrollback=request.scrollback, max_backlog=request.max_backlog,
         stop_grace=request.stop_grace, silence_burst=request.silence_burst,
-        silence_after=request.silence_after,
+        silence_after=request.silence_after, web_idle=request.web_idle,
         log_file=None if request.log_file is None else Path(request.log_file),
         inherited=tuple(request.inherited), block_sequences=sequences,
         ctrl_c_debounce_ms=request.ctrl_c_debounce_ms)

@@ -19,6 +19,14 @@ events and a ``notice``; held bytes are flushed by one timer per client. A read-
 client's input is dropped whole (one ``blocked`` event a second at most), and its resizes
 too. A PTY calls ``on_change`` when what ``ls`` shows of it changes (state, clients,
 attention), for the supervisor's ``watch``.
+
+The window size follows ``session.sizing`` through the FanOut: a local terminal always
+counts; a web or tunnel client while it is writable, sizing, visible and active. Its
+typing (not a terminal's own reports), resizes and ``visibility``/``active``/``sizing``
+controls are its activity; a read-only client's controls are accepted and change
+nothing. A web client going idle changes the size with no event at all, so one
+``loop.call_at`` timer per PTY is armed for the earliest expiry (``next_expiry``) and,
+like the silence timer, re-armed from there rather than on every keystroke.
 """
 
 from __future__ import annotations
@@ -50,12 +58,13 @@ from coop_run.ipc.framing import (
     encode_message,
 )
 from coop_run.ipc.schema import encode
-from coop_run.session.attention import Attention
+from coop_run.session.attention import Attention, is_report
 from coop_run.session.config import (
     DEFAULT_CAPACITY,
     DEFAULT_MAX_BACKLOG,
     SILENCE_AFTER,
     SILENCE_BURST,
+    WEB_IDLE,
 )
 from coop_run.session.fanout import FanOut
 from coop_run.session.scrollback import Scrollback
@@ -125,7 +134,7 @@ class Pty:
                  command: Sequence[str], *, cols: int, rows: int,
                  scrollback: int = DEFAULT_CAPACITY,
                  max_backlog: int = DEFAULT_MAX_BACKLOG, silence_burst: int = SILENCE_BURST,
-                 silence_after: float = SILENCE_AFTER,
+                 silence_after: float = SILENCE_AFTER, web_idle: float = WEB_IDLE,
                  on_change: Callable[[], None] | None = None) -> None:
         self.loop = loop
         self.id = pty_id
@@ -133,7 +142,8 @@ class Pty:
         self.command = list(command)
         self.on_change: Callable[[], None] = on_change or _nothing
         self._state = "starting"  # running, exited, restarting, crash-looping, dead
-        self.fanout = FanOut(Scrollback(scrollback), max_backlog=max(max_backlog, scrollback))
+        self.fanout = FanOut(Scrollback(scrollback), max_backlog=max(max_backlog, scrollback),
+                             idle_after=web_idle)
         self.clients: dict[int, StreamClient] = {}
         self.master: int | None = None
         self.pid: int | None = None  # inside the sandbox
@@ -144,6 +154,8 @@ class Pty:
         self.attention = Attention(burst=silence_burst, quiet=silence_after)
         self.attention_since = 0  # Unix seconds when the current mark was set
         self._silence: asyncio.TimerHandle | None = None
+        self._expiry: asyncio.TimerHandle | None = None  # a web window going idle
+        self._expiry_due = 0.0
 
     @property
     def state(self) -> str:
@@ -309,10 +321,57 @@ class Pty:
             self.loop.remove_writer(self.master)
 
     def resized(self, size: tuple[int, int] | None) -> None:
-        """FanOut said the smallest window changed: set it on the PTY."""
+        """FanOut said the window changed: set it on the PTY, and watch for the next
+        web client to go idle."""
         if size is not None and size != self.size:
             self.size = size
             self._apply_size(size)
+        self._arm_expiry()
+
+    def window_changed(self, client: StreamClient, control: protocol.Control) -> None:
+        """A client's ``resize``, ``visibility``, ``active`` or ``sizing``."""
+        fanout, now = self.fanout, self.loop.time()
+        if isinstance(control, protocol.Resize):
+            self.resized(fanout.resize(client.id, control.cols, control.rows, now=now))
+        elif isinstance(control, protocol.Visibility):
+            self.resized(fanout.set_visible(client.id, control.visible, now=now))
+        elif isinstance(control, protocol.Sizing):
+            self.resized(fanout.set_sizing(client.id, control.sizing, now=now))
+        elif isinstance(control, protocol.Active):
+            self.resized(fanout.touch(client.id, now=now))
+
+    def client_typed(self, client: StreamClient, data: bytes) -> None:
+        """Input from a client is activity, unless it is only its terminal's reports (an
+        idle tab answering a cursor query is not the user)."""
+        if client.id in self.fanout and not is_report(data):
+            size = self.fanout.touch(client.id, now=self.loop.time())
+            if size is not None:
+                self.resized(size)
+            elif self._expiry is None:
+                self._arm_expiry()
+
+    def _arm_expiry(self) -> None:
+        """One timer for when the next counting web client goes idle: armed for the
+        earliest due, left alone when activity only pushes that later (it then fires
+        early, finds nothing changed and re-arms)."""
+        due = self.fanout.next_expiry(self.loop.time())
+        if due is None:
+            return
+        if self._expiry is not None:
+            if self._expiry_due <= due:
+                return
+            self._expiry.cancel()
+        self._expiry_due = due
+        self._expiry = self.loop.call_at(due, self._expired)
+
+    def _expired(self) -> None:
+        self._expiry = None
+        # asyncio may run a timer up to its clock resolution early: judge at the due
+        now = max(self.loop.time(), self._expiry_due)
+        size = self.fanout.size(now)
+        if size is not None and size != self.size:
+            logger.debug("pty %s: a web client went idle; window now %sx%s", self.id, *size)
+        self.resized(size)
 
     def wiggle(self) -> None:
         """Nudge the program to redraw: one column less, then the real size."""
@@ -338,7 +397,9 @@ class Pty:
         a client that is not ``sizing`` (read-only, "do not size for me") never sizes
         the PTY."""
         attached = self.fanout.add_client(client.id, cols, rows, resume_from=resume_from,
-                                          sizing=sizing and not client.read_only)
+                                          sizing=sizing, read_only=client.read_only,
+                                          local=client.kind == "local",
+                                          now=self.loop.time())
         self.clients[client.id] = client
         self.on_change()
         if self.attention.mark is not None:
@@ -351,7 +412,7 @@ class Pty:
 
     def remove_client(self, client: StreamClient) -> None:
         if self.clients.pop(client.id, None) is not None:
-            self.resized(self.fanout.remove_client(client.id))
+            self.resized(self.fanout.remove_client(client.id, now=self.loop.time()))
             self.on_change()
 
     def close(self) -> None:
@@ -359,6 +420,9 @@ class Pty:
             client.close()
         self.detach_master()
         self._disarm_silence()
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
 
 
 def _nothing() -> None:
@@ -368,8 +432,9 @@ def _nothing() -> None:
 class StreamClient:
     """A socket in stream mode on one PTY (tag 0x00 bytes, tag 0x01 JSON controls).
 
-    ``read_only``: its input and resizes are dropped. ``input_filter``: the filter its
-    input to this PTY goes through (web and tunnel clients on the agent), or None.
+    ``read_only``: its input, resizes and other window controls are dropped.
+    ``input_filter``: the filter its input to this PTY goes through (web and tunnel
+    clients on the agent), or None.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, kind: str,
@@ -496,6 +561,7 @@ class StreamClient:
                 self._refused_at = now
                 self._tell(encode(protocol.Blocked(self.pty.id, "input", "read-only", 1)))
             return
+        self.pty.client_typed(self, data)
         if self.input_filter is None:
             self.pty.write_input(data)
             return
@@ -537,17 +603,15 @@ class StreamClient:
         except ProtocolError as exc:
             logger.info("client %s: %s", self.id, exc)
             return
-        if not isinstance(command, protocol.Resize):  # detach
+        if isinstance(command, protocol.Detach):
             self.close()
             return
-        if self.read_only:
+        if self.read_only:  # accepted; a viewer's window never counts
             return
         try:
-            size = self.pty.fanout.resize(self.id, command.cols, command.rows)
+            self.pty.window_changed(self, command)
         except (ValueError, ProtocolError) as exc:
             logger.info("client %s: %s", self.id, exc)
-            return
-        self.pty.resized(size)
 
     def close(self) -> None:
         if self.closed:

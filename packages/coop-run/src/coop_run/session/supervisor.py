@@ -21,9 +21,10 @@ Socket protocol: the daemon's framing and handshake (``{"version": 1}``), then c
 
 ``attach``/``shell`` answer ``{"ok", "pty", "offset", "cols", "rows", "session"}`` and switch the
 connection to stream mode (``read_only`` and ``sizing`` say what the client may do and
-whether its window sizes the PTY; web and tunnel clients' input to the agent goes through
-the session's input filter); ``adopt`` does the same on the passed socket (a client already
-past its handshake with the daemon: it gets that answer as if it had asked directly).
+whether its window may size the PTY, by the rule of ``session.sizing``; web and tunnel
+clients' input to the agent goes through the session's input filter); ``adopt`` does the
+same on the passed socket (a client already past its handshake with the daemon: it gets
+that answer as if it had asked directly).
 A client must wait for the answer before sending stream frames. ``detach_clients`` is the
 daemon's shutdown (SPEC 5): every client it handed over gets ``detached`` and is closed,
 while clients that came straight to this socket and the session itself carry on. Every
@@ -195,6 +196,7 @@ class Supervisor:
         return Pty(self._loop, pty_id, role, argv, cols=cols, rows=rows,
                    scrollback=config.scrollback, max_backlog=config.max_backlog,
                    silence_burst=config.silence_burst, silence_after=config.silence_after,
+                   web_idle=config.web_idle,
                    on_change=self._notify)
 
     def _notify(self) -> None:

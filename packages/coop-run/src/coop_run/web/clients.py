@@ -1,14 +1,12 @@
-"""The web server's clients: every open WebSocket, what its token lets it do, and what
-the window-size rule for web clients needs to know of it (issue 12, point 7).
+"""The web server's clients: every open WebSocket and what its token lets it do.
 
 A ``WebClient`` is one browser tab's socket: the event stream (``/api/events``) or a
 PTY's terminal (``/ws``). A terminal client carries its kind (``web``; the supervisor
-counts it for ``ls``), whether it may type (``read_only``), whether its window may size
-the PTY (``sizing``: false for "do not size for me"), whether its tab is ``visible``
-and when it last typed (``active_at``). The supervisor applies ``read_only`` and
-``sizing`` (``SupervisorAttach``); a rule that also weighs visibility and activity
-changes ``sizing`` through the supervisor's ``FanOut.set_sizing``. The registry closes
-every socket when the server stops.
+counts it for ``ls``) and whether it may type (``read_only``). The window-size rule
+(issue 12 point 7: visible, recently active, writable clients only) is the supervisor's
+(``session.sizing``), which hears every resize, keystroke and ``visibility``/``active``/
+``sizing`` message through the relay; the web server keeps no copy of it. The registry
+closes every socket when the server stops.
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ import contextlib
 import itertools
 import json
 import logging
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -49,15 +46,7 @@ class WebClient:
     session: str | None = None
     pty: int | None = None
     kind: str = "web"
-    sizing: bool = True       # its window may size the PTY ("do not size for me": false)
-    visible: bool = True      # its tab is shown
-    cols: int | None = None
-    rows: int | None = None
-    active_at: float = field(default_factory=time.monotonic)  # when it last typed
     id: int = field(default_factory=lambda: next(_ids))
-
-    def typed(self) -> None:
-        self.active_at = time.monotonic()
 
     def describe(self) -> str:
         what = "events" if self.role == "events" else f"{self.session} pty {self.pty}"

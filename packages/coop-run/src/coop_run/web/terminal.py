@@ -1,4 +1,5 @@
-"""A PTY's WebSocket (SPEC 8): ``/ws?session=&pty=[&offset=][&cols=&rows=][&size=0]``.
+"""A PTY's WebSocket (SPEC 8): ``/ws?session=&pty=[&offset=][&cols=&rows=][&size=0]``
+(``size=0``: join as "do not size for me"; the default, ``size=1``, sizes).
 
 The daemon is a client of the session's supervisor like ``coop attach`` is: each
 WebSocket gets its own supervisor stream (``attach`` with ``kind: web``, the token's
@@ -10,14 +11,18 @@ the PTY nor any other client waits. What the supervisor has sent by the time the
 reads goes out as one binary frame (small PTY reads coalesce under load, a keystroke's
 echo goes alone). ``pause``/``resume`` (xterm.js's watermarks) stop and restart the
 reading for this client only. The input filter, read-only and window-size rules are the
-supervisor's, so they hold for every client kind alike.
+supervisor's, so they hold for every client kind alike: what the window rule needs to
+hear (``resize``, ``visibility``, ``active``, ``sizing``) is relayed to it as sent, and
+typing reaches it as input.
 
-Frames: binary = terminal bytes both ways; text = JSON: ``resize``, ``pause``,
-``resume``, ``detach`` from the browser; from the server first ``attached`` (the offset
-to count from), then the supervisor's events (``pty_exited``, ``pty_restarting``,
-``lagged``, ``detached``, ``blocked``, ``notice``, ``attention``). A resume with
-``offset`` gets exactly the bytes missed while the scrollback holds them, else a
-``lagged`` event for the gap and a redraw.
+Frames: binary = terminal bytes both ways; text = JSON: from the browser ``resize``,
+``{"type": "visibility", "visible": bool}`` (the tab was hidden or shown),
+``{"type": "active"}`` (focus, pointer or touch without typing), ``{"type": "sizing",
+"sizing": bool}`` ("do not size for me" off or on), ``pause``, ``resume``, ``detach``;
+from the server first ``attached`` (the offset to count from), then the supervisor's
+events (``pty_exited``, ``pty_restarting``, ``lagged``, ``detached``, ``blocked``,
+``notice``, ``attention``). A resume with ``offset`` gets exactly the bytes missed while
+the scrollback holds them, else a ``lagged`` event for the gap and a redraw.
 """
 
 from __future__ import annotations
@@ -110,8 +115,7 @@ async def terminal_socket(context: WebContext, request: web.Request,
         sock.close()
         raise
     client = WebClient(ws, request.remote or "?", read_only, "terminal", session=name,
-                       pty=answer.pty, sizing=attach.sizing is not False,
-                       cols=attach.cols, rows=attach.rows)
+                       pty=answer.pty)
     context.clients.add(client)
     try:
         await ws.prepare(request)
@@ -193,7 +197,6 @@ class Relay:
         loop = asyncio.get_running_loop()
         async for message in self.ws:
             if message.type == WSMsgType.BINARY:
-                self.client.typed()
                 await loop.sock_sendall(self.sock, encode_data(message.data))
             elif message.type == WSMsgType.TEXT:
                 if not await self._control(message.data):
@@ -216,10 +219,9 @@ class Relay:
             self._running.clear()
         elif isinstance(command, protocol.Resume):
             self._running.set()
-        elif isinstance(command, protocol.Resize):
-            self.client.cols, self.client.rows = command.cols, command.rows
+        elif isinstance(command, protocol.Detach):
+            return False
+        else:  # resize, visibility, active, sizing: the supervisor's window rule
             await asyncio.get_running_loop().sock_sendall(
                 self.sock, encode_control(encode(command)))
-        else:  # detach
-            return False
         return True
