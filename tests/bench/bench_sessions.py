@@ -89,6 +89,14 @@ class Row:
         return "-" if self.target is None else f"<={self.target:g}{unit}"
 
 
+def write_big(path: Path) -> None:
+    """The bursts' file: ``BIG_BYTES`` of text lines, as an agent prints them."""
+    line = b"coop bench: 30 MB of agent output, one line after another, to the client.\n"
+    with path.open("wb") as out:
+        out.write(line * (BIG_BYTES // len(line)))
+        out.write(b"x" * (BIG_BYTES % len(line)))
+
+
 # --- terminals ---------------------------------------------------------------------------
 
 
@@ -438,8 +446,9 @@ class Bench:
                            check=False, stdin=subprocess.DEVNULL)
             if pid is not None:
                 self.wait_gone(pid)
-        subprocess.run([*self.tmux, "kill-server"], env=self.env, capture_output=True,
-                       check=False)
+        if shutil.which("tmux") is not None:  # bench_web.py's Bench starts no tmux
+            subprocess.run([*self.tmux, "kill-server"], env=self.env, capture_output=True,
+                           check=False)
 
 
 def print_table(rows: list[Row]) -> None:
@@ -487,10 +496,7 @@ def main() -> int:
     started = time.monotonic()
     try:
         ws = bench.workspace(0)
-        line = b"coop bench: 30 MB of agent output, one line after another, to the client.\n"
-        with bench.big.open("wb") as out:
-            out.write(line * (BIG_BYTES // len(line)))
-            out.write(b"x" * (BIG_BYTES % len(line)))
+        write_big(bench.big)
         if "1" in wanted:
             rows.append(bench.ls())
         if "2" in wanted:
