@@ -475,8 +475,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--reps", type=int, default=9, help="repetitions (median)")
     parser.add_argument("--only", default="1,2,3,4,5,6",
-                        help="comma-separated figures 1-6 (run.py's a, b, c are ignored, so "
-                             "`just bench --only ...` can pick from both)")
+                        help="comma-separated figures 1-6 (run.py's a, b, c and bench_web's "
+                             "w1-w3 are ignored, so `just bench --only ...` can pick from all)")
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 when a figure misses its target (CI gate)")
     args = parser.parse_args()
