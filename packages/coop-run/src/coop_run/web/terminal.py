@@ -113,6 +113,7 @@ async def terminal_socket(context: WebContext, request: web.Request,
                        pty=answer.pty, sizing=attach.sizing is not False,
                        cols=attach.cols, rows=attach.rows)
     context.clients.add(client)
+    inbox: Inbox | None = None
     try:
         await ws.prepare(request)
         await ws.send_str(json.dumps(encode(protocol.Attached(
@@ -121,7 +122,10 @@ async def terminal_socket(context: WebContext, request: web.Request,
         _, inbox = await asyncio.get_running_loop().connect_accepted_socket(Inbox, sock)
         await Relay(ws, inbox, client).run()
     finally:
-        sock.close()  # the transport's own close has closed it, unless that was never made
+        if inbox is not None:
+            inbox.close()  # its transport owns the socket
+        else:
+            sock.close()
         context.clients.remove(client)
     return ws
 
@@ -204,8 +208,9 @@ class Inbox(asyncio.Protocol):
         await self._writable.wait()
 
     def close(self) -> None:
+        """Close the socket now: input not yet sent is of no use once the relay ends."""
         if self.transport is not None:
-            self.transport.close()
+            self.transport.abort()
 
 
 class Relay:
@@ -226,7 +231,6 @@ class Relay:
         finally:
             down.cancel()
             await asyncio.gather(down, return_exceptions=True)
-            self.inbox.close()
 
     async def _down(self) -> None:
         """Supervisor -> browser: what has arrived, as fast as the browser takes it."""
