@@ -12,8 +12,8 @@ workspace). coop's side is the real CLI: a daemon with its own COOP_HOME, an
 One aiohttp client process speaks each server's protocol as a browser tab's script would:
 coop's binary frames are decoded as UTF-8 (what xterm.js does with them), terminado's JSON
 messages are parsed (what its page does); the client's own CPU and decode time are printed,
-so a client that is the bottleneck shows. Alternating coop, terminado and a bare PTY, so
-all see the same load:
+so a client that is the bottleneck shows. Alternating coop, terminado (each first in every
+other round) and a bare PTY, so all see the same load:
 
   w1  30 MB of agent output (``cat`` of bench_sessions' 30 MB text file, then a sentinel)
       drained over the WebSocket: from typing the command into an open socket until the
@@ -267,6 +267,11 @@ class Drains:
                              f"characters of {BIG_BYTES}")
         return True
 
+    def forget_last(self) -> None:
+        for figures in (self.wall, self.client_cpu, self.decoding, self.messages,
+                        *self.server_cpu.values()):
+            figures.pop()
+
     def rate(self, mb: float) -> str:
         return f"{mb / statistics.median(self.wall):.0f}"
 
@@ -419,16 +424,25 @@ class WebBench(Bench):
         inside = f"/workspace/{self.big.name}"
         ours = Drains({name: [] for name in servers if name != "terminado"})
         anchor = Drains({"terminado": []})
-        t_bare = []
+        t_bare: list[float] = []
         lagged = 0
         while len(t_bare) < self.reps:
-            if not await ours.run(coop, inside, servers):
-                lagged += 1  # the whole round again, so all three see the same load
-                if lagged > self.reps:
-                    raise SystemExit(f"bench: coop's client lagged in {lagged} drains")
+            sides = [(ours, coop, inside), (anchor, tado, str(self.big))]
+            if len(t_bare) % 2:  # neither goes first every time
+                sides.reverse()
+            done = []
+            for drains, term, path in sides:
+                if not await drains.run(term, path, servers):
+                    break
+                done.append(drains)
+            else:
+                t_bare.append(bare.burst(str(self.big)))
                 continue
-            await anchor.run(tado, str(self.big), servers)
-            t_bare.append(bare.burst(str(self.big)))
+            for drains in done:  # the whole round again, so all three see the same load
+                drains.forget_last()
+            lagged += 1
+            if lagged > self.reps:
+                raise SystemExit(f"bench: coop's client lagged in {lagged} drains")
         again = (f" {lagged} round(s) were repeated: coop dropped output for its client, "
                  f"which the loaded machine stalled past the 1 MiB backlog limit (by "
                  f"design; terminado buffers without a limit)." if lagged else "")
@@ -449,9 +463,12 @@ class WebBench(Bench):
 
     async def echo(self, coop: CoopTerm, tado: TerminadoTerm, bare: Term) -> list[Row]:
         e_coop, e_tado, e_bare = [], [], []
-        for _ in range(ECHO_ROUNDS):
-            e_coop += await coop.echo_round_trips(ECHO_KEYS)
-            e_tado += await tado.echo_round_trips(ECHO_KEYS)
+        for round_ in range(ECHO_ROUNDS):
+            web: list[tuple[WebTerm, list[float]]] = [(coop, e_coop), (tado, e_tado)]
+            if round_ % 2:  # neither goes first every time
+                web.reverse()
+            for term, times in web:
+                times.extend(await term.echo_round_trips(ECHO_KEYS))
             e_bare += bare.echo_round_trips(ECHO_KEYS)
         med = statistics.median
         note = (f"medians over {len(e_coop)}: coop {med(e_coop) * 1e3:.3f} ms, terminado "
