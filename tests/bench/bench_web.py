@@ -277,8 +277,9 @@ class Drains:
 
     def client_text(self, decoding: str) -> str:
         med = statistics.median
-        return (f"{med(self.client_cpu) * 1000:.0f} ms ({decoding} "
-                f"{med(self.decoding) * 1000:.0f} ms, {med(self.messages):.0f} messages)")
+        return (f"{med(self.client_cpu) * 1000:.0f} ms ({decoding} took "
+                f"{med(self.decoding) * 1000:.0f} ms of wall time, {med(self.messages):.0f} "
+                f"messages)")
 
     def servers_text(self) -> str:
         return " + ".join(f"{name} {statistics.median(spent) * 1000:.0f} ms"
