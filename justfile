@@ -95,4 +95,5 @@ bench *ARGS:
     {{venv}}/python tests/bench/bench_sandbox.py 200 || rc=1
     {{venv}}/python tests/bench/bench_sessions.py {{ARGS}} || rc=1
     {{venv}}/python tests/bench/bench_inputfilter.py || rc=1
+    {{venv}}/python tests/bench/bench_web.py {{ARGS}} || rc=1
     exit "$rc"

@@ -4,12 +4,13 @@
 
 Times, as medians over RUNS: (a) ``Sandbox.start()`` + spawning ``true`` on a PTY + its
 exit, (b) one more ``true`` spawned into the running sandbox, (c) ``stop()``; and
-``bwrap --unshare-all`` running ``true`` on a PTY with equivalent binds on the same
-busybox rootfs, interleaved run by run with ours (bwrap 0.8 has no overlay: its root
-is a read-only bind, so it does less work than we do). Also the host-side memory the
-live sandbox keeps (its init). With ``--host``, the sandbox is an ``image = "host"``
-build's (made by the Builder in a private COOP_HOME), and bwrap binds the host's
-directories read-only, as ``image = "host"`` once did.
+``bwrap --unshare-all`` running ``true`` on a PTY with equivalent binds on an identical
+busybox rootfs (its own copy, owned by the caller: bwrap maps no id range), interleaved
+run by run with ours (bwrap 0.8 has no overlay: its root is a read-only bind, so it does
+less work than we do). Also the host-side memory the live sandbox keeps (its init). With
+``--host``, the sandbox is an ``image = "host"`` build's (made by the Builder in a private
+COOP_HOME), and bwrap binds the host's directories read-only, as ``image = "host"`` once
+did.
 """
 
 from __future__ import annotations
@@ -90,8 +91,12 @@ def bench_sandbox(base: Path, layers: list[Path], runs: int, between: Callable[[
 
 def bwrap_runner(base: Path) -> tuple[Callable[[], None], list[float]]:
     """A function doing one bwrap run, and the list its times go to."""
-    layer = make_busybox_rootfs(base / "blayer")  # bwrap's root is read-only: make its
-    (layer / "workspace").mkdir()                 # mount points beforehand
+    # bwrap maps only the caller's own id: as root, coop's id range (which owns coop's
+    # layer) would be unmapped in its namespace, so it gets the same tree owned by the
+    # caller, as coop's sandbox gets its tree owned by ids it maps. Its root is read-only:
+    # make its mount points beforehand.
+    layer = make_busybox_rootfs(base / "blayer", hand_over=False)
+    (layer / "workspace").mkdir()
     (layer / "root" / ".cache").mkdir()
     for name in ("hostname", "hosts", "resolv.conf"):
         (layer / "etc" / name).write_text("")

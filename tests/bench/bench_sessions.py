@@ -89,6 +89,14 @@ class Row:
         return "-" if self.target is None else f"<={self.target:g}{unit}"
 
 
+def write_big(path: Path) -> None:
+    """The bursts' file: ``BIG_BYTES`` of text lines, as an agent prints them."""
+    line = b"coop bench: 30 MB of agent output, one line after another, to the client.\n"
+    with path.open("wb") as out:
+        out.write(line * (BIG_BYTES // len(line)))
+        out.write(b"x" * (BIG_BYTES % len(line)))
+
+
 # --- terminals ---------------------------------------------------------------------------
 
 
@@ -438,8 +446,9 @@ class Bench:
                            check=False, stdin=subprocess.DEVNULL)
             if pid is not None:
                 self.wait_gone(pid)
-        subprocess.run([*self.tmux, "kill-server"], env=self.env, capture_output=True,
-                       check=False)
+        if shutil.which("tmux") is not None:  # bench_web.py's Bench starts no tmux
+            subprocess.run([*self.tmux, "kill-server"], env=self.env, capture_output=True,
+                           check=False)
 
 
 def print_table(rows: list[Row]) -> None:
@@ -466,8 +475,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--reps", type=int, default=9, help="repetitions (median)")
     parser.add_argument("--only", default="1,2,3,4,5,6",
-                        help="comma-separated figures 1-6 (run.py's a, b, c are ignored, so "
-                             "`just bench --only ...` can pick from both)")
+                        help="comma-separated figures 1-6 (run.py's a, b, c and bench_web's "
+                             "w1-w3 are ignored, so `just bench --only ...` can pick from all)")
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 when a figure misses its target (CI gate)")
     args = parser.parse_args()
@@ -487,10 +496,7 @@ def main() -> int:
     started = time.monotonic()
     try:
         ws = bench.workspace(0)
-        line = b"coop bench: 30 MB of agent output, one line after another, to the client.\n"
-        with bench.big.open("wb") as out:
-            out.write(line * (BIG_BYTES // len(line)))
-            out.write(b"x" * (BIG_BYTES % len(line)))
+        write_big(bench.big)
         if "1" in wanted:
             rows.append(bench.ls())
         if "2" in wanted:

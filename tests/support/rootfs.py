@@ -25,13 +25,17 @@ def busybox_available() -> bool:
     return "statically linked" in out or "static-pie" in out
 
 
-def make_busybox_rootfs(dest: Path, *, resolv_conf: bool = True) -> Path:
+def make_busybox_rootfs(dest: Path, *, resolv_conf: bool = True,
+                        hand_over: bool = True) -> Path:
     """Create ``dest`` as a tiny rootfs: /bin/busybox + applet symlinks, passwd, group,
     owned as coop's store would own a layer (as root: by coop's id range, see
     ``coop_build.subids``).
 
     ``resolv_conf=False`` leaves /etc/resolv.conf absent (the runner must then create a
-    mount point for it that does not end up in the step's layer).
+    mount point for it that does not end up in the step's layer). ``hand_over=False``
+    leaves it owned by whoever made it, for a tool that maps only its caller's own id
+    (bwrap: coop's range is unmapped in its namespace, so a 0700 directory of the range's
+    could not be entered).
     """
     dest.mkdir(parents=True)
     for name in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "dev", "tmp", "root"):
@@ -56,7 +60,7 @@ def make_busybox_rootfs(dest: Path, *, resolv_conf: bool = True) -> Path:
     (dest / "etc" / "group").write_text("root:x:0:\ndaemon:x:1:\nnogroup:x:65534:\n")
     if resolv_conf:
         (dest / "etc" / "resolv.conf").write_text("# replaced by the runner\n")
-    return as_layer(dest)
+    return as_layer(dest) if hand_over else dest
 
 
 def as_layer(tree: Path) -> Path:

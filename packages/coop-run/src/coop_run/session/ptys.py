@@ -73,6 +73,7 @@ from coop_run.session.termscan import Signal
 logger = logging.getLogger(__name__)
 
 READ_SIZE = 65536
+READS_PER_WAKE = 16  # PTY reads gathered into one publish (64 KiB at most)
 QUICK_EXIT = 2.0  # an agent that ran less than this counts as a quick exit
 CRASH_LOOP_AFTER = 5  # quick exits in a row before the PTY is shown as crash-looping
 REFUSED_EVERY = 1.0  # a read-only client hears that its input was dropped this often at most
@@ -204,23 +205,42 @@ class Pty:
         self._input.clear()
 
     def _drain(self) -> None:
-        while self.master is not None and self._read_once():
+        while self.master is not None and self._on_output():
             pass
 
-    def _read_once(self) -> bool:
+    def _read(self) -> bytes:
+        """One read of the master; b"" when nothing is there or every slave is closed."""
         assert self.master is not None
         try:
             data = os.read(self.master, READ_SIZE)
         except BlockingIOError:
-            return False
+            return b""
         except OSError as exc:  # EIO: every slave is closed
             if exc.errno != errno.EIO:
                 logger.warning("pty %s: read failed: %s", self.id, exc)
-            self.loop.remove_reader(self.master)
-            return False
+            data = b""
         if not data:
             self.loop.remove_reader(self.master)
+        return data
+
+    def _on_output(self) -> bool:
+        """Read what is there and hand it on in one piece; whether there was any.
+
+        A read gives at most the line discipline's 4 KiB, so a burst is read a few times
+        over before anything is published: one scrollback append, one attention scan and
+        one frame per client for up to ``READS_PER_WAKE`` reads, instead of one of each per
+        4 KiB. A keystroke's echo (one read, then nothing) goes on at once. Then the loop
+        lets the clients drain.
+        """
+        chunks: list[bytes] = []
+        while self.master is not None and len(chunks) < READS_PER_WAKE:
+            data = self._read()
+            if not data:
+                break
+            chunks.append(data)
+        if not chunks:
             return False
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self.publish(data)
         mark = self.attention.output(data, self.loop.time())
         if mark is not None:
@@ -228,11 +248,6 @@ class Pty:
         elif self._silence is None:
             self._arm_silence()
         return True
-
-    def _on_output(self) -> None:
-        for _ in range(4):  # a few reads per wake-up, then let the clients drain
-            if not self._read_once():
-                return
 
     # -- output and events ---------------------------------------------------------------
 

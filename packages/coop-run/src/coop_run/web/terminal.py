@@ -30,8 +30,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 from collections.abc import Sequence
+from typing import cast
 
 from aiohttp import WSMsgType, web
 
@@ -54,7 +54,7 @@ from coop_run.web.context import WebContext
 
 logger = logging.getLogger(__name__)
 
-RECV_SIZE = 256 * 1024   # what the relay takes from the supervisor at once
+RECV_SIZE = 256 * 1024   # what the relay holds from the supervisor before it stops reading
 MAX_INPUT = MAX_FRAME_SIZE - 1  # a binary frame from the browser: one stream frame at most
 OPEN_TIMEOUT = 10.0
 
@@ -117,25 +117,112 @@ async def terminal_socket(context: WebContext, request: web.Request,
     client = WebClient(ws, request.remote or "?", read_only, "terminal", session=name,
                        pty=answer.pty)
     context.clients.add(client)
+    inbox: Inbox | None = None
     try:
         await ws.prepare(request)
         await ws.send_str(json.dumps(encode(protocol.Attached(
             pty=answer.pty, offset=answer.offset, cols=answer.cols, rows=answer.rows,
             session=answer.session, read_only=read_only))))
-        await Relay(ws, sock, client).run()
+        _, inbox = await asyncio.get_running_loop().connect_accepted_socket(Inbox, sock)
+        await Relay(ws, inbox, client).run()
     finally:
-        sock.close()
+        if inbox is not None:
+            inbox.close()  # its transport owns the socket
+        else:
+            sock.close()
         context.clients.remove(client)
     return ws
+
+
+class Inbox(asyncio.Protocol):
+    """The daemon's end of one supervisor stream, as an asyncio protocol.
+
+    The event loop reads the socket whenever bytes arrive (one registration for the
+    stream's life, not one per read: a 4 KiB PTY read per wake-up is what a burst looks
+    like here), and what arrived waits until the relay takes all of it at once: the more
+    the browser's pace lets pile up, the fewer and larger the frames. Reading stops while
+    ``RECV_SIZE`` bytes wait, so a slow browser makes the supervisor queue, and then drop,
+    for this client alone.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._ended = False
+        self._held = False  # reading paused by us, until the relay takes what waits
+        self._waiter: asyncio.Future[None] | None = None
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._size += len(data)
+        if self._size >= RECV_SIZE and not self._held and self.transport is not None:
+            self._held = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> None:
+        self._ended = True  # returning None: the transport closes itself
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ended = True
+        self._writable.set()
+        self._wake()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def read(self) -> bytes:
+        """Everything received and not yet taken, once there is some; b"" at the end."""
+        while not self._chunks:
+            if self._ended:
+                return b""
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        chunks = self._chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._chunks = []
+        self._size = 0
+        if self._held and self.transport is not None:
+            self._held = False
+            self.transport.resume_reading()
+        return data
+
+    async def write(self, data: bytes) -> None:
+        """Send ``data`` to the supervisor; waits while the socket's buffer is full."""
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionError("the supervisor's stream is closed")
+        self.transport.write(data)
+        await self._writable.wait()
+
+    def close(self) -> None:
+        """Close the socket now: input not yet sent is of no use once the relay ends."""
+        if self.transport is not None:
+            self.transport.abort()
 
 
 class Relay:
     """Bytes and controls between one WebSocket and its supervisor stream."""
 
-    def __init__(self, ws: web.WebSocketResponse, sock: socket.socket,
-                 client: WebClient) -> None:
+    def __init__(self, ws: web.WebSocketResponse, inbox: Inbox, client: WebClient) -> None:
         self.ws = ws
-        self.sock = sock
+        self.inbox = inbox
         self.client = client
         self._running = asyncio.Event()  # clear while the browser has paused us
         self._running.set()
@@ -150,13 +237,12 @@ class Relay:
             await asyncio.gather(down, return_exceptions=True)
 
     async def _down(self) -> None:
-        """Supervisor -> browser, one read at a time, as fast as the browser takes it."""
-        loop = asyncio.get_running_loop()
+        """Supervisor -> browser: what has arrived, as fast as the browser takes it."""
         decoder = StreamDecoder()
         try:
             while True:
                 await self._running.wait()
-                data = await loop.sock_recv(self.sock, RECV_SIZE)
+                data = await self.inbox.read()
                 if not data:
                     break
                 if not await self._forward(decoder.feed(data)):
@@ -194,15 +280,17 @@ class Relay:
 
     async def _up(self) -> None:
         """Browser -> supervisor, until the browser closes (or is closed by ``_down``)."""
-        loop = asyncio.get_running_loop()
-        async for message in self.ws:
-            if message.type == WSMsgType.BINARY:
-                await loop.sock_sendall(self.sock, encode_data(message.data))
-            elif message.type == WSMsgType.TEXT:
-                if not await self._control(message.data):
+        try:
+            async for message in self.ws:
+                if message.type == WSMsgType.BINARY:
+                    await self.inbox.write(encode_data(message.data))
+                elif message.type == WSMsgType.TEXT:
+                    if not await self._control(message.data):
+                        return
+                else:  # an error: the heartbeat found no pong, or the connection broke
                     return
-            else:  # an error: the heartbeat found no pong, or the connection broke
-                return
+        except OSError as exc:  # the supervisor hung up while the browser typed
+            logger.debug("%s: relay ended: %s", self.client.describe(), exc)
 
     async def _control(self, text: str) -> bool:
         """One JSON control from the browser; False when it detaches."""
@@ -222,6 +310,5 @@ class Relay:
         elif isinstance(command, protocol.Detach):
             return False
         else:  # resize, visibility, active, sizing: the supervisor's window rule
-            await asyncio.get_running_loop().sock_sendall(
-                self.sock, encode_control(encode(command)))
+            await self.inbox.write(encode_control(encode(command)))
         return True
