@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,15 @@ def coop_environ(coop_env: Any) -> dict[str, str]:
 
 
 RunCoop = Callable[..., Result]
+
+
+def coop_init(coop_env: Any, workspace: Path, environ: Mapping[str, str]) -> Result:
+    """``coop init`` in ``workspace`` with the test's environment plus ``environ`` (a
+    mirror's or a user's trust settings)."""
+    proc = subprocess.run([str(COOP), "init"], cwd=workspace,
+                          env={**coop_environ(coop_env), **environ}, capture_output=True,
+                          text=True, timeout=RUN_TIMEOUT, stdin=subprocess.DEVNULL, check=False)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
 @pytest.fixture

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
-from coop_cli import COOP, RUN_TIMEOUT, Result, coop_environ, remove_the_store
+from coop_cli import coop_init, remove_the_store
 
 from support.prepare import APT_MIRROR_STEP
 
@@ -77,14 +76,6 @@ def write_coopfile(workspace: Path, image: str, packages: Mapping[str, list[str]
     lines += ["", "[setup]", f"run = {json.dumps(setup)}", "",
               "[agent]", 'command = "/bin/sh"', ""]
     (workspace / "coop.toml").write_text("\n".join(lines))
-
-
-def coop_init(coop_env: Any, workspace: Path, environ: Mapping[str, str]) -> Result:
-    """``coop init`` with the test's isolated environment plus ``environ``."""
-    proc = subprocess.run([str(COOP), "init"], cwd=workspace,
-                          env={**coop_environ(coop_env), **environ}, capture_output=True,
-                          text=True, timeout=RUN_TIMEOUT, stdin=subprocess.DEVNULL, check=False)
-    return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
 def users_trust(home: Path, ca: Path) -> dict[str, str]:

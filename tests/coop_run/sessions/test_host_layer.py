@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from coop_cli import COOP, RUN_TIMEOUT, Result, coop_environ, remove_the_store
+from coop_cli import coop_init, remove_the_store
 from session_support import Coop
 
 from coop_build.hostlayer import system_identity
@@ -40,14 +40,6 @@ def write_coopfile(workspace: Path, packages: Mapping[str, list[str]], setup: li
     lines += [f"\n[setup]\nrun = {json.dumps(setup)}\n", '[agent]\ncommand = "/bin/sh"\n',
               '[network]\nmode = "none"\n', "[session]\npersist = []\n"]
     (workspace / "coop.toml").write_text("\n".join(lines))
-
-
-def coop_init(coop_env: Any, workspace: Path, environ: Mapping[str, str]) -> Result:
-    """``coop init`` with the test's environment plus ``environ`` (the mirror's)."""
-    proc = subprocess.run([str(COOP), "init"], cwd=workspace,
-                          env={**coop_environ(coop_env), **environ}, capture_output=True,
-                          text=True, timeout=RUN_TIMEOUT, stdin=subprocess.DEVNULL, check=False)
-    return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
 def host(argv: list[str]) -> str:
