@@ -206,3 +206,22 @@ def test_newuidmap_refusal_is_a_tool_error() -> None:
         assert info.value.stderr
     finally:
         finish(proc)
+
+
+def test_roots_maps_are_judged_again_when_a_file_changes(tmp_path: Path) -> None:
+    """Root's maps are kept between calls only while the files they were judged from
+    stay as they were: an entry changed to one that may not be used is refused at once."""
+    subuid, subgid = write_subids(tmp_path, "coop:2000000:65536\n")
+    subgid.write_text("coop:2000000:65536\n")
+    first = choose_idmap(uid=0, gid=0, subuid_path=subuid, subgid_path=subgid, environ={})
+    assert first.uid_map == ((0, 2000000, 65536),)
+    assert choose_idmap(uid=0, gid=0, subuid_path=subuid, subgid_path=subgid,
+                        environ={}) == first
+    subuid.write_text("coop:0:65536\n")  # host root: never usable
+    with pytest.raises(NamespaceError, match="it starts at 0"):
+        choose_idmap(uid=0, gid=0, subuid_path=subuid, subgid_path=subgid, environ={})
+    replacement = tmp_path / "subuid.new"
+    replacement.write_text("coop:3000000:65536\n")
+    replacement.replace(subuid)
+    got = choose_idmap(uid=0, gid=0, subuid_path=subuid, subgid_path=subgid, environ={})
+    assert got.uid_map == ((0, 3000000, 65536),)

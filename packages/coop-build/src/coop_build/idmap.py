@@ -169,14 +169,47 @@ def choose_idmap(  # noqa: PLR0917 (the documented signature)
     return IdMap(uid_map=build_full_map(uid, uid_ranges), gid_map=build_full_map(gid, gid_ranges))
 
 
+# The files root's maps are judged from (besides the two named): accounts (``subids``).
+_ACCOUNT_FILES = (Path("/etc/passwd"), Path("/etc/group"))
+# (subuid, subgid, single) -> (the files' stat signature, the maps judged from them)
+_root_maps: dict[tuple[Path, Path, bool], tuple[tuple[object, ...], IdMap]] = {}
+
+
 def root_idmap(subuid: Path, subgid: Path, *, single: bool = False) -> IdMap:
     """Root's maps: inside 0..65535 (inside 0 alone with ``single``) to coop's range,
-    reserved in ``subuid``/``subgid`` on first use (``subids``)."""
+    reserved in ``subuid``/``subgid`` on first use (``subids``).
+
+    Judged again whenever one of the files it was judged from changes (``_signature``),
+    else taken from the last judgment: the account database read through NSS costs
+    about a millisecond of every root start."""
+    key = (subuid, subgid, single)
+    signature = _signature((subuid, subgid, *_ACCOUNT_FILES))
+    known = _root_maps.get(key)
+    if known is not None and known[0] == signature:
+        return known[1]
     (ustart, ucount), (gstart, gcount) = subids.coop_ranges(subuid, subgid)
     if single:
-        return IdMap.single(ustart, gstart)
-    return IdMap(uid_map=((0, ustart, min(ucount, subids.BLOCK)),),
-                 gid_map=((0, gstart, min(gcount, subids.BLOCK)),))
+        idmap = IdMap.single(ustart, gstart)
+    else:
+        idmap = IdMap(uid_map=((0, ustart, min(ucount, subids.BLOCK)),),
+                      gid_map=((0, gstart, min(gcount, subids.BLOCK)),))
+    # The signature read before the judgment: a change made meanwhile (our own
+    # reservation included) makes the next call judge again.
+    _root_maps[key] = (signature, idmap)
+    return idmap
+
+
+def _signature(paths: Iterable[Path]) -> tuple[object, ...]:
+    """What changes when any of ``paths`` is written, replaced, created or removed."""
+    marks: list[object] = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            marks.append(None)
+            continue
+        marks.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(marks)
 
 
 def _read_ranges(path: Path, names: tuple[str, ...]) -> list[tuple[int, int]]:

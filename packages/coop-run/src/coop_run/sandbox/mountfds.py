@@ -16,12 +16,15 @@ the tree): a path walked twice can be a different directory the second time (a
 symlink swapped in). So it is opened once (``open_workspace``), its real path read
 from the descriptor and checked, and mounted from that descriptor, whoever runs coop.
 Root's idmapped copy maps host root alone (``owner_only_userns``): through the
-sandbox's own map, every host id 0..65535 would be one of the agent's.
+sandbox's own map, every host id 0..65535 would be one of the agent's. That namespace is
+made once per process (``owner_userns``: a clone of the caller, about 2 ms) and only ever
+used as the map of such a mount; its map cannot change once written.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,10 @@ from coop_run.layout import refused_mount
 from coop_run.sandbox.clone import clone_into_namespaces, close_other_fds
 
 _DIR_PATH = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+
+# (uid, gid) -> (fd, st_dev, st_ino) of this process's owner-only user namespace
+_owner_userns: dict[tuple[int, int], tuple[int, int, int]] = {}
+_owner_userns_lock = threading.Lock()
 
 
 class MountFds:
@@ -47,7 +54,6 @@ class MountFds:
         self.binds_by_path = binds_by_path
         self.owner = owner
         self._root: int | None = None    # /proc/<init>/root: paths are opened below it
-        self._userns: int | None = None
         self._workspace: tuple[str, int] | None = None  # (path checked, its descriptor)
 
     def open_workspace(self, checked: str, coop_homes: Iterable[Path], *,
@@ -119,9 +125,7 @@ class MountFds:
         if self.owner is None:
             raise SandboxError(f"cannot show {path} to the sandbox: no owner to map it to")
         try:
-            if self._userns is None:
-                self._userns = owner_only_userns(*self.owner)
-            return linux.idmapped_clone(fd, self._userns)
+            return linux.idmapped_clone(fd, owner_userns(*self.owner))
         except OSError as exc:
             raise SandboxError(
                 f"cannot show {path} to root's sandbox with its owners mapped "
@@ -129,10 +133,10 @@ class MountFds:
                 "supports idmapped mounts (ext4, xfs, btrfs, tmpfs)") from exc
 
     def close(self) -> None:
-        for fd in (self._root, self._userns, self._workspace and self._workspace[1]):
+        for fd in (self._root, self._workspace and self._workspace[1]):
             if fd is not None:
                 os.close(fd)
-        self._root = self._userns = self._workspace = None
+        self._root = self._workspace = None
 
 
 def workspace_refusal(fd: int, checked: str, coop_homes: Iterable[Path]) -> str | None:
@@ -146,6 +150,29 @@ def workspace_refusal(fd: int, checked: str, coop_homes: Iterable[Path]) -> str 
         if refusal is not None:
             return f"refusing to bind the workspace {real}: {refusal}"
     return None
+
+
+def owner_userns(uid: int, gid: int) -> int:
+    """This process's ``owner_only_userns(uid, gid)``, made on first use and kept
+    (close-on-exec; not the caller's to close). Every start of root's sandboxes maps its
+    workspace through the same map, so one namespace serves them all; a fork that closed
+    the descriptor (or reused its number) gets a fresh one: the descriptor is checked to
+    still be the namespace made here."""
+    with _owner_userns_lock:
+        kept = _owner_userns.get((uid, gid))
+        if kept is not None:
+            fd, dev, ino = kept
+            try:
+                st = os.fstat(fd)
+            except OSError:
+                pass
+            else:
+                if (st.st_dev, st.st_ino) == (dev, ino):
+                    return fd
+        fd = owner_only_userns(uid, gid)
+        st = os.fstat(fd)
+        _owner_userns[uid, gid] = (fd, st.st_dev, st.st_ino)
+        return fd
 
 
 def owner_only_userns(uid: int, gid: int) -> int:
