@@ -22,9 +22,16 @@ import pytest
 
 from coop_build.errors import NamespaceError, ToolError
 from coop_build.idmap import IdMap, choose_idmap
-from coop_build.namespace import RootfsSpec, remove_tree, run_in_rootfs, run_in_userns
+from coop_build.namespace import (
+    RootfsSpec,
+    discard_helper,
+    prestart_helper,
+    remove_tree,
+    run_in_rootfs,
+    run_in_userns,
+)
 from support.host_secrets import mask_probe, planted_secrets
-from support.procs import children, reap_zombies, wait_for
+from support.procs import children, pid_alive, reap_zombies, wait_for
 from support.require import needs, require
 from support.rootfs import as_layer, busybox_available, make_busybox_rootfs
 
@@ -437,3 +444,42 @@ def test_resolv_conf_symlink_is_followed_inside_the_rootfs(tmp_path: Path, steps
     assert lines == host_resolv
     # Our mount point went away again; the step's own file (and its dirs) stayed.
     assert upper_entries(spec) == {"run", "run/resolve", "run/resolve/other"}
+
+
+def _helpers() -> set[int]:
+    return {p.pid for p in children() if "coop_build._nsexec" in p.cmdline}
+
+
+def test_prestarted_helper_runs_the_next_step(base: Path, steps: Steps) -> None:
+    helper = prestart_helper()
+    assert prestart_helper() == helper  # one waits at a time
+    assert _helpers() == {helper}
+    seen: list[set[int]] = []
+
+    def output(line: str) -> None:
+        seen.append(_helpers())  # while the step runs: which helper runs it
+
+    code = run_in_rootfs(steps.spec(base), "echo hi; exit 7", env={}, idmap=steps.idmap,
+                         output=output)
+    assert (code, seen) == (7, [{helper}])
+    assert not pid_alive(helper)
+    code, lines = steps.run(steps.spec(base), "echo again")  # the next one starts its own
+    assert (code, lines) == (0, ["again"])
+
+
+def test_unused_prestarted_helper_ends_on_discard() -> None:
+    helper = prestart_helper()
+    assert helper in _helpers()
+    discard_helper()
+    assert helper not in _helpers()
+    assert not pid_alive(helper)
+    discard_helper()  # nothing waiting: a no-op
+
+
+def test_dead_prestarted_helper_is_replaced(base: Path, steps: Steps) -> None:
+    helper = prestart_helper()
+    os.kill(helper, signal.SIGKILL)
+    wait_for(lambda: not pid_alive(helper), 5, "the killed helper to die")
+    code, lines = steps.run(steps.spec(base), "echo fresh")
+    assert (code, lines) == (0, ["fresh"])
+    assert helper not in _helpers()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import click
@@ -82,3 +85,51 @@ def test_help_and_version_exit_0_in_process() -> None:
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+
+
+def _leaving(code: str) -> list[str]:
+    """A Python child that runs ``code`` and then leaves as the console script does."""
+    return [sys.executable, "-c", f"from coop_run.cli.main import _leave\n{code}"]
+
+
+def test_leave_runs_atexit_flushes_and_keeps_the_exit_code() -> None:
+    child = subprocess.run(
+        _leaving("import atexit, sys\n"
+                 "atexit.register(lambda: print('atexit ran'))\n"
+                 "print('buffered', end='')\n"
+                 "sys.stderr.write('err')\n"
+                 "_leave(3)"),
+        capture_output=True, text=True, timeout=60, check=False)
+    assert (child.returncode, child.stdout, child.stderr) == (3, "bufferedatexit ran\n", "err")
+
+
+def test_leave_reports_a_failed_final_flush_as_120() -> None:
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.Popen(
+        _leaving("import sys\nprint('lost')\nsys.stdin.read()\n_leave(0)"),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=buffered)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdout.close()  # the reader goes away before the child's final flush
+    proc.stdin.close()
+    assert proc.wait(timeout=60) == 120
+
+
+def test_leave_waits_for_running_threads() -> None:
+    """A thread still working when the script ends gets the normal exit, which waits."""
+    proc = subprocess.Popen(
+        _leaving("import sys, threading\n"
+                 "def late() -> None:\n"
+                 "    sys.stdin.read()\n"
+                 "    print('thread ended', flush=True)\n"
+                 "threading.Thread(target=late).start()\n"
+                 "print('leaving', flush=True)\n"
+                 "_leave(4)"),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    assert proc.stdout.readline() == "leaving\n"  # _leave runs now; the thread still waits
+    with pytest.raises(subprocess.TimeoutExpired):
+        proc.wait(timeout=2)  # a fast exit would have ended it, thread and all
+    proc.stdin.close()
+    assert proc.stdout.read() == "thread ended\n"
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 4

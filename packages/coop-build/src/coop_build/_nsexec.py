@@ -561,7 +561,10 @@ def main() -> NoReturn:
     linux.set_pdeathsig(signal.SIGTERM)
     if os.getppid() != caller:
         os._exit(SETUP_FAILED)
-    req = json.loads(sys.stdin.buffer.read())
+    data = sys.stdin.buffer.read()
+    if not data:
+        os._exit(0)  # a prestarted helper its caller did not need (prestart_helper)
+    req = json.loads(data)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)

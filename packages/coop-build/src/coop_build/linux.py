@@ -9,9 +9,7 @@ The build runner and the session sandbox both use this module; it holds no polic
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
-import platform
 
 # unshare(2) / setns(2) / clone(2) namespace flags.
 CLONE_NEWNS = 0x00020000
@@ -87,7 +85,19 @@ _ST_TO_MS = (
 
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "armv7l": 218, "i686": 217}
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+def _load_libc() -> ctypes.CDLL:
+    """glibc by its soname; ``find_library`` only elsewhere (musl): it runs
+    ``ldconfig -p`` in a subprocess, which the namespace helper paid on every start."""
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        from ctypes.util import find_library
+
+        return ctypes.CDLL(find_library("c") or "libc.so", use_errno=True)
+
+
+_libc = _load_libc()
 _libc.mount.argtypes = [
     ctypes.c_char_p,
     ctypes.c_char_p,
@@ -146,9 +156,9 @@ def umount2(target: str | os.PathLike[str], flags: int = 0) -> None:
 
 def pivot_root(new_root: str | os.PathLike[str], put_old: str | os.PathLike[str]) -> None:
     """pivot_root(2), which glibc does not wrap."""
-    number = _SYS_PIVOT_ROOT.get(platform.machine())
+    number = _SYS_PIVOT_ROOT.get(os.uname().machine)
     if number is None:
-        raise OSError(0, f"pivot_root: unknown syscall number on {platform.machine()}")
+        raise OSError(0, f"pivot_root: unknown syscall number on {os.uname().machine}")
     result = _libc.syscall(ctypes.c_long(number), _fs(new_root), _fs(put_old))
     _check(int(result), f"pivot_root({os.fspath(new_root)}, {os.fspath(put_old)})")
 

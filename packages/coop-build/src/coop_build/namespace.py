@@ -14,6 +14,7 @@ never meet ``fork``; this module only talks to it over pipes.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -35,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 _UNSAFE_IN_OPTIONS = (",", ":", "\\", "\n")
 _STOP_GRACE_S = 10.0
+# prestart_helper's helper and the pid that started it (a forked child must not use it)
+_spare: tuple[int, subprocess.Popen[bytes]] | None = None
 
 
 @dataclass(frozen=True)
@@ -224,7 +227,42 @@ def _idmap_json(idmap: IdMap) -> dict[str, Any]:
             "gid_map": [list(x) for x in idmap.gid_map]}
 
 
-def _start_helper(request: dict[str, Any]) -> subprocess.Popen[bytes]:
+def prestart_helper() -> int:
+    """Start the next step's helper interpreter now, while the caller has other work to do
+    (the CLI loading the Coopfile and the build code): its start-up, tens of milliseconds
+    of imports, then overlaps that work instead of following it. The next
+    ``run_in_rootfs``/``run_in_userns`` of this process hands it its request; one never
+    used reads end-of-file when the caller exits (or ``discard_helper``) and ends.
+    Returns the waiting helper's pid."""
+    global _spare  # noqa: PLW0603  (one per process: a helper waiting for its request)
+    if _spare is None or _spare[0] != os.getpid():
+        _spare = (os.getpid(), _spawn_helper())
+        atexit.unregister(discard_helper)  # once, however many helpers come and go
+        atexit.register(discard_helper)
+    return _spare[1].pid
+
+
+def discard_helper() -> None:
+    """End a prestarted helper that got no request (closing its stdin ends it)."""
+    global _spare
+    spare, _spare = _spare, None
+    if spare is None or spare[0] != os.getpid():
+        return  # none, or a forked child's copy: the parent owns that helper
+    proc = spare[1]
+    assert proc.stdin is not None
+    with contextlib.suppress(OSError):
+        proc.stdin.close()
+    try:
+        proc.wait(timeout=_STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def _spawn_helper() -> subprocess.Popen[bytes]:
     package_parent = str(Path(__file__).resolve().parent.parent)  # the dir holding coop_build
     env = {
         "PATH": os.environ.get("PATH", os.defpath),
@@ -232,7 +270,7 @@ def _start_helper(request: dict[str, Any]) -> subprocess.Popen[bytes]:
         "PYTHONDONTWRITEBYTECODE": "1",
     }
     try:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-S", "-m", "coop_build._nsexec", str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -242,6 +280,20 @@ def _start_helper(request: dict[str, Any]) -> subprocess.Popen[bytes]:
         )
     except OSError as exc:
         raise NamespaceError(f"cannot start the namespace helper: {exc.strerror}") from exc
+
+
+def _start_helper(request: dict[str, Any]) -> subprocess.Popen[bytes]:
+    """A helper with ``request`` sent: the prestarted one when this process has it (and
+    it is still alive), else a new one."""
+    global _spare
+    spare, _spare = _spare, None
+    proc = None
+    if spare is not None and spare[0] == os.getpid() and spare[1].poll() is None:
+        proc = spare[1]
+    elif spare is not None and spare[0] == os.getpid():
+        spare[1].communicate()  # died waiting (killed from outside): reap it, start anew
+    if proc is None:
+        proc = _spawn_helper()
     assert proc.stdin is not None
     try:
         proc.stdin.write(json.dumps(request).encode())

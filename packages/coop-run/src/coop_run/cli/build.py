@@ -64,6 +64,12 @@ def run_build(
     prebuilt: str | None = None,
 ) -> BuildResult:
     """Build the workspace's rootfs, rendering progress as ``-q``/``-v`` ask."""
+    if prebuilt is None:
+        # A step is likely to run: its namespace helper starts now, alongside the imports
+        # and the Coopfile loading below (about 60 ms of the smallest rebuild otherwise).
+        from coop_build.namespace import prestart_helper
+
+        prestart_helper()
     from coop_build.build import Builder, BuildOptions
     from coop_build.progress import ignore_progress
     from coop_run.cli.progress import ProgressRenderer
