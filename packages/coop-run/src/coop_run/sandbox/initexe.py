@@ -16,6 +16,7 @@ from pathlib import Path
 
 from coop_run.errors import SandboxError
 from coop_run.sandbox.initproto import C_HEADER
+from coop_run.sandbox.keptfd import KeptFd
 
 BINARY = Path(__file__).parents[1] / "_bin" / "coop-init"  # coop_run/_bin (hatch_build.py)
 SOURCE = Path(__file__).parents[3] / "csrc" / "coop-init.c"  # present in a checkout
@@ -23,29 +24,11 @@ _MFD_EXEC = 0x10  # Linux 6.3+: executable even where vm.memfd_noexec says other
 _SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 _REINSTALL = "reinstall coop-run (uv sync --reinstall-package coop-run; it needs gcc and libc6-dev)"
 
-_loaded: tuple[int, int, int] | None = None  # (fd, st_dev, st_ino) of this process's copy
-
 
 def exe_fd() -> int:
-    """A close-on-exec descriptor of ``coop-init`` to exec; made once per process.
-
-    A fork that closed the descriptor (or reused its number) gets a fresh copy: the
-    descriptor is checked to still be the one made here.
-    """
-    global _loaded  # noqa: PLW0603 - the process's one copy
-    if _loaded is not None:
-        fd, dev, ino = _loaded
-        try:
-            st = os.fstat(fd)
-        except OSError:
-            pass
-        else:
-            if (st.st_dev, st.st_ino) == (dev, ino):
-                return fd
-    fd = _sealed_copy(_read_binary())
-    st = os.fstat(fd)
-    _loaded = (fd, st.st_dev, st.st_ino)
-    return fd
+    """A close-on-exec descriptor of ``coop-init`` to exec; made once per process (and
+    again in a fork that closed or reused it: ``KeptFd``)."""
+    return _exe.get()
 
 
 def _read_binary() -> bytes:
@@ -81,3 +64,6 @@ def _sealed_copy(data: bytes) -> int:
         os.close(fd)
         raise
     return fd
+
+
+_exe = KeptFd(lambda: _sealed_copy(_read_binary()))

@@ -34,11 +34,12 @@ from coop_build.idmap import IdMap, write_idmap
 from coop_run.errors import BindPathError, SandboxError
 from coop_run.layout import refused_mount
 from coop_run.sandbox.clone import clone_into_namespaces, close_other_fds
+from coop_run.sandbox.keptfd import KeptFd
 
 _DIR_PATH = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 
-# (uid, gid) -> (fd, st_dev, st_ino) of this process's owner-only user namespace
-_owner_userns: dict[tuple[int, int], tuple[int, int, int]] = {}
+# (uid, gid) -> this process's owner-only user namespace
+_owner_userns: dict[tuple[int, int], KeptFd] = {}
 _owner_userns_lock = threading.Lock()
 
 
@@ -155,24 +156,12 @@ def workspace_refusal(fd: int, checked: str, coop_homes: Iterable[Path]) -> str 
 def owner_userns(uid: int, gid: int) -> int:
     """This process's ``owner_only_userns(uid, gid)``, made on first use and kept
     (close-on-exec; not the caller's to close). Every start of root's sandboxes maps its
-    workspace through the same map, so one namespace serves them all; a fork that closed
-    the descriptor (or reused its number) gets a fresh one: the descriptor is checked to
-    still be the namespace made here."""
+    workspace through the same map, so one namespace serves them all (``KeptFd``)."""
     with _owner_userns_lock:
         kept = _owner_userns.get((uid, gid))
-        if kept is not None:
-            fd, dev, ino = kept
-            try:
-                st = os.fstat(fd)
-            except OSError:
-                pass
-            else:
-                if (st.st_dev, st.st_ino) == (dev, ino):
-                    return fd
-        fd = owner_only_userns(uid, gid)
-        st = os.fstat(fd)
-        _owner_userns[uid, gid] = (fd, st.st_dev, st.st_ino)
-        return fd
+        if kept is None:
+            kept = _owner_userns[uid, gid] = KeptFd(lambda: owner_only_userns(uid, gid))
+    return kept.get()
 
 
 def owner_only_userns(uid: int, gid: int) -> int:
