@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
-from coop_cli import coop_init, remove_the_store
+from coop_cli import Result, coop_init, remove_the_store
 
 from support.prepare import APT_MIRROR_STEP
 
@@ -106,22 +106,34 @@ def test_apt_pip_and_npm_install_with_the_users_trust_and_no_rebuild_without_it(
     assert "Nothing to do" in again.stdout, again
 
 
-def test_without_the_users_trust_each_install_fails_with_its_tls_error(
-    tmp_path: Path, coop_env: Any, debian_image: str, resigning_proxy: Any
-) -> None:
+def each_failed_install(
+    tmp_path: Path, coop_env: Any, resigning_proxy: Any, image: str,
+    failing: Mapping[str, tuple[dict[str, list[str]], list[str], str]],
+) -> Iterator[tuple[str, Result, list[str]]]:
+    """Each manager's install on ``image`` without the user's trust: ``coop init`` fails
+    in its step with that tool's own TLS error shown, and no traceback. Yields the
+    manager, the result and the indented lines below the first."""
     for manager, tls_error in TLS_ERRORS.items():
         workspace = tmp_path / manager
         workspace.mkdir()
-        packages, setup, shown = FAILING[manager]
-        write_coopfile(workspace, debian_image, packages, setup)
+        packages, setup, shown = failing[manager]
+        write_coopfile(workspace, image, packages, setup)
         failed = coop_init(coop_env, workspace, resigning_proxy.env)
         assert failed.returncode == 1, failed
         first, *tail = failed.stderr.splitlines()
         assert first.startswith(f"error: step [2/2] {shown}"), failed
         assert "failed with exit code" in first, failed
         assert any(tls_error in line for line in tail), failed
-        assert all(line.startswith("    ") for line in tail), failed
         assert "Traceback" not in failed.stderr
+        yield manager, failed, tail
+
+
+def test_without_the_users_trust_each_install_fails_with_its_tls_error(
+    tmp_path: Path, coop_env: Any, debian_image: str, resigning_proxy: Any
+) -> None:
+    for manager, failed, tail in each_failed_install(
+            tmp_path, coop_env, resigning_proxy, debian_image, FAILING):
+        assert all(line.startswith("    ") for line in tail), (manager, failed)
 
 
 def test_the_host_image_installs_with_the_users_trust(
@@ -138,15 +150,5 @@ def test_the_host_image_installs_with_the_users_trust(
 def test_the_host_image_without_the_users_trust_fails_with_each_tls_error(
     tmp_path: Path, coop_env: Any, resigning_proxy: Any
 ) -> None:
-    for manager, tls_error in TLS_ERRORS.items():
-        workspace = tmp_path / manager
-        workspace.mkdir()
-        packages, setup, shown = HOST_FAILING[manager]
-        write_coopfile(workspace, "host", packages, setup)
-        failed = coop_init(coop_env, workspace, resigning_proxy.env)
-        assert failed.returncode == 1, failed
-        first, *tail = failed.stderr.splitlines()
-        assert first.startswith(f"error: step [2/2] {shown}"), failed
-        assert "failed with exit code" in first, failed
-        assert any(tls_error in line for line in tail), failed
-        assert "Traceback" not in failed.stderr
+    for _ in each_failed_install(tmp_path, coop_env, resigning_proxy, "host", HOST_FAILING):
+        pass  # each_failed_install asserts each failure as it comes
