@@ -28,6 +28,7 @@ from coop_run.errors import SandboxError
 from coop_run.sandbox import caps, initexe, initproto
 from coop_run.sandbox.clone import EXEC_FAILED, prepare_init
 from coop_run.sandbox.host import Sandbox, child_capabilities
+from coop_run.sandbox.keptfd import KeptFd
 from support.bench import CoopEnv
 from support.procs import children
 from support.require import needs
@@ -325,7 +326,7 @@ def test_a_copy_whose_descriptor_was_closed_is_made_again() -> None:
 
 def test_a_missing_or_stale_binary_is_a_clear_error(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(initexe, "_loaded", None)
+    monkeypatch.setattr(initexe, "_exe", KeptFd(initexe._make))  # none made yet
     monkeypatch.setattr(initexe, "BINARY", tmp_path / "coop-init")
     with pytest.raises(SandboxError, match=r"coop-init is missing .* reinstall coop-run"):
         initexe.exe_fd()

@@ -66,4 +66,8 @@ def _sealed_copy(data: bytes) -> int:
     return fd
 
 
-_exe = KeptFd(lambda: _sealed_copy(_read_binary()))
+def _make() -> int:
+    return _sealed_copy(_read_binary())
+
+
+_exe = KeptFd(_make)
